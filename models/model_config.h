@@ -1,0 +1,64 @@
+// ModelConfig: the architecture of the MoE encoder-decoder, as plain values.
+// The trainer fills it from the `model:` section of the YAML config and has
+// already validated it (heads divide d_model, ...) before a model is built.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace moetrain::models {
+
+enum class NormType { LayerNorm, RMSNorm };
+enum class PositionType { Sinusoidal, Learned, Rotary };
+// global: full attention; local: sliding window of `local_window` tokens;
+// dynamic: a per-token sigmoid gate mixes the local and the global output.
+enum class AttentionType { Global, Local, Dynamic };
+enum class Activation { ReLU, GELU, SiLU };
+
+struct MoEConfig {
+  int64_t num_experts = 8;
+  int64_t top_k = 2;
+  // Expert capacity = ceil(capacity_factor * tokens * top_k / num_experts);
+  // assignments beyond it are dropped. 0 means dropless.
+  double capacity_factor = 1.25;
+  // Every `every`-th layer (1-based: layers every-1, 2*every-1, ...) is MoE;
+  // 0 disables MoE entirely (a dense model).
+  int64_t every = 2;
+  int64_t d_ff_expert = 0;       // 0: same as d_ff
+  double aux_loss_coef = 0.01;   // Switch-style load-balancing loss weight
+  double z_loss_coef = 0.001;    // router z-loss weight
+  bool normalize_top_k = true;   // renormalise the k selected gates to sum 1
+};
+
+struct ModelConfig {
+  int64_t vocab_size = 0;  // 0: taken from the tokenizer at start-up
+  int64_t d_model = 512;
+  int64_t n_heads = 8;
+  int64_t d_ff = 2048;
+  int64_t encoder_layers = 12;
+  int64_t decoder_layers = 6;
+  int64_t max_positions = 1024;  // learned positions table size / sanity bound
+  NormType norm = NormType::LayerNorm;
+  double norm_eps = 1e-5;
+  PositionType position = PositionType::Sinusoidal;
+  double rope_theta = 10000.0;
+  AttentionType attention = AttentionType::Global;
+  int64_t local_window = 128;
+  Activation activation = Activation::GELU;
+  bool bias = true;              // biases in linear layers
+  bool tie_embeddings = true;    // lm_head shares the token embedding
+  bool scale_embeddings = true;  // multiply embeddings by sqrt(d_model)
+  double dropout = 0.1;
+  double attention_dropout = 0.0;
+  double init_std = 0.02;
+  bool activation_checkpointing = false;  // recompute each layer in backward
+  MoEConfig moe;
+
+  bool is_moe_layer(int64_t layer_index) const {
+    return moe.every > 0 && (layer_index + 1) % moe.every == 0;
+  }
+  int64_t expert_ffn_dim() const { return moe.d_ff_expert > 0 ? moe.d_ff_expert : d_ff; }
+  int64_t head_dim() const { return d_model / n_heads; }
+};
+
+}  // namespace moetrain::models
