@@ -1,0 +1,40 @@
+# Shared helpers for the end-to-end tests (sourced, not run).
+# Environment from CTest: MOETRAIN_BIN, MOETRAIN_SHARED_DATA, MOETRAIN_SOURCE_DIR,
+# MOETRAIN_E2E_WORK (a folder shared by the tests of one build).
+set -euo pipefail
+: "${MOETRAIN_BIN:?}" "${MOETRAIN_SOURCE_DIR:?}" "${MOETRAIN_E2E_WORK:?}"
+SKIP=77
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+need_brown() {
+  if [[ ! -f "${MOETRAIN_SHARED_DATA:-}/brown.jsonl" ]]; then
+    echo "SKIP: ${MOETRAIN_SHARED_DATA:-../shared/data}/brown.jsonl is absent"
+    exit $SKIP
+  fi
+}
+
+# The Brown corpus tokenized once per build by the e2e.fixture_tokenize_brown test.
+BROWN_DATA="$MOETRAIN_E2E_WORK/brown"
+
+# Runs the tiny config on BROWN_DATA with dropout 0; extra args go to train.
+train_tiny() {
+  "$MOETRAIN_BIN" train --config "$MOETRAIN_SOURCE_DIR/configs/tiny.yaml" \
+    --set data.train="$BROWN_DATA" --set data.valid="$BROWN_DATA" \
+    --set model.dropout=0.0 "$@"
+}
+
+# The value of `field` at `step` in a metrics.jsonl, printed exactly as stored.
+metric_at() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+path, step, field = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+for line in open(path):
+    rec = json.loads(line)
+    if rec.get("step") == step and field in rec:
+        print(repr(rec[field]))
+        break
+else:
+    sys.exit(f"no {field} at step {step} in {path}")
+PY
+}

@@ -1,0 +1,163 @@
+#include "trainer/cli.h"
+
+#include <boost/program_options.hpp>
+
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "data/hdf5_file.h"
+#include "data/tokenize.h"
+#include "data/tokenizer.h"
+#include "parallel/process_grid.h"
+#include "trainer/checkpoint.h"
+#include "trainer/config.h"
+#include "trainer/trainer.h"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace moetrain::trainer {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: moetrain <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  train      train or fine-tune a model from a YAML config\n"
+    "  tokenize   train (or load) a SentencePiece model and write HDF5 token shards\n"
+    "\n"
+    "`moetrain <command> --help` lists the options of a command.\n";
+
+// Bad usage: the message is printed as one line and the exit code is 2.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+po::variables_map parse(int argc, char** argv, const po::options_description& options,
+                        const char* command) {
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
+    if (vm.count("help")) {
+      std::cout << "usage: moetrain " << command << " [options]\n\n" << options << std::endl;
+      return vm;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw UsageError(std::string(command) + ": " + e.what());
+  }
+  return vm;
+}
+
+int cmd_train(int argc, char** argv) {
+  std::string config_path, output_dir, resume, init_from;
+  std::vector<std::string> overrides;
+  int64_t max_steps = 0;
+  po::options_description options("train options");
+  options.add_options()
+      ("help,h", "show this help")
+      ("config,c", po::value(&config_path), "YAML config file")
+      ("set", po::value(&overrides)->composing(), "override a config key: --set optim.lr=1e-3 (repeatable)")
+      ("output-dir,o", po::value(&output_dir), "run directory: config.yaml, metrics.jsonl, checkpoints/ (default runs/<config name>)")
+      ("max-steps", po::value(&max_steps), "same as --set train.max_steps=N")
+      ("resume", po::value(&resume), "resume from this checkpoint or run directory (default: the newest complete checkpoint in --output-dir)")
+      ("init-from", po::value(&init_from), "start a new run from the weights of this checkpoint");
+  const auto vm = parse(argc, argv, options, "train");
+  if (vm.count("help")) return 0;
+  if (vm.count("max-steps")) overrides.push_back("train.max_steps=" + std::to_string(max_steps));
+  if (config_path.empty() && overrides.empty()) throw UsageError("train: --config FILE is required");
+  if (output_dir.empty()) {
+    output_dir = "runs/" + (config_path.empty() ? std::string("run") : fs::path(config_path).stem().string());
+  }
+
+  ConfigSource source;
+  Config config = load_config(config_path, overrides, &source);
+  validate_config(config, /*world_size=*/1, source);
+
+  const std::string tok_path = tokenizer_path(config.data);
+  if (!fs::is_regular_file(tok_path)) {
+    throw ConfigError("data.tokenizer: no such file: " + tok_path +
+                      " (run `moetrain tokenize` first or set data.tokenizer)");
+  }
+  const auto tokenizer = data::Tokenizer::load(tok_path);
+  if (config.model.vocab_size == 0) {
+    config.model.vocab_size = tokenizer.vocab_size();
+  } else if (config.model.vocab_size < tokenizer.vocab_size()) {
+    throw ConfigError("model.vocab_size: " + std::to_string(config.model.vocab_size) +
+                      " is smaller than the tokenizer's " + std::to_string(tokenizer.vocab_size()) +
+                      source.where("model.vocab_size"));
+  }
+
+  TrainOptions train_options;
+  train_options.output_dir = output_dir;
+  train_options.resume = resume;
+  train_options.init_from = init_from;
+  Trainer trainer(config);
+  return trainer.run(train_options);
+}
+
+int cmd_tokenize(int argc, char** argv) {
+  data::TokenizeOptions o;
+  po::options_description options("tokenize options");
+  options.add_options()
+      ("help,h", "show this help")
+      ("input,i", po::value(&o.inputs)->multitoken()->required(), ".jsonl, .jsonl.zst or text files (text: documents separated by blank lines)")
+      ("output,o", po::value(&o.output_dir)->required(), "output directory: tokenizer.model, train-*.h5, valid-*.h5, dataset.json")
+      ("vocab-size", po::value(&o.vocab_size)->default_value(o.vocab_size), "SentencePiece vocabulary size when training one")
+      ("text-field", po::value(&o.text_field)->default_value(o.text_field), "JSONL field holding a document")
+      ("source-field", po::value(&o.source_field), "JSONL field of the source side (pairs mode, with --target-field)")
+      ("target-field", po::value(&o.target_field), "JSONL field of the target side (pairs mode)")
+      ("tokenizer", po::value(&o.tokenizer_model), "use this existing SentencePiece .model instead of training one")
+      ("model-type", po::value(&o.model_type)->default_value(o.model_type), "unigram or bpe")
+      ("valid-fraction", po::value(&o.valid_fraction)->default_value(o.valid_fraction), "fraction of documents held out as the valid split")
+      ("docs-per-shard", po::value(&o.docs_per_shard)->default_value(o.docs_per_shard), "documents (or pairs) per HDF5 shard")
+      ("max-sentences", po::value(&o.max_training_sentences)->default_value(o.max_training_sentences), "cap on sentences used to train the tokenizer")
+      ("seed", po::value(&o.seed)->default_value(o.seed), "seed for the valid split and tokenizer training");
+  const auto vm = parse(argc, argv, options, "tokenize");
+  if (vm.count("help")) return 0;
+  if (o.source_field.empty() != o.target_field.empty()) {
+    throw UsageError("tokenize: --source-field and --target-field go together");
+  }
+  for (const auto& input : o.inputs) {
+    if (!fs::is_regular_file(input)) throw UsageError("tokenize: input not found: " + input);
+  }
+  const auto summary = data::tokenize_corpus(o);
+  std::cout << summary.to_string() << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  try {
+    if (command == "train") return cmd_train(argc - 1, argv + 1);
+    if (command == "tokenize") return cmd_tokenize(argc - 1, argv + 1);
+    std::cerr << "moetrain: unknown command '" << command << "'\n" << kUsage;
+    return 2;
+  } catch (const UsageError& e) {
+    std::cerr << "moetrain: " << e.what() << std::endl;
+    return 2;
+  } catch (const ConfigError& e) {
+    std::cerr << "moetrain: config error: " << e.what() << std::endl;
+    return 2;
+  } catch (const parallel::LayoutError& e) {
+    std::cerr << "moetrain: config error: parallel: " << e.what() << std::endl;
+    return 2;
+  } catch (const c10::Error& e) {
+    std::cerr << "moetrain: " << command << " failed: " << e.what_without_backtrace() << std::endl;
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "moetrain: " << command << " failed: " << e.what() << std::endl;
+    return 1;
+  }
+}
+
+}  // namespace moetrain::trainer

@@ -1,0 +1,551 @@
+#include "trainer/config.h"
+
+#include <glob.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include "parallel/process_grid.h"
+
+namespace moetrain::trainer {
+namespace {
+
+template <class E>
+using Choices = std::vector<std::pair<const char*, E>>;
+
+const Choices<ComputeDtype> kDtypes = {
+    {"fp32", ComputeDtype::FP32}, {"bf16", ComputeDtype::BF16}, {"fp16", ComputeDtype::FP16}};
+const Choices<models::NormType> kNorms = {{"layernorm", models::NormType::LayerNorm},
+                                          {"rmsnorm", models::NormType::RMSNorm}};
+const Choices<models::PositionType> kPositions = {{"sinusoidal", models::PositionType::Sinusoidal},
+                                                  {"learned", models::PositionType::Learned},
+                                                  {"rotary", models::PositionType::Rotary}};
+const Choices<models::AttentionType> kAttention = {{"global", models::AttentionType::Global},
+                                                   {"local", models::AttentionType::Local},
+                                                   {"dynamic", models::AttentionType::Dynamic}};
+const Choices<models::Activation> kActivations = {{"relu", models::Activation::ReLU},
+                                                  {"gelu", models::Activation::GELU},
+                                                  {"silu", models::Activation::SiLU}};
+const Choices<optim::ScheduleType> kSchedules = {{"cosine", optim::ScheduleType::Cosine},
+                                                 {"linear", optim::ScheduleType::Linear},
+                                                 {"constant", optim::ScheduleType::Constant}};
+const Choices<data::Objective> kObjectives = {{"span_corruption", data::Objective::SpanCorruption},
+                                              {"seq2seq", data::Objective::Seq2Seq}};
+const Choices<FinetuneMode> kFinetuneModes = {{"full", FinetuneMode::Full},
+                                              {"lora", FinetuneMode::Lora}};
+
+// Every key of the config, listed once. A Visitor either reads a YAML tree
+// into the struct (ConfigReader) or writes the struct out (ConfigWriter).
+template <class V>
+void visit_config(V& root, Config& c) {
+  {
+    V s = root.section("model");
+    auto& m = c.model;
+    s.field("vocab_size", m.vocab_size);
+    s.field("d_model", m.d_model);
+    s.field("n_heads", m.n_heads);
+    s.field("d_ff", m.d_ff);
+    s.field("encoder_layers", m.encoder_layers);
+    s.field("decoder_layers", m.decoder_layers);
+    s.field("max_positions", m.max_positions);
+    s.choice("norm", m.norm, kNorms);
+    s.field("norm_eps", m.norm_eps);
+    s.choice("position", m.position, kPositions);
+    s.field("rope_theta", m.rope_theta);
+    s.choice("attention", m.attention, kAttention);
+    s.field("local_window", m.local_window);
+    s.choice("activation", m.activation, kActivations);
+    s.field("bias", m.bias);
+    s.field("tie_embeddings", m.tie_embeddings);
+    s.field("scale_embeddings", m.scale_embeddings);
+    s.field("dropout", m.dropout);
+    s.field("attention_dropout", m.attention_dropout);
+    s.field("init_std", m.init_std);
+    s.field("activation_checkpointing", m.activation_checkpointing);
+    {
+      V e = s.section("moe");
+      e.field("num_experts", m.moe.num_experts);
+      e.field("top_k", m.moe.top_k);
+      e.field("capacity_factor", m.moe.capacity_factor);
+      e.field("every", m.moe.every);
+      e.field("d_ff_expert", m.moe.d_ff_expert);
+      e.field("aux_loss_coef", m.moe.aux_loss_coef);
+      e.field("z_loss_coef", m.moe.z_loss_coef);
+      e.field("normalize_top_k", m.moe.normalize_top_k);
+      e.done();
+    }
+    s.done();
+  }
+  {
+    V s = root.section("parallel");
+    auto& p = c.parallel;
+    s.field("dp", p.dp);
+    s.field("tp", p.tp);
+    s.field("pp", p.pp);
+    s.field("ep", p.ep);
+    s.field("zero_stage", p.zero_stage);
+    s.field("microbatches", p.microbatches);
+    s.field("schedule", p.schedule);
+    s.field("bucket_mb", p.bucket_mb);
+    s.field("timeout_s", p.timeout_s);
+    s.done();
+  }
+  {
+    V s = root.section("precision");
+    s.choice("compute", c.precision.compute, kDtypes);
+    {
+      V l = s.section("loss_scale");
+      auto& ls = c.precision.loss_scale;
+      l.field("initial", ls.initial);
+      l.field("growth_interval", ls.growth_interval);
+      l.field("hysteresis", ls.hysteresis);
+      l.field("min", ls.min);
+      l.done();
+    }
+    s.done();
+  }
+  {
+    V s = root.section("optim");
+    auto& o = c.optim;
+    s.field("lr", o.lr);
+    s.field("min_lr", o.min_lr);
+    s.field("beta1", o.beta1);
+    s.field("beta2", o.beta2);
+    s.field("eps", o.eps);
+    s.field("weight_decay", o.weight_decay);
+    s.field("decay_norms_and_biases", o.decay_norms_and_biases);
+    s.field("decay_embeddings", o.decay_embeddings);
+    s.field("warmup_steps", o.warmup_steps);
+    s.choice("schedule", o.schedule, kSchedules);
+    s.field("decay_steps", o.decay_steps);
+    s.field("grad_clip", o.grad_clip);
+    s.done();
+  }
+  {
+    V s = root.section("train");
+    auto& t = c.train;
+    s.field("global_batch", t.global_batch);
+    s.field("micro_batch", t.micro_batch);
+    s.field("max_steps", t.max_steps);
+    s.field("seed", t.seed);
+    s.field("device", t.device);
+    s.field("label_smoothing", t.label_smoothing);
+    s.field("eval_every", t.eval_every);
+    s.field("eval_batches", t.eval_batches);
+    s.field("threads", t.threads);
+    s.done();
+  }
+  {
+    V s = root.section("data");
+    auto& d = c.data;
+    s.field("train", d.train);
+    s.field("valid", d.valid);
+    s.field("tokenizer", d.tokenizer);
+    s.choice("objective", d.objective, kObjectives);
+    s.field("src_len", d.src_len);
+    s.field("tgt_len", d.tgt_len);
+    s.field("noise_density", d.noise_density);
+    s.field("mean_noise_span", d.mean_noise_span);
+    s.field("shuffle", d.shuffle);
+    s.done();
+  }
+  {
+    V s = root.section("checkpoint");
+    s.field("every", c.checkpoint.every);
+    s.field("keep", c.checkpoint.keep);
+    s.done();
+  }
+  {
+    V s = root.section("log");
+    s.field("every", c.log.every);
+    s.done();
+  }
+  {
+    V s = root.section("finetune");
+    s.choice("mode", c.finetune.mode, kFinetuneModes);
+    s.field("freeze", c.finetune.freeze);
+    s.done();
+  }
+  {
+    V s = root.section("lora");
+    s.field("r", c.lora.r);
+    s.field("alpha", c.lora.alpha);
+    s.field("dropout", c.lora.dropout);
+    s.field("targets", c.lora.targets);
+    s.field("rslora", c.lora.rslora);
+    s.done();
+  }
+  root.done();
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+struct ReadContext {
+  std::string file;
+  std::map<std::string, std::string> overrides;  // key path -> the --set text
+  ConfigSource* source = nullptr;
+};
+
+class ConfigReader {
+ public:
+  ConfigReader(YAML::Node node, std::string path, ReadContext* ctx)
+      : node_(std::move(node)), path_(std::move(path)), ctx_(ctx) {
+    if (node_.IsDefined() && !node_.IsNull() && !node_.IsMap()) {
+      fail(path_.empty() ? std::string("the config") : path_, "expected a mapping of keys", node_);
+    }
+  }
+
+  ConfigReader section(const std::string& key) {
+    known_.insert(key);
+    YAML::Node child = present() ? node_[key] : YAML::Node();
+    return ConfigReader(child, join(key), ctx_);
+  }
+
+  void field(const std::string& key, int64_t& out) {
+    read(key, [&](const YAML::Node& n) {
+      out = convert<int64_t>(n, key, "an integer");
+    });
+  }
+  void field(const std::string& key, uint64_t& out) {
+    read(key, [&](const YAML::Node& n) {
+      out = convert<uint64_t>(n, key, "a non-negative integer");
+    });
+  }
+  void field(const std::string& key, double& out) {
+    read(key, [&](const YAML::Node& n) { out = convert<double>(n, key, "a number"); });
+  }
+  void field(const std::string& key, bool& out) {
+    read(key, [&](const YAML::Node& n) { out = convert<bool>(n, key, "true or false"); });
+  }
+  void field(const std::string& key, std::string& out) {
+    read(key, [&](const YAML::Node& n) { out = convert<std::string>(n, key, "a string"); });
+  }
+  void field(const std::string& key, std::vector<std::string>& out) {
+    read(key, [&](const YAML::Node& n) {
+      if (!n.IsSequence()) fail(join(key), "expected a list of strings", n);
+      out.clear();
+      for (const auto& item : n) out.push_back(convert<std::string>(item, key, "a string"));
+    });
+  }
+  template <class E>
+  void choice(const std::string& key, E& out, const Choices<E>& choices) {
+    read(key, [&](const YAML::Node& n) {
+      const auto text = convert<std::string>(n, key, "a string");
+      for (const auto& [name, value] : choices) {
+        if (text == name) {
+          out = value;
+          return;
+        }
+      }
+      std::string allowed;
+      for (const auto& c : choices) allowed += std::string(allowed.empty() ? "" : ", ") + c.first;
+      fail(join(key), "'" + text + "' is not one of: " + allowed, n);
+    });
+  }
+
+  // Every key present but never asked for is an error.
+  void done() {
+    if (!present()) return;
+    for (const auto& kv : node_) {
+      const auto key = kv.first.as<std::string>();
+      if (known_.count(key)) continue;
+      std::string best;
+      size_t best_distance = 3;
+      for (const auto& k : known_) {
+        const size_t d = edit_distance(key, k);
+        if (d < best_distance || (d == best_distance && best.empty() && d <= key.size() / 3)) {
+          best_distance = d;
+          best = k;
+        }
+      }
+      std::string message = "unknown key '" + join(key) + "'";
+      if (!best.empty()) message += " (did you mean '" + join(best) + "'?)";
+      throw ConfigError(message + located(join(key), kv.first));
+    }
+  }
+
+ private:
+  bool present() const { return node_.IsDefined() && node_.IsMap(); }
+  std::string join(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+
+  template <class F>
+  void read(const std::string& key, F&& apply) {
+    known_.insert(key);
+    if (!present()) return;
+    const YAML::Node n = node_[key];
+    if (!n.IsDefined()) return;
+    if (ctx_->source) ctx_->source->locations[join(key)] = location(join(key), n);
+    apply(n);
+  }
+
+  template <class T>
+  T convert(const YAML::Node& n, const std::string& key, const char* expected) const {
+    if (!n.IsScalar()) fail(join(key), std::string("expected ") + expected, n);
+    try {
+      return n.as<T>();
+    } catch (const YAML::Exception&) {
+      fail(join(key), std::string("expected ") + expected + ", got '" + n.Scalar() + "'", n);
+    }
+  }
+
+  std::string location(const std::string& path, const YAML::Node& n) const {
+    const auto it = ctx_->overrides.find(path);
+    if (it != ctx_->overrides.end()) return "--set " + it->second;
+    return ctx_->file + ":" + std::to_string(n.Mark().line + 1);
+  }
+  std::string located(const std::string& path, const YAML::Node& n) const {
+    return " (" + location(path, n) + ")";
+  }
+  [[noreturn]] void fail(const std::string& path, const std::string& what, const YAML::Node& n) const {
+    throw ConfigError(path + ": " + what + located(path, n));
+  }
+
+  YAML::Node node_;
+  std::string path_;
+  ReadContext* ctx_;
+  std::set<std::string> known_;
+};
+
+class ConfigWriter {
+ public:
+  explicit ConfigWriter(YAML::Node node) : node_(std::move(node)) {}
+  ConfigWriter section(const std::string& key) {
+    node_[key] = YAML::Node(YAML::NodeType::Map);
+    return ConfigWriter(node_[key]);
+  }
+  template <class T>
+  void field(const std::string& key, const T& value) {
+    node_[key] = value;
+  }
+  template <class E>
+  void choice(const std::string& key, const E& value, const Choices<E>& choices) {
+    for (const auto& [name, v] : choices) {
+      if (v == value) node_[key] = std::string(name);
+    }
+  }
+  void done() {}
+
+ private:
+  YAML::Node node_;
+};
+
+void apply_override(YAML::Node& root, const std::string& text, ReadContext& ctx) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw ConfigError("--set " + text + ": expected key=value (for example optim.lr=1e-3)");
+  }
+  const std::string key = text.substr(0, eq);
+  const std::string value_text = text.substr(eq + 1);
+  YAML::Node value;
+  try {
+    value = YAML::Load(value_text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError("--set " + text + ": value is not valid YAML: " + e.msg);
+  }
+  std::vector<std::string> parts;
+  std::stringstream ss(key);
+  for (std::string part; std::getline(ss, part, '.');) {
+    if (part.empty()) throw ConfigError("--set " + text + ": empty component in key '" + key + "'");
+    parts.push_back(part);
+  }
+  YAML::Node cur = root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node child = cur[parts[i]];
+    if (!child.IsDefined() || child.IsNull()) {
+      cur[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      child = cur[parts[i]];
+    } else if (!child.IsMap()) {
+      throw ConfigError("--set " + text + ": '" + parts[i] + "' is not a section");
+    }
+    cur.reset(child);
+  }
+  cur[parts.back()] = value;
+  ctx.overrides[key] = text;
+}
+
+bool path_exists(const std::string& pattern) {
+  if (std::filesystem::exists(pattern)) return true;
+  glob_t g{};
+  const int rc = ::glob(pattern.c_str(), 0, nullptr, &g);
+  const bool found = rc == 0 && g.gl_pathc > 0;
+  globfree(&g);
+  return found;
+}
+
+}  // namespace
+
+std::string to_string(ComputeDtype dtype) {
+  for (const auto& [name, value] : kDtypes) {
+    if (value == dtype) return name;
+  }
+  return "fp32";
+}
+
+std::string ConfigSource::where(const std::string& key) const {
+  const auto it = locations.find(key);
+  if (it != locations.end()) return " (" + it->second + ")";
+  return file.empty() ? "" : " (" + file + ")";
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides,
+                   ConfigSource* source) {
+  ReadContext ctx;
+  ctx.file = path;
+  ConfigSource local_source;
+  ctx.source = source ? source : &local_source;
+  ctx.source->file = path;
+
+  YAML::Node root;
+  if (!path.empty()) {
+    if (!std::filesystem::is_regular_file(path)) {
+      throw ConfigError("config file not found: " + path);
+    }
+    try {
+      root = YAML::LoadFile(path);
+    } catch (const YAML::ParserException& e) {
+      throw ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
+    } catch (const YAML::Exception& e) {
+      throw ConfigError(path + ": cannot read: " + e.msg);
+    }
+  }
+  if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) throw ConfigError(path + ": the config must be a mapping of sections");
+  for (const auto& text : overrides) apply_override(root, text, ctx);
+
+  Config config;
+  ConfigReader reader(root, "", &ctx);
+  visit_config(reader, config);
+  return config;
+}
+
+std::string config_to_yaml(const Config& config) {
+  YAML::Node root(YAML::NodeType::Map);
+  ConfigWriter writer(root);
+  Config copy = config;
+  visit_config(writer, copy);
+  YAML::Emitter out;
+  out << root;
+  return std::string(out.c_str()) + "\n";
+}
+
+void validate_config(const Config& c, int64_t world_size, const ConfigSource& src) {
+  auto require = [&](bool ok, const std::string& key, const std::string& what) {
+    if (!ok) throw ConfigError(key + ": " + what + src.where(key));
+  };
+  const auto& m = c.model;
+  require(m.vocab_size >= 0, "model.vocab_size", "must be >= 0 (0: from the tokenizer)");
+  require(m.d_model > 0, "model.d_model", "must be positive");
+  require(m.n_heads > 0, "model.n_heads", "must be positive");
+  require(m.d_model % m.n_heads == 0, "model.n_heads",
+          std::to_string(m.n_heads) + " heads do not divide d_model = " + std::to_string(m.d_model));
+  require(m.position != models::PositionType::Rotary || m.head_dim() % 2 == 0, "model.position",
+          "rotary positions need an even head dimension (d_model / n_heads)");
+  require(m.d_ff > 0, "model.d_ff", "must be positive");
+  require(m.encoder_layers >= 1, "model.encoder_layers", "must be at least 1");
+  require(m.decoder_layers >= 1, "model.decoder_layers", "must be at least 1");
+  require(m.max_positions >= 1, "model.max_positions", "must be positive");
+  require(m.norm_eps > 0, "model.norm_eps", "must be positive");
+  require(m.local_window >= 1, "model.local_window", "must be at least 1");
+  require(m.dropout >= 0 && m.dropout < 1, "model.dropout", "must be in [0, 1)");
+  require(m.attention_dropout >= 0 && m.attention_dropout < 1, "model.attention_dropout",
+          "must be in [0, 1)");
+  require(m.init_std > 0, "model.init_std", "must be positive");
+  require(m.moe.num_experts >= 1, "model.moe.num_experts", "must be at least 1");
+  require(m.moe.top_k >= 1 && m.moe.top_k <= m.moe.num_experts, "model.moe.top_k",
+          "must be between 1 and num_experts (" + std::to_string(m.moe.num_experts) + ")");
+  require(m.moe.capacity_factor >= 0, "model.moe.capacity_factor", "must be >= 0 (0: dropless)");
+  require(m.moe.every >= 0, "model.moe.every", "must be >= 0 (0: no MoE layers)");
+  require(m.moe.d_ff_expert >= 0, "model.moe.d_ff_expert", "must be >= 0");
+  require(m.moe.aux_loss_coef >= 0, "model.moe.aux_loss_coef", "must be >= 0");
+  require(m.moe.z_loss_coef >= 0, "model.moe.z_loss_coef", "must be >= 0");
+
+  try {
+    parallel::ProcessGrid grid(world_size, 0, c.parallel);
+    require(c.train.global_batch % (c.train.micro_batch * grid.dp_size()) == 0, "train.global_batch",
+            std::to_string(c.train.global_batch) + " is not divisible by micro_batch * dp = " +
+                std::to_string(c.train.micro_batch) + " * " + std::to_string(grid.dp_size()));
+  } catch (const parallel::LayoutError& e) {
+    throw ConfigError(std::string("parallel: impossible layout for ") + std::to_string(world_size) +
+                      " rank(s): " + e.what());
+  }
+  require(c.parallel.zero_stage >= 0 && c.parallel.zero_stage <= 3, "parallel.zero_stage",
+          "must be 0, 1, 2 or 3");
+  require(c.parallel.schedule == "1f1b" || c.parallel.schedule == "gpipe", "parallel.schedule",
+          "must be 1f1b or gpipe");
+  require(c.parallel.bucket_mb > 0, "parallel.bucket_mb", "must be positive");
+  require(c.parallel.timeout_s > 0, "parallel.timeout_s", "must be positive");
+  // Model parallelism and multi-rank data parallelism are not in this build yet.
+  require(c.parallel.tp == 1, "parallel.tp", "tensor parallelism is not supported yet (use 1)");
+  require(c.parallel.pp == 1, "parallel.pp", "pipeline parallelism is not supported yet (use 1)");
+  require(c.parallel.ep == 1, "parallel.ep", "expert parallelism is not supported yet (use 1)");
+  require(c.parallel.zero_stage == 0, "parallel.zero_stage", "ZeRO sharding is not supported yet (use 0)");
+  require(world_size == 1, "parallel.dp",
+          "multi-process data parallelism is not supported yet: run a single process");
+
+  const auto& t = c.train;
+  require(t.micro_batch >= 1, "train.micro_batch", "must be at least 1");
+  require(t.global_batch >= 1, "train.global_batch", "must be at least 1");
+  require(t.max_steps >= 1, "train.max_steps", "must be at least 1");
+  require(t.device == "cpu" || t.device == "cuda" || t.device == "auto", "train.device",
+          "'" + t.device + "' is not one of: cpu, cuda, auto");
+  require(t.label_smoothing >= 0 && t.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)");
+  require(t.eval_every >= 0, "train.eval_every", "must be >= 0");
+  require(t.eval_batches >= 1, "train.eval_batches", "must be at least 1");
+  require(t.threads >= 0, "train.threads", "must be >= 0");
+
+  const auto& o = c.optim;
+  require(o.lr > 0, "optim.lr", "must be positive");
+  require(o.min_lr >= 0 && o.min_lr <= o.lr, "optim.min_lr", "must be in [0, optim.lr]");
+  require(o.beta1 >= 0 && o.beta1 < 1, "optim.beta1", "must be in [0, 1)");
+  require(o.beta2 >= 0 && o.beta2 < 1, "optim.beta2", "must be in [0, 1)");
+  require(o.eps > 0, "optim.eps", "must be positive");
+  require(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0");
+  require(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0");
+  require(o.decay_steps >= 0, "optim.decay_steps", "must be >= 0");
+  require(o.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 disables clipping)");
+
+  const auto& ls = c.precision.loss_scale;
+  require(ls.initial >= 1, "precision.loss_scale.initial", "must be >= 1");
+  require(ls.growth_interval >= 1, "precision.loss_scale.growth_interval", "must be at least 1");
+  require(ls.hysteresis >= 1, "precision.loss_scale.hysteresis", "must be at least 1");
+  require(ls.min > 0 && ls.min <= ls.initial, "precision.loss_scale.min", "must be in (0, initial]");
+
+  const auto& d = c.data;
+  require(!d.train.empty(), "data.train", "is required (a directory written by `moetrain tokenize`)");
+  require(path_exists(d.train), "data.train", "no such file or directory: " + d.train);
+  require(d.valid.empty() || path_exists(d.valid), "data.valid", "no such file or directory: " + d.valid);
+  require(d.tokenizer.empty() || std::filesystem::is_regular_file(d.tokenizer), "data.tokenizer",
+          "no such file: " + d.tokenizer);
+  require(d.src_len >= 4, "data.src_len", "must be at least 4");
+  require(d.tgt_len >= 2, "data.tgt_len", "must be at least 2");
+  require(d.noise_density > 0 && d.noise_density < 1, "data.noise_density", "must be in (0, 1)");
+  require(d.mean_noise_span >= 1, "data.mean_noise_span", "must be at least 1");
+  require(t.eval_every == 0 || !d.valid.empty(), "train.eval_every",
+          "evaluation needs data.valid (a split written by `moetrain tokenize --valid-fraction`)");
+
+  require(c.checkpoint.every >= 0, "checkpoint.every", "must be >= 0");
+  require(c.checkpoint.keep >= 0, "checkpoint.keep", "must be >= 0 (0 keeps all)");
+  require(c.log.every >= 1, "log.every", "must be at least 1");
+  require(c.finetune.mode == FinetuneMode::Full, "finetune.mode", "lora is not supported yet (use full)");
+  require(c.lora.r >= 1, "lora.r", "must be at least 1");
+  require(c.lora.alpha > 0, "lora.alpha", "must be positive");
+  require(c.lora.dropout >= 0 && c.lora.dropout < 1, "lora.dropout", "must be in [0, 1)");
+}
+
+}  // namespace moetrain::trainer

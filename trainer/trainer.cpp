@@ -1,0 +1,325 @@
+#include "trainer/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "data/batch_source.h"
+#include "data/tokenizer.h"
+#include "kernels/cross_entropy.h"
+#include "optim/grad_clip.h"
+#include "trainer/checkpoint.h"
+#include "trainer/metrics_logger.h"
+#include "trainer/shutdown_signal.h"
+
+namespace fs = std::filesystem;
+
+namespace moetrain::trainer {
+
+torch::ScalarType to_scalar_type(ComputeDtype dtype) {
+  switch (dtype) {
+    case ComputeDtype::BF16: return torch::kBFloat16;
+    case ComputeDtype::FP16: return torch::kFloat16;
+    case ComputeDtype::FP32: break;
+  }
+  return torch::kFloat32;
+}
+
+namespace {
+
+torch::Device select_device(const std::string& name) {
+  if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) {
+    if (!torch::cuda::is_available()) {
+      throw ConfigError("train.device: cuda requested but no CUDA device is available");
+    }
+    return torch::Device(torch::kCUDA, 0);
+  }
+  return torch::kCPU;
+}
+
+// Weight decay applies to matrices; norms, biases and embeddings are exempt
+// unless the config says otherwise (the GPT-2 / Megatron convention).
+bool decays(const optim::OptimConfig& cfg, const std::string& name, const torch::Tensor& p) {
+  if (name.find("embed") != std::string::npos) return cfg.decay_embeddings;
+  if (p.dim() < 2 || name.find("norm") != std::string::npos) return cfg.decay_norms_and_biases;
+  return true;
+}
+
+}  // namespace
+
+std::string tokenizer_path(const data::DataConfig& cfg) {
+  if (!cfg.tokenizer.empty()) return cfg.tokenizer;
+  fs::path train(cfg.train);
+  const fs::path dir = fs::is_directory(train) ? train : train.parent_path();
+  return (dir / "tokenizer.model").string();
+}
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+Trainer::Trainer(Config config) : config_(std::move(config)), device_(select_device(config_.train.device)) {
+  if (config_.model.vocab_size <= 0) {
+    throw ConfigError("model.vocab_size must be known before the model is built");
+  }
+  if (config_.train.threads > 0) at::set_num_threads(static_cast<int>(config_.train.threads));
+  // One seed decides the initial weights; the generator then drives dropout.
+  torch::manual_seed(config_.train.seed);
+  model_ = models::Seq2SeqTransformer(config_.model);
+  model_->to(device_);
+
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
+    bool frozen = false;
+    for (const auto& pattern : config_.finetune.freeze) {
+      frozen = frozen || item.key().find(pattern) != std::string::npos;
+    }
+    if (frozen) item.value().set_requires_grad(false);
+    named.emplace_back(item.key(), item.value());
+  }
+  const auto& ocfg = config_.optim;
+  params_ = std::make_unique<optim::FlatParameters>(
+      named, to_scalar_type(config_.precision.compute),
+      [&ocfg](const std::string& n, const torch::Tensor& p) { return decays(ocfg, n, p); });
+  optimizer_ = std::make_unique<optim::AdamW>(config_.optim, 0, params_->numel(),
+                                              params_->decay_segments(), params_->master().options());
+  scaler_ = std::make_unique<optim::DynamicLossScaler>(
+      config_.precision.loss_scale, config_.precision.compute == ComputeDtype::FP16);
+  schedule_ = std::make_unique<optim::LrSchedule>(config_.optim, config_.train.max_steps);
+}
+
+data::Seq2SeqBatch Trainer::to_device(const data::Seq2SeqBatch& b) const {
+  if (device_.is_cpu()) return b;
+  data::Seq2SeqBatch d = b;
+  d.src_tokens = b.src_tokens.to(device_, /*non_blocking=*/true);
+  d.src_mask = b.src_mask.to(device_, true);
+  d.tgt_in = b.tgt_in.to(device_, true);
+  d.tgt_out = b.tgt_out.to(device_, true);
+  d.tgt_mask = b.tgt_mask.to(device_, true);
+  return d;
+}
+
+std::string Trainer::first_nonfinite_parameter() const {
+  for (const auto& e : params_->entries()) {
+    const auto g = params_->view(params_->grads(), e);
+    if (!torch::isfinite(g).all().item<bool>()) return e.name;
+  }
+  return "(none: the loss itself is not finite)";
+}
+
+StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batches, int64_t step) {
+  StepResult r;
+  const auto& moe = config_.model.moe;
+  const int64_t vocab = config_.model.vocab_size;
+  const double num_micro = static_cast<double>(micro_batches.size());
+
+  // 1. The loss is a mean over every target token of the global batch, so it
+  //    does not depend on how the batch is cut into micro-batches.
+  for (const auto& mb : micro_batches) {
+    r.target_tokens += mb.num_target_tokens;
+    r.tokens += mb.num_target_tokens + mb.num_source_tokens;
+  }
+  const double token_divisor = static_cast<double>(std::max<int64_t>(r.target_tokens, 1));
+  r.loss_scale = scaler_->scale();
+
+  // 2. Forward and backward per micro-batch; gradients accumulate in fp32.
+  model_->train();
+  params_->zero_grads();
+  double ce_sum = 0;
+  for (const auto& host_batch : micro_batches) {
+    const auto mb = to_device(host_batch);
+    const auto out = model_->forward(mb.src_tokens, mb.src_mask, mb.tgt_in, mb.tgt_mask);
+    const auto ce = kernels::softmax_cross_entropy(out.logits.reshape({-1, vocab}),
+                                                   mb.tgt_out.reshape({-1}), mb.tgt_mask.reshape({-1}),
+                                                   config_.train.label_smoothing);
+    const auto moe_loss = (moe.aux_loss_coef * out.moe.aux_loss + moe.z_loss_coef * out.moe.z_loss) / num_micro;
+    const auto loss = ce.loss_sum / token_divisor + moe_loss;
+    (loss * r.loss_scale).backward();
+    params_->accumulate_grads();
+
+    ce_sum += ce.loss_sum.item<double>();
+    r.aux_loss += out.moe.aux_loss.item<double>() / num_micro;
+    r.z_loss += out.moe.z_loss.item<double>() / num_micro;
+    r.dropped_tokens += out.moe.dropped;
+  }
+  r.loss = ce_sum / token_divisor;
+
+  // 3. Unscale, then check: an fp16 overflow skips the step; any other
+  //    non-finite value stops training before anything is written.
+  auto& grads = params_->grads();
+  if (r.loss_scale != 1.0) grads.mul_(1.0 / r.loss_scale);
+  r.grad_norm = optim::global_grad_norm(grads);
+  const bool finite = std::isfinite(r.grad_norm) && std::isfinite(r.loss);
+  if (!finite) {
+    if (scaler_->enabled()) {
+      r.skipped = true;
+      if (!scaler_->update(/*overflow=*/true)) {
+        throw TrainingError("fp16 gradients still overflow at the minimum loss scale (" +
+                            std::to_string(scaler_->scale()) + ") at step " + std::to_string(step + 1) +
+                            "; first non-finite gradient: " + first_nonfinite_parameter());
+      }
+      r.lr = schedule_->lr_at(step);
+      return r;
+    }
+    throw TrainingError("non-finite " + std::string(std::isfinite(r.loss) ? "gradient" : "loss") +
+                        " at step " + std::to_string(step + 1) + " (loss " + std::to_string(r.loss) +
+                        "); first non-finite gradient: " + first_nonfinite_parameter());
+  }
+
+  // 4. Clip by the global norm, step AdamW on the fp32 master weights, and
+  //    copy them back to the compute dtype.
+  optim::clip_grads(grads, r.grad_norm, config_.optim.grad_clip);
+  r.lr = schedule_->lr_at(step);
+  optimizer_->step(params_->master(), grads, r.lr);
+  params_->copy_master_to_model();
+  scaler_->update(/*overflow=*/false);
+  return r;
+}
+
+std::pair<double, int64_t> Trainer::evaluate(const std::vector<data::Seq2SeqBatch>& batches) {
+  torch::NoGradGuard no_grad;
+  model_->eval();
+  double loss_sum = 0;
+  int64_t tokens = 0;
+  for (const auto& host_batch : batches) {
+    const auto mb = to_device(host_batch);
+    const auto out = model_->forward(mb.src_tokens, mb.src_mask, mb.tgt_in, mb.tgt_mask);
+    const auto ce = kernels::softmax_cross_entropy(out.logits.reshape({-1, config_.model.vocab_size}),
+                                                   mb.tgt_out.reshape({-1}), mb.tgt_mask.reshape({-1}));
+    loss_sum += ce.loss_sum.item<double>();
+    tokens += ce.num_tokens;
+  }
+  model_->train();
+  return {loss_sum / static_cast<double>(std::max<int64_t>(tokens, 1)), tokens};
+}
+
+int Trainer::run(const TrainOptions& options) {
+  const auto& cfg = config_;
+  fs::create_directories(options.output_dir);
+  {
+    std::ofstream out(fs::path(options.output_dir) / "config.yaml", std::ios::trunc);
+    out << config_to_yaml(cfg);
+  }
+  const std::string checkpoints_dir = (fs::path(options.output_dir) / "checkpoints").string();
+
+  const auto tokenizer = data::Tokenizer::load(tokenizer_path(cfg.data));
+  const auto special = tokenizer.special_tokens();
+  const data::BatchSource train_data(cfg.data, special, cfg.train.seed, "train");
+  std::optional<data::BatchSource> valid_data;
+  if (!cfg.data.valid.empty()) {
+    data::DataConfig valid_cfg = cfg.data;
+    valid_cfg.train = cfg.data.valid;
+    valid_data.emplace(valid_cfg, special, cfg.train.seed, "valid");
+  }
+
+  // Resume: --resume, else the newest complete checkpoint of this output dir.
+  int64_t start_step = 0;
+  std::optional<std::string> resume_dir;
+  if (!options.resume.empty()) {
+    resume_dir = resolve_checkpoint_path(options.resume);
+  } else {
+    resume_dir = find_latest_checkpoint(checkpoints_dir);
+  }
+  if (resume_dir) {
+    const auto loaded = load_checkpoint(*resume_dir, *params_, optimizer_.get());
+    start_step = loaded.step;
+    scaler_->set_state(loaded.scaler);
+    if (loaded.rng_state.defined()) torch::default_generator().set_state(loaded.rng_state);
+    std::cout << "resumed from " << *resume_dir << " at step " << start_step << std::endl;
+  } else if (!options.init_from.empty()) {
+    load_checkpoint(resolve_checkpoint_path(options.init_from), *params_, nullptr);
+    std::cout << "initialised weights from " << options.init_from << std::endl;
+  }
+
+  const int64_t max_steps = cfg.train.max_steps;
+  const int64_t global_batch = cfg.train.global_batch;
+  std::cout << "model: " << params_->numel() << " trainable parameters, "
+            << train_data.num_samples() << " training samples per epoch, "
+            << global_batch / cfg.train.micro_batch << " micro-batches of " << cfg.train.micro_batch
+            << " per step, device " << device_ << std::endl;
+  if (start_step >= max_steps) {
+    std::cout << "nothing to do: already at step " << start_step << " of " << max_steps << std::endl;
+    return 0;
+  }
+
+  MetricsLogger metrics(options.output_dir, start_step);
+  auto save = [&](int64_t step) {
+    CheckpointContents c;
+    c.step = step;
+    c.params = params_.get();
+    c.optimizer = optimizer_.get();
+    c.scaler = scaler_->state();
+    c.rng_state = torch::default_generator().get_state();
+    c.meta = {{"config", config_to_yaml(cfg)},
+              {"compute_dtype", to_string(cfg.precision.compute)},
+              {"data", {{"next_step", step},
+                        {"samples_consumed", step * global_batch},
+                        {"epoch", train_data.epoch_of(step, global_batch)}}},
+              {"layout", {{"world", 1}, {"dp", 1}, {"tp", 1}, {"pp", 1}, {"ep", 1},
+                          {"zero_stage", cfg.parallel.zero_stage}}}};
+    return save_checkpoint(checkpoints_dir, c, cfg.checkpoint.keep);
+  };
+
+  ShutdownSignal::install();
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t steps_this_run = 0;
+  for (int64_t step = start_step; step < max_steps; ++step) {
+    const auto step_t0 = std::chrono::steady_clock::now();
+    const auto batches = train_data.step_batches(step, 0, 1, global_batch, cfg.train.micro_batch);
+    const StepResult r = train_step(batches, step);
+    const double step_s = seconds_since(step_t0);
+    ++steps_this_run;
+    const int64_t done = step + 1;
+
+    if (done % cfg.log.every == 0 || done == max_steps || done == start_step + 1) {
+      StepMetrics m;
+      m.step = done;
+      m.max_steps = max_steps;
+      m.loss = r.loss;
+      m.aux_loss = r.aux_loss;
+      m.z_loss = r.z_loss;
+      m.lr = r.lr;
+      m.grad_norm = r.grad_norm;
+      m.loss_scale = r.loss_scale;
+      m.tokens = r.tokens;
+      m.tokens_per_s = static_cast<double>(r.tokens) / step_s;
+      m.step_ms = step_s * 1000.0;
+      m.dropped_tokens = r.dropped_tokens;
+      m.skipped = r.skipped;
+      // ETA from this run's pace, not from steps done before a resume.
+      m.elapsed_s = seconds_since(t0);
+      m.eta_s = m.elapsed_s / static_cast<double>(steps_this_run) * static_cast<double>(max_steps - done);
+      metrics.log_step(m);
+    }
+    if (valid_data && cfg.train.eval_every > 0 && done % cfg.train.eval_every == 0) {
+      std::vector<data::Seq2SeqBatch> eval_batches;
+      for (int64_t e = 0; e < cfg.train.eval_batches; ++e) {
+        auto b = valid_data->step_batches(e, 0, 1, global_batch, cfg.train.micro_batch);
+        eval_batches.insert(eval_batches.end(), b.begin(), b.end());
+      }
+      const auto [loss, tokens] = evaluate(eval_batches);
+      metrics.log_eval(done, loss, tokens);
+    }
+    const bool interval = cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0;
+    if (interval || done == max_steps || ShutdownSignal::requested()) {
+      const auto dir = save(done);
+      metrics.log_event(done, "checkpoint saved: " + dir);
+    }
+    if (ShutdownSignal::requested()) {
+      metrics.log_event(done, std::string("stopping on ") + ShutdownSignal::name() +
+                                  " after step " + std::to_string(done));
+      return 0;
+    }
+  }
+  std::cout << "training done: " << max_steps << " steps in " << format_duration(seconds_since(t0))
+            << std::endl;
+  return 0;
+}
+
+}  // namespace moetrain::trainer

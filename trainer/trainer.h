@@ -1,0 +1,90 @@
+// Trainer: builds the model, flat parameters, optimizer and data from a
+// Config, and runs the training loop: forward/backward over the micro-batches
+// of each global batch, unscale, check, clip, AdamW step, log, evaluate,
+// checkpoint. `train_step` is the whole optimizer step, top to bottom.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "data/batch.h"
+#include "models/seq2seq_transformer.h"
+#include "optim/adamw.h"
+#include "optim/flat_parameters.h"
+#include "optim/loss_scaler.h"
+#include "optim/lr_schedule.h"
+#include "trainer/config.h"
+
+namespace moetrain::trainer {
+
+// Training cannot go on (a NaN, persistent fp16 overflow). The message names
+// what went wrong and where; nothing is written over the last checkpoint.
+class TrainingError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct TrainOptions {
+  std::string output_dir;
+  std::string resume;     // checkpoint (or run) to resume from; empty: OUTPUT's newest
+  std::string init_from;  // checkpoint whose weights start a new run
+};
+
+struct StepResult {
+  double loss = 0;  // cross-entropy per target token
+  double aux_loss = 0;
+  double z_loss = 0;
+  double grad_norm = 0;
+  double lr = 0;
+  double loss_scale = 1;
+  int64_t tokens = 0;
+  int64_t target_tokens = 0;
+  int64_t dropped_tokens = 0;
+  bool skipped = false;
+};
+
+class Trainer {
+ public:
+  // config.model.vocab_size must be set (the CLI fills it from the tokenizer).
+  explicit Trainer(Config config);
+
+  // The training loop on config.data; returns the process exit code.
+  int run(const TrainOptions& options);
+
+  // One optimizer step over the micro-batches of one global batch. `step` is
+  // the 0-based index of the update (it selects the learning rate).
+  StepResult train_step(const std::vector<data::Seq2SeqBatch>& micro_batches, int64_t step);
+
+  // Mean cross-entropy per target token over `batches`, without gradients.
+  std::pair<double, int64_t> evaluate(const std::vector<data::Seq2SeqBatch>& batches);
+
+  models::Seq2SeqTransformer& model() { return model_; }
+  optim::FlatParameters& params() { return *params_; }
+  optim::AdamW& optimizer() { return *optimizer_; }
+  torch::Device device() const { return device_; }
+
+ private:
+  data::Seq2SeqBatch to_device(const data::Seq2SeqBatch& batch) const;
+  std::string first_nonfinite_parameter() const;
+
+  Config config_;
+  torch::Device device_;
+  models::Seq2SeqTransformer model_{nullptr};
+  std::unique_ptr<optim::FlatParameters> params_;
+  std::unique_ptr<optim::AdamW> optimizer_;
+  std::unique_ptr<optim::DynamicLossScaler> scaler_;
+  std::unique_ptr<optim::LrSchedule> schedule_;
+};
+
+torch::ScalarType to_scalar_type(ComputeDtype dtype);
+
+// The SentencePiece model for a data config: data.tokenizer, else the
+// tokenizer.model that `moetrain tokenize` wrote beside the shards.
+std::string tokenizer_path(const data::DataConfig& config);
+
+}  // namespace moetrain::trainer
