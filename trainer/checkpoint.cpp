@@ -6,6 +6,7 @@
 #include <regex>
 #include <vector>
 
+#include "data/atomic_file.h"
 #include "data/hdf5_file.h"
 
 namespace fs = std::filesystem;
@@ -86,7 +87,7 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const Checkpoint
   const std::string name = checkpoint_name(c.step);
   const fs::path final_dir = fs::path(checkpoints_dir) / name;
   const fs::path partial = fs::path(checkpoints_dir) / (name + ".partial");
-  fs::remove_all(partial);
+  data::remove_tree(partial.string());
   fs::create_directories(partial);
 
   {
@@ -101,6 +102,7 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const Checkpoint
       write_tensor_with_layout(file, "optim/exp_avg_sq/" + e.name, params.view(exp_avg_sq, e));
     }
     file.write_tensor("rng/cpu", c.rng_state);
+    if (c.cuda_rng_state.defined()) file.write_tensor("rng/cuda", c.cuda_rng_state);
     file.set_attr("/", "step", c.step);
     file.set_attr("/", "optimizer_steps", c.optimizer->steps_taken());
     file.flush();
@@ -119,10 +121,10 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const Checkpoint
   // Replace an older checkpoint of the same step only once the new one is whole.
   if (fs::exists(final_dir)) {
     const fs::path old = fs::path(checkpoints_dir) / (name + ".old");
-    fs::remove_all(old);
+    data::remove_tree(old.string());
     fs::rename(final_dir, old);
     fs::rename(partial, final_dir);
-    fs::remove_all(old);
+    data::remove_tree(old.string());
   } else {
     fs::rename(partial, final_dir);
   }
@@ -138,7 +140,7 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const Checkpoint
     }
     std::sort(complete.begin(), complete.end());
     for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) {
-      fs::remove_all(complete[i].second);
+      data::remove_tree(complete[i].second.string());
     }
   }
   return final_dir.string();
@@ -190,6 +192,7 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& 
   params.copy_master_to_model();
   if (optimizer) optimizer->set_steps_taken(file.attr_int("/", "optimizer_steps"));
   if (file.exists("rng/cpu")) loaded.rng_state = file.read_tensor("rng/cpu");
+  if (file.exists("rng/cuda")) loaded.cuda_rng_state = file.read_tensor("rng/cuda");
   return loaded;
 }
 

@@ -3,7 +3,8 @@
 // A checkpoint is a directory OUTPUT/checkpoints/step-NNNNNN/ holding
 //   rank-RRRRR.h5  one HDF5 file per rank: `model/<param>` (fp32 master
 //                  weights), `optim/exp_avg/<param>`, `optim/exp_avg_sq/<param>`,
-//                  `rng/cpu` (the generator state of that rank). Every dataset
+//                  `rng/cpu` and on GPU runs `rng/cuda` (that rank's
+//                  generator states, so dropout continues identically). Every dataset
 //                  carries `global_shape` and `offset` attributes (this rank's
 //                  slice of the full tensor), so a loader can reshard.
 //   meta.json      written last, after every rank file is complete: the commit
@@ -45,8 +46,9 @@ struct CheckpointContents {
   const optim::FlatParameters* params = nullptr;
   const optim::AdamW* optimizer = nullptr;
   optim::LossScalerState scaler;
-  torch::Tensor rng_state;  // uint8 CPU generator state
-  nlohmann::json meta;      // extra fields merged into meta.json
+  torch::Tensor rng_state;       // uint8 CPU generator state
+  torch::Tensor cuda_rng_state;  // uint8 CUDA generator state (undefined on CPU runs)
+  nlohmann::json meta;           // extra fields merged into meta.json
 };
 
 // Writes step-NNNNNN atomically and prunes all but the newest `keep` (0: keep
@@ -58,6 +60,7 @@ struct LoadedCheckpoint {
   int64_t step = 0;
   optim::LossScalerState scaler;
   torch::Tensor rng_state;
+  torch::Tensor cuda_rng_state;
   nlohmann::json meta;
 };
 

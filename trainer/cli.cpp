@@ -124,8 +124,18 @@ int cmd_tokenize(int argc, char** argv) {
   for (const auto& input : o.inputs) {
     if (!fs::is_regular_file(input)) throw UsageError("tokenize: input not found: " + input);
   }
-  const auto summary = data::tokenize_corpus(o);
-  std::cout << summary.to_string() << std::endl;
+  const auto s = data::tokenize_corpus(o);
+  std::cout << (s.trained_tokenizer ? "trained " : "loaded ") << "tokenizer " << s.tokenizer_path
+            << " (vocab " << s.vocab_size;
+  if (s.trained_tokenizer) std::cout << ", " << s.training_sentences << " training sentences";
+  std::cout << ")\n"
+            << s.input_records << " " << s.kind << " read, " << s.skipped_empty << " empty skipped\n";
+  for (const auto* split : {&s.train, &s.valid}) {
+    if (split->records == 0) continue;
+    std::cout << (split == &s.train ? "train" : "valid") << ": " << split->records << " " << s.kind
+              << ", " << split->tokens << " tokens in " << split->shards.size() << " shard(s)\n";
+  }
+  std::cout << "wrote " << s.dataset_json << std::endl;
   return 0;
 }
 

@@ -58,6 +58,8 @@ std::string tokenizer_path(const data::DataConfig& cfg) {
 
 namespace {
 
+at::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -230,7 +232,11 @@ int Trainer::run(const TrainOptions& options) {
     const auto loaded = load_checkpoint(*resume_dir, *params_, optimizer_.get());
     start_step = loaded.step;
     scaler_->set_state(loaded.scaler);
-    if (loaded.rng_state.defined()) torch::default_generator().set_state(loaded.rng_state);
+    if (loaded.rng_state.defined()) cpu_generator().set_state(loaded.rng_state);
+    if (loaded.cuda_rng_state.defined() && device_.is_cuda()) {
+      auto generator = at::globalContext().defaultGenerator(device_);
+      generator.set_state(loaded.cuda_rng_state);
+    }
     std::cout << "resumed from " << *resume_dir << " at step " << start_step << std::endl;
   } else if (!options.init_from.empty()) {
     load_checkpoint(resolve_checkpoint_path(options.init_from), *params_, nullptr);
@@ -255,7 +261,11 @@ int Trainer::run(const TrainOptions& options) {
     c.params = params_.get();
     c.optimizer = optimizer_.get();
     c.scaler = scaler_->state();
-    c.rng_state = torch::default_generator().get_state();
+    c.rng_state = cpu_generator().get_state();
+    if (device_.is_cuda()) {
+      auto generator = at::globalContext().defaultGenerator(device_);
+      c.cuda_rng_state = generator.get_state();
+    }
     c.meta = {{"config", config_to_yaml(cfg)},
               {"compute_dtype", to_string(cfg.precision.compute)},
               {"data", {{"next_step", step},

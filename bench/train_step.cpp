@@ -1,0 +1,144 @@
+// bench_train_step: times whole optimizer steps (forward, backward, AdamW) of
+// a config on random tokens and prints ms/step, tokens/s and peak RSS.
+//
+//   bench_train_step [--preset tiny|base-small]... [--config F] [--set k=v]...
+//                    [--steps N] [--warmup N] [--vocab V]
+//
+// Presets: `tiny` is configs/tiny.yaml; `base-small` is the 12/6-layer,
+// 8-expert top-2 shape of configs/base-moe.yaml at d_model 128 on the CPU.
+#include <sys/resource.h>
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "trainer/config.h"
+#include "trainer/trainer.h"
+
+namespace po = boost::program_options;
+using namespace moetrain;
+
+namespace {
+
+struct Preset {
+  std::string name, config;
+  std::vector<std::string> overrides;
+};
+
+std::vector<Preset> presets(const std::string& source_dir) {
+  return {
+      {"tiny", source_dir + "/configs/tiny.yaml", {}},
+      {"base-small",
+       source_dir + "/configs/base-moe.yaml",
+       {"model.d_model=128", "model.n_heads=4", "model.d_ff=512", "model.dropout=0.0",
+        "precision.compute=fp32", "train.device=cpu", "train.global_batch=8", "train.micro_batch=8",
+        "data.src_len=128", "data.tgt_len=32"}},
+  };
+}
+
+// Random (never constant) token ids with a little padding, as real batches have.
+data::Seq2SeqBatch random_batch(int64_t batch, int64_t src_len, int64_t tgt_len, int64_t vocab) {
+  data::Seq2SeqBatch b;
+  b.src_tokens = torch::randint(4, vocab, {batch, src_len}, torch::kInt64);
+  b.tgt_out = torch::randint(4, vocab, {batch, tgt_len}, torch::kInt64);
+  b.src_mask = torch::ones({batch, src_len}, torch::kBool);
+  b.tgt_mask = torch::ones({batch, tgt_len}, torch::kBool);
+  b.src_mask.index_put_({0, torch::indexing::Slice(src_len - src_len / 8, torch::indexing::None)}, false);
+  b.src_tokens.masked_fill_(b.src_mask.logical_not(), 0);
+  b.tgt_in = torch::cat({torch::full({batch, 1}, 3, torch::kInt64), b.tgt_out.slice(1, 0, tgt_len - 1)}, 1);
+  b.num_source_tokens = b.src_mask.sum().item<int64_t>();
+  b.num_target_tokens = b.tgt_mask.sum().item<int64_t>();
+  return b;
+}
+
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+void run_one(const std::string& name, trainer::Config cfg, int64_t vocab, int64_t steps, int64_t warmup) {
+  cfg.model.vocab_size = vocab;
+  trainer::Trainer t(cfg);
+  const int64_t micro = cfg.train.micro_batch;
+  const int64_t n_micro = cfg.train.global_batch / micro;
+  std::vector<data::Seq2SeqBatch> batches;
+  for (int64_t i = 0; i < n_micro; ++i) {
+    batches.push_back(random_batch(micro, cfg.data.src_len, cfg.data.tgt_len, vocab));
+  }
+  std::vector<double> ms;
+  int64_t tokens = 0;
+  for (int64_t s = 0; s < warmup + steps; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = t.train_step(batches, s);
+    const double elapsed = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (s >= warmup) ms.push_back(elapsed);
+    tokens = r.tokens;
+  }
+  std::sort(ms.begin(), ms.end());
+  const double median = ms[ms.size() / 2];
+  std::printf("%-12s %12lld %8lld %10.1f %12.0f %10.0f\n", name.c_str(),
+              static_cast<long long>(t.params().numel()), static_cast<long long>(tokens), median,
+              static_cast<double>(tokens) / (median / 1000.0), peak_rss_mib());
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> preset_names, overrides;
+  std::string config_path, source_dir = MOETRAIN_SOURCE_DIR;
+  int64_t steps = 10, warmup = 2, vocab = 8000, threads = 0;
+  po::options_description options("bench_train_step options");
+  options.add_options()("help,h", "show this help")(
+      "preset", po::value(&preset_names)->composing(), "tiny | base-small (repeatable; default: both)")(
+      "config", po::value(&config_path), "a YAML config instead of a preset")(
+      "set", po::value(&overrides)->composing(), "override a config key (repeatable)")(
+      "steps", po::value(&steps), "timed steps (default 10)")("warmup", po::value(&warmup), "untimed steps first (default 2)")(
+      "vocab", po::value(&vocab), "vocabulary size (default 8000)")(
+      "threads", po::value(&threads), "intra-op threads (default: LibTorch's)");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, options), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "bench_train_step: " << e.what() << std::endl;
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << options << std::endl;
+    return 0;
+  }
+  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  std::printf("# CPU, %d intra-op threads, median of %lld steps after %lld warm-up\n", at::get_num_threads(),
+              static_cast<long long>(steps), static_cast<long long>(warmup));
+  std::printf("%-12s %12s %8s %10s %12s %10s\n", "preset", "params", "tokens", "ms/step", "tokens/s", "peak RSS MiB");
+  try {
+    if (!config_path.empty()) {
+      run_one(config_path, trainer::load_config(config_path, overrides), vocab, steps, warmup);
+      return 0;
+    }
+    if (preset_names.empty()) preset_names = {"tiny", "base-small"};
+    for (const auto& wanted : preset_names) {
+      bool found = false;
+      for (const auto& p : presets(source_dir)) {
+        if (p.name != wanted) continue;
+        found = true;
+        auto o = p.overrides;
+        o.insert(o.end(), overrides.begin(), overrides.end());
+        run_one(p.name, trainer::load_config(p.config, o), vocab, steps, warmup);
+      }
+      if (!found) {
+        std::cerr << "bench_train_step: unknown preset '" << wanted << "'" << std::endl;
+        return 2;
+      }
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "bench_train_step: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,82 @@
+// JsonlReader: streams text records out of one corpus file, one at a time, so
+// corpora larger than memory can be tokenized. Three input formats, chosen by
+// file name:
+//   *.jsonl / *.json        one JSON object per line
+//   *.jsonl.zst / *.json.zst  the same, zstd-compressed (streamed, never whole)
+//   anything else           plain UTF-8 text; documents separated by blank lines
+//                           (*.zst: zstd-compressed text)
+// From JSON it extracts either one text field or a source and a target field
+// (pairs mode). Plain text has no fields, so it only supports the text mode.
+//
+// Bad input (invalid JSON, a missing or non-string field, invalid UTF-8, a
+// corrupt zstd stream) throws InputError with a one-line message
+// "PATH:LINE: what is wrong", which the CLI prints as-is.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace moetrain::data {
+
+class InputError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class InputFormat { Jsonl, JsonlZst, Text, TextZst };
+
+// Decided by the file name, as above.
+InputFormat input_format_of(const std::string& path);
+
+// Which fields to extract. With source_field and target_field both set the
+// reader is in pairs mode and text_field is ignored.
+struct RecordFields {
+  std::string text_field = "text";
+  std::string source_field;
+  std::string target_field;
+
+  bool pairs() const { return !source_field.empty() && !target_field.empty(); }
+};
+
+struct TextRecord {
+  std::string text;    // the text field, or the source field in pairs mode
+  std::string target;  // pairs mode only
+  int64_t line = 0;    // 1-based line the record starts on
+};
+
+class JsonlReader {
+ public:
+  // Opens the file; throws InputError when it cannot be read.
+  JsonlReader(const std::string& path, RecordFields fields);
+  ~JsonlReader();
+  JsonlReader(JsonlReader&&) noexcept;
+  JsonlReader& operator=(JsonlReader&&) noexcept;
+
+  // Reads the next record into `record`; false at the end of the file. JSONL
+  // lines that are empty or only whitespace are skipped.
+  bool next(TextRecord& record);
+
+  const std::string& path() const { return path_; }
+  InputFormat format() const { return format_; }
+
+ private:
+  class LineSource;  // bytes -> lines, from a plain or zstd file
+  struct Json;       // the simdjson parser, kept out of this header
+
+  bool next_jsonl(TextRecord& record);
+  bool next_text(TextRecord& record);
+  [[noreturn]] void fail(int64_t line, const std::string& what) const;
+
+  std::string path_;
+  RecordFields fields_;
+  InputFormat format_;
+  std::unique_ptr<LineSource> lines_;
+  std::unique_ptr<Json> json_;
+};
+
+// True when `bytes` is valid UTF-8.
+bool is_valid_utf8(const std::string& bytes);
+
+}  // namespace moetrain::data

@@ -1,0 +1,32 @@
+// Activation checkpointing for LibTorch C++, which has no torch.utils.checkpoint.
+//
+// checkpoint(fn, inputs, params) runs fn(inputs) without building a graph (so
+// none of fn's intermediate activations are kept), saving only `inputs`. In
+// backward it replays fn with grad enabled, from the same default-generator
+// state (CPU always, CUDA for the inputs' device when they are on a GPU), so
+// dropout draws the same masks, and back-propagates through the replay.
+//
+// `params` are the tensors fn reads besides its inputs (a layer's parameters):
+// passing them makes them inputs of the checkpoint node, which is how their
+// gradients leave backward. Gradients flow to floating outputs (e.g. the hidden
+// state and the MoE losses); integer outputs (counts) are non-differentiable.
+//
+// Contract on fn: a pure function of (inputs, params, RNG state); it must not
+// modify its inputs in place, and the tensors it captures by value stay alive
+// until backward.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <vector>
+
+namespace moetrain::models {
+
+using CheckpointedFunction =
+    std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>& inputs)>;
+
+std::vector<torch::Tensor> checkpoint(CheckpointedFunction fn, const std::vector<torch::Tensor>& inputs,
+                                      const std::vector<torch::Tensor>& params);
+
+}  // namespace moetrain::models

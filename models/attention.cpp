@@ -1,0 +1,163 @@
+#include "models/attention.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "models/positions.h"
+
+namespace moetrain::models {
+
+namespace {
+
+void check_padding_mask(const torch::Tensor& mask, const char* who) {
+  if (!mask.defined() || mask.dim() != 2 || mask.scalar_type() != torch::kBool) {
+    throw std::invalid_argument(std::string(who) + ": expected a padding mask [B, T] of bool, got " +
+                                (mask.defined() ? c10::str(mask.sizes(), " ", mask.scalar_type())
+                                                : std::string("undefined")));
+  }
+}
+
+void check_mask(const torch::Tensor& mask, int64_t batch, int64_t tq, int64_t tk,
+                const char* which) {
+  if (!mask.defined()) {
+    throw std::invalid_argument(std::string("MultiHeadAttention: the ") + which +
+                                " mask is required by this attention kind but is undefined");
+  }
+  if (mask.scalar_type() != torch::kBool || mask.dim() != 4 || mask.size(0) != batch ||
+      mask.size(1) != 1 || mask.size(2) != tq || mask.size(3) != tk) {
+    throw std::invalid_argument(std::string("MultiHeadAttention: ") + which + " mask must be bool [" +
+                                std::to_string(batch) + ", 1, " + std::to_string(tq) + ", " +
+                                std::to_string(tk) + "], got " +
+                                c10::str(mask.sizes(), " ", mask.scalar_type()));
+  }
+}
+
+}  // namespace
+
+torch::Tensor make_self_attention_mask(const torch::Tensor& padding_mask, bool causal,
+                                       int64_t window) {
+  check_padding_mask(padding_mask, "make_self_attention_mask");
+  const int64_t t = padding_mask.size(1);
+  const auto opts = torch::TensorOptions().dtype(torch::kLong).device(padding_mask.device());
+  const torch::Tensor q = torch::arange(t, opts).unsqueeze(1);  // [T, 1]
+  const torch::Tensor k = torch::arange(t, opts).unsqueeze(0);  // [1, T]
+  torch::Tensor allowed = torch::ones({t, t}, opts.dtype(torch::kBool));
+  if (causal) allowed = allowed & (k <= q);
+  if (window > 0) {
+    allowed = allowed & (causal ? (q - k < window) : ((q - k).abs() <= window / 2));
+  }
+  torch::Tensor mask = allowed.unsqueeze(0) & padding_mask.unsqueeze(1);  // [B, T, T]
+  // A padded query may have no visible key at all; letting it see itself keeps
+  // softmax finite and cannot change an unpadded row (its diagonal is visible).
+  mask = mask | torch::eye(t, opts.dtype(torch::kBool)).unsqueeze(0);
+  return mask.unsqueeze(1);
+}
+
+torch::Tensor make_cross_attention_mask(const torch::Tensor& src_padding_mask, int64_t tgt_len) {
+  check_padding_mask(src_padding_mask, "make_cross_attention_mask");
+  if (tgt_len <= 0) {
+    throw std::invalid_argument("make_cross_attention_mask: tgt_len must be positive, got " +
+                                std::to_string(tgt_len));
+  }
+  const torch::Tensor empty_source = ~src_padding_mask.any(1, /*keepdim=*/true);  // [B, 1]
+  const torch::Tensor keys = src_padding_mask | empty_source;                     // [B, S]
+  return keys.unsqueeze(1).unsqueeze(1).expand({keys.size(0), 1, tgt_len, keys.size(1)});
+}
+
+AttentionMasks make_self_attention_masks(AttentionType type, int64_t local_window,
+                                         const torch::Tensor& padding_mask, bool causal) {
+  AttentionMasks masks;
+  if (type != AttentionType::Local) masks.global = make_self_attention_mask(padding_mask, causal, 0);
+  if (type != AttentionType::Global) {
+    if (local_window <= 0) {
+      throw std::invalid_argument("local attention: local_window must be positive, got " +
+                                  std::to_string(local_window));
+    }
+    masks.local = make_self_attention_mask(padding_mask, causal, local_window);
+  }
+  return masks;
+}
+
+MultiHeadAttentionImpl::MultiHeadAttentionImpl(const ModelConfig& cfg, AttentionType type,
+                                               bool rotary)
+    : type_(type),
+      rotary_(rotary),
+      d_model_(cfg.d_model),
+      n_heads_(cfg.n_heads),
+      head_dim_(cfg.n_heads > 0 ? cfg.d_model / cfg.n_heads : 0),
+      rope_theta_(cfg.rope_theta),
+      max_positions_(cfg.max_positions),
+      attention_dropout_(cfg.attention_dropout) {
+  if (n_heads_ <= 0 || d_model_ % n_heads_ != 0) {
+    throw std::invalid_argument("MultiHeadAttention: n_heads " + std::to_string(n_heads_) +
+                                " must divide d_model " + std::to_string(d_model_));
+  }
+  if (rotary_ && head_dim_ % 2 != 0) {
+    throw std::invalid_argument("MultiHeadAttention: rotary positions need an even head_dim, got " +
+                                std::to_string(head_dim_));
+  }
+  q_proj = register_module("q_proj", Linear(d_model_, d_model_, cfg.bias, cfg.init_std));
+  k_proj = register_module("k_proj", Linear(d_model_, d_model_, cfg.bias, cfg.init_std));
+  v_proj = register_module("v_proj", Linear(d_model_, d_model_, cfg.bias, cfg.init_std));
+  o_proj = register_module("o_proj", Linear(d_model_, d_model_, cfg.bias, cfg.init_std));
+  if (type_ == AttentionType::Dynamic) {
+    gate = register_module("gate", Linear(d_model_, n_heads_, cfg.bias, cfg.init_std));
+  }
+}
+
+torch::Tensor MultiHeadAttentionImpl::attend(const torch::Tensor& q, const torch::Tensor& k,
+                                             const torch::Tensor& v, const torch::Tensor& mask) {
+  const double p = is_training() ? attention_dropout_ : 0.0;
+  return torch::scaled_dot_product_attention(q, k, v, mask, p);
+}
+
+torch::Tensor MultiHeadAttentionImpl::forward(const torch::Tensor& query_states,
+                                              const torch::Tensor& key_value_states,
+                                              const AttentionMasks& masks) {
+  if (query_states.dim() != 3 || key_value_states.dim() != 3 ||
+      query_states.size(2) != d_model_ || key_value_states.size(2) != d_model_ ||
+      query_states.size(0) != key_value_states.size(0)) {
+    throw std::invalid_argument("MultiHeadAttention: expected query [B, Tq, " +
+                                std::to_string(d_model_) + "] and key/value [B, Tk, " +
+                                std::to_string(d_model_) + "], got " +
+                                c10::str(query_states.sizes()) + " and " +
+                                c10::str(key_value_states.sizes()));
+  }
+  const int64_t b = query_states.size(0);
+  const int64_t tq = query_states.size(1);
+  const int64_t tk = key_value_states.size(1);
+  if (type_ != AttentionType::Local) check_mask(masks.global, b, tq, tk, "global");
+  if (type_ != AttentionType::Global) check_mask(masks.local, b, tq, tk, "local");
+
+  auto heads = [&](const torch::Tensor& t, int64_t len) {
+    return t.view({b, len, n_heads_, head_dim_}).transpose(1, 2);  // [B, H, T, hd]
+  };
+  torch::Tensor q = heads(q_proj(query_states), tq);
+  torch::Tensor k = heads(k_proj(key_value_states), tk);
+  const torch::Tensor v = heads(v_proj(key_value_states), tk);
+  if (rotary_) {
+    q = apply_rotary(q, rope_theta_, max_positions_);
+    k = apply_rotary(k, rope_theta_, max_positions_);
+  }
+
+  torch::Tensor out;
+  switch (type_) {
+    case AttentionType::Global:
+      out = attend(q, k, v, masks.global);
+      break;
+    case AttentionType::Local:
+      out = attend(q, k, v, masks.local);
+      break;
+    case AttentionType::Dynamic: {
+      const torch::Tensor local = attend(q, k, v, masks.local);
+      const torch::Tensor global = attend(q, k, v, masks.global);
+      // The gate sees only its own token, so it keeps the decoder causal.
+      const torch::Tensor g = torch::sigmoid(gate(query_states)).transpose(1, 2).unsqueeze(-1);
+      out = g * local + (1 - g) * global;  // g: [B, H, Tq, 1]
+      break;
+    }
+  }
+  return o_proj(out.transpose(1, 2).reshape({b, tq, d_model_}));
+}
+
+}  // namespace moetrain::models

@@ -1,0 +1,92 @@
+// Multi-head attention (self and cross) over torch::scaled_dot_product_attention,
+// and the boolean masks it consumes (true = the query may attend to the key).
+//
+// Kinds (ModelConfig::attention), for self-attention:
+//   - global:  every (unpadded, and for the decoder earlier-or-equal) key;
+//   - local:   a sliding window of `local_window` positions:
+//       causal decoder: query i sees keys j with i - local_window < j <= i
+//                       (exactly local_window positions, itself included);
+//       encoder:        query i sees keys j with |i - j| <= local_window / 2
+//                       (integer division; local_window + 1 positions when it is
+//                       even, local_window when odd) — symmetric, as in Longformer;
+//   - dynamic: both of the above, mixed per token and per head by a learned gate,
+//       out_h = g_h * local_h + (1 - g_h) * global_h, g = sigmoid(gate(x)),
+//       applied to the head outputs before o_proj.
+// Cross-attention is always global over the unpadded source keys.
+//
+// Windows count positions, padded ones included. Every query row always sees
+// at least one key (self-attention: itself; cross-attention with an empty
+// source: all keys), so padded queries produce finite, meaningless output
+// instead of NaN; unpadded rows are unchanged by this.
+//
+// Parameter names: q_proj, k_proj, v_proj, o_proj (and `gate` for dynamic).
+// LoRA and tensor parallelism target these names.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+
+#include "models/linear.h"
+#include "models/model_config.h"
+
+namespace moetrain::models {
+
+// Masks for one attention call, each [B, 1, Tq, Tk] bool, broadcast over heads.
+// `global` is set for global and dynamic attention, `local` for local and
+// dynamic; cross-attention uses `global` only.
+struct AttentionMasks {
+  torch::Tensor global;
+  torch::Tensor local;
+};
+
+// Self-attention mask from a key padding mask [B, T] bool (true = real token).
+// causal: decoder masking; window <= 0: no window, otherwise the local window
+// as defined above. Result [B, 1, T, T] bool with the diagonal always true.
+torch::Tensor make_self_attention_mask(const torch::Tensor& padding_mask, bool causal,
+                                       int64_t window);
+
+// Cross-attention mask from the source padding mask [B, S] bool: [B, 1, tgt_len, S].
+// A batch row whose source is entirely padding sees every key (finite output).
+torch::Tensor make_cross_attention_mask(const torch::Tensor& src_padding_mask, int64_t tgt_len);
+
+// The masks self-attention of `type` needs (see AttentionMasks).
+AttentionMasks make_self_attention_masks(AttentionType type, int64_t local_window,
+                                         const torch::Tensor& padding_mask, bool causal);
+
+class MultiHeadAttentionImpl : public torch::nn::Module {
+ public:
+  // type: the kind of this attention (cross-attention is built with Global);
+  // rotary: rotate q and k by position (self-attention with rotary positions).
+  MultiHeadAttentionImpl(const ModelConfig& cfg, AttentionType type, bool rotary);
+
+  // query_states [B, Tq, D], key_value_states [B, Tk, D] (the same tensor for
+  // self-attention) -> [B, Tq, D]. masks must hold what `type` needs.
+  torch::Tensor forward(const torch::Tensor& query_states, const torch::Tensor& key_value_states,
+                        const AttentionMasks& masks);
+
+  AttentionType type() const { return type_; }
+
+  Linear q_proj{nullptr};
+  Linear k_proj{nullptr};
+  Linear v_proj{nullptr};
+  Linear o_proj{nullptr};
+  Linear gate{nullptr};  // dynamic only: d_model -> n_heads
+
+ private:
+  // [B, H, Tq, hd] per-head outputs of SDPA under one mask.
+  torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                       const torch::Tensor& mask);
+
+  AttentionType type_;
+  bool rotary_;
+  int64_t d_model_;
+  int64_t n_heads_;
+  int64_t head_dim_;
+  double rope_theta_;
+  int64_t max_positions_;
+  double attention_dropout_;
+};
+TORCH_MODULE(MultiHeadAttention);
+
+}  // namespace moetrain::models

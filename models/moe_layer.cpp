@@ -1,0 +1,229 @@
+#include "models/moe_layer.h"
+
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+#include "models/feed_forward.h"
+
+namespace moetrain::models {
+
+namespace {
+
+void check_token_mask(const torch::Tensor& token_mask, int64_t n, const char* who) {
+  if (!token_mask.defined() || token_mask.scalar_type() != torch::kBool || token_mask.dim() != 1 ||
+      token_mask.size(0) != n) {
+    throw std::invalid_argument(std::string(who) + ": expected token_mask [" + std::to_string(n) +
+                                "] bool, got " +
+                                (token_mask.defined()
+                                     ? c10::str(token_mask.sizes(), " ", token_mask.scalar_type())
+                                     : std::string("undefined")));
+  }
+}
+
+void check_fp32_matrix(const torch::Tensor& t, const char* who, const char* what) {
+  if (!t.defined() || t.dim() != 2 || t.scalar_type() != torch::kFloat) {
+    throw std::invalid_argument(std::string(who) + ": expected " + what + " [N, E] float32, got " +
+                                (t.defined() ? c10::str(t.sizes(), " ", t.scalar_type())
+                                             : std::string("undefined")));
+  }
+}
+
+// Valid tokens as a float divisor that is never zero (no valid token: the
+// masked sums are zero, so the losses are zero rather than NaN).
+torch::Tensor valid_count(const torch::Tensor& token_mask) {
+  return token_mask.sum().to(torch::kFloat).clamp_min(1.0);
+}
+
+}  // namespace
+
+RoutingResult route_tokens(const torch::Tensor& logits_fp32, const torch::Tensor& token_mask,
+                           int64_t top_k, double capacity_factor, bool normalize_top_k) {
+  check_fp32_matrix(logits_fp32, "route_tokens", "logits");
+  const int64_t n = logits_fp32.size(0);
+  const int64_t e = logits_fp32.size(1);
+  check_token_mask(token_mask, n, "route_tokens");
+  if (top_k < 1 || top_k > e) {
+    throw std::invalid_argument("route_tokens: top_k " + std::to_string(top_k) +
+                                " must be in [1, num_experts=" + std::to_string(e) + "]");
+  }
+  if (!(capacity_factor >= 0.0) || !std::isfinite(capacity_factor)) {
+    throw std::invalid_argument("route_tokens: capacity_factor must be >= 0 (0 = dropless), got " +
+                                std::to_string(capacity_factor));
+  }
+
+  RoutingResult r;
+  r.probs = torch::softmax(logits_fp32, -1);
+  auto [top_p, top_i] = r.probs.topk(top_k, -1, /*largest=*/true, /*sorted=*/true);
+  torch::Tensor gates = normalize_top_k ? top_p / top_p.sum(-1, /*keepdim=*/true) : top_p;
+  const torch::Tensor valid = token_mask.unsqueeze(1).expand({n, top_k});
+  r.gates = torch::where(valid, gates, torch::zeros({}, gates.options()));
+  r.num_valid = token_mask.sum().item<int64_t>();
+
+  // Priority order is choice-major: row c * N + t is token t's choice c.
+  const torch::Tensor expert_cm = top_i.t().reshape({-1});
+  const torch::Tensor valid_cm = valid.t().reshape({-1});
+  const torch::Tensor one_hot = torch::one_hot(expert_cm, e) * valid_cm.unsqueeze(1).to(torch::kLong);
+  r.assigned_per_expert = one_hot.sum(0);
+
+  torch::Tensor kept_cm = valid_cm;
+  if (capacity_factor > 0.0) {
+    const double slots = capacity_factor * static_cast<double>(r.num_valid * top_k) /
+                         static_cast<double>(e);
+    r.capacity = static_cast<int64_t>(std::ceil(slots - 1e-9));
+    // Slot of each assignment within its expert, counting earlier-priority ones.
+    const torch::Tensor slot = (one_hot.cumsum(0) * one_hot).sum(1) - 1;
+    kept_cm = valid_cm & (slot < r.capacity);
+  }
+  r.kept = kept_cm.view({top_k, n}).t().contiguous();
+  r.tokens_per_expert = (one_hot * kept_cm.unsqueeze(1).to(torch::kLong)).sum(0);
+  r.dropped = r.num_valid * top_k - r.kept.sum().item<int64_t>();
+  r.expert_index = top_i.masked_fill(~valid, -1);
+  return r;
+}
+
+torch::Tensor load_balancing_loss(const torch::Tensor& probs, const torch::Tensor& assigned_per_expert,
+                                  const torch::Tensor& token_mask, int64_t top_k) {
+  check_fp32_matrix(probs, "load_balancing_loss", "probs");
+  const int64_t e = probs.size(1);
+  check_token_mask(token_mask, probs.size(0), "load_balancing_loss");
+  if (assigned_per_expert.dim() != 1 || assigned_per_expert.size(0) != e) {
+    throw std::invalid_argument("load_balancing_loss: assigned_per_expert must be [" +
+                                std::to_string(e) + "], got " + c10::str(assigned_per_expert.sizes()));
+  }
+  if (top_k < 1) throw std::invalid_argument("load_balancing_loss: top_k must be >= 1");
+  const torch::Tensor n_valid = valid_count(token_mask);
+  const torch::Tensor f = assigned_per_expert.to(torch::kFloat) / (n_valid * static_cast<double>(top_k));
+  const torch::Tensor masked = torch::where(token_mask.unsqueeze(1), probs, torch::zeros({}, probs.options()));
+  const torch::Tensor p = masked.sum(0) / n_valid;
+  return static_cast<double>(e) * (f * p).sum();
+}
+
+torch::Tensor router_z_loss(const torch::Tensor& logits_fp32, const torch::Tensor& token_mask) {
+  check_fp32_matrix(logits_fp32, "router_z_loss", "logits");
+  check_token_mask(token_mask, logits_fp32.size(0), "router_z_loss");
+  const torch::Tensor lse_sq = torch::logsumexp(logits_fp32, -1).square();
+  const torch::Tensor masked = torch::where(token_mask, lse_sq, torch::zeros({}, lse_sq.options()));
+  return masked.sum() / valid_count(token_mask);
+}
+
+PermutedTokens permute_tokens(const torch::Tensor& x, const RoutingResult& routing) {
+  if (x.dim() != 2 || !routing.expert_index.defined() || routing.expert_index.dim() != 2 ||
+      routing.expert_index.size(0) != x.size(0)) {
+    throw std::invalid_argument("permute_tokens: expected x [N, D] matching routing [N, k], got " +
+                                c10::str(x.sizes()) + " and " +
+                                (routing.expert_index.defined() ? c10::str(routing.expert_index.sizes())
+                                                                : std::string("no routing")));
+  }
+  const int64_t n = x.size(0);
+  const int64_t k = routing.expert_index.size(1);
+  const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(x.device());
+  const torch::Tensor flat_token = torch::arange(n, long_opts).unsqueeze(1).expand({n, k}).reshape({-1});
+  const torch::Tensor selected = routing.kept.reshape({-1}).nonzero().squeeze(1);
+  const torch::Tensor expert = routing.expert_index.reshape({-1}).index_select(0, selected);
+  const torch::Tensor order =
+      std::get<1>(expert.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
+  const torch::Tensor source = selected.index_select(0, order);  // flat (token, choice) ids
+
+  PermutedTokens p;
+  p.token_index = flat_token.index_select(0, source);
+  p.gates = routing.gates.reshape({-1}).index_select(0, source);
+  p.hidden = x.index_select(0, p.token_index);
+  const torch::Tensor counts = routing.tokens_per_expert.to(torch::kCPU).contiguous();
+  p.tokens_per_expert.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + counts.numel());
+  return p;
+}
+
+torch::Tensor unpermute_tokens(const torch::Tensor& expert_output, const PermutedTokens& permuted,
+                               int64_t num_tokens) {
+  if (expert_output.dim() != 2 || expert_output.size(0) != permuted.token_index.size(0)) {
+    throw std::invalid_argument("unpermute_tokens: expected expert_output [" +
+                                std::to_string(permuted.token_index.size(0)) + ", D], got " +
+                                c10::str(expert_output.sizes()));
+  }
+  const torch::Tensor weighted = expert_output.to(torch::kFloat) * permuted.gates.unsqueeze(1);
+  const torch::Tensor y =
+      torch::zeros({num_tokens, expert_output.size(1)}, weighted.options())
+          .index_add(0, permuted.token_index, weighted);
+  return y.to(expert_output.scalar_type());
+}
+
+MoELayerImpl::MoELayerImpl(const ModelConfig& cfg)
+    : d_model_(cfg.d_model),
+      num_experts_(cfg.moe.num_experts),
+      top_k_(cfg.moe.top_k),
+      capacity_factor_(cfg.moe.capacity_factor),
+      normalize_top_k_(cfg.moe.normalize_top_k),
+      activation_(cfg.activation),
+      dropout_(cfg.dropout) {
+  if (num_experts_ < 1 || top_k_ < 1 || top_k_ > num_experts_) {
+    throw std::invalid_argument("MoELayer: need 1 <= top_k (" + std::to_string(top_k_) +
+                                ") <= num_experts (" + std::to_string(num_experts_) + ")");
+  }
+  const int64_t f = cfg.expert_ffn_dim();
+  router = register_module("router", Linear(d_model_, num_experts_, /*bias=*/false, cfg.init_std));
+  experts_fc1_weight = register_parameter("experts_fc1_weight", torch::empty({num_experts_, f, d_model_}));
+  if (cfg.bias) experts_fc1_bias = register_parameter("experts_fc1_bias", torch::zeros({num_experts_, f}));
+  experts_fc2_weight = register_parameter("experts_fc2_weight", torch::empty({num_experts_, d_model_, f}));
+  if (cfg.bias) experts_fc2_bias = register_parameter("experts_fc2_bias", torch::zeros({num_experts_, d_model_}));
+  torch::NoGradGuard no_grad;
+  experts_fc1_weight.normal_(0.0, cfg.init_std);
+  experts_fc2_weight.normal_(0.0, cfg.init_std);
+}
+
+torch::Tensor MoELayerImpl::router_logits(const torch::Tensor& x) {
+  return torch::linear(x.to(torch::kFloat), router->weight.to(torch::kFloat));
+}
+
+torch::Tensor MoELayerImpl::expert_forward(const torch::Tensor& permuted_hidden,
+                                           const std::vector<int64_t>& tokens_per_expert) {
+  const int64_t local_experts = experts_fc1_weight.size(0);
+  const int64_t total = std::accumulate(tokens_per_expert.begin(), tokens_per_expert.end(), int64_t{0});
+  if (static_cast<int64_t>(tokens_per_expert.size()) != local_experts || permuted_hidden.dim() != 2 ||
+      permuted_hidden.size(0) != total || permuted_hidden.size(1) != d_model_) {
+    throw std::invalid_argument("MoELayer::expert_forward: expected " + std::to_string(local_experts) +
+                                " segment sizes summing to the rows of hidden [M, " +
+                                std::to_string(d_model_) + "], got " +
+                                std::to_string(tokens_per_expert.size()) + " sizes summing to " +
+                                std::to_string(total) + " and hidden " + c10::str(permuted_hidden.sizes()));
+  }
+  std::vector<torch::Tensor> outputs;
+  int64_t offset = 0;
+  for (int64_t e = 0; e < local_experts; ++e) {
+    const int64_t count = tokens_per_expert[static_cast<size_t>(e)];
+    if (count == 0) continue;
+    const torch::Tensor segment = permuted_hidden.narrow(0, offset, count);
+    offset += count;
+    torch::Tensor h = torch::linear(segment, experts_fc1_weight[e],
+                                    experts_fc1_bias.defined() ? experts_fc1_bias[e] : torch::Tensor());
+    h = torch::dropout(apply_activation(h, activation_), dropout_, is_training());
+    outputs.push_back(torch::linear(h, experts_fc2_weight[e],
+                                    experts_fc2_bias.defined() ? experts_fc2_bias[e] : torch::Tensor()));
+  }
+  if (outputs.empty()) return torch::zeros({0, d_model_}, permuted_hidden.options());
+  return torch::cat(outputs, 0);
+}
+
+MoEOutput MoELayerImpl::forward(const torch::Tensor& x, const torch::Tensor& token_mask) {
+  if (x.dim() != 2 || x.size(1) != d_model_) {
+    throw std::invalid_argument("MoELayer: expected x [N, " + std::to_string(d_model_) + "], got " +
+                                c10::str(x.sizes()));
+  }
+  check_token_mask(token_mask, x.size(0), "MoELayer");
+
+  const torch::Tensor logits = router_logits(x);
+  const RoutingResult routing = route_tokens(logits, token_mask, top_k_, capacity_factor_, normalize_top_k_);
+  const PermutedTokens permuted = permute_tokens(x, routing);
+  const torch::Tensor expert_output = expert_forward(permuted.hidden, permuted.tokens_per_expert);
+
+  MoEOutput out;
+  out.hidden = unpermute_tokens(expert_output, permuted, x.size(0)).to(x.scalar_type());
+  out.stats.aux_loss = load_balancing_loss(routing.probs, routing.assigned_per_expert, token_mask, top_k_);
+  out.stats.z_loss = router_z_loss(logits, token_mask);
+  out.stats.tokens_per_expert = routing.tokens_per_expert.detach();
+  out.stats.dropped = routing.dropped;
+  return out;
+}
+
+}  // namespace moetrain::models

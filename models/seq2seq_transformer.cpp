@@ -1,0 +1,202 @@
+#include "models/seq2seq_transformer.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "models/attention.h"
+
+namespace moetrain::models {
+
+namespace {
+
+void check_tokens(const torch::Tensor& tokens, const torch::Tensor& mask, const char* which) {
+  if (!tokens.defined() || tokens.dim() != 2 || tokens.scalar_type() != torch::kLong) {
+    throw std::invalid_argument(std::string("Seq2SeqTransformer: ") + which +
+                                " tokens must be [B, L] int64, got " +
+                                (tokens.defined() ? c10::str(tokens.sizes(), " ", tokens.scalar_type())
+                                                  : std::string("undefined")));
+  }
+  if (!mask.defined() || mask.scalar_type() != torch::kBool || mask.sizes() != tokens.sizes()) {
+    throw std::invalid_argument(std::string("Seq2SeqTransformer: ") + which + " mask must be bool " +
+                                c10::str(tokens.sizes()) + " like its tokens, got " +
+                                (mask.defined() ? c10::str(mask.sizes(), " ", mask.scalar_type())
+                                                : std::string("undefined")));
+  }
+  if (tokens.size(0) == 0 || tokens.size(1) == 0) {
+    throw std::invalid_argument(std::string("Seq2SeqTransformer: empty ") + which + " batch " +
+                                c10::str(tokens.sizes()));
+  }
+}
+
+}  // namespace
+
+MoEStats collect_moe_stats(const std::vector<MoELayerStats>& layers, int64_t num_experts,
+                           const torch::Device& device) {
+  MoEStats s;
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(device);
+  s.aux_loss = torch::zeros({}, f32);
+  s.z_loss = torch::zeros({}, f32);
+  if (layers.empty()) {
+    s.tokens_per_expert = torch::zeros({0, std::max<int64_t>(num_experts, 0)}, f32.dtype(torch::kLong));
+    return s;
+  }
+  std::vector<torch::Tensor> counts;
+  for (const auto& l : layers) {
+    s.aux_loss = s.aux_loss + l.aux_loss;
+    s.z_loss = s.z_loss + l.z_loss;
+    counts.push_back(l.tokens_per_expert.to(device));
+    s.dropped += l.dropped;
+  }
+  s.tokens_per_expert = torch::stack(counts, 0).detach();
+  s.num_moe_layers = static_cast<int64_t>(layers.size());
+  return s;
+}
+
+MoEStats merge_moe_stats(const MoEStats& first, const MoEStats& second) {
+  MoEStats s;
+  s.aux_loss = first.aux_loss + second.aux_loss;
+  s.z_loss = first.z_loss + second.z_loss;
+  s.tokens_per_expert = torch::cat({first.tokens_per_expert, second.tokens_per_expert}, 0);
+  s.dropped = first.dropped + second.dropped;
+  s.num_moe_layers = first.num_moe_layers + second.num_moe_layers;
+  return s;
+}
+
+TransformerEncoderImpl::TransformerEncoderImpl(const ModelConfig& cfg) {
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < cfg.encoder_layers; ++i) {
+    layers_.emplace_back(cfg, i);
+    layers->push_back(layers_.back());
+  }
+  final_norm = register_module("final_norm", Norm(cfg.norm, cfg.d_model, cfg.norm_eps));
+}
+
+TransformerDecoderImpl::TransformerDecoderImpl(const ModelConfig& cfg) {
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < cfg.decoder_layers; ++i) {
+    layers_.emplace_back(cfg, i);
+    layers->push_back(layers_.back());
+  }
+  final_norm = register_module("final_norm", Norm(cfg.norm, cfg.d_model, cfg.norm_eps));
+}
+
+Seq2SeqTransformerImpl::Seq2SeqTransformerImpl(const ModelConfig& cfg) : cfg_(cfg) {
+  if (cfg.vocab_size <= 0) {
+    throw std::invalid_argument("Seq2SeqTransformer: vocab_size must be set (> 0), got " +
+                                std::to_string(cfg.vocab_size));
+  }
+  if (cfg.d_model <= 0 || cfg.encoder_layers < 0 || cfg.decoder_layers < 0) {
+    throw std::invalid_argument("Seq2SeqTransformer: bad sizes d_model=" + std::to_string(cfg.d_model) +
+                                " encoder_layers=" + std::to_string(cfg.encoder_layers) +
+                                " decoder_layers=" + std::to_string(cfg.decoder_layers));
+  }
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
+  {
+    torch::NoGradGuard no_grad;
+    embed_tokens->weight.normal_(0.0, cfg.init_std);
+  }
+  if (cfg.position != PositionType::Rotary) {
+    embed_positions = register_module("embed_positions", AbsolutePositions(cfg));
+  }
+  encoder = register_module("encoder", TransformerEncoder(cfg));
+  decoder = register_module("decoder", TransformerDecoder(cfg));
+  if (!cfg.tie_embeddings) {
+    lm_head = register_module("lm_head", Linear(cfg.d_model, cfg.vocab_size, /*bias=*/false, cfg.init_std));
+  }
+}
+
+torch::Tensor Seq2SeqTransformerImpl::embed(const torch::Tensor& tokens, int64_t position_offset) {
+  if (!tokens.defined() || tokens.dim() != 2 || tokens.scalar_type() != torch::kLong) {
+    throw std::invalid_argument("Seq2SeqTransformer::embed: tokens must be [B, L] int64, got " +
+                                (tokens.defined() ? c10::str(tokens.sizes(), " ", tokens.scalar_type())
+                                                  : std::string("undefined")));
+  }
+  // Checked for every position kind, rotary included, so an over-long batch
+  // fails here with one clear message.
+  check_positions(tokens.size(1), position_offset, cfg_.max_positions);
+  torch::Tensor h = embed_tokens(tokens);
+  if (cfg_.scale_embeddings) h = h * std::sqrt(static_cast<double>(cfg_.d_model));
+  if (!embed_positions.is_empty()) h = embed_positions(h, position_offset);
+  return torch::dropout(h, cfg_.dropout, is_training());
+}
+
+torch::Tensor Seq2SeqTransformerImpl::lm_head_weight() const {
+  return cfg_.tie_embeddings ? embed_tokens->weight : lm_head->weight;
+}
+
+torch::Tensor Seq2SeqTransformerImpl::project_to_vocab(const torch::Tensor& hidden) {
+  if (hidden.dim() != 3 || hidden.size(2) != cfg_.d_model) {
+    throw std::invalid_argument("Seq2SeqTransformer::project_to_vocab: expected hidden [B, T, " +
+                                std::to_string(cfg_.d_model) + "], got " + c10::str(hidden.sizes()));
+  }
+  return torch::linear(hidden, lm_head_weight());
+}
+
+EncoderOutput Seq2SeqTransformerImpl::encode(const torch::Tensor& src_tokens, const torch::Tensor& src_mask) {
+  check_tokens(src_tokens, src_mask, "source");
+  const AttentionMasks self_masks =
+      make_self_attention_masks(cfg_.attention, cfg_.local_window, src_mask, /*causal=*/false);
+  std::vector<MoELayerStats> moe;
+
+  torch::Tensor h = embed(src_tokens);
+  for (int64_t i = 0; i < encoder->num_layers(); ++i) {
+    LayerOutput out = run_layer(encoder->layer(i), h, self_masks, src_mask, cfg_.activation_checkpointing);
+    h = out.hidden;
+    if (out.moe) moe.push_back(std::move(*out.moe));
+  }
+  h = encoder->final_norm(h);
+  return {h, collect_moe_stats(moe, cfg_.moe.num_experts, h.device())};
+}
+
+Seq2SeqOutput Seq2SeqTransformerImpl::decode(const torch::Tensor& tgt_in, const torch::Tensor& tgt_mask,
+                                             const torch::Tensor& encoder_hidden,
+                                             const torch::Tensor& src_mask) {
+  check_tokens(tgt_in, tgt_mask, "target");
+  if (!encoder_hidden.defined() || encoder_hidden.dim() != 3 || encoder_hidden.size(2) != cfg_.d_model ||
+      encoder_hidden.size(0) != tgt_in.size(0)) {
+    throw std::invalid_argument("Seq2SeqTransformer::decode: expected encoder_hidden [" +
+                                std::to_string(tgt_in.size(0)) + ", S, " + std::to_string(cfg_.d_model) +
+                                "], got " +
+                                (encoder_hidden.defined() ? c10::str(encoder_hidden.sizes())
+                                                          : std::string("undefined")));
+  }
+  if (!src_mask.defined() || src_mask.scalar_type() != torch::kBool || src_mask.dim() != 2 ||
+      src_mask.size(0) != encoder_hidden.size(0) || src_mask.size(1) != encoder_hidden.size(1)) {
+    throw std::invalid_argument("Seq2SeqTransformer::decode: src_mask must be bool [" +
+                                std::to_string(encoder_hidden.size(0)) + ", " +
+                                std::to_string(encoder_hidden.size(1)) + "], got " +
+                                (src_mask.defined() ? c10::str(src_mask.sizes(), " ", src_mask.scalar_type())
+                                                    : std::string("undefined")));
+  }
+  const AttentionMasks self_masks =
+      make_self_attention_masks(cfg_.attention, cfg_.local_window, tgt_mask, /*causal=*/true);
+  const torch::Tensor cross_mask = make_cross_attention_mask(src_mask, tgt_in.size(1));
+  std::vector<MoELayerStats> moe;
+
+  torch::Tensor y = embed(tgt_in);
+  for (int64_t i = 0; i < decoder->num_layers(); ++i) {
+    LayerOutput out = run_layer(decoder->layer(i), y, encoder_hidden, self_masks, cross_mask, tgt_mask,
+                                cfg_.activation_checkpointing);
+    y = out.hidden;
+    if (out.moe) moe.push_back(std::move(*out.moe));
+  }
+  y = decoder->final_norm(y);
+  return {project_to_vocab(y), collect_moe_stats(moe, cfg_.moe.num_experts, y.device())};
+}
+
+Seq2SeqOutput Seq2SeqTransformerImpl::forward(const torch::Tensor& src_tokens, const torch::Tensor& src_mask,
+                                              const torch::Tensor& tgt_in, const torch::Tensor& tgt_mask) {
+  check_tokens(src_tokens, src_mask, "source");
+  check_tokens(tgt_in, tgt_mask, "target");
+  if (src_tokens.size(0) != tgt_in.size(0)) {
+    throw std::invalid_argument("Seq2SeqTransformer: source batch " + std::to_string(src_tokens.size(0)) +
+                                " != target batch " + std::to_string(tgt_in.size(0)));
+  }
+  EncoderOutput encoded = encode(src_tokens, src_mask);
+  Seq2SeqOutput out = decode(tgt_in, tgt_mask, encoded.hidden, src_mask);
+  out.moe = merge_moe_stats(encoded.moe, out.moe);
+  return out;
+}
+
+}  // namespace moetrain::models

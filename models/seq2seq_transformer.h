@@ -1,0 +1,139 @@
+// Seq2SeqTransformer: the whole MoE encoder-decoder, as a sequence of stages
+//   [embed, encoder.layers.0..E-1, encoder.final_norm,
+//    embed, decoder.layers.0..D-1, decoder.final_norm, lm_head]
+// (the same cut points the pipeline schedule uses). encode() and decode() are
+// the two halves, public for generation and pipeline stages; forward() is
+// encode then decode.
+//
+// Registered parameter names (checkpoint and export code rely on them):
+//   embed_tokens.weight                 shared by encoder, decoder and, when
+//                                       tie_embeddings, the output projection
+//   embed_positions.weight              learned positions only (sinusoidal:
+//                                       the buffer embed_positions.table;
+//                                       rotary: no module)
+//   encoder.layers.N.{self_attn_norm, self_attn.{q,k,v,o}_proj[, self_attn.gate],
+//                     ffn_norm, ffn.fc1/fc2 | moe.router, moe.experts_*}
+//   encoder.final_norm.{weight,bias}
+//   decoder.layers.N.{self_attn_norm, self_attn.*, cross_attn_norm, cross_attn.*,
+//                     ffn_norm, ffn.* | moe.*}
+//   decoder.final_norm.{weight,bias}
+//   lm_head.weight                      only when not tied (no bias)
+//
+// Dtype: every parameter may be swapped for a bf16/fp16 tensor
+// (param.set_data(...)); the model then computes in that dtype, keeping the
+// router, softmax and norm statistics in fp32, and returns logits in it.
+// Initialisation draws only from the default generator (torch::manual_seed).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "models/linear.h"
+#include "models/model_config.h"
+#include "models/moe_layer.h"
+#include "models/norm.h"
+#include "models/positions.h"
+#include "models/transformer_layers.h"
+
+namespace moetrain::models {
+
+struct MoEStats {
+  torch::Tensor aux_loss;           // fp32 scalar, SUM over MoE layers (0 if none), differentiable
+  torch::Tensor z_loss;             // fp32 scalar, SUM over MoE layers, differentiable
+  torch::Tensor tokens_per_expert;  // int64 [num_moe_layers, E], detached ([0, E] if none);
+                                    // encoder MoE layers first, then decoder
+  int64_t dropped = 0;              // dropped assignments, all layers
+  int64_t num_moe_layers = 0;
+};
+
+// Per-layer statistics (in layer order) summed into MoEStats; zero losses and
+// a [0, num_experts] count tensor on `device` when `layers` is empty.
+MoEStats collect_moe_stats(const std::vector<MoELayerStats>& layers, int64_t num_experts,
+                           const torch::Device& device);
+// first's layers, then second's.
+MoEStats merge_moe_stats(const MoEStats& first, const MoEStats& second);
+
+struct Seq2SeqOutput {
+  torch::Tensor logits;  // [B, T, V], parameter dtype
+  MoEStats moe;
+};
+
+struct EncoderOutput {
+  torch::Tensor hidden;  // [B, S, D] after encoder.final_norm
+  MoEStats moe;
+};
+
+// A stack of layers plus its final norm; the model loops over the layers
+// itself (so stages and checkpointing can cut between them).
+class TransformerEncoderImpl : public torch::nn::Module {
+ public:
+  explicit TransformerEncoderImpl(const ModelConfig& cfg);
+  int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
+  const EncoderLayer& layer(int64_t i) const { return layers_.at(static_cast<size_t>(i)); }
+
+  torch::nn::ModuleList layers{nullptr};
+  Norm final_norm{nullptr};
+
+ private:
+  std::vector<EncoderLayer> layers_;
+};
+TORCH_MODULE(TransformerEncoder);
+
+class TransformerDecoderImpl : public torch::nn::Module {
+ public:
+  explicit TransformerDecoderImpl(const ModelConfig& cfg);
+  int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
+  const DecoderLayer& layer(int64_t i) const { return layers_.at(static_cast<size_t>(i)); }
+
+  torch::nn::ModuleList layers{nullptr};
+  Norm final_norm{nullptr};
+
+ private:
+  std::vector<DecoderLayer> layers_;
+};
+TORCH_MODULE(TransformerDecoder);
+
+class Seq2SeqTransformerImpl : public torch::nn::Module {
+ public:
+  explicit Seq2SeqTransformerImpl(const ModelConfig& cfg);  // cfg.vocab_size > 0
+
+  // src_tokens [B, S] int64, src_mask [B, S] bool (true = real token),
+  // tgt_in [B, T] int64, tgt_mask [B, T] bool.
+  Seq2SeqOutput forward(const torch::Tensor& src_tokens, const torch::Tensor& src_mask,
+                        const torch::Tensor& tgt_in, const torch::Tensor& tgt_mask);
+
+  // embed -> encoder layers -> encoder.final_norm.
+  EncoderOutput encode(const torch::Tensor& src_tokens, const torch::Tensor& src_mask);
+
+  // embed -> decoder layers (self-attention causal, cross-attention over
+  // encoder_hidden [B, S, D]) -> decoder.final_norm -> lm_head. The returned
+  // stats cover the decoder's MoE layers only.
+  Seq2SeqOutput decode(const torch::Tensor& tgt_in, const torch::Tensor& tgt_mask,
+                       const torch::Tensor& encoder_hidden, const torch::Tensor& src_mask);
+
+  // tokens [B, L] -> embed_tokens * sqrt(d_model) (if scale_embeddings) +
+  // absolute positions offset..offset+L-1, then dropout. [B, L, D].
+  torch::Tensor embed(const torch::Tensor& tokens, int64_t position_offset = 0);
+
+  // hidden [B, T, D] (after decoder.final_norm) -> logits [B, T, V].
+  torch::Tensor project_to_vocab(const torch::Tensor& hidden);
+
+  // The output projection's weight [V, D]: embed_tokens.weight itself when tied.
+  torch::Tensor lm_head_weight() const;
+
+  const ModelConfig& config() const { return cfg_; }
+
+  torch::nn::Embedding embed_tokens{nullptr};
+  AbsolutePositions embed_positions{nullptr};  // null for rotary positions
+  TransformerEncoder encoder{nullptr};
+  TransformerDecoder decoder{nullptr};
+  Linear lm_head{nullptr};                     // null when tied
+
+ private:
+  ModelConfig cfg_;
+};
+TORCH_MODULE(Seq2SeqTransformer);
+
+}  // namespace moetrain::models
