@@ -150,7 +150,8 @@ int run_cli(int argc, char** argv) {
   try {
     if (command == "train") return cmd_train(argc - 1, argv + 1);
     if (command == "tokenize") return cmd_tokenize(argc - 1, argv + 1);
-    std::cerr << "moetrain: unknown command '" << command << "'\n" << kUsage;
+    std::cerr << "moetrain: unknown command '" << command
+              << "' (commands: train, tokenize; see moetrain --help)" << std::endl;
     return 2;
   } catch (const UsageError& e) {
     std::cerr << "moetrain: " << e.what() << std::endl;

@@ -305,8 +305,10 @@ class ConfigReader {
   }
 
   std::string location(const std::string& path, const YAML::Node& n) const {
-    const auto it = ctx_->overrides.find(path);
-    if (it != ctx_->overrides.end()) return "--set " + it->second;
+    // A key set (or a section created) by --set is located by that flag.
+    for (const auto& [key, text] : ctx_->overrides) {
+      if (key == path || key.rfind(path + ".", 0) == 0) return "--set " + text;
+    }
     return ctx_->file + ":" + std::to_string(n.Mark().line + 1);
   }
   std::string located(const std::string& path, const YAML::Node& n) const {

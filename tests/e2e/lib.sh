@@ -17,11 +17,13 @@ need_brown() {
 # The Brown corpus tokenized once per build by the e2e.fixture_tokenize_brown test.
 BROWN_DATA="$MOETRAIN_E2E_WORK/brown"
 
-# Runs the tiny config on BROWN_DATA with dropout 0; extra args go to train.
+# `moetrain train` arguments for the tiny config on BROWN_DATA, dropout 0.
+TINY_ARGS=(train --config "$MOETRAIN_SOURCE_DIR/configs/tiny.yaml"
+           --set data.train="$BROWN_DATA" --set data.valid="$BROWN_DATA" --set model.dropout=0.0)
+
+# Runs the tiny config; extra args go to train.
 train_tiny() {
-  "$MOETRAIN_BIN" train --config "$MOETRAIN_SOURCE_DIR/configs/tiny.yaml" \
-    --set data.train="$BROWN_DATA" --set data.valid="$BROWN_DATA" \
-    --set model.dropout=0.0 "$@"
+  "$MOETRAIN_BIN" "${TINY_ARGS[@]}" "$@"
 }
 
 # The value of `field` at `step` in a metrics.jsonl, printed exactly as stored.

@@ -5,7 +5,9 @@ source "$(dirname "$0")/lib.sh"
 need_brown
 run="$MOETRAIN_E2E_WORK/sigterm"
 rm -rf "$run"
-train_tiny --output-dir "$run" --max-steps 100000 --set log.every=1 --set train.eval_every=0 > "$run.log" 2>&1 &
+# exec: $! must be the trainer itself, not a subshell around it.
+(exec "$MOETRAIN_BIN" "${TINY_ARGS[@]}" --output-dir "$run" --max-steps 100000 --set log.every=1 \
+   --set train.eval_every=0 > "$run.log" 2>&1) &
 pid=$!
 for _ in $(seq 1 600); do  # wait (up to 60 s) for three steps
   grep -q "^step 3/" "$run.log" 2>/dev/null && break

@@ -45,7 +45,8 @@ TEST(Checkpoint, RoundTripsWeightsMomentsScalerAndRng) {
   Fixture a;
   a.one_step();
   a.one_step();
-  const auto path = trainer::save_checkpoint(dir.string(), a.contents(2), 3);
+  const auto contents = a.contents(2);
+  const auto path = trainer::save_checkpoint(dir.string(), contents, 3);
   EXPECT_EQ(fs::path(path).filename(), "step-000002");
   EXPECT_TRUE(fs::exists(dir / "latest"));
 
@@ -59,7 +60,7 @@ TEST(Checkpoint, RoundTripsWeightsMomentsScalerAndRng) {
   EXPECT_TRUE(torch::equal(a.adam.exp_avg(), b.adam.exp_avg()));
   EXPECT_TRUE(torch::equal(a.adam.exp_avg_sq(), b.adam.exp_avg_sq()));
   EXPECT_TRUE(torch::equal(a.w, b.w));  // the model's view follows the master
-  EXPECT_TRUE(torch::equal(loaded.rng_state, at::detail::getDefaultCPUGenerator().get_state()));
+  EXPECT_TRUE(torch::equal(loaded.rng_state, contents.rng_state));
 }
 
 TEST(Checkpoint, IncompleteDirectoriesAreIgnoredAndOldOnesPruned) {
