@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "parallel/mpi_communicator.h"
 #include "trainer/config.h"
 #include "trainer/trainer.h"
 
@@ -62,7 +63,7 @@ double peak_rss_mib() {
 
 void run_one(const std::string& name, trainer::Config cfg, int64_t vocab, int64_t steps, int64_t warmup) {
   cfg.model.vocab_size = vocab;
-  trainer::Trainer t(cfg);
+  trainer::Trainer t(cfg, parallel::make_world_communicator(cfg.parallel.timeout_s));
   const int64_t micro = cfg.train.micro_batch;
   const int64_t n_micro = cfg.train.global_batch / micro;
   std::vector<data::Seq2SeqBatch> batches;
@@ -78,11 +79,42 @@ void run_one(const std::string& name, trainer::Config cfg, int64_t vocab, int64_
     if (s >= warmup) ms.push_back(elapsed);
     tokens = r.tokens;
   }
+  // One more step with fresh counters: the communication of exactly one step.
+  t.world().reset_stats();
+  t.train_step(batches, warmup + steps);
+  const auto stats = t.world().stats();
+
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
+  if (t.world().rank() != 0) return;
   std::printf("%-12s %12lld %8lld %10.1f %12.0f %10.0f\n", name.c_str(),
               static_cast<long long>(t.params().numel()), static_cast<long long>(tokens), median,
               static_cast<double>(tokens) / (median / 1000.0), peak_rss_mib());
+  if (t.world().size() > 1 || cfg.parallel.zero_stage > 0) {
+    // The ZeRO paper's per-rank traffic per step: 2 psi for stages 0-2, 3 psi
+    // for stage 3 (psi: parameter bytes in the fp32 reduction dtype), and
+    // 12 bytes per parameter / N of optimizer state (fp32 master, m, v) for
+    // stages >= 1.
+    const int64_t n = t.world().size();
+    const double psi = static_cast<double>(t.params().numel()) * 4.0;
+    const double expected = (cfg.parallel.zero_stage == 3 ? 3.0 : 2.0) * psi;
+    int64_t total = 0;
+    std::printf("  communication per step, rank 0 (world %lld, ZeRO %lld):\n", static_cast<long long>(n),
+                static_cast<long long>(cfg.parallel.zero_stage));
+    for (const auto& [op, s] : stats) {
+      std::printf("    %-15s %6lld calls %14lld bytes\n", op.c_str(), static_cast<long long>(s.calls),
+                  static_cast<long long>(s.bytes));
+      total += s.bytes;
+    }
+    std::printf("    total %lld bytes = %.4f psi (ZeRO paper: %.0f psi; psi = %.0f bytes)\n",
+                static_cast<long long>(total), static_cast<double>(total) / psi, expected / psi, psi);
+    const auto mem = t.optimizer_memory();
+    const double state = static_cast<double>(mem.master_bytes + mem.moment_bytes);
+    const double zero_state = 12.0 * static_cast<double>(t.params().numel()) / static_cast<double>(n);
+    std::printf("    optimizer state per rank %.0f bytes (12 bytes x params / N = %.0f, ratio %.4f); "
+                "fp32 gradient buffers %lld bytes\n",
+                state, zero_state, state / zero_state, static_cast<long long>(mem.grad_bytes));
+  }
   std::fflush(stdout);
 }
 

@@ -1,40 +1,91 @@
 #include "optim/flat_parameters.h"
 
+#include <algorithm>
+#include <regex>
 #include <stdexcept>
 
 namespace moetrain::optim {
 
+std::string unit_of(const std::string& name) {
+  static const std::regex layer("^(.*\\.layers\\.[0-9]+)\\..*$");
+  std::smatch m;
+  if (std::regex_match(name, m, layer)) return m[1];
+  const auto dot = name.rfind('.');
+  return dot == std::string::npos ? name : name.substr(0, dot);
+}
+
 FlatParameters::FlatParameters(
     const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters,
     torch::ScalarType compute_dtype,
-    const std::function<bool(const std::string&, const torch::Tensor&)>& decays)
-    : compute_dtype_(compute_dtype) {
-  int64_t total = 0;
+    const std::function<bool(const std::string&, const torch::Tensor&)>& decays,
+    const ShardingOptions& sharding)
+    : compute_dtype_(compute_dtype), sharding_(sharding) {
+  if (sharding_.shards < 1 || sharding_.rank < 0 || sharding_.rank >= sharding_.shards) {
+    throw std::invalid_argument("FlatParameters: bad sharding rank/shards");
+  }
+  if (sharding_.shard_grads && !sharding_.shard_master) {
+    throw std::invalid_argument("FlatParameters: sharded grads need a sharded master");
+  }
   torch::Device device = torch::kCPU;
+  // Group parameters by unit, keeping the model's registration order.
   for (const auto& [name, param] : named_parameters) {
     if (!param.requires_grad()) continue;
+    const std::string unit = unit_of(name);
+    if (units_.empty() || units_.back().name != unit) {
+      FlatUnit u;
+      u.name = unit;
+      units_.push_back(u);
+    }
     FlatParameterEntry e;
     e.name = name;
     e.param = param;
-    e.offset = total;
     e.numel = param.numel();
     e.shape = param.sizes().vec();
     e.weight_decay = decays(name, param);
-    total += e.numel;
+    e.unit = units_.size() - 1;
+    units_.back().numel += e.numel;
     device = param.device();
     entries_.push_back(std::move(e));
   }
+  const int64_t n = sharding_.shards;
+  int64_t offset = 0, local = 0;
+  for (auto& u : units_) {
+    u.offset = offset;
+    u.padded = (u.numel + n - 1) / n * n;
+    u.shard = u.padded / n;
+    u.local_offset = local;
+    offset += u.padded;
+    local += u.shard;
+    numel_ += u.numel;
+  }
+  padded_ = offset;
+  local_numel_ = local;
+  {
+    std::vector<int64_t> next(units_.size());
+    for (size_t i = 0; i < units_.size(); ++i) next[i] = units_[i].offset;
+    for (auto& e : entries_) {
+      e.offset = next[e.unit];
+      next[e.unit] += e.numel;
+    }
+  }
+
   const auto fp32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
-  master_ = torch::empty({total}, fp32);
-  grads_ = torch::zeros({total}, fp32);
   torch::NoGradGuard no_grad;
-  for (auto& e : entries_) {
-    view(master_, e).copy_(e.param.detach());
+  // The initial weights in fp32 (identical on every rank: same seed).
+  auto initial = torch::zeros({padded_}, fp32);
+  for (auto& e : entries_) view(initial, e).copy_(e.param.detach());
+  model_ = compute_dtype == torch::kFloat32 ? initial : initial.to(compute_dtype);
+  if (sharding_.shard_master) {
+    master_ = torch::empty({local_numel_}, fp32);
+    for (const auto& u : units_) {
+      const auto [begin, end] = piece_range(u);
+      master_.narrow(0, u.local_offset, u.shard).copy_(initial.narrow(0, begin, end - begin));
+    }
+  } else {
+    master_ = initial;  // with fp32 compute, the same storage as model_
   }
-  model_ = compute_dtype == torch::kFloat32 ? master_ : master_.to(compute_dtype);
-  for (auto& e : entries_) {
-    e.param.set_data(view(model_, e));
-  }
+  grads_ = torch::zeros({sharding_.shard_grads ? local_numel_ : padded_}, fp32);
+  for (auto& e : entries_) e.param.set_data(view(model_, e));
 }
 
 const FlatParameterEntry& FlatParameters::entry(const std::string& name) const {
@@ -44,15 +95,33 @@ const FlatParameterEntry& FlatParameters::entry(const std::string& name) const {
   throw std::out_of_range("no trainable parameter named '" + name + "'");
 }
 
-std::vector<DecaySegment> FlatParameters::decay_segments() const {
+std::pair<int64_t, int64_t> FlatParameters::piece_range(const FlatUnit& u) const {
+  const int64_t begin = u.offset + sharding_.rank * u.shard;
+  return {begin, begin + u.shard};
+}
+
+FlatParameters::LocalPiece FlatParameters::local_piece(const FlatParameterEntry& e) const {
+  if (!sharding_.shard_master) return {0, e.numel, e.offset};
+  const auto& u = units_[e.unit];
+  const auto [pb, pe] = piece_range(u);
+  const int64_t lo = std::max(pb, e.offset), hi = std::min(pe, e.offset + e.numel);
+  if (lo >= hi) return {0, 0, 0};
+  return {lo - e.offset, hi - e.offset, u.local_offset + (lo - pb)};
+}
+
+std::vector<DecaySegment> FlatParameters::master_decay_segments() const {
   std::vector<DecaySegment> segments;
-  for (const auto& e : entries_) {
-    if (!segments.empty() && segments.back().weight_decay == e.weight_decay &&
-        segments.back().end == e.offset) {
-      segments.back().end = e.offset + e.numel;
+  auto add = [&segments](int64_t begin, int64_t end, bool decay) {
+    if (begin >= end) return;
+    if (!segments.empty() && segments.back().weight_decay == decay && segments.back().end == begin) {
+      segments.back().end = end;
     } else {
-      segments.push_back({e.offset, e.offset + e.numel, e.weight_decay});
+      segments.push_back({begin, end, decay});
     }
+  };
+  for (const auto& e : entries_) {
+    const auto piece = local_piece(e);
+    add(piece.master_offset, piece.master_offset + (piece.end - piece.begin), e.weight_decay);
   }
   return segments;
 }
@@ -61,12 +130,12 @@ torch::Tensor FlatParameters::view(const torch::Tensor& flat, const FlatParamete
   return flat.narrow(0, e.offset, e.numel).view(e.shape);
 }
 
-void FlatParameters::accumulate_grads() {
+void FlatParameters::accumulate_grads_into(torch::Tensor& target) {
   torch::NoGradGuard no_grad;
   for (auto& e : entries_) {
     auto& grad = e.param.mutable_grad();
     if (!grad.defined()) continue;  // unused this micro-batch (e.g. an idle expert)
-    grads_.narrow(0, e.offset, e.numel).add_(grad.reshape({-1}));
+    target.narrow(0, e.offset, e.numel).add_(grad.reshape({-1}));
     grad = torch::Tensor();
   }
 }
@@ -74,6 +143,9 @@ void FlatParameters::accumulate_grads() {
 void FlatParameters::zero_grads() { grads_.zero_(); }
 
 void FlatParameters::copy_master_to_model() {
+  if (sharding_.shard_master) {
+    throw std::logic_error("copy_master_to_model: a sharded master reaches the model by all-gather");
+  }
   if (compute_dtype_ == torch::kFloat32) return;  // model aliases master
   torch::NoGradGuard no_grad;
   model_.copy_(master_);

@@ -1,19 +1,26 @@
 // FlatParameters: the model's trainable parameters laid out in flat buffers,
 // the layout the optimizer, gradient reduction and ZeRO sharding work on.
 //
-//   master  fp32 [numel]  the weights the optimizer updates
-//   model   compute dtype [numel]; every parameter's data is a view into it.
-//           With fp32 compute it *is* the master buffer (no copy).
-//   grads   fp32 [numel]  gradients accumulated over micro-batches
+// Parameters are grouped into units (a layer, the embedding, a final norm:
+// see unit_of), each unit contiguous in the flat space and padded to a
+// multiple of the number of shards. Rank r of N owns, in every unit, the r-th
+// of N equal pieces; its local shard is those pieces concatenated.
 //
-// Parameters keep the order the model registers them in; frozen parameters
-// (requires_grad false) are not part of the buffers. Ownership: the buffers
-// live here; the model's parameters alias them, so this object must outlive
-// any use of the model.
+//   model   compute dtype, full flat space: every parameter is a view into it
+//   master  fp32 weights the optimizer updates: the full flat space when not
+//           sharded (with fp32 compute it *is* the model buffer), else the
+//           local shard only (ZeRO >= 1)
+//   grads   fp32 gradient accumulator: the full flat space, or the local shard
+//           only when gradients are sharded (ZeRO >= 2)
+//
+// Frozen parameters (requires_grad false) are not part of the buffers.
+// Ownership: the buffers live here and the model's parameters alias them, so
+// this object must outlive any use of the model.
 #pragma once
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,10 +30,20 @@ namespace moetrain::optim {
 struct FlatParameterEntry {
   std::string name;
   torch::Tensor param;   // the model's parameter (a view into `model`)
-  int64_t offset = 0;    // start in the flat buffers
+  int64_t offset = 0;    // start in the flat space
   int64_t numel = 0;
   std::vector<int64_t> shape;
   bool weight_decay = true;
+  size_t unit = 0;       // index into units()
+};
+
+struct FlatUnit {
+  std::string name;       // e.g. "encoder.layers.3", "embed_tokens"
+  int64_t offset = 0;     // start in the flat space
+  int64_t numel = 0;      // parameters in it
+  int64_t padded = 0;     // numel rounded up to a multiple of the shard count
+  int64_t shard = 0;      // padded / shards: one rank's piece
+  int64_t local_offset = 0;  // where this rank's piece sits in the local shard
 };
 
 // A run of consecutive elements that share one weight-decay setting.
@@ -36,38 +53,74 @@ struct DecaySegment {
   bool weight_decay = true;
 };
 
+struct ShardingOptions {
+  int64_t shards = 1;      // data-parallel ranks sharing the optimizer state
+  int64_t rank = 0;        // this rank among them
+  bool shard_master = false;  // ZeRO >= 1: master weights and moments sharded
+  bool shard_grads = false;   // ZeRO >= 2: gradient accumulator sharded
+};
+
+// The unit a parameter belongs to: "encoder.layers.3.self_attn.q_proj.weight"
+// -> "encoder.layers.3"; otherwise the module path ("encoder.final_norm").
+std::string unit_of(const std::string& parameter_name);
+
 class FlatParameters {
  public:
   // `decays(name, param)` says whether a parameter gets weight decay.
   FlatParameters(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters,
                  torch::ScalarType compute_dtype,
-                 const std::function<bool(const std::string&, const torch::Tensor&)>& decays);
+                 const std::function<bool(const std::string&, const torch::Tensor&)>& decays,
+                 const ShardingOptions& sharding = {});
 
-  int64_t numel() const { return master_.numel(); }
+  int64_t numel() const { return numel_; }            // parameters (unpadded)
+  int64_t padded_numel() const { return padded_; }     // the flat space
+  int64_t local_numel() const { return local_numel_; }  // this rank's shard
   torch::ScalarType compute_dtype() const { return compute_dtype_; }
+  const ShardingOptions& sharding() const { return sharding_; }
   const std::vector<FlatParameterEntry>& entries() const { return entries_; }
+  const std::vector<FlatUnit>& units() const { return units_; }
   const FlatParameterEntry& entry(const std::string& name) const;
-  std::vector<DecaySegment> decay_segments() const;
 
+  // Decay runs in the coordinates of master()/the optimizer state: the flat
+  // space when unsharded, the local shard when sharded.
+  std::vector<DecaySegment> master_decay_segments() const;
+
+  torch::Tensor& model() { return model_; }
   torch::Tensor& master() { return master_; }
   torch::Tensor& grads() { return grads_; }
   const torch::Tensor& master() const { return master_; }
   const torch::Tensor& grads() const { return grads_; }
 
-  // A view of `flat` (any buffer laid out like master) shaped like parameter e.
+  // The range of the flat space this rank's piece of unit u covers.
+  std::pair<int64_t, int64_t> piece_range(const FlatUnit& u) const;
+  // The part of parameter e (as [begin, end) of its flattened elements) whose
+  // master copy lives on this rank, and where it is in master(); empty
+  // (begin == end) when none does.
+  struct LocalPiece {
+    int64_t begin = 0, end = 0;  // within the flattened parameter
+    int64_t master_offset = 0;   // index in master() of element `begin`
+  };
+  LocalPiece local_piece(const FlatParameterEntry& e) const;
+
+  // A view of a full-flat-space buffer shaped like parameter e.
   torch::Tensor view(const torch::Tensor& flat, const FlatParameterEntry& e) const;
 
-  // Adds every parameter's .grad (compute dtype) into the fp32 grads buffer and
-  // releases .grad, so the next micro-batch starts from none.
-  void accumulate_grads();
+  // Adds every parameter's .grad into `target` (fp32, full flat space; the
+  // grads buffer when it is not sharded) and releases .grad.
+  void accumulate_grads_into(torch::Tensor& target);
+  void accumulate_grads() { accumulate_grads_into(grads_); }
   void zero_grads();
-  // After an optimizer step: model weights = master cast to the compute dtype.
+  // Unsharded master: model = master cast to the compute dtype. (Sharded
+  // masters reach the model through an all-gather; see the trainer.)
   void copy_master_to_model();
 
  private:
   torch::ScalarType compute_dtype_;
+  ShardingOptions sharding_;
   std::vector<FlatParameterEntry> entries_;
-  torch::Tensor master_, model_, grads_;
+  std::vector<FlatUnit> units_;
+  int64_t numel_ = 0, padded_ = 0, local_numel_ = 0;
+  torch::Tensor model_, master_, grads_;
 };
 
 }  // namespace moetrain::optim

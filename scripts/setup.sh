@@ -71,12 +71,20 @@ else
     TORCH_CMAKE="/usr/share/cmake/Torch"
   fi
 fi
+# Python packages the tests use to cross-check moetrain's files (h5py reads
+# checkpoints independently of the C++ code).
+if ! "$PY" -c 'import h5py' 2>/dev/null; then
+  log "installing h5py into .venv"
+  "$PY" -m pip download -q h5py -d "$WHEEL_CACHE" && \
+    "$PY" -m pip install -q --no-index --find-links "$WHEEL_CACHE" h5py
+fi
+
 if [[ -z "$TORCH_CMAKE" ]]; then
   TORCH_CMAKE="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
   wheel_cuda="$("$PY" -c 'import torch; print(torch.version.cuda or "none")')"
   toolkit_cuda="none"
-  if [[ -f /usr/local/cuda/version.json ]]; then
-    toolkit_cuda="$("$PY" -c 'import json; print(json.load(open("/usr/local/cuda/version.json"))["cuda"]["version"])')"
+  if [[ -x /usr/local/cuda/bin/nvcc ]]; then
+    toolkit_cuda="$(/usr/local/cuda/bin/nvcc --version | sed -n 's/.*release \([0-9.]*\),.*/\1/p')"
   fi
   log "torch wheel CUDA: $wheel_cuda; /usr/local/cuda: $toolkit_cuda"
   if [[ "$wheel_cuda" != none && "$toolkit_cuda" != none && "${wheel_cuda%%.*}" != "${toolkit_cuda%%.*}" ]]; then

@@ -14,8 +14,6 @@ namespace fs = std::filesystem;
 namespace moetrain::trainer {
 namespace {
 
-constexpr const char* kRankFile = "rank-00000.h5";
-
 void write_text_atomically(const fs::path& path, const std::string& text) {
   const fs::path tmp = path.string() + ".tmp";
   {
@@ -36,12 +34,6 @@ int64_t step_of(const fs::path& dir) {
 }
 
 bool is_complete(const fs::path& dir) { return fs::is_regular_file(dir / "meta.json"); }
-
-void write_tensor_with_layout(data::Hdf5File& file, const std::string& name, const torch::Tensor& t) {
-  file.write_tensor(name, t);
-  file.set_attr(name, "global_shape", t.sizes().vec());
-  file.set_attr(name, "offset", std::vector<int64_t>(t.dim(), 0));
-}
 
 }  // namespace
 
@@ -81,78 +73,140 @@ std::string resolve_checkpoint_path(const std::string& path) {
   throw CheckpointError("no complete checkpoint under " + path);
 }
 
+std::string rank_file_name(int64_t rank) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "rank-%05lld.h5", static_cast<long long>(rank));
+  return buf;
+}
+
 std::string save_checkpoint(const std::string& checkpoints_dir, const CheckpointContents& c,
-                            int64_t keep) {
-  fs::create_directories(checkpoints_dir);
+                            int64_t keep, parallel::Communicator& world) {
   const std::string name = checkpoint_name(c.step);
   const fs::path final_dir = fs::path(checkpoints_dir) / name;
   const fs::path partial = fs::path(checkpoints_dir) / (name + ".partial");
-  data::remove_tree(partial.string());
-  fs::create_directories(partial);
+  const bool leader = world.rank() == 0;
+  if (leader) {
+    fs::create_directories(checkpoints_dir);
+    data::remove_tree(partial.string());
+    fs::create_directories(partial);
+  }
+  world.barrier();
 
   {
-    data::Hdf5File file((partial / kRankFile).string(), data::Hdf5File::Mode::Create);
-    const auto& params = *c.params;
-    const auto master = params.master().detach().to(torch::kCPU);
-    const auto exp_avg = c.optimizer->exp_avg().to(torch::kCPU);
-    const auto exp_avg_sq = c.optimizer->exp_avg_sq().to(torch::kCPU);
-    for (const auto& e : params.entries()) {
-      write_tensor_with_layout(file, "model/" + e.name, params.view(master, e));
-      write_tensor_with_layout(file, "optim/exp_avg/" + e.name, params.view(exp_avg, e));
-      write_tensor_with_layout(file, "optim/exp_avg_sq/" + e.name, params.view(exp_avg_sq, e));
+    data::Hdf5File file((partial / rank_file_name(world.rank())).string(), data::Hdf5File::Mode::Create);
+    if (c.write_state) {
+      const auto& params = *c.params;
+      const auto master = params.master().detach().to(torch::kCPU);
+      const auto exp_avg = c.optimizer->exp_avg().to(torch::kCPU);
+      const auto exp_avg_sq = c.optimizer->exp_avg_sq().to(torch::kCPU);
+      for (const auto& e : params.entries()) {
+        const auto piece = params.local_piece(e);
+        const int64_t len = piece.end - piece.begin;
+        if (len == 0) continue;
+        for (const auto& [group, buffer] : {std::pair<std::string, const torch::Tensor*>{"model/", &master},
+                                            {"optim/exp_avg/", &exp_avg},
+                                            {"optim/exp_avg_sq/", &exp_avg_sq}}) {
+          const std::string dataset = group + e.name;
+          file.write_tensor(dataset, buffer->narrow(0, piece.master_offset, len));
+          file.set_attr(dataset, "global_shape", e.shape);
+          file.set_attr(dataset, "flat_offset", piece.begin);
+        }
+      }
+      file.set_attr("/", "optimizer_steps", c.optimizer->steps_taken());
     }
     file.write_tensor("rng/cpu", c.rng_state);
     if (c.cuda_rng_state.defined()) file.write_tensor("rng/cuda", c.cuda_rng_state);
     file.set_attr("/", "step", c.step);
-    file.set_attr("/", "optimizer_steps", c.optimizer->steps_taken());
+    file.set_attr("/", "rank", world.rank());
     file.flush();
   }
+  world.barrier();  // every rank file is complete before the commit marker
 
-  nlohmann::json meta = c.meta;
-  meta["format"] = "moetrain-checkpoint";
-  meta["format_version"] = 1;
-  meta["step"] = c.step;
-  meta["files"] = {kRankFile};
-  meta["loss_scale"] = {{"scale", c.scaler.scale},
-                        {"good_steps", c.scaler.good_steps},
-                        {"hysteresis_left", c.scaler.hysteresis_left}};
-  write_text_atomically(partial / "meta.json", meta.dump(2) + "\n");
+  if (leader) {
+    nlohmann::json meta = c.meta;
+    meta["format"] = "moetrain-checkpoint";
+    meta["format_version"] = 1;
+    meta["step"] = c.step;
+    meta["world_size"] = world.size();
+    std::vector<std::string> files;
+    for (int64_t r = 0; r < world.size(); ++r) files.push_back(rank_file_name(r));
+    meta["files"] = files;
+    meta["loss_scale"] = {{"scale", c.scaler.scale},
+                          {"good_steps", c.scaler.good_steps},
+                          {"hysteresis_left", c.scaler.hysteresis_left}};
+    write_text_atomically(partial / "meta.json", meta.dump(2) + "\n");
 
-  // Replace an older checkpoint of the same step only once the new one is whole.
-  if (fs::exists(final_dir)) {
-    const fs::path old = fs::path(checkpoints_dir) / (name + ".old");
-    data::remove_tree(old.string());
-    fs::rename(final_dir, old);
-    fs::rename(partial, final_dir);
-    data::remove_tree(old.string());
-  } else {
-    fs::rename(partial, final_dir);
-  }
-  write_text_atomically(fs::path(checkpoints_dir) / "latest", name + "\n");
+    // Replace an older checkpoint of the same step only once the new one is whole.
+    if (fs::exists(final_dir)) {
+      const fs::path old = fs::path(checkpoints_dir) / (name + ".old");
+      data::remove_tree(old.string());
+      fs::rename(final_dir, old);
+      fs::rename(partial, final_dir);
+      data::remove_tree(old.string());
+    } else {
+      fs::rename(partial, final_dir);
+    }
+    write_text_atomically(fs::path(checkpoints_dir) / "latest", name + "\n");
 
-  if (keep > 0) {
-    std::vector<std::pair<int64_t, fs::path>> complete;
-    for (const auto& entry : fs::directory_iterator(checkpoints_dir)) {
-      const int64_t step = step_of(entry.path());
-      if (entry.is_directory() && step >= 0 && is_complete(entry.path())) {
-        complete.emplace_back(step, entry.path());
+    if (keep > 0) {
+      std::vector<std::pair<int64_t, fs::path>> complete;
+      for (const auto& entry : fs::directory_iterator(checkpoints_dir)) {
+        const int64_t step = step_of(entry.path());
+        if (entry.is_directory() && step >= 0 && is_complete(entry.path())) {
+          complete.emplace_back(step, entry.path());
+        }
+      }
+      std::sort(complete.begin(), complete.end());
+      for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) {
+        data::remove_tree(complete[i].second.string());
       }
     }
-    std::sort(complete.begin(), complete.end());
-    for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) {
-      data::remove_tree(complete[i].second.string());
-    }
   }
+  world.barrier();
   return final_dir.string();
 }
 
+namespace {
+
+// Fills `target` (the elements [begin, end) of a flattened parameter) from the
+// pieces of `dataset` in every rank file.
+void read_pieces(std::vector<data::Hdf5File>& files, const std::string& dataset,
+                 const std::vector<int64_t>& shape, int64_t begin, int64_t end, torch::Tensor target,
+                 const std::string& dir) {
+  int64_t covered = 0;
+  for (auto& file : files) {
+    if (!file.exists(dataset)) continue;
+    const auto stored_shape = file.attr_ints(dataset, "global_shape");
+    if (stored_shape != shape) {
+      std::ostringstream msg;
+      msg << file.path() << ": " << dataset << " has shape " << c10::IntArrayRef(stored_shape)
+          << " but the model expects " << c10::IntArrayRef(shape);
+      throw CheckpointError(msg.str());
+    }
+    const int64_t offset = file.attr_int(dataset, "flat_offset");
+    const int64_t length = file.shape(dataset).at(0);
+    const int64_t lo = std::max(begin, offset), hi = std::min(end, offset + length);
+    if (lo >= hi) continue;
+    const auto piece = file.read_slice(dataset, {lo - offset}, {hi - lo});
+    target.narrow(0, lo - begin, hi - lo).copy_(piece);
+    covered += hi - lo;
+  }
+  if (covered != end - begin) {
+    throw CheckpointError(dir + ": missing " + dataset +
+                          " (was the checkpoint written for a different model?)");
+  }
+}
+
+}  // namespace
+
 LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& params,
-                                 optim::AdamW* optimizer) {
+                                 optim::AdamW* optimizer, int64_t rank) {
   const fs::path meta_path = fs::path(dir) / "meta.json";
   if (!fs::is_regular_file(meta_path)) {
     throw CheckpointError("checkpoint " + dir + " is incomplete (no meta.json)");
   }
   LoadedCheckpoint loaded;
+  std::vector<std::string> file_names;
   try {
     std::ifstream in(meta_path);
     loaded.meta = nlohmann::json::parse(in);
@@ -161,38 +215,45 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& 
     loaded.scaler.scale = ls.at("scale").get<double>();
     loaded.scaler.good_steps = ls.at("good_steps").get<int64_t>();
     loaded.scaler.hysteresis_left = ls.at("hysteresis_left").get<int64_t>();
+    file_names = loaded.meta.at("files").get<std::vector<std::string>>();
   } catch (const nlohmann::json::exception& e) {
     throw CheckpointError(meta_path.string() + ": malformed: " + e.what());
   }
 
-  const fs::path rank_path = fs::path(dir) / kRankFile;
-  data::Hdf5File file(rank_path.string(), data::Hdf5File::Mode::Read);
+  std::vector<data::Hdf5File> files;
+  for (const auto& name : file_names) {
+    const fs::path path = fs::path(dir) / name;
+    if (!fs::is_regular_file(path)) throw CheckpointError(path.string() + ": missing rank file");
+    files.emplace_back(path.string(), data::Hdf5File::Mode::Read);
+  }
   torch::NoGradGuard no_grad;
-  auto load_into = [&](const std::string& name, torch::Tensor target) {
-    if (!file.exists(name)) {
-      throw CheckpointError(rank_path.string() + ": missing " + name +
-                            " (was the checkpoint written for a different model?)");
-    }
-    const auto t = file.read_tensor(name);
-    if (t.sizes() != target.sizes()) {
-      std::ostringstream msg;
-      msg << rank_path.string() << ": " << name << " has shape " << t.sizes()
-          << " but the model expects " << target.sizes();
-      throw CheckpointError(msg.str());
-    }
-    target.copy_(t);
-  };
+  const auto device = params.master().device();
   for (const auto& e : params.entries()) {
-    load_into("model/" + e.name, params.view(params.master(), e));
+    const auto piece = params.local_piece(e);
+    const int64_t len = piece.end - piece.begin;
+    if (len == 0) continue;
+    auto load = [&](const std::string& group, torch::Tensor& buffer) {
+      auto host = torch::empty({len}, torch::kFloat32);
+      read_pieces(files, group + e.name, e.shape, piece.begin, piece.end, host, dir);
+      buffer.narrow(0, piece.master_offset, len).copy_(host.to(device));
+    };
+    load("model/", params.master());
     if (optimizer) {
-      load_into("optim/exp_avg/" + e.name, params.view(optimizer->exp_avg(), e));
-      load_into("optim/exp_avg_sq/" + e.name, params.view(optimizer->exp_avg_sq(), e));
+      load("optim/exp_avg/", optimizer->exp_avg());
+      load("optim/exp_avg_sq/", optimizer->exp_avg_sq());
     }
   }
-  params.copy_master_to_model();
-  if (optimizer) optimizer->set_steps_taken(file.attr_int("/", "optimizer_steps"));
-  if (file.exists("rng/cpu")) loaded.rng_state = file.read_tensor("rng/cpu");
-  if (file.exists("rng/cuda")) loaded.cuda_rng_state = file.read_tensor("rng/cuda");
+  if (optimizer) {
+    for (auto& file : files) {
+      if (file.has_attr("/", "optimizer_steps")) {
+        optimizer->set_steps_taken(file.attr_int("/", "optimizer_steps"));
+        break;
+      }
+    }
+  }
+  const size_t own = rank < static_cast<int64_t>(files.size()) ? static_cast<size_t>(rank) : 0;
+  if (files[own].exists("rng/cpu")) loaded.rng_state = files[own].read_tensor("rng/cpu");
+  if (files[own].exists("rng/cuda")) loaded.cuda_rng_state = files[own].read_tensor("rng/cuda");
   return loaded;
 }
 

@@ -24,6 +24,7 @@
 #include "optim/adamw.h"
 #include "optim/flat_parameters.h"
 #include "optim/loss_scaler.h"
+#include "parallel/communicator.h"
 
 namespace moetrain::trainer {
 
@@ -43,6 +44,7 @@ std::string resolve_checkpoint_path(const std::string& path);
 
 struct CheckpointContents {
   int64_t step = 0;
+  bool write_state = true;  // false: this rank's weights are a replica another rank writes
   const optim::FlatParameters* params = nullptr;
   const optim::AdamW* optimizer = nullptr;
   optim::LossScalerState scaler;
@@ -52,9 +54,9 @@ struct CheckpointContents {
 };
 
 // Writes step-NNNNNN atomically and prunes all but the newest `keep` (0: keep
-// all). Returns the checkpoint directory.
+// all). Collective over `world`: every rank calls it. Returns the directory.
 std::string save_checkpoint(const std::string& checkpoints_dir, const CheckpointContents& contents,
-                            int64_t keep);
+                            int64_t keep, parallel::Communicator& world);
 
 struct LoadedCheckpoint {
   int64_t step = 0;
@@ -64,10 +66,13 @@ struct LoadedCheckpoint {
   nlohmann::json meta;
 };
 
-// Loads weights into params' master buffer (and the model, via
-// copy_master_to_model), and when `optimizer` is given its moments and step
-// count. Every trainable parameter must be present with the same shape.
+// Loads this rank's pieces of the weights into params' master buffer, and
+// when `optimizer` is given its moments and step count, from whatever rank
+// files hold them. Every trainable parameter must be present with the same
+// shape. The model's compute copy is not refreshed: the caller does that
+// (copy_master_to_model, or an all-gather of sharded masters). `rank` picks
+// the rank file whose RNG state is returned.
 LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& params,
-                                 optim::AdamW* optimizer);
+                                 optim::AdamW* optimizer, int64_t rank = 0);
 
 }  // namespace moetrain::trainer

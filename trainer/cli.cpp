@@ -1,5 +1,7 @@
 #include "trainer/cli.h"
 
+#include <mpi.h>
+
 #include <boost/program_options.hpp>
 
 #include <filesystem>
@@ -10,6 +12,7 @@
 #include "data/hdf5_file.h"
 #include "data/tokenize.h"
 #include "data/tokenizer.h"
+#include "parallel/mpi_communicator.h"
 #include "parallel/process_grid.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
@@ -75,7 +78,9 @@ int cmd_train(int argc, char** argv) {
 
   ConfigSource source;
   Config config = load_config(config_path, overrides, &source);
-  validate_config(config, /*world_size=*/1, source);
+  // One process, or every rank of an mpirun job.
+  std::shared_ptr<parallel::Communicator> world = parallel::make_world_communicator(config.parallel.timeout_s);
+  validate_config(config, world->size(), source);
 
   const std::string tok_path = tokenizer_path(config.data);
   if (!fs::is_regular_file(tok_path)) {
@@ -95,7 +100,7 @@ int cmd_train(int argc, char** argv) {
   train_options.output_dir = output_dir;
   train_options.resume = resume;
   train_options.init_from = init_from;
-  Trainer trainer(config);
+  Trainer trainer(config, world);
   return trainer.run(train_options);
 }
 
@@ -147,6 +152,28 @@ int run_cli(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
+  // Under mpirun every rank runs the CLI. Config and usage errors are the same
+  // on every rank: rank 0 alone reports them and all exit 2. A runtime
+  // failure may hit one rank only: it reports with its rank and aborts the
+  // job, so no peer waits for it.
+  int rank = 0, world_size = 1, mpi_up = 0;
+  auto world_info = [&] {
+    MPI_Initialized(&mpi_up);
+    if (mpi_up) {
+      MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+      MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+    }
+  };
+  auto report = [&](const std::string& line, int code, bool same_on_every_rank) {
+    world_info();
+    if (same_on_every_rank) {
+      if (rank == 0) std::cerr << line << std::endl;
+      return code;
+    }
+    std::cerr << (world_size > 1 ? "rank " + std::to_string(rank) + ": " : std::string()) << line << std::endl;
+    if (world_size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+    return code;
+  };
   try {
     if (command == "train") return cmd_train(argc - 1, argv + 1);
     if (command == "tokenize") return cmd_tokenize(argc - 1, argv + 1);
@@ -154,20 +181,15 @@ int run_cli(int argc, char** argv) {
               << "' (commands: train, tokenize; see moetrain --help)" << std::endl;
     return 2;
   } catch (const UsageError& e) {
-    std::cerr << "moetrain: " << e.what() << std::endl;
-    return 2;
+    return report(std::string("moetrain: ") + e.what(), 2, true);
   } catch (const ConfigError& e) {
-    std::cerr << "moetrain: config error: " << e.what() << std::endl;
-    return 2;
+    return report(std::string("moetrain: config error: ") + e.what(), 2, true);
   } catch (const parallel::LayoutError& e) {
-    std::cerr << "moetrain: config error: parallel: " << e.what() << std::endl;
-    return 2;
+    return report(std::string("moetrain: config error: parallel: ") + e.what(), 2, true);
   } catch (const c10::Error& e) {
-    std::cerr << "moetrain: " << command << " failed: " << e.what_without_backtrace() << std::endl;
-    return 1;
+    return report("moetrain: " + command + " failed: " + e.what_without_backtrace(), 1, false);
   } catch (const std::exception& e) {
-    std::cerr << "moetrain: " << command << " failed: " << e.what() << std::endl;
-    return 1;
+    return report("moetrain: " + command + " failed: " + e.what(), 1, false);
   }
 }
 

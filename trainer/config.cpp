@@ -492,13 +492,12 @@ void validate_config(const Config& c, int64_t world_size, const ConfigSource& sr
           "must be 1f1b or gpipe");
   require(c.parallel.bucket_mb > 0, "parallel.bucket_mb", "must be positive");
   require(c.parallel.timeout_s > 0, "parallel.timeout_s", "must be positive");
-  // Model parallelism and multi-rank data parallelism are not in this build yet.
+  // Model parallelism is not in this build yet.
   require(c.parallel.tp == 1, "parallel.tp", "tensor parallelism is not supported yet (use 1)");
   require(c.parallel.pp == 1, "parallel.pp", "pipeline parallelism is not supported yet (use 1)");
   require(c.parallel.ep == 1, "parallel.ep", "expert parallelism is not supported yet (use 1)");
-  require(c.parallel.zero_stage == 0, "parallel.zero_stage", "ZeRO sharding is not supported yet (use 0)");
-  require(world_size == 1, "parallel.dp",
-          "multi-process data parallelism is not supported yet: run a single process");
+  require(c.parallel.zero_stage <= 2, "parallel.zero_stage",
+          "ZeRO stage 3 is not supported yet (use 0, 1 or 2)");
 
   const auto& t = c.train;
   require(t.micro_batch >= 1, "train.micro_batch", "must be at least 1");

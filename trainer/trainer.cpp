@@ -66,12 +66,16 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
-Trainer::Trainer(Config config) : config_(std::move(config)), device_(select_device(config_.train.device)) {
+Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
+    : config_(std::move(config)), world_(std::move(world)), device_(select_device(config_.train.device)) {
   if (config_.model.vocab_size <= 0) {
     throw ConfigError("model.vocab_size must be known before the model is built");
   }
+  grid_ = std::make_unique<parallel::ProcessGrid>(world_->size(), world_->rank(), config_.parallel);
+  dp_ = world_.get();
   if (config_.train.threads > 0) at::set_num_threads(static_cast<int>(config_.train.threads));
-  // One seed decides the initial weights; the generator then drives dropout.
+  // One seed decides the initial weights, the same on every rank; the
+  // generator then drives dropout.
   torch::manual_seed(config_.train.seed);
   model_ = models::Seq2SeqTransformer(config_.model);
   model_->to(device_);
@@ -85,15 +89,88 @@ Trainer::Trainer(Config config) : config_(std::move(config)), device_(select_dev
     if (frozen) item.value().set_requires_grad(false);
     named.emplace_back(item.key(), item.value());
   }
+  const int64_t zero = config_.parallel.zero_stage;
+  optim::ShardingOptions sharding;
+  sharding.shards = grid_->dp_size();
+  sharding.rank = grid_->dp_rank();
+  sharding.shard_master = zero >= 1;
+  sharding.shard_grads = zero >= 2;
   const auto& ocfg = config_.optim;
   params_ = std::make_unique<optim::FlatParameters>(
       named, to_scalar_type(config_.precision.compute),
-      [&ocfg](const std::string& n, const torch::Tensor& p) { return decays(ocfg, n, p); });
-  optimizer_ = std::make_unique<optim::AdamW>(config_.optim, 0, params_->numel(),
-                                              params_->decay_segments(), params_->master().options());
+      [&ocfg](const std::string& n, const torch::Tensor& p) { return decays(ocfg, n, p); }, sharding);
+  if (zero == 1) local_grads_ = torch::zeros({params_->local_numel()}, params_->master().options());
+  optimizer_ = std::make_unique<optim::AdamW>(config_.optim, params_->master().numel(),
+                                              params_->master_decay_segments(), params_->master().options());
   scaler_ = std::make_unique<optim::DynamicLossScaler>(
       config_.precision.loss_scale, config_.precision.compute == ComputeDtype::FP16);
   schedule_ = std::make_unique<optim::LrSchedule>(config_.optim, config_.train.max_steps);
+}
+
+OptimizerMemory Trainer::optimizer_memory() const {
+  OptimizerMemory m;
+  const bool separate_master = params_->sharding().shard_master || params_->compute_dtype() != torch::kFloat32;
+  if (separate_master) m.master_bytes = params_->master().numel() * 4;
+  m.moment_bytes = optimizer_->state_bytes();
+  m.grad_bytes = params_->grads().numel() * 4 + (local_grads_.defined() ? local_grads_.numel() * 4 : 0);
+  return m;
+}
+
+void Trainer::all_reduce_grads() {
+  if (dp_->size() == 1) return;
+  // Buckets of whole units, at least bucket_mb each, reduced in fp32.
+  const int64_t bucket_elems = static_cast<int64_t>(config_.parallel.bucket_mb * 1024 * 1024 / 4);
+  auto& grads = params_->grads();
+  int64_t begin = 0;
+  for (const auto& u : params_->units()) {
+    const int64_t end = u.offset + u.padded;
+    if (end - begin >= bucket_elems || &u == &params_->units().back()) {
+      auto bucket = grads.narrow(0, begin, end - begin);
+      dp_->all_reduce(bucket);
+      begin = end;
+    }
+  }
+}
+
+void Trainer::reduce_scatter_into_shard(torch::Tensor& full_grads, torch::Tensor& shard, bool accumulate) {
+  for (const auto& u : params_->units()) {
+    const auto input = full_grads.narrow(0, u.offset, u.padded);
+    auto piece = shard.narrow(0, u.local_offset, u.shard);
+    if (dp_->size() == 1) {
+      accumulate ? piece.add_(input) : piece.copy_(input);
+    } else if (accumulate) {
+      auto reduced = torch::empty_like(piece);
+      dp_->reduce_scatter(input, reduced);
+      piece.add_(reduced);
+    } else {
+      dp_->reduce_scatter(input, piece);
+    }
+  }
+}
+
+void Trainer::refresh_model_from_master() {
+  torch::NoGradGuard no_grad;
+  if (!params_->sharding().shard_master) {
+    params_->copy_master_to_model();
+    return;
+  }
+  auto& model = params_->model();
+  for (const auto& u : params_->units()) {
+    const auto piece = params_->master().narrow(0, u.local_offset, u.shard).to(model.scalar_type());
+    auto full = model.narrow(0, u.offset, u.padded);
+    if (dp_->size() == 1) {
+      full.copy_(piece);
+    } else {
+      dp_->all_gather(piece, full);
+    }
+  }
+}
+
+double Trainer::sum_over_dp(double value) {
+  if (dp_->size() == 1) return value;
+  auto t = torch::tensor({value}, torch::kFloat64);
+  dp_->all_reduce(t);
+  return t.item<double>();
 }
 
 data::Seq2SeqBatch Trainer::to_device(const data::Seq2SeqBatch& b) const {
@@ -108,55 +185,103 @@ data::Seq2SeqBatch Trainer::to_device(const data::Seq2SeqBatch& b) const {
 }
 
 std::string Trainer::first_nonfinite_parameter() const {
+  // Under ZeRO a rank sees only its shard of the gradients.
+  const auto& grads = local_grads_.defined() ? local_grads_ : params_->grads();
+  const bool sharded = params_->sharding().shard_master;
   for (const auto& e : params_->entries()) {
-    const auto g = params_->view(params_->grads(), e);
+    torch::Tensor g;
+    if (sharded) {
+      const auto piece = params_->local_piece(e);
+      if (piece.end == piece.begin) continue;
+      g = grads.narrow(0, piece.master_offset, piece.end - piece.begin);
+    } else {
+      g = params_->view(grads, e);
+    }
     if (!torch::isfinite(g).all().item<bool>()) return e.name;
   }
-  return "(none: the loss itself is not finite)";
+  return sharded ? "(none in this rank's shard)" : "(none: the loss itself is not finite)";
 }
 
 StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batches, int64_t step) {
   StepResult r;
   const auto& moe = config_.model.moe;
   const int64_t vocab = config_.model.vocab_size;
-  const double num_micro = static_cast<double>(micro_batches.size());
+  const int64_t zero = config_.parallel.zero_stage;
+  // Every micro-batch of every DP rank weighs the same in the MoE losses.
+  const double global_micro = static_cast<double>(micro_batches.size() * dp_->size());
 
-  // 1. The loss is a mean over every target token of the global batch, so it
-  //    does not depend on how the batch is cut into micro-batches.
+  // 1. The loss is a mean over every target token of the global batch (all
+  //    DP ranks), so it does not depend on how the batch is cut up.
   for (const auto& mb : micro_batches) {
     r.target_tokens += mb.num_target_tokens;
     r.tokens += mb.num_target_tokens + mb.num_source_tokens;
   }
+  if (dp_->size() > 1) {
+    auto counts = torch::tensor({r.target_tokens, r.tokens}, torch::kInt64);
+    dp_->all_reduce(counts);
+    r.target_tokens = counts[0].item<int64_t>();
+    r.tokens = counts[1].item<int64_t>();
+  }
   const double token_divisor = static_cast<double>(std::max<int64_t>(r.target_tokens, 1));
   r.loss_scale = scaler_->scale();
 
-  // 2. Forward and backward per micro-batch; gradients accumulate in fp32.
+  // 2. Forward and backward per micro-batch; gradients accumulate in fp32
+  //    (ZeRO 2: reduce-scattered after each micro-batch into this rank's shard).
   model_->train();
   params_->zero_grads();
-  double ce_sum = 0;
+  torch::Tensor micro_grads;  // ZeRO 2: one micro-batch's full gradient, transient
+  double ce_sum = 0, aux = 0, z = 0;
   for (const auto& host_batch : micro_batches) {
     const auto mb = to_device(host_batch);
     const auto out = model_->forward(mb.src_tokens, mb.src_mask, mb.tgt_in, mb.tgt_mask);
     const auto ce = kernels::softmax_cross_entropy(out.logits.reshape({-1, vocab}),
                                                    mb.tgt_out.reshape({-1}), mb.tgt_mask.reshape({-1}),
                                                    config_.train.label_smoothing);
-    const auto moe_loss = (moe.aux_loss_coef * out.moe.aux_loss + moe.z_loss_coef * out.moe.z_loss) / num_micro;
+    const auto moe_loss = (moe.aux_loss_coef * out.moe.aux_loss + moe.z_loss_coef * out.moe.z_loss) / global_micro;
     const auto loss = ce.loss_sum / token_divisor + moe_loss;
     (loss * r.loss_scale).backward();
-    params_->accumulate_grads();
-
+    if (zero >= 2) {
+      micro_grads = torch::zeros({params_->padded_numel()}, params_->grads().options());
+      params_->accumulate_grads_into(micro_grads);
+      reduce_scatter_into_shard(micro_grads, params_->grads(), /*accumulate=*/true);
+      micro_grads = torch::Tensor();
+    } else {
+      params_->accumulate_grads();
+    }
     ce_sum += ce.loss_sum.item<double>();
-    r.aux_loss += out.moe.aux_loss.item<double>() / num_micro;
-    r.z_loss += out.moe.z_loss.item<double>() / num_micro;
+    aux += out.moe.aux_loss.item<double>();
+    z += out.moe.z_loss.item<double>();
     r.dropped_tokens += out.moe.dropped;
   }
-  r.loss = ce_sum / token_divisor;
 
-  // 3. Unscale, then check: an fp16 overflow skips the step; any other
-  //    non-finite value stops training before anything is written.
-  auto& grads = params_->grads();
+  // 3. Reduce gradients over DP: all-reduce (ZeRO 0) or reduce-scatter into
+  //    this rank's shard (ZeRO 1; ZeRO 2 did it above).
+  if (zero == 0) {
+    all_reduce_grads();
+  } else if (zero == 1) {
+    reduce_scatter_into_shard(params_->grads(), local_grads_, /*accumulate=*/false);
+  }
+  auto& grads = zero == 1 ? local_grads_ : params_->grads();
+
+  // Metrics of the whole global batch, in one small all-reduce.
+  if (dp_->size() > 1) {
+    auto m = torch::tensor({ce_sum, aux, z, static_cast<double>(r.dropped_tokens)}, torch::kFloat64);
+    dp_->all_reduce(m);
+    ce_sum = m[0].item<double>();
+    aux = m[1].item<double>();
+    z = m[2].item<double>();
+    r.dropped_tokens = static_cast<int64_t>(m[3].item<double>());
+  }
+  r.loss = ce_sum / token_divisor;
+  r.aux_loss = aux / global_micro;
+  r.z_loss = z / global_micro;
+
+  // 4. Unscale, then check: an fp16 overflow skips the step on every rank
+  //    (the norm is global, so all agree); any other non-finite value stops
+  //    training before anything is written.
   if (r.loss_scale != 1.0) grads.mul_(1.0 / r.loss_scale);
-  r.grad_norm = optim::global_grad_norm(grads);
+  const double local_norm = optim::global_grad_norm(grads);
+  r.grad_norm = zero == 0 ? local_norm : std::sqrt(sum_over_dp(local_norm * local_norm));
   const bool finite = std::isfinite(r.grad_norm) && std::isfinite(r.loss);
   if (!finite) {
     if (scaler_->enabled()) {
@@ -174,12 +299,12 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
                         "); first non-finite gradient: " + first_nonfinite_parameter());
   }
 
-  // 4. Clip by the global norm, step AdamW on the fp32 master weights, and
-  //    copy them back to the compute dtype.
+  // 5. Clip by the global norm, step AdamW on the fp32 master weights (this
+  //    rank's shard under ZeRO), and bring the model weights up to date.
   optim::clip_grads(grads, r.grad_norm, config_.optim.grad_clip);
   r.lr = schedule_->lr_at(step);
   optimizer_->step(params_->master(), grads, r.lr);
-  params_->copy_master_to_model();
+  refresh_model_from_master();
   scaler_->update(/*overflow=*/false);
   return r;
 }
@@ -198,16 +323,20 @@ std::pair<double, int64_t> Trainer::evaluate(const std::vector<data::Seq2SeqBatc
     tokens += ce.num_tokens;
   }
   model_->train();
+  loss_sum = sum_over_dp(loss_sum);
+  tokens = static_cast<int64_t>(sum_over_dp(static_cast<double>(tokens)));
   return {loss_sum / static_cast<double>(std::max<int64_t>(tokens, 1)), tokens};
 }
 
 int Trainer::run(const TrainOptions& options) {
   const auto& cfg = config_;
-  fs::create_directories(options.output_dir);
-  {
+  const bool leader = is_leader();
+  if (leader) {
+    fs::create_directories(options.output_dir);
     std::ofstream out(fs::path(options.output_dir) / "config.yaml", std::ios::trunc);
     out << config_to_yaml(cfg);
   }
+  world_->barrier();
   const std::string checkpoints_dir = (fs::path(options.output_dir) / "checkpoints").string();
 
   const auto tokenizer = data::Tokenizer::load(tokenizer_path(cfg.data));
@@ -229,35 +358,46 @@ int Trainer::run(const TrainOptions& options) {
     resume_dir = find_latest_checkpoint(checkpoints_dir);
   }
   if (resume_dir) {
-    const auto loaded = load_checkpoint(*resume_dir, *params_, optimizer_.get());
+    const auto loaded = load_checkpoint(*resume_dir, *params_, optimizer_.get(), world_->rank());
+    refresh_model_from_master();
     start_step = loaded.step;
     scaler_->set_state(loaded.scaler);
-    if (loaded.rng_state.defined()) cpu_generator().set_state(loaded.rng_state);
-    if (loaded.cuda_rng_state.defined() && device_.is_cuda()) {
-      auto generator = at::globalContext().defaultGenerator(device_);
-      generator.set_state(loaded.cuda_rng_state);
+    const int64_t saved_world = loaded.meta.value("world_size", int64_t{1});
+    if (saved_world == world_->size()) {
+      if (loaded.rng_state.defined()) cpu_generator().set_state(loaded.rng_state);
+      if (loaded.cuda_rng_state.defined() && device_.is_cuda()) {
+        auto generator = at::globalContext().defaultGenerator(device_);
+        generator.set_state(loaded.cuda_rng_state);
+      }
     }
-    std::cout << "resumed from " << *resume_dir << " at step " << start_step << std::endl;
+    if (leader) std::cout << "resumed from " << *resume_dir << " at step " << start_step << std::endl;
   } else if (!options.init_from.empty()) {
-    load_checkpoint(resolve_checkpoint_path(options.init_from), *params_, nullptr);
-    std::cout << "initialised weights from " << options.init_from << std::endl;
+    load_checkpoint(resolve_checkpoint_path(options.init_from), *params_, nullptr, world_->rank());
+    refresh_model_from_master();
+    if (leader) std::cout << "initialised weights from " << options.init_from << std::endl;
   }
 
   const int64_t max_steps = cfg.train.max_steps;
   const int64_t global_batch = cfg.train.global_batch;
-  std::cout << "model: " << params_->numel() << " trainable parameters, "
-            << train_data.num_samples() << " training samples per epoch, "
-            << global_batch / cfg.train.micro_batch << " micro-batches of " << cfg.train.micro_batch
-            << " per step, device " << device_ << std::endl;
+  const int64_t dp_rank = grid_->dp_rank(), dp_size = grid_->dp_size();
+  if (leader) {
+    std::cout << "model: " << params_->numel() << " trainable parameters, " << train_data.num_samples()
+              << " training samples per epoch, " << global_batch / (cfg.train.micro_batch * dp_size)
+              << " micro-batch(es) of " << cfg.train.micro_batch << " per step on each of " << dp_size
+              << " data-parallel rank(s), ZeRO stage " << cfg.parallel.zero_stage << ", device " << device_
+              << std::endl;
+  }
   if (start_step >= max_steps) {
-    std::cout << "nothing to do: already at step " << start_step << " of " << max_steps << std::endl;
+    if (leader) std::cout << "nothing to do: already at step " << start_step << " of " << max_steps << std::endl;
     return 0;
   }
 
-  MetricsLogger metrics(options.output_dir, start_step);
+  std::optional<MetricsLogger> metrics;
+  if (leader) metrics.emplace(options.output_dir, start_step);
   auto save = [&](int64_t step) {
     CheckpointContents c;
     c.step = step;
+    c.write_state = params_->sharding().shard_master || dp_rank == 0;
     c.params = params_.get();
     c.optimizer = optimizer_.get();
     c.scaler = scaler_->state();
@@ -271,9 +411,10 @@ int Trainer::run(const TrainOptions& options) {
               {"data", {{"next_step", step},
                         {"samples_consumed", step * global_batch},
                         {"epoch", train_data.epoch_of(step, global_batch)}}},
-              {"layout", {{"world", 1}, {"dp", 1}, {"tp", 1}, {"pp", 1}, {"ep", 1},
+              {"layout", {{"world", world_->size()}, {"dp", dp_size}, {"tp", grid_->tp_size()},
+                          {"pp", grid_->pp_size()}, {"ep", grid_->ep_size()},
                           {"zero_stage", cfg.parallel.zero_stage}}}};
-    return save_checkpoint(checkpoints_dir, c, cfg.checkpoint.keep);
+    return save_checkpoint(checkpoints_dir, c, cfg.checkpoint.keep, *world_);
   };
 
   ShutdownSignal::install();
@@ -281,13 +422,13 @@ int Trainer::run(const TrainOptions& options) {
   int64_t steps_this_run = 0;
   for (int64_t step = start_step; step < max_steps; ++step) {
     const auto step_t0 = std::chrono::steady_clock::now();
-    const auto batches = train_data.step_batches(step, 0, 1, global_batch, cfg.train.micro_batch);
+    const auto batches = train_data.step_batches(step, dp_rank, dp_size, global_batch, cfg.train.micro_batch);
     const StepResult r = train_step(batches, step);
     const double step_s = seconds_since(step_t0);
     ++steps_this_run;
     const int64_t done = step + 1;
 
-    if (done % cfg.log.every == 0 || done == max_steps || done == start_step + 1) {
+    if (leader && (done % cfg.log.every == 0 || done == max_steps || done == start_step + 1)) {
       StepMetrics m;
       m.step = done;
       m.max_steps = max_steps;
@@ -305,30 +446,42 @@ int Trainer::run(const TrainOptions& options) {
       // ETA from this run's pace, not from steps done before a resume.
       m.elapsed_s = seconds_since(t0);
       m.eta_s = m.elapsed_s / static_cast<double>(steps_this_run) * static_cast<double>(max_steps - done);
-      metrics.log_step(m);
+      metrics->log_step(m);
     }
     if (valid_data && cfg.train.eval_every > 0 && done % cfg.train.eval_every == 0) {
       std::vector<data::Seq2SeqBatch> eval_batches;
       for (int64_t e = 0; e < cfg.train.eval_batches; ++e) {
-        auto b = valid_data->step_batches(e, 0, 1, global_batch, cfg.train.micro_batch);
+        auto b = valid_data->step_batches(e, dp_rank, dp_size, global_batch, cfg.train.micro_batch);
         eval_batches.insert(eval_batches.end(), b.begin(), b.end());
       }
       const auto [loss, tokens] = evaluate(eval_batches);
-      metrics.log_eval(done, loss, tokens);
+      if (leader) metrics->log_eval(done, loss, tokens);
+    }
+    // Ranks may see a signal at different moments: agree before acting on it.
+    bool stop = ShutdownSignal::requested();
+    if (world_->size() > 1) {
+      auto flag = torch::tensor({stop ? 1 : 0}, torch::kInt32);
+      world_->all_reduce(flag, parallel::ReduceOp::Max);
+      stop = flag.item<int>() != 0;
     }
     const bool interval = cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0;
-    if (interval || done == max_steps || ShutdownSignal::requested()) {
+    if (interval || done == max_steps || stop) {
       const auto dir = save(done);
-      metrics.log_event(done, "checkpoint saved: " + dir);
+      if (leader) metrics->log_event(done, "checkpoint saved: " + dir);
     }
-    if (ShutdownSignal::requested()) {
-      metrics.log_event(done, std::string("stopping on ") + ShutdownSignal::name() +
-                                  " after step " + std::to_string(done));
+    if (stop) {
+      if (leader) {
+        metrics->log_event(done, std::string("stopping on ") +
+                                     (ShutdownSignal::requested() ? ShutdownSignal::name() : "a signal") +
+                                     " after step " + std::to_string(done));
+      }
       return 0;
     }
   }
-  std::cout << "training done: " << max_steps << " steps in " << format_duration(seconds_since(t0))
-            << std::endl;
+  if (leader) {
+    std::cout << "training done: " << max_steps << " steps in " << format_duration(seconds_since(t0))
+              << std::endl;
+  }
   return 0;
 }
 

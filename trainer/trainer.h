@@ -1,7 +1,11 @@
 // Trainer: builds the model, flat parameters, optimizer and data from a
 // Config, and runs the training loop: forward/backward over the micro-batches
-// of each global batch, unscale, check, clip, AdamW step, log, evaluate,
-// checkpoint. `train_step` is the whole optimizer step, top to bottom.
+// of each global batch, gradient reduction over data-parallel ranks (ZeRO
+// 0-2), unscale, check, clip, AdamW step, log, evaluate, checkpoint.
+// `train_step` is the whole optimizer step, top to bottom.
+//
+// Every rank of the world constructs a Trainer and calls run() (or
+// train_step) in lockstep; rank 0 alone prints and writes metrics.
 #pragma once
 
 #include <torch/torch.h>
@@ -18,6 +22,8 @@
 #include "optim/flat_parameters.h"
 #include "optim/loss_scaler.h"
 #include "optim/lr_schedule.h"
+#include "parallel/communicator.h"
+#include "parallel/process_grid.h"
 #include "trainer/config.h"
 
 namespace moetrain::trainer {
@@ -36,7 +42,7 @@ struct TrainOptions {
 };
 
 struct StepResult {
-  double loss = 0;  // cross-entropy per target token
+  double loss = 0;  // cross-entropy per target token of the global batch
   double aux_loss = 0;
   double z_loss = 0;
   double grad_norm = 0;
@@ -48,10 +54,19 @@ struct StepResult {
   bool skipped = false;
 };
 
+// Bytes this rank holds for the optimizer: fp32 master weights (when they are
+// a separate copy or a shard), Adam moments.
+struct OptimizerMemory {
+  int64_t master_bytes = 0;
+  int64_t moment_bytes = 0;
+  int64_t grad_bytes = 0;  // the persistent fp32 gradient accumulator
+};
+
 class Trainer {
  public:
   // config.model.vocab_size must be set (the CLI fills it from the tokenizer).
-  explicit Trainer(Config config);
+  // `world` spans every rank of the job (size 1 for a single process).
+  Trainer(Config config, std::shared_ptr<parallel::Communicator> world);
 
   // The training loop on config.data; returns the process exit code.
   int run(const TrainOptions& options);
@@ -67,12 +82,26 @@ class Trainer {
   optim::FlatParameters& params() { return *params_; }
   optim::AdamW& optimizer() { return *optimizer_; }
   torch::Device device() const { return device_; }
+  const parallel::ProcessGrid& grid() const { return *grid_; }
+  parallel::Communicator& world() { return *world_; }
+  OptimizerMemory optimizer_memory() const;
 
  private:
   data::Seq2SeqBatch to_device(const data::Seq2SeqBatch& batch) const;
   std::string first_nonfinite_parameter() const;
+  // Gradient reduction over the data-parallel group, per ZeRO stage.
+  void reduce_scatter_into_shard(torch::Tensor& full_grads, torch::Tensor& shard, bool accumulate);
+  void all_reduce_grads();
+  // Model weights from the master copy: a cast, or an all-gather of shards.
+  void refresh_model_from_master();
+  double sum_over_dp(double value);
+  bool is_leader() const { return world_->rank() == 0; }
 
   Config config_;
+  std::shared_ptr<parallel::Communicator> world_;
+  parallel::Communicator* dp_ = nullptr;  // the data-parallel group (the world while tp = pp = 1)
+  std::unique_ptr<parallel::ProcessGrid> grid_;
+  torch::Tensor local_grads_;  // ZeRO 1: this rank's reduced gradient shard
   torch::Device device_;
   models::Seq2SeqTransformer model_{nullptr};
   std::unique_ptr<optim::FlatParameters> params_;

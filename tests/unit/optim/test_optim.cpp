@@ -27,7 +27,7 @@ TEST(AdamW, MatchesHandComputedTwoSteps) {
   cfg.beta2 = 0.99;
   cfg.eps = 1e-8;
   cfg.weight_decay = 0.1;
-  AdamW adam(cfg, 0, flat.numel(), flat.decay_segments(), flat.master().options());
+  AdamW adam(cfg, flat.numel(), flat.master_decay_segments(), flat.master().options());
   const std::vector<float> g = {0.5f, -1.0f, 2.0f, 0.0f, 1.0f, -0.5f};
   const std::vector<float> p0 = {1.0f, -2.0f, 0.5f, 4.0f, 0.25f, -0.75f};
   const double lr = 0.01;
@@ -56,21 +56,32 @@ TEST(AdamW, MatchesHandComputedTwoSteps) {
   EXPECT_EQ(adam.steps_taken(), 2);
 }
 
-TEST(AdamW, UpdatesOnlyItsShard) {
-  torch::Tensor w, b;
-  auto flat = make_flat(w, b);
-  OptimConfig cfg;
-  AdamW adam(cfg, 2, 5, flat.decay_segments(), flat.master().options());
-  const auto before = flat.master().clone();
-  flat.grads().fill_(1.0);
-  adam.step(flat.master(), flat.grads(), 0.1);
-  const auto changed = flat.master().ne(before);
-  EXPECT_FALSE(changed[0].item<bool>());
-  EXPECT_FALSE(changed[1].item<bool>());
-  EXPECT_TRUE(changed[2].item<bool>());
-  EXPECT_TRUE(changed[4].item<bool>());
-  EXPECT_FALSE(changed[5].item<bool>());
-  EXPECT_EQ(adam.exp_avg().numel(), 3);
+TEST(FlatParameters, ShardsEachUnitEvenlyWithPadding) {
+  // Two units: "a" with 5 elements, "b" with 3; 2 shards pad them to 6 and 4.
+  auto a1 = torch::arange(1, 4, torch::kFloat32).requires_grad_();    // a.x: 3
+  auto a2 = torch::arange(4, 6, torch::kFloat32).requires_grad_();    // a.y: 2
+  auto b1 = torch::arange(6, 9, torch::kFloat32).view({3, 1}).requires_grad_();  // b.z: 3
+  auto all = [](const std::string&, const torch::Tensor&) { return true; };
+  std::vector<std::pair<std::string, torch::Tensor>> named = {{"a.x", a1}, {"a.y", a2}, {"b.z", b1}};
+  FlatParameters r1(named, torch::kFloat32, all, {2, 1, true, true});
+  ASSERT_EQ(r1.units().size(), 2u);
+  EXPECT_EQ(r1.padded_numel(), 10);
+  EXPECT_EQ(r1.local_numel(), 5);  // 3 of unit a + 2 of unit b
+  // Rank 1 holds elements 3..5 of unit a (4, 5, padding) and 2..3 of b (8, padding).
+  EXPECT_TRUE(torch::equal(r1.master(), torch::tensor({4.f, 5.f, 0.f, 8.f, 0.f})));
+  EXPECT_EQ(r1.grads().numel(), 5);
+  const auto piece = r1.local_piece(r1.entry("a.y"));
+  EXPECT_EQ(piece.begin, 0);
+  EXPECT_EQ(piece.end, 2);
+  EXPECT_EQ(piece.master_offset, 0);
+  EXPECT_EQ(r1.local_piece(r1.entry("a.x")).end, 0);  // nothing of a.x on rank 1
+  const auto segments = r1.master_decay_segments();
+  ASSERT_EQ(segments.size(), 2u);
+  EXPECT_EQ(segments[0].end, 2);
+  EXPECT_EQ(segments[1].begin, 3);
+  EXPECT_EQ(unit_of("encoder.layers.11.moe.experts_fc1_weight"), "encoder.layers.11");
+  EXPECT_EQ(unit_of("decoder.final_norm.weight"), "decoder.final_norm");
+  EXPECT_EQ(unit_of("embed_tokens.weight"), "embed_tokens");
 }
 
 TEST(FlatParameters, AccumulatesGradsAcrossMicroBatchesInFp32) {
@@ -83,7 +94,7 @@ TEST(FlatParameters, AccumulatesGradsAcrossMicroBatchesInFp32) {
     EXPECT_FALSE(w.grad().defined());
   }
   EXPECT_TRUE(torch::equal(flat.grads(), torch::tensor({6.f, 6.f, 6.f, 6.f, 3.f, 3.f})));
-  const auto segments = flat.decay_segments();
+  const auto segments = flat.master_decay_segments();
   ASSERT_EQ(segments.size(), 2u);
   EXPECT_TRUE(segments[0].weight_decay);
   EXPECT_EQ(segments[0].end, 4);

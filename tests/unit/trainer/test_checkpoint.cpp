@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "data/atomic_file.h"
+#include "parallel/mpi_communicator.h"
 #include "trainer/checkpoint.h"
 
 using namespace moetrain;
@@ -14,7 +15,7 @@ struct Fixture {
   torch::Tensor b = torch::randn({4}).requires_grad_();
   optim::FlatParameters params{{{"layer.weight", w}, {"layer.bias", b}}, torch::kFloat32,
                                [](const std::string&, const torch::Tensor&) { return true; }};
-  optim::AdamW adam{optim::OptimConfig{}, 0, params.numel(), params.decay_segments(),
+  optim::AdamW adam{optim::OptimConfig{}, params.master().numel(), params.master_decay_segments(),
                     params.master().options()};
   void one_step() {
     params.grads().normal_();
@@ -33,6 +34,11 @@ struct Fixture {
   }
 };
 
+parallel::Communicator& world() {
+  static auto comm = parallel::make_world_communicator(60.0);
+  return *comm;
+}
+
 fs::path fresh_dir(const std::string& name) {
   const auto dir = fs::temp_directory_path() / ("moetrain_ckpt_" + name);
   data::remove_tree(dir.string());
@@ -46,7 +52,7 @@ TEST(Checkpoint, RoundTripsWeightsMomentsScalerAndRng) {
   a.one_step();
   a.one_step();
   const auto contents = a.contents(2);
-  const auto path = trainer::save_checkpoint(dir.string(), contents, 3);
+  const auto path = trainer::save_checkpoint(dir.string(), contents, 3, world());
   EXPECT_EQ(fs::path(path).filename(), "step-000002");
   EXPECT_TRUE(fs::exists(dir / "latest"));
 
@@ -66,7 +72,7 @@ TEST(Checkpoint, RoundTripsWeightsMomentsScalerAndRng) {
 TEST(Checkpoint, IncompleteDirectoriesAreIgnoredAndOldOnesPruned) {
   const auto dir = fresh_dir("prune");
   Fixture a;
-  for (int64_t step : {10, 20, 30}) trainer::save_checkpoint(dir.string(), a.contents(step), 2);
+  for (int64_t step : {10, 20, 30}) trainer::save_checkpoint(dir.string(), a.contents(step), 2, world());
   EXPECT_FALSE(fs::exists(dir / "step-000010"));
   EXPECT_TRUE(fs::exists(dir / "step-000020"));
   // A newer directory without meta.json (a crash mid-save) is not "latest".
@@ -82,7 +88,7 @@ TEST(Checkpoint, IncompleteDirectoriesAreIgnoredAndOldOnesPruned) {
 TEST(Checkpoint, ShapeMismatchNamesTheParameter) {
   const auto dir = fresh_dir("mismatch");
   Fixture a;
-  const auto path = trainer::save_checkpoint(dir.string(), a.contents(1), 0);
+  const auto path = trainer::save_checkpoint(dir.string(), a.contents(1), 0, world());
   auto w = torch::randn({5, 4}).requires_grad_();
   optim::FlatParameters other({{"layer.weight", w}}, torch::kFloat32,
                               [](const std::string&, const torch::Tensor&) { return true; });

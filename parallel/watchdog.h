@@ -1,0 +1,87 @@
+// Watchdog: one background thread per process that watches in-flight
+// collectives and ends the job when one is stuck, so a missing peer or a
+// mismatched call order never turns into a silent hang.
+//
+// Each collective opens a Scope (operation name, bytes, timeout) before it
+// starts and closes it (destructor) when its result is in place. If a scope is
+// still open `timeout_s` after it opened, the watchdog runs the scope's
+// on_timeout hook (the NCCL backend aborts its communicator there, bounded to a
+// few seconds), prints ONE line to stderr
+//   moetrain: rank R: <op> (<bytes> bytes) did not finish within T s; aborting the job
+// and calls MPI_Abort(MPI_COMM_WORLD, 1), which ends every rank.
+//
+// Purely local: no rank has to call anything in step with the others. Scopes
+// may be opened from any thread. The thread starts with the first scope.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace moetrain::parallel {
+
+class Watchdog {
+ public:
+  class Scope {
+   public:
+    Scope() = default;
+    Scope(Scope&& other) noexcept;
+    Scope& operator=(Scope&& other) noexcept;
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+    ~Scope() { close(); }
+    // Closes early (the destructor then does nothing).
+    void close();
+
+   private:
+    friend class Watchdog;
+    Scope(Watchdog* owner, uint64_t id) : owner_(owner), id_(id) {}
+    Watchdog* owner_ = nullptr;
+    uint64_t id_ = 0;
+  };
+
+  // The process-wide watchdog.
+  static Watchdog& instance();
+
+  // Opens a watched scope. timeout_s <= 0 means "not watched" (an empty scope).
+  // on_timeout runs on the watchdog thread just before the job is aborted.
+  Scope watch(std::string op, int64_t bytes, double timeout_s,
+              std::function<void()> on_timeout = {});
+
+  // Scopes open right now (for tests and diagnostics).
+  size_t open_scopes() const;
+
+  // The one line printed on timeout, without the "moetrain: rank R: " prefix.
+  static std::string timeout_message(const std::string& op, int64_t bytes, double timeout_s);
+
+  ~Watchdog();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Entry {
+    std::string op;
+    int64_t bytes;
+    double timeout_s;
+    Clock::time_point deadline;
+    std::function<void()> on_timeout;
+  };
+
+  Watchdog() = default;
+  void close(uint64_t id);
+  void run();
+  [[noreturn]] void fire(const Entry& entry);
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::map<uint64_t, Entry> entries_;
+  uint64_t next_id_ = 1;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace moetrain::parallel

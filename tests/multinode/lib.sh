@@ -1,0 +1,143 @@
+# Shared helpers for the multi-node tests (sourced, not run): the network
+# namespace hosts of netns_hosts.sh, the launch wrapper pointed at them, and
+# the checks the training tests share.
+# Environment from CTest: MOETRAIN_SOURCE_DIR, MOETRAIN_MULTINODE_WORK (a folder
+# under the build tree), and as each test needs: MOETRAIN_BIN,
+# MOETRAIN_SHARED_DATA, MOETRAIN_MULTINODE_PROBE (the mt_netns_probe program).
+set -euo pipefail
+: "${MOETRAIN_SOURCE_DIR:?}" "${MOETRAIN_MULTINODE_WORK:?}"
+SKIP=77
+
+# shellcheck source=netns_hosts.sh
+source "$(dirname "${BASH_SOURCE[0]}")/netns_hosts.sh"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+WRAPPER="$MOETRAIN_SOURCE_DIR/launch/moetrain-mpirun"
+mkdir -p "$MOETRAIN_MULTINODE_WORK"
+
+# mn_hosts_up N SLOTS: skips unless namespaces are possible, creates N hosts
+# and sets MN_LAUNCH: the launch wrapper with the hostfile and the Open MPI
+# settings that route through the namespaces (append `--np ... -- command`).
+mn_hosts_up() {
+  netns_hosts_require
+  netns_hosts_up "$1" "$2" "$MOETRAIN_MULTINODE_WORK"
+  # shellcheck disable=SC2034,SC2054  # used by the tests
+  MN_LAUNCH=("$WRAPPER" --hostfile "$NETNS_HOSTFILE" --ranks-per-node "$2"
+             --mca plm_rsh_agent "$NETNS_AGENT" --mca plm_rsh_no_tree_spawn 1
+             --mca oob_tcp_if_include "$NETNS_SUBNET" --mca btl_tcp_if_include "$NETNS_SUBNET"
+             --mca btl tcp,self)
+}
+
+# Seconds since the epoch, with a fraction.
+now() { date +%s.%N; }
+elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$2"; }
+
+# --- training tests -----------------------------------------------------------
+
+need_brown() {
+  : "${MOETRAIN_BIN:?}"
+  if [[ ! -f "${MOETRAIN_SHARED_DATA:-}/brown.jsonl" ]]; then
+    echo "SKIP: ${MOETRAIN_SHARED_DATA:-../shared/data}/brown.jsonl is absent"
+    exit $SKIP
+  fi
+}
+
+# The first 100 Brown documents, tokenized by the multinode.fixture_tokenize test.
+BROWN100="$MOETRAIN_MULTINODE_WORK/brown100"
+
+need_brown100() {
+  need_brown
+  [[ -f "$BROWN100/tokenizer.model" ]] || fail "$BROWN100 is missing: run the multinode.fixture_tokenize test first"
+}
+
+# Skips (77) unless this moetrain can run one job over several MPI ranks.
+# Without MPI in the binary every rank would train alone into the same folder.
+need_dp_binary() {
+  if ! ldd "$MOETRAIN_BIN" 2>/dev/null | grep -q 'libmpi'; then
+    echo "SKIP: $MOETRAIN_BIN is not linked with MPI: multi-process data parallelism has not landed yet"
+    exit $SKIP
+  fi
+}
+
+# The message `moetrain train` gives under more than one rank until data
+# parallelism lands: a run that prints it makes the test skip.
+DP_MISSING="multi-process data parallelism is not supported yet"
+
+skip_if_dp_missing() {
+  if grep -q "$DP_MISSING" "$1"; then
+    echo "SKIP: moetrain says '$DP_MISSING' (the test turns on by itself once it is)"
+    exit $SKIP
+  fi
+}
+
+# `moetrain train` arguments: the tiny config on BROWN100, as the tests run it.
+# shellcheck disable=SC2034  # used by the tests
+TRAIN_ARGS=(train --config "$MOETRAIN_SOURCE_DIR/configs/tiny.yaml"
+            --set data.train="$BROWN100" --set data.valid="$BROWN100"
+            --set model.dropout=0 --set train.global_batch=16 --set train.micro_batch=4
+            --set checkpoint.every=4 --set parallel.timeout_s=20
+            --set log.every=1 --set train.eval_every=0)
+
+# check_metrics METRICS_JSONL STEPS: steps 1..STEPS each logged once with a
+# finite loss, and the loss at STEPS below the loss at step 1.
+check_metrics() {
+  python3 - "$1" "$2" <<'PY'
+import json, math, sys
+path, steps = sys.argv[1], int(sys.argv[2])
+loss = {}
+for line in open(path):
+    rec = json.loads(line)
+    if "loss" in rec and "step" in rec:
+        loss[rec["step"]] = rec["loss"]
+missing = [s for s in range(1, steps + 1) if s not in loss]
+if missing:
+    sys.exit(f"metrics.jsonl lacks steps {missing}")
+bad = {s: l for s, l in loss.items() if not math.isfinite(l)}
+if bad:
+    sys.exit(f"non-finite loss at {bad}")
+print("loss by step: " + ", ".join(f"{s}: {loss[s]:.4f}" for s in range(1, steps + 1)))
+if not loss[steps] < loss[1]:
+    sys.exit(f"loss did not fall: step 1 {loss[1]}, step {steps} {loss[steps]}")
+PY
+}
+
+# newest_complete_checkpoint RUN_DIR: the newest step-* folder with a meta.json.
+newest_complete_checkpoint() {
+  local dir best=""
+  for dir in "$1"/checkpoints/step-*; do
+    [[ -f "$dir/meta.json" ]] && best=$dir
+  done
+  echo "$best"
+}
+
+# check_checkpoint DIR WORLD: meta.json parses, names its step (matching the
+# folder), a layout of WORLD ranks when it records one, and rank files that
+# exist and that h5ls can list. Prints the step.
+check_checkpoint() {
+  local dir=$1 world=$2 files f
+  files=$(python3 - "$dir" "$world" <<'PY'
+import json, os, sys
+d, world = sys.argv[1], int(sys.argv[2])
+meta = json.load(open(os.path.join(d, "meta.json")))
+step = meta["step"]
+if os.path.basename(d) != f"step-{step:06d}":
+    sys.exit(f"{d}: meta.json says step {step}")
+w = meta.get("layout", {}).get("world")
+if w is not None and w != world:
+    sys.exit(f"{d}: layout.world is {w}, expected {world} (did every rank train alone?)")
+files = meta.get("files") or sorted(f for f in os.listdir(d) if f.startswith("rank-") and f.endswith(".h5"))
+if not files:
+    sys.exit(f"{d}: no rank-*.h5 files")
+print(step)
+for f in files:
+    print(f)
+PY
+) || fail "checkpoint $dir is not intact"
+  for f in $(tail -n +2 <<<"$files"); do
+    [[ -f "$dir/$f" ]] || fail "checkpoint $dir: $f is missing"
+    timeout 60 h5ls "$dir/$f" >/dev/null || fail "checkpoint $dir: h5ls cannot read $f"
+  done
+  echo "checkpoint $dir intact: $(tail -n +2 <<<"$files" | tr '\n' ' ')" >&2
+  head -n 1 <<<"$files"
+}

@@ -1,0 +1,80 @@
+"""Compares two moetrain runs: per-step losses (metrics.jsonl) within a
+relative tolerance, and the final checkpoint's parameters (assembled from the
+pieces in every rank file) within an absolute tolerance.
+
+usage: compare_runs.py RUN_A RUN_B --steps N [--rtol 1e-5] [--atol 1e-5]
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+import h5py
+import numpy as np
+
+
+def losses(run):
+    out = {}
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        for line in f:
+            rec = json.loads(line)
+            if "loss" in rec:
+                out[rec["step"]] = rec["loss"]
+    return out
+
+
+def parameters(checkpoint):
+    meta = json.load(open(os.path.join(checkpoint, "meta.json")))
+    params = {}
+    for name in meta["files"]:
+        with h5py.File(os.path.join(checkpoint, name), "r") as f:
+            if "model" not in f:
+                continue
+            def visit(path, obj):
+                if isinstance(obj, h5py.Dataset):
+                    shape = tuple(obj.attrs["global_shape"])
+                    flat = params.setdefault(path, np.full(int(np.prod(shape)), np.nan, np.float32))
+                    start = int(obj.attrs["flat_offset"])
+                    flat[start:start + obj.shape[0]] = obj[()]
+            f["model"].visititems(visit)
+    return params
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--rtol", type=float, default=1e-5)
+    p.add_argument("--atol", type=float, default=1e-5)
+    args = p.parse_args()
+
+    la, lb = losses(args.a), losses(args.b)
+    worst = 0.0
+    for step in range(1, args.steps + 1):
+        if step not in la or step not in lb:
+            sys.exit(f"step {step} missing in {args.a if step not in la else args.b}")
+        rel = abs(la[step] - lb[step]) / abs(la[step])
+        worst = max(worst, rel)
+        if not rel <= args.rtol:
+            sys.exit(f"step {step}: loss {la[step]!r} vs {lb[step]!r} (relative difference {rel:.3e})")
+    print(f"losses of {args.steps} steps agree: worst relative difference {worst:.3e}")
+
+    ckpt = f"checkpoints/step-{args.steps:06d}"
+    pa, pb = parameters(os.path.join(args.a, ckpt)), parameters(os.path.join(args.b, ckpt))
+    if set(pa) != set(pb):
+        sys.exit(f"parameter names differ: {sorted(set(pa) ^ set(pb))[:5]}")
+    worst = 0.0
+    for name in sorted(pa):
+        if np.isnan(pa[name]).any() or np.isnan(pb[name]).any():
+            sys.exit(f"{name}: some elements missing from the checkpoint pieces")
+        diff = float(np.max(np.abs(pa[name] - pb[name]))) if pa[name].size else 0.0
+        worst = max(worst, diff)
+        if not diff <= args.atol:
+            sys.exit(f"{name}: max abs difference {diff:.3e} > {args.atol}")
+    print(f"{len(pa)} parameters agree: worst absolute difference {worst:.3e}")
+
+
+if __name__ == "__main__":
+    main()
