@@ -65,7 +65,8 @@ void run_one(const std::string& name, trainer::Config cfg, int64_t vocab, int64_
   cfg.model.vocab_size = vocab;
   trainer::Trainer t(cfg, parallel::make_world_communicator(cfg.parallel.timeout_s));
   const int64_t micro = cfg.train.micro_batch;
-  const int64_t n_micro = cfg.train.global_batch / micro;
+  // This rank's share of the global batch.
+  const int64_t n_micro = cfg.train.global_batch / (micro * t.grid().dp_size());
   std::vector<data::Seq2SeqBatch> batches;
   for (int64_t i = 0; i < n_micro; ++i) {
     batches.push_back(random_batch(micro, cfg.data.src_len, cfg.data.tgt_len, vocab));
