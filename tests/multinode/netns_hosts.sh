@@ -36,6 +36,7 @@
 NETNS_SKIP=77
 NETNS_IFACE=eth0
 NETNS_LOCK=/run/lock/moetrain-multinode.lock
+[[ -d /run/lock ]] || NETNS_LOCK=/tmp/moetrain-multinode.lock
 NETNS_ID=""
 NETNS_NAMES=()
 NETNS_ADDRS=()
@@ -100,8 +101,8 @@ _netns_collect_orphans() {
   done
   local link
   for link in $(_netns_ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' |
-                grep -E '^mt(br|v)[0-9a-f]{8}[0-9]*$' || true); do
-    id=${link#mtbr}; id=${id#mtv}
+                grep -E '^mt(br|v|i)[0-9a-f]{8}[0-9]*$' || true); do
+    id=${link#mtbr}; id=${id#mtv}; id=${id#mti}
     pid=$((16#${id:0:6}))
     if ! kill -0 "$pid" 2>/dev/null; then
       _netns_log "removing $link left by a run that is gone (pid $pid)"
@@ -144,7 +145,7 @@ netns_hosts_up() {
   timeout 60 flock "$lockfd" || { _netns_log "could not take $NETNS_LOCK within 60 s"; return 1; }
   _netns_collect_orphans
   local used cand
-  used=$(_netns_ip -4 -o addr show | awk '{print $4}')
+  used=$( (_netns_ip -4 -o addr show | awk '{print $4}'; _netns_ip -4 route show | awk '{print $1}') )
   for cand in $(seq $(( (16#${NETNS_ID:6:2}) % 250 + 1 )) 250) $(seq 1 250); do
     if ! grep -q "^10\.77\.$cand\." <<<"$used"; then x=$cand; break; fi
   done
@@ -239,7 +240,7 @@ netns_hosts_down() {
   done
   if [[ -n "$NETNS_ID" ]]; then
     for link in $(_netns_ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' |
-                  grep -E "^mt(br|v)${NETNS_ID}[0-9]*\$" || true); do
+                  grep -E "^mt(br|v|i)${NETNS_ID}[0-9]*\$" || true); do
       # A veth whose peer went with its namespace may vanish while we look.
       _netns_ip link del "$link" 2>/dev/null ||
         ! _netns_ip link show "$link" >/dev/null 2>&1 || _netns_log "could not delete link $link"

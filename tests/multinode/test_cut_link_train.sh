@@ -10,7 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 need_brown100
 need_dp_binary
-command -v h5ls >/dev/null || { echo "SKIP: h5ls (hdf5-tools) is not installed"; exit $SKIP; }
+command -v h5ls >/dev/null || { echo "SKIP: h5ls (hdf5-tools) is not installed"; exit "$SKIP"; }
 mn_hosts_up 2 2
 run="$MOETRAIN_MULTINODE_WORK/cut_link_train-$NETNS_ID"
 log="$run.log"
