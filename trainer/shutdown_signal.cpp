@@ -21,6 +21,9 @@ void ShutdownSignal::install() {
   sigemptyset(&action.sa_mask);
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
+  // mpirun forwards SIGUSR1/SIGUSR2 to every rank at once (not SIGTERM).
+  sigaction(SIGUSR1, &action, nullptr);
+  sigaction(SIGUSR2, &action, nullptr);
 }
 
 bool ShutdownSignal::requested() { return g_signal.load() != 0; }
@@ -29,6 +32,8 @@ const char* ShutdownSignal::name() {
   switch (g_signal.load()) {
     case SIGTERM: return "SIGTERM";
     case SIGINT: return "SIGINT";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
     default: return "none";
   }
 }

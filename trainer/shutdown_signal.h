@@ -1,5 +1,6 @@
-// ShutdownSignal: SIGTERM and SIGINT ask the training loop to stop after the
-// current step, write a checkpoint and exit cleanly. A second signal of the
+// ShutdownSignal: SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 ask the training loop
+// to stop after the current step, write a checkpoint and exit cleanly
+// (`kill -USR1 <mpirun pid>` reaches every rank of an mpirun job at once). A second signal of the
 // same kind ends the process at once (the default action).
 #pragma once
 
@@ -9,7 +10,7 @@ class ShutdownSignal {
  public:
   static void install();
   static bool requested();
-  static const char* name();  // "SIGTERM" / "SIGINT" once requested
+  static const char* name();  // "SIGTERM", "SIGINT", ... once requested
 };
 
 }  // namespace moetrain::trainer
