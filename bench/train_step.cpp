@@ -115,6 +115,10 @@ void run_one(const std::string& name, trainer::Config cfg, int64_t vocab, int64_
     std::printf("    optimizer state per rank %.0f bytes (12 bytes x params / N = %.0f, ratio %.4f); "
                 "fp32 gradient buffers %lld bytes\n",
                 state, zero_state, state / zero_state, static_cast<long long>(mem.grad_bytes));
+    // ZeRO 3 keeps no model copy between steps (only the master shard).
+    std::printf("    model weights resident between steps %lld bytes (%.4f x params x 4 bytes)\n",
+                static_cast<long long>(mem.param_bytes),
+                static_cast<double>(mem.param_bytes) / psi);
   }
   std::fflush(stdout);
 }

@@ -9,14 +9,6 @@ namespace moetrain::models {
 
 namespace {
 
-// Default-generator states to replay: the CPU one, and the CUDA one of the
-// device the inputs live on (if any).
-struct RngState {
-  torch::Tensor cpu;
-  std::optional<c10::Device> cuda_device;
-  torch::Tensor cuda;
-};
-
 torch::Tensor get_generator_state(c10::Device device) {
   at::Generator gen = at::globalContext().defaultGenerator(device);
   std::lock_guard<std::mutex> lock(gen.mutex());
@@ -29,8 +21,10 @@ void set_generator_state(c10::Device device, const torch::Tensor& state) {
   gen.set_state(state);
 }
 
-RngState capture_rng(const std::vector<torch::Tensor>& inputs) {
-  RngState s;
+}  // namespace
+
+RngSnapshot capture_rng(const std::vector<torch::Tensor>& inputs) {
+  RngSnapshot s;
   s.cpu = get_generator_state(c10::Device(c10::kCPU));
   for (const auto& t : inputs) {
     if (t.defined() && t.is_cuda()) {
@@ -42,10 +36,12 @@ RngState capture_rng(const std::vector<torch::Tensor>& inputs) {
   return s;
 }
 
-void restore_rng(const RngState& s) {
+void restore_rng(const RngSnapshot& s) {
   set_generator_state(c10::Device(c10::kCPU), s.cpu);
   if (s.cuda_device) set_generator_state(*s.cuda_device, s.cuda);
 }
+
+namespace {
 
 // What backward needs besides the saved inputs; travels in ctx->saved_data as
 // a capsule because an std::function is not an IValue.
@@ -53,7 +49,7 @@ struct CheckpointState : torch::CustomClassHolder {
   CheckpointedFunction fn;
   std::vector<torch::Tensor> params;
   std::vector<bool> input_requires_grad;
-  RngState rng;
+  RngSnapshot rng;
 };
 
 class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
@@ -96,7 +92,7 @@ class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> 
     {
       // Replay from the forward's RNG state, then give the generator back the
       // state it had, so checkpointing does not shift later random draws.
-      const RngState now = capture_rng(inputs);
+      const RngSnapshot now = capture_rng(inputs);
       restore_rng(state->rng);
       torch::AutoGradMode enable_grad(true);
       try {

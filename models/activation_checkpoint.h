@@ -1,4 +1,5 @@
-// Activation checkpointing for LibTorch C++, which has no torch.utils.checkpoint.
+// Activation checkpointing for LibTorch C++, which has no torch.utils.checkpoint,
+// and the RNG snapshot every recompute-in-backward scheme replays from.
 //
 // checkpoint(fn, inputs, params) runs fn(inputs) without building a graph (so
 // none of fn's intermediate activations are kept), saving only `inputs`. In
@@ -19,6 +20,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <optional>
 #include <vector>
 
 namespace moetrain::models {
@@ -28,5 +30,16 @@ using CheckpointedFunction =
 
 std::vector<torch::Tensor> checkpoint(CheckpointedFunction fn, const std::vector<torch::Tensor>& inputs,
                                       const std::vector<torch::Tensor>& params);
+
+// The default-generator states a recomputation must replay from: the CPU one,
+// and the CUDA one of the device the inputs live on (if any). Shared with
+// every other recompute-in-backward scheme (ZeRO stage 3).
+struct RngSnapshot {
+  torch::Tensor cpu;
+  std::optional<c10::Device> cuda_device;
+  torch::Tensor cuda;
+};
+RngSnapshot capture_rng(const std::vector<torch::Tensor>& inputs);
+void restore_rng(const RngSnapshot& snapshot);
 
 }  // namespace moetrain::models

@@ -141,7 +141,8 @@ EncoderOutput Seq2SeqTransformerImpl::encode(const torch::Tensor& src_tokens, co
 
   torch::Tensor h = embed(src_tokens);
   for (int64_t i = 0; i < encoder->num_layers(); ++i) {
-    LayerOutput out = run_layer(encoder->layer(i), h, self_masks, src_mask, cfg_.activation_checkpointing);
+    LayerOutput out = run_layer(encoder->layer(i), h, self_masks, src_mask, cfg_.activation_checkpointing,
+                                layer_runner_, layer_runner_ ? "encoder.layers." + std::to_string(i) : "");
     h = out.hidden;
     if (out.moe) moe.push_back(std::move(*out.moe));
   }
@@ -177,7 +178,8 @@ Seq2SeqOutput Seq2SeqTransformerImpl::decode(const torch::Tensor& tgt_in, const 
   torch::Tensor y = embed(tgt_in);
   for (int64_t i = 0; i < decoder->num_layers(); ++i) {
     LayerOutput out = run_layer(decoder->layer(i), y, encoder_hidden, self_masks, cross_mask, tgt_mask,
-                                cfg_.activation_checkpointing);
+                                cfg_.activation_checkpointing, layer_runner_,
+                                layer_runner_ ? "decoder.layers." + std::to_string(i) : "");
     y = out.hidden;
     if (out.moe) moe.push_back(std::move(*out.moe));
   }

@@ -28,6 +28,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "models/linear.h"
@@ -125,6 +126,11 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
 
   const ModelConfig& config() const { return cfg_; }
 
+  // Every encoder and decoder layer call goes through `runner` (empty: run
+  // them directly, with activation checkpointing as configured). Units are
+  // named "encoder.layers.N" / "decoder.layers.N".
+  void set_layer_runner(LayerRunner runner) { layer_runner_ = std::move(runner); }
+
   torch::nn::Embedding embed_tokens{nullptr};
   AbsolutePositions embed_positions{nullptr};  // null for rotary positions
   TransformerEncoder encoder{nullptr};
@@ -133,6 +139,7 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
 
  private:
   ModelConfig cfg_;
+  LayerRunner layer_runner_;
 };
 TORCH_MODULE(Seq2SeqTransformer);
 

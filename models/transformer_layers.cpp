@@ -114,25 +114,29 @@ LayerOutput DecoderLayerImpl::forward(const torch::Tensor& y, const torch::Tenso
 }
 
 LayerOutput run_layer(const EncoderLayer& layer, const torch::Tensor& x, const AttentionMasks& self_masks,
-                      const torch::Tensor& padding_mask, bool checkpointed) {
+                      const torch::Tensor& padding_mask, bool checkpointed, const LayerRunner& runner,
+                      const std::string& unit) {
   const std::shared_ptr<EncoderLayerImpl> impl = layer.ptr();
-  if (!checkpointed || !torch::GradMode::is_enabled()) return impl->forward(x, self_masks, padding_mask);
+  const bool wrapped = runner || (checkpointed && torch::GradMode::is_enabled());
+  if (!wrapped) return impl->forward(x, self_masks, padding_mask);
   auto fn = [impl, self_masks, padding_mask](const std::vector<torch::Tensor>& in) {
     return pack(impl->forward(in[0], self_masks, padding_mask));
   };
+  if (runner) return unpack(runner(unit, fn, {x}));
   return unpack(checkpoint(fn, {x}, layer->parameters()));
 }
 
 LayerOutput run_layer(const DecoderLayer& layer, const torch::Tensor& y, const torch::Tensor& memory,
                       const AttentionMasks& self_masks, const torch::Tensor& cross_mask,
-                      const torch::Tensor& padding_mask, bool checkpointed) {
+                      const torch::Tensor& padding_mask, bool checkpointed, const LayerRunner& runner,
+                      const std::string& unit) {
   const std::shared_ptr<DecoderLayerImpl> impl = layer.ptr();
-  if (!checkpointed || !torch::GradMode::is_enabled()) {
-    return impl->forward(y, memory, self_masks, cross_mask, padding_mask);
-  }
+  const bool wrapped = runner || (checkpointed && torch::GradMode::is_enabled());
+  if (!wrapped) return impl->forward(y, memory, self_masks, cross_mask, padding_mask);
   auto fn = [impl, self_masks, cross_mask, padding_mask](const std::vector<torch::Tensor>& in) {
     return pack(impl->forward(in[0], in[1], self_masks, cross_mask, padding_mask));
   };
+  if (runner) return unpack(runner(unit, fn, {y, memory}));
   return unpack(checkpoint(fn, {y, memory}, layer->parameters()));
 }
 

@@ -12,7 +12,10 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "models/attention.h"
 #include "models/feed_forward.h"
@@ -75,12 +78,30 @@ class DecoderLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(DecoderLayer);
 
+// A layer as a function of its tensor inputs (the hidden state, then the
+// encoder output for decoder layers), returning its packed outputs: hidden,
+// then for MoE layers aux loss, z loss, tokens_per_expert and the dropped
+// count (int64 scalar). It reads the layer's parameters as they are when
+// called, and draws dropout masks from the default generator.
+using LayerFunction = std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>& inputs)>;
+
+// A hook for code outside the model that must wrap every layer call without
+// the model knowing why (ZeRO 3 gathers a layer's sharded weights around each
+// use and reduces its gradients). `unit` names the layer as FlatParameters
+// groups it ("encoder.layers.3"). The runner must return what fn(inputs)
+// returns, computed however it likes; it replaces activation checkpointing.
+using LayerRunner = std::function<std::vector<torch::Tensor>(
+    const std::string& unit, const LayerFunction& fn, const std::vector<torch::Tensor>& inputs)>;
+
 // layer->forward(...), or the same under activation checkpointing when
-// `checkpointed` and grad mode is on (without grad there is nothing to save).
+// `checkpointed` and grad mode is on (without grad there is nothing to save),
+// or through `runner` when one is given.
 LayerOutput run_layer(const EncoderLayer& layer, const torch::Tensor& x, const AttentionMasks& self_masks,
-                      const torch::Tensor& padding_mask, bool checkpointed);
+                      const torch::Tensor& padding_mask, bool checkpointed, const LayerRunner& runner = {},
+                      const std::string& unit = {});
 LayerOutput run_layer(const DecoderLayer& layer, const torch::Tensor& y, const torch::Tensor& memory,
                       const AttentionMasks& self_masks, const torch::Tensor& cross_mask,
-                      const torch::Tensor& padding_mask, bool checkpointed);
+                      const torch::Tensor& padding_mask, bool checkpointed, const LayerRunner& runner = {},
+                      const std::string& unit = {});
 
 }  // namespace moetrain::models

@@ -26,6 +26,9 @@ FlatParameters::FlatParameters(
   if (sharding_.shard_grads && !sharding_.shard_master) {
     throw std::invalid_argument("FlatParameters: sharded grads need a sharded master");
   }
+  if (sharding_.shard_params && !sharding_.shard_grads) {
+    throw std::invalid_argument("FlatParameters: sharded parameters need sharded grads and master");
+  }
   torch::Device device = torch::kCPU;
   // Group parameters by unit, keeping the model's registration order.
   for (const auto& [name, param] : named_parameters) {
@@ -60,6 +63,9 @@ FlatParameters::FlatParameters(
   }
   padded_ = offset;
   local_numel_ = local;
+  unit_entries_.assign(units_.size(), {0, 0});
+  for (size_t i = entries_.size(); i-- > 0;) unit_entries_[entries_[i].unit].first = i;
+  for (size_t i = 0; i < entries_.size(); ++i) unit_entries_[entries_[i].unit].second = i + 1;
   {
     std::vector<int64_t> next(units_.size());
     for (size_t i = 0; i < units_.size(); ++i) next[i] = units_[i].offset;
@@ -74,7 +80,11 @@ FlatParameters::FlatParameters(
   // The initial weights in fp32 (identical on every rank: same seed).
   auto initial = torch::zeros({padded_}, fp32);
   for (auto& e : entries_) view(initial, e).copy_(e.param.detach());
-  model_ = compute_dtype == torch::kFloat32 ? initial : initial.to(compute_dtype);
+  // ZeRO 3 keeps no full copy in the compute dtype: `initial` lives only
+  // until the master shard is cut from it.
+  if (!sharding_.shard_params) {
+    model_ = compute_dtype == torch::kFloat32 ? initial : initial.to(compute_dtype);
+  }
   if (sharding_.shard_master) {
     master_ = torch::empty({local_numel_}, fp32);
     for (const auto& u : units_) {
@@ -85,7 +95,11 @@ FlatParameters::FlatParameters(
     master_ = initial;  // with fp32 compute, the same storage as model_
   }
   grads_ = torch::zeros({sharding_.shard_grads ? local_numel_ : padded_}, fp32);
-  for (auto& e : entries_) e.param.set_data(view(model_, e));
+  if (sharding_.shard_params) {
+    for (size_t u = 0; u < units_.size(); ++u) release_unit(u);
+  } else {
+    for (auto& e : entries_) e.param.set_data(view(model_, e));
+  }
 }
 
 const FlatParameterEntry& FlatParameters::entry(const std::string& name) const {
@@ -128,6 +142,49 @@ std::vector<DecaySegment> FlatParameters::master_decay_segments() const {
 
 torch::Tensor FlatParameters::view(const torch::Tensor& flat, const FlatParameterEntry& e) const {
   return flat.narrow(0, e.offset, e.numel).view(e.shape);
+}
+
+void FlatParameters::bind_unit(size_t u, const torch::Tensor& full) {
+  const auto& unit = units_.at(u);
+  if (full.numel() != unit.padded || full.scalar_type() != compute_dtype_) {
+    throw std::invalid_argument("bind_unit: '" + unit.name + "' needs " + std::to_string(unit.padded) +
+                                " elements of the compute dtype");
+  }
+  const auto [begin, end] = unit_entries_[u];
+  for (size_t i = begin; i < end; ++i) {
+    auto& e = entries_[i];
+    e.param.set_data(full.narrow(0, e.offset - unit.offset, e.numel).view(e.shape));
+  }
+}
+
+void FlatParameters::release_unit(size_t u) {
+  const auto [begin, end] = unit_entries_.at(u);
+  for (size_t i = begin; i < end; ++i) {
+    auto& e = entries_[i];
+    // set_data keeps the parameter (its identity, requires_grad, registration
+    // in the module) and only swaps what it points at.
+    e.param.set_data(torch::empty({0}, e.param.options().dtype(compute_dtype_)));
+  }
+}
+
+void FlatParameters::flatten_unit_grads(size_t u, const std::vector<torch::Tensor>& grads,
+                                        torch::Tensor& flat) const {
+  const auto& unit = units_.at(u);
+  const auto [begin, end] = unit_entries_[u];
+  if (grads.size() != end - begin || flat.numel() != unit.padded) {
+    throw std::invalid_argument("flatten_unit_grads: wrong sizes for '" + unit.name + "'");
+  }
+  torch::NoGradGuard no_grad;
+  flat.zero_();
+  for (size_t i = begin; i < end; ++i) {
+    const auto& g = grads[i - begin];
+    if (!g.defined()) continue;  // unused this micro-batch (e.g. an idle expert)
+    flat.narrow(0, entries_[i].offset - unit.offset, entries_[i].numel).copy_(g.reshape({-1}));
+  }
+}
+
+int64_t FlatParameters::resident_param_bytes() const {
+  return model_.defined() ? model_.numel() * static_cast<int64_t>(model_.element_size()) : 0;
 }
 
 void FlatParameters::accumulate_grads_into(torch::Tensor& target) {

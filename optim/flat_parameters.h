@@ -7,11 +7,19 @@
 // of N equal pieces; its local shard is those pieces concatenated.
 //
 //   model   compute dtype, full flat space: every parameter is a view into it
+//           (absent under ZeRO 3, see below)
 //   master  fp32 weights the optimizer updates: the full flat space when not
 //           sharded (with fp32 compute it *is* the model buffer), else the
 //           local shard only (ZeRO >= 1)
 //   grads   fp32 gradient accumulator: the full flat space, or the local shard
 //           only when gradients are sharded (ZeRO >= 2)
+//
+// ZeRO 3 (shard_params): there is no model buffer. Between uses every
+// trainable parameter is an empty tensor of the compute dtype; the trainer
+// all-gathers a unit's weights into a temporary buffer of unit_buffer_numel
+// elements and points the unit's parameters at it (bind_unit) for as long as
+// it needs them, then release_unit drops them again. Only the fp32 master
+// shard stays resident.
 //
 // Frozen parameters (requires_grad false) are not part of the buffers.
 // Ownership: the buffers live here and the model's parameters alias them, so
@@ -58,6 +66,7 @@ struct ShardingOptions {
   int64_t rank = 0;        // this rank among them
   bool shard_master = false;  // ZeRO >= 1: master weights and moments sharded
   bool shard_grads = false;   // ZeRO >= 2: gradient accumulator sharded
+  bool shard_params = false;  // ZeRO 3: no full model copy; units gathered on use
 };
 
 // The unit a parameter belongs to: "encoder.layers.3.self_attn.q_proj.weight"
@@ -85,6 +94,7 @@ class FlatParameters {
   // space when unsharded, the local shard when sharded.
   std::vector<DecaySegment> master_decay_segments() const;
 
+  // Undefined under ZeRO 3.
   torch::Tensor& model() { return model_; }
   torch::Tensor& master() { return master_; }
   torch::Tensor& grads() { return grads_; }
@@ -105,6 +115,20 @@ class FlatParameters {
   // A view of a full-flat-space buffer shaped like parameter e.
   torch::Tensor view(const torch::Tensor& flat, const FlatParameterEntry& e) const;
 
+  // ZeRO 3. The entries of unit u are entries()[range.first, range.second).
+  std::pair<size_t, size_t> unit_entries(size_t u) const { return unit_entries_.at(u); }
+  // Points unit u's parameters at views of `full` (compute dtype, u.padded
+  // elements, laid out like the unit's part of the flat space).
+  void bind_unit(size_t u, const torch::Tensor& full);
+  // Points unit u's parameters at empty tensors, dropping the gathered weights.
+  void release_unit(size_t u);
+  // Copies unit u's parameter gradients (`grads[i]` for the unit's i-th entry,
+  // undefined = zero) into `flat` (fp32, u.padded elements, padding zero).
+  void flatten_unit_grads(size_t u, const std::vector<torch::Tensor>& grads, torch::Tensor& flat) const;
+  // Bytes of compute-dtype parameters that stay resident between steps: the
+  // model buffer, none under ZeRO 3.
+  int64_t resident_param_bytes() const;
+
   // Adds every parameter's .grad into `target` (fp32, full flat space; the
   // grads buffer when it is not sharded) and releases .grad.
   void accumulate_grads_into(torch::Tensor& target);
@@ -119,6 +143,7 @@ class FlatParameters {
   ShardingOptions sharding_;
   std::vector<FlatParameterEntry> entries_;
   std::vector<FlatUnit> units_;
+  std::vector<std::pair<size_t, size_t>> unit_entries_;
   int64_t numel_ = 0, padded_ = 0, local_numel_ = 0;
   torch::Tensor model_, master_, grads_;
 };

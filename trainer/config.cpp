@@ -496,8 +496,6 @@ void validate_config(const Config& c, int64_t world_size, const ConfigSource& sr
   require(c.parallel.tp == 1, "parallel.tp", "tensor parallelism is not supported yet (use 1)");
   require(c.parallel.pp == 1, "parallel.pp", "pipeline parallelism is not supported yet (use 1)");
   require(c.parallel.ep == 1, "parallel.ep", "expert parallelism is not supported yet (use 1)");
-  require(c.parallel.zero_stage <= 2, "parallel.zero_stage",
-          "ZeRO stage 3 is not supported yet (use 0, 1 or 2)");
 
   const auto& t = c.train;
   require(t.micro_batch >= 1, "train.micro_batch", "must be at least 1");

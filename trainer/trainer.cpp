@@ -95,11 +95,16 @@ Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
   sharding.rank = grid_->dp_rank();
   sharding.shard_master = zero >= 1;
   sharding.shard_grads = zero >= 2;
+  sharding.shard_params = zero >= 3;
   const auto& ocfg = config_.optim;
   params_ = std::make_unique<optim::FlatParameters>(
       named, to_scalar_type(config_.precision.compute),
       [&ocfg](const std::string& n, const torch::Tensor& p) { return decays(ocfg, n, p); }, sharding);
   if (zero == 1) local_grads_ = torch::zeros({params_->local_numel()}, params_->master().options());
+  if (zero >= 3) {
+    zero3_ = std::make_unique<Zero3Params>(*params_, *dp_);
+    model_->set_layer_runner(zero3_->layer_runner());
+  }
   optimizer_ = std::make_unique<optim::AdamW>(config_.optim, params_->master().numel(),
                                               params_->master_decay_segments(), params_->master().options());
   scaler_ = std::make_unique<optim::DynamicLossScaler>(
@@ -113,6 +118,7 @@ OptimizerMemory Trainer::optimizer_memory() const {
   if (separate_master) m.master_bytes = params_->master().numel() * 4;
   m.moment_bytes = optimizer_->state_bytes();
   m.grad_bytes = params_->grads().numel() * 4 + (local_grads_.defined() ? local_grads_.numel() * 4 : 0);
+  m.param_bytes = params_->resident_param_bytes();
   return m;
 }
 
@@ -150,6 +156,7 @@ void Trainer::reduce_scatter_into_shard(torch::Tensor& full_grads, torch::Tensor
 
 void Trainer::refresh_model_from_master() {
   torch::NoGradGuard no_grad;
+  if (zero3_) return;  // no model copy: units are gathered from the master on use
   if (!params_->sharding().shard_master) {
     params_->copy_master_to_model();
     return;
@@ -226,21 +233,30 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
   r.loss_scale = scaler_->scale();
 
   // 2. Forward and backward per micro-batch; gradients accumulate in fp32
-  //    (ZeRO 2: reduce-scattered after each micro-batch into this rank's shard).
+  //    (ZeRO 2: reduce-scattered after each micro-batch into this rank's shard;
+  //    ZeRO 3: per unit, as each unit's backward finishes).
   model_->train();
   params_->zero_grads();
   torch::Tensor micro_grads;  // ZeRO 2: one micro-batch's full gradient, transient
   double ce_sum = 0, aux = 0, z = 0;
   for (const auto& host_batch : micro_batches) {
     const auto mb = to_device(host_batch);
+    // ZeRO 3: layers gather their own weights (the model's layer runner);
+    // the other units are gathered for the forward and again for the
+    // backward (see zero3_params.h).
+    if (zero3_) zero3_->gather_non_layer();
     const auto out = model_->forward(mb.src_tokens, mb.src_mask, mb.tgt_in, mb.tgt_mask);
+    if (zero3_) zero3_->release_non_layer();
     const auto ce = kernels::softmax_cross_entropy(out.logits.reshape({-1, vocab}),
                                                    mb.tgt_out.reshape({-1}), mb.tgt_mask.reshape({-1}),
                                                    config_.train.label_smoothing);
     const auto moe_loss = (moe.aux_loss_coef * out.moe.aux_loss + moe.z_loss_coef * out.moe.z_loss) / global_micro;
     const auto loss = ce.loss_sum / token_divisor + moe_loss;
+    if (zero3_) zero3_->gather_non_layer();
     (loss * r.loss_scale).backward();
-    if (zero >= 2) {
+    if (zero3_) {
+      zero3_->reduce_non_layer_grads();
+    } else if (zero >= 2) {
       micro_grads = torch::zeros({params_->padded_numel()}, params_->grads().options());
       params_->accumulate_grads_into(micro_grads);
       reduce_scatter_into_shard(micro_grads, params_->grads(), /*accumulate=*/true);
@@ -300,7 +316,8 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
   }
 
   // 5. Clip by the global norm, step AdamW on the fp32 master weights (this
-  //    rank's shard under ZeRO), and bring the model weights up to date.
+  //    rank's shard under ZeRO), and bring the model weights up to date
+  //    (ZeRO 3: nothing to do, the next use gathers from the master).
   optim::clip_grads(grads, r.grad_norm, config_.optim.grad_clip);
   r.lr = schedule_->lr_at(step);
   optimizer_->step(params_->master(), grads, r.lr);
@@ -316,7 +333,10 @@ std::pair<double, int64_t> Trainer::evaluate(const std::vector<data::Seq2SeqBatc
   int64_t tokens = 0;
   for (const auto& host_batch : batches) {
     const auto mb = to_device(host_batch);
+    // ZeRO 3: non-layer units for the whole forward, layers one at a time.
+    if (zero3_) zero3_->gather_non_layer();
     const auto out = model_->forward(mb.src_tokens, mb.src_mask, mb.tgt_in, mb.tgt_mask);
+    if (zero3_) zero3_->release_non_layer();
     const auto ce = kernels::softmax_cross_entropy(out.logits.reshape({-1, config_.model.vocab_size}),
                                                    mb.tgt_out.reshape({-1}), mb.tgt_mask.reshape({-1}));
     loss_sum += ce.loss_sum.item<double>();

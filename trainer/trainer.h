@@ -1,7 +1,8 @@
 // Trainer: builds the model, flat parameters, optimizer and data from a
 // Config, and runs the training loop: forward/backward over the micro-batches
 // of each global batch, gradient reduction over data-parallel ranks (ZeRO
-// 0-2), unscale, check, clip, AdamW step, log, evaluate, checkpoint.
+// 0-3; stage 3 gathers weights per unit on use, see zero3_params.h), unscale,
+// check, clip, AdamW step, log, evaluate, checkpoint.
 // `train_step` is the whole optimizer step, top to bottom.
 //
 // Every rank of the world constructs a Trainer and calls run() (or
@@ -25,6 +26,7 @@
 #include "parallel/communicator.h"
 #include "parallel/process_grid.h"
 #include "trainer/config.h"
+#include "trainer/zero3_params.h"
 
 namespace moetrain::trainer {
 
@@ -60,6 +62,10 @@ struct OptimizerMemory {
   int64_t master_bytes = 0;
   int64_t moment_bytes = 0;
   int64_t grad_bytes = 0;  // the persistent fp32 gradient accumulator
+  // Compute-dtype model weights resident between steps: the full model for
+  // ZeRO 0-2 (with fp32 compute and ZeRO 0 it is the master itself), none for
+  // ZeRO 3, whose only resident copy is the master shard.
+  int64_t param_bytes = 0;
 };
 
 class Trainer {
@@ -108,6 +114,7 @@ class Trainer {
   std::unique_ptr<optim::AdamW> optimizer_;
   std::unique_ptr<optim::DynamicLossScaler> scaler_;
   std::unique_ptr<optim::LrSchedule> schedule_;
+  std::unique_ptr<Zero3Params> zero3_;  // ZeRO 3 only
 };
 
 torch::ScalarType to_scalar_type(ComputeDtype dtype);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Acceptance: `mpirun -np 4 moetrain train` with ZeRO 0, 1 and 2 matches the
+# Acceptance: `mpirun -np 4 moetrain train` with ZeRO 0, 1, 2 and 3 matches the
 # single-process run (fp32, CPU, dropout 0, dropless MoE, same global batch):
 # per-step loss within rtol 1e-5 for 12 steps, final parameters within 1e-5.
 source "$(dirname "$0")/../e2e/lib.sh"
@@ -11,7 +11,7 @@ common=(--max-steps 12 --set log.every=1 --set train.eval_every=0 --set model.mo
         --set train.global_batch=16 --set train.micro_batch=4 --set train.threads=1)
 train_tiny --output-dir "$work/single" "${common[@]}" > "$work.single.log"
 tail -n 3 "$work.single.log"
-for zero in 0 1 2; do
+for zero in 0 1 2 3; do
   $MOETRAIN_MPIRUN -np 4 "$MOETRAIN_BIN" "${TINY_ARGS[@]}" --output-dir "$work/dp4-zero$zero" \
     "${common[@]}" --set parallel.zero_stage=$zero > "$work.zero$zero.log" 2>&1 \
     || { cat "$work.zero$zero.log"; fail "DP4 ZeRO $zero run failed"; }
