@@ -75,6 +75,11 @@ int cmd_train(int argc, char** argv) {
   if (vm.count("help")) return 0;
   if (vm.count("max-steps")) overrides.push_back("train.max_steps=" + std::to_string(max_steps));
   if (config_path.empty() && overrides.empty()) throw UsageError("train: --config FILE is required");
+  for (const auto& [flag, path] : {std::pair<const char*, std::string>{"--resume", resume}, {"--init-from", init_from}}) {
+    if (!path.empty() && !fs::exists(path)) {
+      throw UsageError(std::string("train: ") + flag + ": checkpoint not found: " + path);
+    }
+  }
   if (output_dir.empty()) {
     output_dir = "runs/" + (config_path.empty() ? std::string("run") : fs::path(config_path).stem().string());
   }
