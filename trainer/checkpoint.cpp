@@ -14,17 +14,6 @@ namespace fs = std::filesystem;
 namespace moetrain::trainer {
 namespace {
 
-void write_text_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) throw CheckpointError("cannot write " + tmp.string());
-  }
-  fs::rename(tmp, path);
-}
-
 int64_t step_of(const fs::path& dir) {
   static const std::regex pattern("step-([0-9]+)");
   std::smatch m;
@@ -134,7 +123,7 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const Checkpoint
     meta["loss_scale"] = {{"scale", c.scaler.scale},
                           {"good_steps", c.scaler.good_steps},
                           {"hysteresis_left", c.scaler.hysteresis_left}};
-    write_text_atomically(partial / "meta.json", meta.dump(2) + "\n");
+    data::write_file_atomically((partial / "meta.json").string(), meta.dump(2) + "\n");
 
     // Replace an older checkpoint of the same step only once the new one is whole.
     if (fs::exists(final_dir)) {
@@ -146,7 +135,7 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const Checkpoint
     } else {
       fs::rename(partial, final_dir);
     }
-    write_text_atomically(fs::path(checkpoints_dir) / "latest", name + "\n");
+    data::write_file_atomically((fs::path(checkpoints_dir) / "latest").string(), name + "\n");
 
     if (keep > 0) {
       std::vector<std::pair<int64_t, fs::path>> complete;

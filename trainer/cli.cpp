@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "data/batch_source.h"
 #include "data/hdf5_file.h"
 #include "data/tokenize.h"
 #include "data/tokenizer.h"
@@ -90,9 +91,11 @@ int cmd_train(int argc, char** argv) {
   std::shared_ptr<parallel::Communicator> world = parallel::make_world_communicator(config.parallel.timeout_s);
   validate_config(config, world->size(), source);
 
-  const std::string tok_path = tokenizer_path(config.data);
-  if (!fs::is_regular_file(tok_path)) {
-    throw ConfigError("data.tokenizer: no such file: " + tok_path +
+  std::string tok_path;
+  try {
+    tok_path = data::resolve_tokenizer_path(config.data);
+  } catch (const std::runtime_error& e) {
+    throw ConfigError(std::string("data.tokenizer: ") + e.what() +
                       " (run `moetrain tokenize` first or set data.tokenizer)");
   }
   const auto tokenizer = data::Tokenizer::load(tok_path);

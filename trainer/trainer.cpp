@@ -49,13 +49,6 @@ bool decays(const optim::OptimConfig& cfg, const std::string& name, const torch:
 
 }  // namespace
 
-std::string tokenizer_path(const data::DataConfig& cfg) {
-  if (!cfg.tokenizer.empty()) return cfg.tokenizer;
-  fs::path train(cfg.train);
-  const fs::path dir = fs::is_directory(train) ? train : train.parent_path();
-  return (dir / "tokenizer.model").string();
-}
-
 namespace {
 
 at::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
@@ -359,7 +352,7 @@ int Trainer::run(const TrainOptions& options) {
   world_->barrier();
   const std::string checkpoints_dir = (fs::path(options.output_dir) / "checkpoints").string();
 
-  const auto tokenizer = data::Tokenizer::load(tokenizer_path(cfg.data));
+  const auto tokenizer = data::Tokenizer::load(data::resolve_tokenizer_path(cfg.data));
   const auto special = tokenizer.special_tokens();
   const data::BatchSource train_data(cfg.data, special, cfg.train.seed, "train");
   std::optional<data::BatchSource> valid_data;

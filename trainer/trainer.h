@@ -119,8 +119,4 @@ class Trainer {
 
 torch::ScalarType to_scalar_type(ComputeDtype dtype);
 
-// The SentencePiece model for a data config: data.tokenizer, else the
-// tokenizer.model that `moetrain tokenize` wrote beside the shards.
-std::string tokenizer_path(const data::DataConfig& config);
-
 }  // namespace moetrain::trainer
