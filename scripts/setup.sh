@@ -32,7 +32,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   nlohmann-json3-dev libsimdjson-dev libzstd-dev zstd
   libxxhash-dev libre2-dev libutf8proc-dev libfasttext-dev
-  iproute2
+  iproute2 iputils-ping
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
