@@ -20,23 +20,36 @@ check_output() {  # LOG: the probe passed and ranks map to the right hosts
 }
 
 log="$MOETRAIN_MULTINODE_WORK/connectivity-$NETNS_ID"
+
+# run_probe OUT CMD...: runs the probe job with a time limit. A launch on these
+# namespaces occasionally stalls before any rank starts (seen about once in ten
+# runs on a loaded 2-core machine, never twice in a row): a job that times out
+# (exit 124) shows the processes it left and is tried once more.
+run_probe() {
+  local out=$1; shift
+  local rc
+  for attempt in 1 2; do
+    rc=0
+    timeout -k 5 45 "$@" >"$out" 2>&1 || rc=$?
+    [[ $rc -eq 124 && $attempt -eq 1 ]] || break
+    echo "launch timed out (attempt 1), its output and the processes left:"
+    cat "$out"
+    ps -eo pid,stat,etime,args | grep -E "mpirun|orted|prted|mt_netns_probe" | grep -v grep || true
+    echo "trying once more"
+  done
+  cat "$out"
+  return "$rc"
+}
+
 echo "== plain mpirun"
-# The first job on a freshly made network is the one that meets a link not
-# yet forwarding: a launch that hangs there (exit 124) is tried once more.
-for attempt in 1 2; do
-  rc=0
-  timeout -k 5 45 mpirun "${NETNS_MPIRUN_ARGS[@]}" -np 4 "$MOETRAIN_MULTINODE_PROBE" check 2 >"$log.mpirun" 2>&1 || rc=$?
-  [[ $rc -eq 124 && $attempt -eq 1 ]] || break
-  echo "mpirun launch timed out (attempt 1); trying once more"
-done
-cat "$log.mpirun"
+rc=0
+run_probe "$log.mpirun" mpirun "${NETNS_MPIRUN_ARGS[@]}" -np 4 "$MOETRAIN_MULTINODE_PROBE" check 2 || rc=$?
 [[ $rc -eq 0 ]] || fail "mpirun exited $rc"
 check_output "$log.mpirun"
 
 echo "== launch/moetrain-mpirun"
 rc=0
-timeout -k 5 60 "${MN_LAUNCH[@]}" --np 4 -- "$MOETRAIN_MULTINODE_PROBE" check 2 >"$log.wrapper" 2>&1 || rc=$?
-cat "$log.wrapper"
+run_probe "$log.wrapper" "${MN_LAUNCH[@]}" --np 4 -- "$MOETRAIN_MULTINODE_PROBE" check 2 || rc=$?
 [[ $rc -eq 0 ]] || fail "moetrain-mpirun exited $rc"
 check_output "$log.wrapper"
 rm -f "$log.mpirun" "$log.wrapper"
