@@ -23,8 +23,16 @@ void set_generator_state(c10::Device device, const torch::Tensor& state) {
 
 }  // namespace
 
+namespace {
+parallel::TensorParallelRng* g_tensor_parallel_rng = nullptr;
+}  // namespace
+
+void set_tensor_parallel_rng(parallel::TensorParallelRng* rng) { g_tensor_parallel_rng = rng; }
+parallel::TensorParallelRng* tensor_parallel_rng() { return g_tensor_parallel_rng; }
+
 RngSnapshot capture_rng(const std::vector<torch::Tensor>& inputs) {
   RngSnapshot s;
+  if (g_tensor_parallel_rng) s.tensor_parallel = g_tensor_parallel_rng->get_state();
   s.cpu = get_generator_state(c10::Device(c10::kCPU));
   for (const auto& t : inputs) {
     if (t.defined() && t.is_cuda()) {
@@ -39,6 +47,7 @@ RngSnapshot capture_rng(const std::vector<torch::Tensor>& inputs) {
 void restore_rng(const RngSnapshot& s) {
   set_generator_state(c10::Device(c10::kCPU), s.cpu);
   if (s.cuda_device) set_generator_state(*s.cuda_device, s.cuda);
+  if (g_tensor_parallel_rng && !s.tensor_parallel.empty()) g_tensor_parallel_rng->set_state(s.tensor_parallel);
 }
 
 namespace {

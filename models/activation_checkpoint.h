@@ -19,6 +19,8 @@
 
 #include <torch/torch.h>
 
+#include "parallel/tensor_parallel.h"
+
 #include <functional>
 #include <optional>
 #include <vector>
@@ -34,12 +36,20 @@ std::vector<torch::Tensor> checkpoint(CheckpointedFunction fn, const std::vector
 // The default-generator states a recomputation must replay from: the CPU one,
 // and the CUDA one of the device the inputs live on (if any). Shared with
 // every other recompute-in-backward scheme (ZeRO stage 3).
+// With tensor parallelism the snapshot also holds the tensor-parallel dropout
+// generators (set_tensor_parallel_rng), so split regions replay their masks.
 struct RngSnapshot {
   torch::Tensor cpu;
   std::optional<c10::Device> cuda_device;
   torch::Tensor cuda;
+  std::vector<torch::Tensor> tensor_parallel;
 };
 RngSnapshot capture_rng(const std::vector<torch::Tensor>& inputs);
 void restore_rng(const RngSnapshot& snapshot);
+
+// The process's tensor-parallel dropout generators (null: none), included in
+// every RngSnapshot from now on. The object must outlive its use.
+void set_tensor_parallel_rng(parallel::TensorParallelRng* rng);
+parallel::TensorParallelRng* tensor_parallel_rng();
 
 }  // namespace moetrain::models

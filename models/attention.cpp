@@ -108,7 +108,27 @@ MultiHeadAttentionImpl::MultiHeadAttentionImpl(const ModelConfig& cfg, Attention
 torch::Tensor MultiHeadAttentionImpl::attend(const torch::Tensor& q, const torch::Tensor& k,
                                              const torch::Tensor& v, const torch::Tensor& mask) {
   const double p = is_training() ? attention_dropout_ : 0.0;
+  // Heads are split across TP ranks: their dropout masks must differ.
+  TensorParallelRngScope rng(p > 0 ? tp_rng_ : nullptr, q.device());
   return torch::scaled_dot_product_attention(q, k, v, mask, p);
+}
+
+ParameterSlices MultiHeadAttentionImpl::split_tensor_parallel(const ModelParallelism& mp) {
+  ParameterSlices slices;
+  const int64_t tp = mp.tp_size();
+  if (tp == 1) return slices;
+  if (n_heads_ % tp != 0) {
+    throw std::invalid_argument("MultiHeadAttention: tensor parallelism " + std::to_string(tp) +
+                                " must divide n_heads " + std::to_string(n_heads_));
+  }
+  add_slices(slices, "q_proj", q_proj->split_tensor_parallel(LinearSplit::Column, mp.tp));
+  add_slices(slices, "k_proj", k_proj->split_tensor_parallel(LinearSplit::Column, mp.tp));
+  add_slices(slices, "v_proj", v_proj->split_tensor_parallel(LinearSplit::Column, mp.tp));
+  add_slices(slices, "o_proj", o_proj->split_tensor_parallel(LinearSplit::Row, mp.tp));
+  if (!gate.is_empty()) add_slices(slices, "gate", gate->split_tensor_parallel(LinearSplit::Column, mp.tp));
+  n_heads_ /= tp;
+  tp_rng_ = mp.tp_rng;
+  return slices;
 }
 
 torch::Tensor MultiHeadAttentionImpl::forward(const torch::Tensor& query_states,
@@ -157,7 +177,7 @@ torch::Tensor MultiHeadAttentionImpl::forward(const torch::Tensor& query_states,
       break;
     }
   }
-  return o_proj(out.transpose(1, 2).reshape({b, tq, d_model_}));
+  return o_proj(out.transpose(1, 2).reshape({b, tq, n_heads_ * head_dim_}));
 }
 
 }  // namespace moetrain::models

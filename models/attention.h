@@ -28,6 +28,7 @@
 #include <cstdint>
 
 #include "models/linear.h"
+#include "models/model_parallelism.h"
 #include "models/model_config.h"
 
 namespace moetrain::models {
@@ -67,6 +68,11 @@ class MultiHeadAttentionImpl : public torch::nn::Module {
 
   AttentionType type() const { return type_; }
 
+  // Tensor parallelism: this rank keeps n_heads / tp heads (q/k/v and the
+  // dynamic gate column-parallel, o_proj row-parallel); attention dropout
+  // draws from the tensor-parallel generator.
+  ParameterSlices split_tensor_parallel(const ModelParallelism& mp);
+
   Linear q_proj{nullptr};
   Linear k_proj{nullptr};
   Linear v_proj{nullptr};
@@ -86,6 +92,7 @@ class MultiHeadAttentionImpl : public torch::nn::Module {
   double rope_theta_;
   int64_t max_positions_;
   double attention_dropout_;
+  parallel::TensorParallelRng* tp_rng_ = nullptr;
 };
 TORCH_MODULE(MultiHeadAttention);
 

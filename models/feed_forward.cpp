@@ -22,8 +22,25 @@ FeedForwardImpl::FeedForwardImpl(const ModelConfig& cfg)
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
   torch::Tensor h = apply_activation(fc1(x), activation_);
-  h = torch::dropout(h, dropout_, is_training());
+  {
+    TensorParallelRngScope rng(dropout_ > 0 && is_training() ? tp_rng_ : nullptr, h.device());
+    h = torch::dropout(h, dropout_, is_training());
+  }
   return fc2(h);
+}
+
+ParameterSlices FeedForwardImpl::split_tensor_parallel(const ModelParallelism& mp) {
+  ParameterSlices slices;
+  const int64_t tp = mp.tp_size();
+  if (tp == 1) return slices;
+  if (fc1->out_features() % tp != 0) {
+    throw std::invalid_argument("FeedForward: tensor parallelism " + std::to_string(tp) + " must divide d_ff " +
+                                std::to_string(fc1->out_features()));
+  }
+  add_slices(slices, "fc1", fc1->split_tensor_parallel(LinearSplit::Column, mp.tp));
+  add_slices(slices, "fc2", fc2->split_tensor_parallel(LinearSplit::Row, mp.tp));
+  tp_rng_ = mp.tp_rng;
+  return slices;
 }
 
 }  // namespace moetrain::models

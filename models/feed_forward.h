@@ -21,12 +21,17 @@ class FeedForwardImpl : public torch::nn::Module {
   // hidden activations while training.
   torch::Tensor forward(const torch::Tensor& x);
 
+  // Tensor parallelism: fc1 column-parallel, fc2 row-parallel (d_ff split);
+  // the hidden dropout draws from the tensor-parallel generator.
+  ParameterSlices split_tensor_parallel(const ModelParallelism& mp);
+
   Linear fc1{nullptr};
   Linear fc2{nullptr};
 
  private:
   Activation activation_;
   double dropout_;
+  parallel::TensorParallelRng* tp_rng_ = nullptr;
 };
 TORCH_MODULE(FeedForward);
 

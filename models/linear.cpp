@@ -1,6 +1,7 @@
 #include "models/linear.h"
 
 #include <stdexcept>
+#include <map>
 #include <string>
 
 namespace moetrain::models {
@@ -26,7 +27,32 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
     throw std::invalid_argument("Linear: expected input [..., " + std::to_string(in_features_) +
                                 "], got " + c10::str(x.sizes()));
   }
+  switch (split_) {
+    case LinearSplit::Column: return parallel::column_parallel_linear(x, weight, bias, tp_);
+    case LinearSplit::Row: return parallel::row_parallel_linear(x, weight, bias, tp_);
+    case LinearSplit::None: break;
+  }
   return torch::linear(x, weight, bias);
+}
+
+ParameterSlices LinearImpl::split_tensor_parallel(LinearSplit split,
+                                                                        parallel::Communicator* tp) {
+  ParameterSlices slices;
+  const int64_t parts = tp ? tp->size() : 1;
+  if (split == LinearSplit::None || parts == 1) return slices;
+  if (split_ != LinearSplit::None) throw std::logic_error("Linear: already split");
+  const int64_t rank = tp->rank();
+  if (split == LinearSplit::Column) {
+    slices["weight"] = split_parameter(weight, 0, rank, parts);
+    if (bias.defined()) slices["bias"] = split_parameter(bias, 0, rank, parts);
+    out_features_ /= parts;
+  } else {
+    slices["weight"] = split_parameter(weight, 1, rank, parts);
+    in_features_ /= parts;
+  }
+  split_ = split;
+  tp_ = tp;
+  return slices;
 }
 
 }  // namespace moetrain::models

@@ -7,16 +7,31 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <map>
+#include <string>
+
+#include "models/model_parallelism.h"
 
 namespace moetrain::models {
+
+// Tensor-parallel form of a Linear (Megatron): Column splits the output
+// features (input replicated, output split), Row splits the input features
+// (input split, output all-reduced; the bias, replicated, is added after).
+enum class LinearSplit { None, Column, Row };
 
 class LinearImpl : public torch::nn::Module {
  public:
   // weight ~ normal(0, init_std); bias (when requested) starts at zero.
   LinearImpl(int64_t in_features, int64_t out_features, bool bias, double init_std);
 
-  // x [..., in] -> [..., out], in the dtype of the parameters.
+  // x [..., in] -> [..., out], in the dtype of the parameters (with a split,
+  // `in`/`out` are this rank's part where the split makes them so).
   torch::Tensor forward(const torch::Tensor& x);
+
+  // Keeps this TP rank's part of the weight (and bias for Column) and computes
+  // in that form from now on. Returns the slices of the split parameters by
+  // their names ("weight", "bias").
+  ParameterSlices split_tensor_parallel(LinearSplit split, parallel::Communicator* tp);
 
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }
@@ -27,6 +42,8 @@ class LinearImpl : public torch::nn::Module {
  private:
   int64_t in_features_;
   int64_t out_features_;
+  LinearSplit split_ = LinearSplit::None;
+  parallel::Communicator* tp_ = nullptr;
 };
 TORCH_MODULE(Linear);
 

@@ -188,21 +188,54 @@ torch::Tensor MoELayerImpl::expert_forward(const torch::Tensor& permuted_hidden,
                                 std::to_string(tokens_per_expert.size()) + " sizes summing to " +
                                 std::to_string(total) + " and hidden " + c10::str(permuted_hidden.sizes()));
   }
+  // Under TP each rank holds a slice of every expert's hidden width: its fc2
+  // output is a partial sum, completed by an all-reduce before the (whole)
+  // fc2 bias is added.
+  const bool split = tp_ != nullptr;
+  const torch::Tensor input = split ? parallel::copy_to_tensor_parallel_region(permuted_hidden, tp_) : permuted_hidden;
   std::vector<torch::Tensor> outputs;
   int64_t offset = 0;
   for (int64_t e = 0; e < local_experts; ++e) {
     const int64_t count = tokens_per_expert[static_cast<size_t>(e)];
     if (count == 0) continue;
-    const torch::Tensor segment = permuted_hidden.narrow(0, offset, count);
+    const torch::Tensor segment = input.narrow(0, offset, count);
     offset += count;
     torch::Tensor h = torch::linear(segment, experts_fc1_weight[e],
                                     experts_fc1_bias.defined() ? experts_fc1_bias[e] : torch::Tensor());
-    h = torch::dropout(apply_activation(h, activation_), dropout_, is_training());
-    outputs.push_back(torch::linear(h, experts_fc2_weight[e],
-                                    experts_fc2_bias.defined() ? experts_fc2_bias[e] : torch::Tensor()));
+    h = apply_activation(h, activation_);
+    {
+      TensorParallelRngScope rng(dropout_ > 0 && is_training() ? tp_rng_ : nullptr, h.device());
+      h = torch::dropout(h, dropout_, is_training());
+    }
+    const bool bias_here = experts_fc2_bias.defined() && !split;
+    outputs.push_back(torch::linear(h, experts_fc2_weight[e], bias_here ? experts_fc2_bias[e] : torch::Tensor()));
   }
-  if (outputs.empty()) return torch::zeros({0, d_model_}, permuted_hidden.options());
-  return torch::cat(outputs, 0);
+  torch::Tensor out = outputs.empty() ? torch::zeros({0, d_model_}, permuted_hidden.options()) : torch::cat(outputs, 0);
+  if (split) {
+    out = parallel::reduce_from_tensor_parallel_region(out, tp_);
+    if (experts_fc2_bias.defined() && total > 0) {
+      const auto counts = torch::tensor(tokens_per_expert, torch::kLong).to(out.device());
+      out = out + experts_fc2_bias.repeat_interleave(counts, 0);
+    }
+  }
+  return out;
+}
+
+ParameterSlices MoELayerImpl::split_tensor_parallel(const ModelParallelism& mp) {
+  ParameterSlices slices;
+  const int64_t tp = mp.tp_size();
+  if (tp == 1) return slices;
+  const int64_t f = experts_fc1_weight.size(1);
+  if (f % tp != 0) {
+    throw std::invalid_argument("MoELayer: tensor parallelism " + std::to_string(tp) +
+                                " must divide the expert hidden width " + std::to_string(f));
+  }
+  slices["experts_fc1_weight"] = split_parameter(experts_fc1_weight, 1, mp.tp_rank(), tp);
+  if (experts_fc1_bias.defined()) slices["experts_fc1_bias"] = split_parameter(experts_fc1_bias, 1, mp.tp_rank(), tp);
+  slices["experts_fc2_weight"] = split_parameter(experts_fc2_weight, 2, mp.tp_rank(), tp);
+  tp_ = mp.tp;
+  tp_rng_ = mp.tp_rng;
+  return slices;
 }
 
 MoEOutput MoELayerImpl::forward(const torch::Tensor& x, const torch::Tensor& token_mask) {

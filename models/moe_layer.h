@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "models/linear.h"
+#include "models/model_parallelism.h"
 #include "models/model_config.h"
 
 namespace moetrain::models {
@@ -114,6 +115,12 @@ class MoELayerImpl : public torch::nn::Module {
   torch::Tensor expert_forward(const torch::Tensor& permuted_hidden,
                                const std::vector<int64_t>& tokens_per_expert);
 
+  // Tensor parallelism: every expert's hidden width is split (fc1 weight and
+  // bias by rows, fc2 weight by columns); the router and fc2 bias stay whole.
+  // Tokens are routed identically on every TP rank (replicated input); the
+  // expert outputs are all-reduced before the gates weigh them.
+  ParameterSlices split_tensor_parallel(const ModelParallelism& mp);
+
   int64_t num_experts() const { return num_experts_; }
   int64_t top_k() const { return top_k_; }
 
@@ -131,6 +138,8 @@ class MoELayerImpl : public torch::nn::Module {
   bool normalize_top_k_;
   Activation activation_;
   double dropout_;
+  parallel::Communicator* tp_ = nullptr;  // set when split across TP ranks
+  parallel::TensorParallelRng* tp_rng_ = nullptr;
 };
 TORCH_MODULE(MoELayer);
 

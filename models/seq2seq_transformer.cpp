@@ -104,6 +104,29 @@ Seq2SeqTransformerImpl::Seq2SeqTransformerImpl(const ModelConfig& cfg) : cfg_(cf
   if (!cfg.tie_embeddings) {
     lm_head = register_module("lm_head", Linear(cfg.d_model, cfg.vocab_size, /*bias=*/false, cfg.init_std));
   }
+  vocab_ = parallel::vocab_shard(cfg.vocab_size, 1, 0);
+}
+
+void Seq2SeqTransformerImpl::parallelize(const ModelParallelism& mp) {
+  parallelism_ = mp;
+  if (!mp.tensor_parallel()) return;
+  if (!slices_.empty()) throw std::logic_error("Seq2SeqTransformer::parallelize: already split");
+  const int64_t tp = mp.tp_size(), rank = mp.tp_rank();
+  vocab_ = parallel::vocab_shard(cfg_.vocab_size, tp, rank);
+  slices_["embed_tokens.weight"] = split_parameter(embed_tokens->weight, 0, rank, tp, vocab_.padded_size);
+  if (!lm_head.is_empty()) slices_["lm_head.weight"] = split_parameter(lm_head->weight, 0, rank, tp, vocab_.padded_size);
+  for (int64_t i = 0; i < encoder->num_layers(); ++i) {
+    add_slices(slices_, "encoder.layers." + std::to_string(i), encoder->layers->ptr<EncoderLayerImpl>(i)->split_tensor_parallel(mp));
+  }
+  for (int64_t i = 0; i < decoder->num_layers(); ++i) {
+    add_slices(slices_, "decoder.layers." + std::to_string(i), decoder->layers->ptr<DecoderLayerImpl>(i)->split_tensor_parallel(mp));
+  }
+  // Padded vocabulary rows: the slice's start says where it is; the whole
+  // tensor keeps its real shape.
+  for (const char* name : {"embed_tokens.weight", "lm_head.weight"}) {
+    auto it = slices_.find(name);
+    if (it != slices_.end()) it->second.global_shape[0] = cfg_.vocab_size;
+  }
 }
 
 torch::Tensor Seq2SeqTransformerImpl::embed(const torch::Tensor& tokens, int64_t position_offset) {
@@ -115,7 +138,9 @@ torch::Tensor Seq2SeqTransformerImpl::embed(const torch::Tensor& tokens, int64_t
   // Checked for every position kind, rotary included, so an over-long batch
   // fails here with one clear message.
   check_positions(tokens.size(1), position_offset, cfg_.max_positions);
-  torch::Tensor h = embed_tokens(tokens);
+  torch::Tensor h = parallelism_.tensor_parallel()
+                        ? parallel::vocab_parallel_embedding(tokens, embed_tokens->weight, vocab_, parallelism_.tp)
+                        : embed_tokens(tokens);
   if (cfg_.scale_embeddings) h = h * std::sqrt(static_cast<double>(cfg_.d_model));
   if (!embed_positions.is_empty()) h = embed_positions(h, position_offset);
   return torch::dropout(h, cfg_.dropout, is_training());
@@ -129,6 +154,12 @@ torch::Tensor Seq2SeqTransformerImpl::project_to_vocab(const torch::Tensor& hidd
   if (hidden.dim() != 3 || hidden.size(2) != cfg_.d_model) {
     throw std::invalid_argument("Seq2SeqTransformer::project_to_vocab: expected hidden [B, T, " +
                                 std::to_string(cfg_.d_model) + "], got " + c10::str(hidden.sizes()));
+  }
+  // Under TP the weight holds this rank's vocabulary rows: f (identity
+  // forward, all-reduce of the gradient backward) makes the hidden state's
+  // gradient whole again.
+  if (parallelism_.tensor_parallel()) {
+    return torch::linear(parallel::copy_to_tensor_parallel_region(hidden, parallelism_.tp), lm_head_weight());
   }
   return torch::linear(hidden, lm_head_weight());
 }

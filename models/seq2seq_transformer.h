@@ -33,6 +33,7 @@
 
 #include "models/linear.h"
 #include "models/model_config.h"
+#include "models/model_parallelism.h"
 #include "models/moe_layer.h"
 #include "models/norm.h"
 #include "models/positions.h"
@@ -126,6 +127,21 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
 
   const ModelConfig& config() const { return cfg_; }
 
+  // Splits this (whole, freshly built) model for tensor parallelism: layers
+  // as their split_tensor_parallel says, the token embedding (and lm_head
+  // when untied) by vocabulary rows, padded so every TP rank holds
+  // vocab_shard().local_size rows. From then on project_to_vocab returns this
+  // rank's logit columns [B, T, local_size]: use
+  // parallel::vocab_parallel_cross_entropy on them. Call once, before the
+  // parameters are handed to an optimizer.
+  void parallelize(const ModelParallelism& mp);
+  const ModelParallelism& parallelism() const { return parallelism_; }
+  // The vocabulary this rank's logits cover (the whole one without TP).
+  const parallel::VocabShard& vocab_shard() const { return vocab_; }
+  // Where each split parameter (full name) sits in the whole tensor; absent
+  // for parameters every rank holds whole.
+  const ParameterSlices& parameter_slices() const { return slices_; }
+
   // Every encoder and decoder layer call goes through `runner` (empty: run
   // them directly, with activation checkpointing as configured). Units are
   // named "encoder.layers.N" / "decoder.layers.N".
@@ -140,6 +156,9 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
  private:
   ModelConfig cfg_;
   LayerRunner layer_runner_;
+  ModelParallelism parallelism_;
+  parallel::VocabShard vocab_;
+  ParameterSlices slices_;
 };
 TORCH_MODULE(Seq2SeqTransformer);
 

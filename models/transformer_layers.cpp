@@ -83,6 +83,17 @@ LayerOutput EncoderLayerImpl::forward(const torch::Tensor& x, const AttentionMas
   return out;
 }
 
+ParameterSlices EncoderLayerImpl::split_tensor_parallel(const ModelParallelism& mp) {
+  ParameterSlices slices;
+  add_slices(slices, "self_attn", self_attn->split_tensor_parallel(mp));
+  if (is_moe()) {
+    add_slices(slices, "moe", moe->split_tensor_parallel(mp));
+  } else {
+    add_slices(slices, "ffn", ffn->split_tensor_parallel(mp));
+  }
+  return slices;
+}
+
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& cfg, int64_t layer_index) : dropout_(cfg.dropout) {
   const bool rotary = cfg.position == PositionType::Rotary;
   self_attn_norm = register_module("self_attn_norm", Norm(cfg.norm, cfg.d_model, cfg.norm_eps));
@@ -138,6 +149,22 @@ LayerOutput run_layer(const DecoderLayer& layer, const torch::Tensor& y, const t
   };
   if (runner) return unpack(runner(unit, fn, {y, memory}));
   return unpack(checkpoint(fn, {y, memory}, layer->parameters()));
+}
+
+}  // namespace moetrain::models
+
+namespace moetrain::models {
+
+ParameterSlices DecoderLayerImpl::split_tensor_parallel(const ModelParallelism& mp) {
+  ParameterSlices slices;
+  add_slices(slices, "self_attn", self_attn->split_tensor_parallel(mp));
+  add_slices(slices, "cross_attn", cross_attn->split_tensor_parallel(mp));
+  if (is_moe()) {
+    add_slices(slices, "moe", moe->split_tensor_parallel(mp));
+  } else {
+    add_slices(slices, "ffn", ffn->split_tensor_parallel(mp));
+  }
+  return slices;
 }
 
 }  // namespace moetrain::models

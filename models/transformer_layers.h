@@ -40,6 +40,7 @@ class EncoderLayerImpl : public torch::nn::Module {
                       const torch::Tensor& padding_mask);
 
   bool is_moe() const { return !moe.is_empty(); }
+  ParameterSlices split_tensor_parallel(const ModelParallelism& mp);
 
   Norm self_attn_norm{nullptr};
   MultiHeadAttention self_attn{nullptr};
@@ -64,6 +65,7 @@ class DecoderLayerImpl : public torch::nn::Module {
                       const torch::Tensor& padding_mask);
 
   bool is_moe() const { return !moe.is_empty(); }
+  ParameterSlices split_tensor_parallel(const ModelParallelism& mp);
 
   Norm self_attn_norm{nullptr};
   MultiHeadAttention self_attn{nullptr};

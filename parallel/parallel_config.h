@@ -15,6 +15,7 @@ struct ParallelConfig {
   int64_t microbatches = 0;        // pipeline micro-batches; 0: from the batch sizes
   std::string schedule = "1f1b";   // 1f1b | gpipe
   double bucket_mb = 25.0;         // gradient all-reduce bucket size
+  bool overlap_grad_reduce = true; // reduce gradient buckets during the backward
   double timeout_s = 300.0;        // a collective slower than this aborts the job
 };
 

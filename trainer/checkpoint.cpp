@@ -24,6 +24,15 @@ int64_t step_of(const fs::path& dir) {
 
 bool is_complete(const fs::path& dir) { return fs::is_regular_file(dir / "meta.json"); }
 
+// The block of the whole parameter entry e holds on this rank.
+models::ParameterSlice block_of(const optim::FlatParameterEntry& e, const models::ParameterSlices* slices) {
+  if (slices) {
+    const auto it = slices->find(e.name);
+    if (it != slices->end()) return it->second;
+  }
+  return {e.shape, std::vector<int64_t>(e.shape.size(), 0)};
+}
+
 }  // namespace
 
 std::string checkpoint_name(int64_t step) {
@@ -92,12 +101,15 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const Checkpoint
         const auto piece = params.local_piece(e);
         const int64_t len = piece.end - piece.begin;
         if (len == 0) continue;
+        const auto block = block_of(e, c.slices);
         for (const auto& [group, buffer] : {std::pair<std::string, const torch::Tensor*>{"model/", &master},
                                             {"optim/exp_avg/", &exp_avg},
                                             {"optim/exp_avg_sq/", &exp_avg_sq}}) {
           const std::string dataset = group + e.name;
           file.write_tensor(dataset, buffer->narrow(0, piece.master_offset, len));
-          file.set_attr(dataset, "global_shape", e.shape);
+          file.set_attr(dataset, "global_shape", block.global_shape);
+          file.set_attr(dataset, "slice_start", block.start);
+          file.set_attr(dataset, "slice_shape", e.shape);
           file.set_attr(dataset, "flat_offset", piece.begin);
         }
       }
@@ -105,6 +117,9 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const Checkpoint
     }
     file.write_tensor("rng/cpu", c.rng_state);
     if (c.cuda_rng_state.defined()) file.write_tensor("rng/cuda", c.cuda_rng_state);
+    for (size_t i = 0; i < c.tp_rng_states.size(); ++i) {
+      file.write_tensor("rng/tp/" + std::to_string(i), c.tp_rng_states[i]);
+    }
     file.set_attr("/", "step", c.step);
     file.set_attr("/", "rank", world.rank());
     file.flush();
@@ -160,17 +175,26 @@ namespace {
 // Fills `target` (the elements [begin, end) of a flattened parameter) from the
 // pieces of `dataset` in every rank file.
 void read_pieces(std::vector<data::Hdf5File>& files, const std::string& dataset,
-                 const std::vector<int64_t>& shape, int64_t begin, int64_t end, torch::Tensor target,
-                 const std::string& dir) {
+                 const models::ParameterSlice& block, const std::vector<int64_t>& block_shape, int64_t begin,
+                 int64_t end, torch::Tensor target, const std::string& dir) {
   int64_t covered = 0;
+  bool other_blocks = false;
   for (auto& file : files) {
     if (!file.exists(dataset)) continue;
     const auto stored_shape = file.attr_ints(dataset, "global_shape");
-    if (stored_shape != shape) {
+    if (stored_shape != block.global_shape) {
       std::ostringstream msg;
       msg << file.path() << ": " << dataset << " has shape " << c10::IntArrayRef(stored_shape)
-          << " but the model expects " << c10::IntArrayRef(shape);
+          << " but the model expects " << c10::IntArrayRef(block.global_shape);
       throw CheckpointError(msg.str());
+    }
+    // Pieces of other blocks (another tensor-parallel rank's slice) do not apply.
+    const bool sliced = file.has_attr(dataset, "slice_start");
+    const auto start = sliced ? file.attr_ints(dataset, "slice_start") : std::vector<int64_t>(stored_shape.size(), 0);
+    const auto shape = sliced ? file.attr_ints(dataset, "slice_shape") : stored_shape;
+    if (start != block.start || shape != block_shape) {
+      other_blocks = true;
+      continue;
     }
     const int64_t offset = file.attr_int(dataset, "flat_offset");
     const int64_t length = file.shape(dataset).at(0);
@@ -181,6 +205,13 @@ void read_pieces(std::vector<data::Hdf5File>& files, const std::string& dataset,
     covered += hi - lo;
   }
   if (covered != end - begin) {
+    if (other_blocks) {
+      std::ostringstream msg;
+      msg << dir << ": " << dataset << " was saved split differently (no piece holds the block at "
+          << c10::IntArrayRef(block.start) << " of shape " << c10::IntArrayRef(block_shape)
+          << "); resume under the tensor-parallel layout it was saved with";
+      throw CheckpointError(msg.str());
+    }
     throw CheckpointError(dir + ": missing " + dataset +
                           " (was the checkpoint written for a different model?)");
   }
@@ -189,7 +220,7 @@ void read_pieces(std::vector<data::Hdf5File>& files, const std::string& dataset,
 }  // namespace
 
 LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& params,
-                                 optim::AdamW* optimizer, int64_t rank) {
+                                 optim::AdamW* optimizer, int64_t rank, const models::ParameterSlices* slices) {
   const fs::path meta_path = fs::path(dir) / "meta.json";
   if (!fs::is_regular_file(meta_path)) {
     throw CheckpointError("checkpoint " + dir + " is incomplete (no meta.json)");
@@ -223,7 +254,7 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& 
     if (len == 0) continue;
     auto load = [&](const std::string& group, torch::Tensor& buffer) {
       auto host = torch::empty({len}, torch::kFloat32);
-      read_pieces(files, group + e.name, e.shape, piece.begin, piece.end, host, dir);
+      read_pieces(files, group + e.name, block_of(e, slices), e.shape, piece.begin, piece.end, host, dir);
       buffer.narrow(0, piece.master_offset, len).copy_(host.to(device));
     };
     load("model/", params.master());
@@ -243,6 +274,9 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& 
   const size_t own = rank < static_cast<int64_t>(files.size()) ? static_cast<size_t>(rank) : 0;
   if (files[own].exists("rng/cpu")) loaded.rng_state = files[own].read_tensor("rng/cpu");
   if (files[own].exists("rng/cuda")) loaded.cuda_rng_state = files[own].read_tensor("rng/cuda");
+  for (int i = 0; files[own].exists("rng/tp/" + std::to_string(i)); ++i) {
+    loaded.tp_rng_states.push_back(files[own].read_tensor("rng/tp/" + std::to_string(i)));
+  }
   return loaded;
 }
 

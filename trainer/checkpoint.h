@@ -4,9 +4,15 @@
 //   rank-RRRRR.h5  one HDF5 file per rank: `model/<param>` (fp32 master
 //                  weights), `optim/exp_avg/<param>`, `optim/exp_avg_sq/<param>`,
 //                  `rng/cpu` and on GPU runs `rng/cuda` (that rank's
-//                  generator states, so dropout continues identically). Every dataset
-//                  carries `global_shape` and `offset` attributes (this rank's
-//                  slice of the full tensor), so a loader can reshard.
+//                  generator states, so dropout continues identically; with
+//                  TP also `rng/tp/<i>`). Every dataset is a 1-D run of
+//                  elements and carries attributes saying where it belongs:
+//                  `global_shape` (the whole parameter), `slice_start` and
+//                  `slice_shape` (the block of it this rank holds: the whole
+//                  tensor without tensor parallelism, a slice along one dim
+//                  with it; a padded vocabulary slice may run past the
+//                  global shape) and `flat_offset` (where the run starts in
+//                  the flattened block). A loader can reshard from these.
 //   meta.json      written last, after every rank file is complete: the commit
 //                  marker (step, data position, layout, loss scale, config).
 // It is built under step-NNNNNN.partial/ and renamed into place, then
@@ -20,7 +26,9 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "models/model_parallelism.h"
 #include "optim/adamw.h"
 #include "optim/flat_parameters.h"
 #include "optim/loss_scaler.h"
@@ -50,6 +58,10 @@ struct CheckpointContents {
   optim::LossScalerState scaler;
   torch::Tensor rng_state;       // uint8 CPU generator state
   torch::Tensor cuda_rng_state;  // uint8 CUDA generator state (undefined on CPU runs)
+  std::vector<torch::Tensor> tp_rng_states;  // tensor-parallel dropout generators (TP > 1)
+  // Where this rank's split parameters sit in the whole tensors (TP); null or
+  // absent: the parameter is whole.
+  const models::ParameterSlices* slices = nullptr;
   nlohmann::json meta;           // extra fields merged into meta.json
 };
 
@@ -63,6 +75,7 @@ struct LoadedCheckpoint {
   optim::LossScalerState scaler;
   torch::Tensor rng_state;
   torch::Tensor cuda_rng_state;
+  std::vector<torch::Tensor> tp_rng_states;
   nlohmann::json meta;
 };
 
@@ -71,8 +84,11 @@ struct LoadedCheckpoint {
 // files hold them. Every trainable parameter must be present with the same
 // shape. The model's compute copy is not refreshed: the caller does that
 // (copy_master_to_model, or an all-gather of sharded masters). `rank` picks
-// the rank file whose RNG state is returned.
+// the rank file whose RNG state is returned. `slices` (TP) says which block of
+// each split parameter this rank holds; the checkpoint must hold that block
+// (the same tensor-parallel layout).
 LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& params,
-                                 optim::AdamW* optimizer, int64_t rank = 0);
+                                 optim::AdamW* optimizer, int64_t rank = 0,
+                                 const models::ParameterSlices* slices = nullptr);
 
 }  // namespace moetrain::trainer

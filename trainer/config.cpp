@@ -90,6 +90,7 @@ void visit_config(V& root, Config& c) {
     s.field("microbatches", p.microbatches);
     s.field("schedule", p.schedule);
     s.field("bucket_mb", p.bucket_mb);
+    s.field("overlap_grad_reduce", p.overlap_grad_reduce);
     s.field("timeout_s", p.timeout_s);
     s.done();
   }
@@ -492,8 +493,17 @@ void validate_config(const Config& c, int64_t world_size, const ConfigSource& sr
           "must be 1f1b or gpipe");
   require(c.parallel.bucket_mb > 0, "parallel.bucket_mb", "must be positive");
   require(c.parallel.timeout_s > 0, "parallel.timeout_s", "must be positive");
-  // Model parallelism is not in this build yet.
-  require(c.parallel.tp == 1, "parallel.tp", "tensor parallelism is not supported yet (use 1)");
+  // Tensor parallelism splits heads, FFN and expert widths evenly.
+  const int64_t tp = c.parallel.tp;
+  if (tp > 1) {
+    require(c.model.n_heads % tp == 0, "parallel.tp",
+            std::to_string(tp) + " does not divide model.n_heads = " + std::to_string(c.model.n_heads));
+    require(c.model.d_ff % tp == 0, "parallel.tp",
+            std::to_string(tp) + " does not divide model.d_ff = " + std::to_string(c.model.d_ff));
+    require(c.model.expert_ffn_dim() % tp == 0, "parallel.tp",
+            std::to_string(tp) + " does not divide the expert width " + std::to_string(c.model.expert_ffn_dim()));
+  }
+  // Pipeline and expert parallelism are not in this build yet.
   require(c.parallel.pp == 1, "parallel.pp", "pipeline parallelism is not supported yet (use 1)");
   require(c.parallel.ep == 1, "parallel.ep", "expert parallelism is not supported yet (use 1)");
 

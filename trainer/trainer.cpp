@@ -9,7 +9,9 @@
 #include "data/batch_source.h"
 #include "data/tokenizer.h"
 #include "kernels/cross_entropy.h"
+#include "models/activation_checkpoint.h"
 #include "optim/grad_clip.h"
+#include "parallel/mpi_runtime.h"
 #include "trainer/checkpoint.h"
 #include "trainer/metrics_logger.h"
 #include "trainer/shutdown_signal.h"
@@ -66,11 +68,23 @@ Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
   }
   grid_ = std::make_unique<parallel::ProcessGrid>(world_->size(), world_->rank(), config_.parallel);
   dp_ = world_.get();
+  if (grid_->tp_size() > 1) {
+    // Collective: every rank takes part in both splits.
+    tp_comm_ = world_->split(grid_->tp_group());
+    dp_comm_ = world_->split(grid_->dp_group());
+    dp_ = dp_comm_.get();
+  }
   if (config_.train.threads > 0) at::set_num_threads(static_cast<int>(config_.train.threads));
   // One seed decides the initial weights, the same on every rank; the
   // generator then drives dropout.
   torch::manual_seed(config_.train.seed);
   model_ = models::Seq2SeqTransformer(config_.model);
+  if (grid_->tp_size() > 1) {
+    // Built whole from the shared seed, then each TP rank keeps its slices.
+    tp_rng_ = std::make_unique<parallel::TensorParallelRng>(config_.train.seed, grid_->tp_rank());
+    models::set_tensor_parallel_rng(tp_rng_.get());
+    model_->parallelize({tp_comm_.get(), tp_rng_.get()});
+  }
   model_->to(device_);
 
   std::vector<std::pair<std::string, torch::Tensor>> named;
@@ -98,6 +112,16 @@ Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
     zero3_ = std::make_unique<Zero3Params>(*params_, *dp_);
     model_->set_layer_runner(zero3_->layer_runner());
   }
+  // Overlapped gradient reduction needs a communication thread beside the
+  // backward (MPI) or an asynchronous stream (NCCL); ZeRO 3 reduces per unit
+  // inside its own backward hook already.
+  const bool mpi_threads_ok = dp_->backend() != "mpi" || parallel::mpi_thread_level() == MPI_THREAD_MULTIPLE;
+  if (config_.parallel.overlap_grad_reduce && dp_->size() > 1 && zero <= 2 && mpi_threads_ok) {
+    const int64_t bucket_elems =
+        zero == 0 ? static_cast<int64_t>(config_.parallel.bucket_mb * 1024 * 1024 / 4) : 0;  // ZeRO 1/2: per unit
+    reducer_ = std::make_unique<optim::GradReducer>(
+        *params_, optim::GradReducer::make_buckets(*params_, bucket_elems), /*async_thread=*/dp_->backend() == "mpi");
+  }
   optimizer_ = std::make_unique<optim::AdamW>(config_.optim, params_->master().numel(),
                                               params_->master_decay_segments(), params_->master().options());
   scaler_ = std::make_unique<optim::DynamicLossScaler>(
@@ -118,33 +142,46 @@ OptimizerMemory Trainer::optimizer_memory() const {
 void Trainer::all_reduce_grads() {
   if (dp_->size() == 1) return;
   // Buckets of whole units, at least bucket_mb each, reduced in fp32.
-  const int64_t bucket_elems = static_cast<int64_t>(config_.parallel.bucket_mb * 1024 * 1024 / 4);
-  auto& grads = params_->grads();
-  int64_t begin = 0;
-  for (const auto& u : params_->units()) {
-    const int64_t end = u.offset + u.padded;
-    if (end - begin >= bucket_elems || &u == &params_->units().back()) {
-      auto bucket = grads.narrow(0, begin, end - begin);
-      dp_->all_reduce(bucket);
-      begin = end;
-    }
+  const auto buckets = optim::GradReducer::make_buckets(
+      *params_, static_cast<int64_t>(config_.parallel.bucket_mb * 1024 * 1024 / 4));
+  for (const auto& b : buckets) {
+    auto bucket = params_->grads().narrow(0, b.begin, b.end - b.begin);
+    dp_->all_reduce(bucket);
+  }
+}
+
+void Trainer::reduce_scatter_unit(const optim::FlatUnit& u, const torch::Tensor& full_grads, torch::Tensor& shard,
+                                  bool accumulate) {
+  const auto input = full_grads.narrow(0, u.offset, u.padded);
+  auto piece = shard.narrow(0, u.local_offset, u.shard);
+  if (dp_->size() == 1) {
+    accumulate ? piece.add_(input) : piece.copy_(input);
+  } else if (accumulate) {
+    auto reduced = torch::empty_like(piece);
+    dp_->reduce_scatter(input, reduced);
+    piece.add_(reduced);
+  } else {
+    dp_->reduce_scatter(input, piece);
   }
 }
 
 void Trainer::reduce_scatter_into_shard(torch::Tensor& full_grads, torch::Tensor& shard, bool accumulate) {
-  for (const auto& u : params_->units()) {
-    const auto input = full_grads.narrow(0, u.offset, u.padded);
-    auto piece = shard.narrow(0, u.local_offset, u.shard);
-    if (dp_->size() == 1) {
-      accumulate ? piece.add_(input) : piece.copy_(input);
-    } else if (accumulate) {
-      auto reduced = torch::empty_like(piece);
-      dp_->reduce_scatter(input, reduced);
-      piece.add_(reduced);
-    } else {
-      dp_->reduce_scatter(input, piece);
-    }
+  for (const auto& u : params_->units()) reduce_scatter_unit(u, full_grads, shard, accumulate);
+}
+
+optim::GradReducer::ReduceFn Trainer::bucket_reduction(torch::Tensor& full_grads, torch::Tensor& shard,
+                                                       bool accumulate) {
+  if (config_.parallel.zero_stage == 0) {
+    return [this, full_grads](const optim::GradBucket& b) {
+      auto bucket = full_grads.narrow(0, b.begin, b.end - b.begin);
+      dp_->all_reduce(bucket);
+    };
   }
+  return [this, full_grads, shard, accumulate](const optim::GradBucket& b) mutable {
+    for (size_t u = b.first_unit; u <= b.last_unit; ++u) {
+      reduce_scatter_unit(params_->units()[u], full_grads, shard, accumulate);
+    }
+  };
 }
 
 void Trainer::refresh_model_from_master() {
@@ -171,6 +208,49 @@ double Trainer::sum_over_dp(double value) {
   auto t = torch::tensor({value}, torch::kFloat64);
   dp_->all_reduce(t);
   return t.item<double>();
+}
+
+kernels::CrossEntropyResult Trainer::cross_entropy(const torch::Tensor& logits, const data::Seq2SeqBatch& mb,
+                                                   double label_smoothing) {
+  const auto flat = logits.reshape({-1, logits.size(-1)});
+  const auto targets = mb.tgt_out.reshape({-1});
+  const auto mask = mb.tgt_mask.reshape({-1});
+  if (tp_comm_) {
+    return parallel::vocab_parallel_cross_entropy(flat, targets, mask, model_->vocab_shard(), label_smoothing,
+                                                  tp_comm_.get());
+  }
+  return kernels::softmax_cross_entropy(flat, targets, mask, label_smoothing);
+}
+
+double Trainer::global_grad_norm(const torch::Tensor& grads) {
+  const bool sharded = params_->sharding().shard_master;  // grads hold this rank's shard
+  if (!tp_comm_) {
+    const double local = optim::global_grad_norm(grads);
+    return sharded ? std::sqrt(sum_over_dp(local * local)) : local;
+  }
+  // Squares of TP-split parameters (different on every TP rank) and of
+  // replicated ones (the same on every TP rank: counted once).
+  double split_sq = 0, replicated_sq = 0;
+  const auto& slices = model_->parameter_slices();
+  for (const auto& e : params_->entries()) {
+    torch::Tensor g;
+    if (sharded) {
+      const auto piece = params_->local_piece(e);
+      if (piece.end == piece.begin) continue;
+      g = grads.narrow(0, piece.master_offset, piece.end - piece.begin);
+    } else {
+      g = params_->view(grads, e);
+    }
+    const double sq = g.to(torch::kFloat64).pow(2).sum().item<double>();
+    (slices.count(e.name) ? split_sq : replicated_sq) += sq;
+  }
+  if (sharded) {
+    split_sq = sum_over_dp(split_sq);
+    replicated_sq = sum_over_dp(replicated_sq);
+  }
+  auto t = torch::tensor({split_sq}, torch::kFloat64);
+  tp_comm_->all_reduce(t);
+  return std::sqrt(t.item<double>() + replicated_sq);
 }
 
 data::Seq2SeqBatch Trainer::to_device(const data::Seq2SeqBatch& b) const {
@@ -205,7 +285,6 @@ std::string Trainer::first_nonfinite_parameter() const {
 StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batches, int64_t step) {
   StepResult r;
   const auto& moe = config_.model.moe;
-  const int64_t vocab = config_.model.vocab_size;
   const int64_t zero = config_.parallel.zero_stage;
   // Every micro-batch of every DP rank weighs the same in the MoE losses.
   const double global_micro = static_cast<double>(micro_batches.size() * dp_->size());
@@ -232,22 +311,36 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
   params_->zero_grads();
   torch::Tensor micro_grads;  // ZeRO 2: one micro-batch's full gradient, transient
   double ce_sum = 0, aux = 0, z = 0;
-  for (const auto& host_batch : micro_batches) {
-    const auto mb = to_device(host_batch);
+  bool reduced_in_backward = false;
+  for (size_t i = 0; i < micro_batches.size(); ++i) {
+    const auto mb = to_device(micro_batches[i]);
+    const bool last = i + 1 == micro_batches.size();
     // ZeRO 3: layers gather their own weights (the model's layer runner);
     // the other units are gathered for the forward and again for the
     // backward (see zero3_params.h).
     if (zero3_) zero3_->gather_non_layer();
     const auto out = model_->forward(mb.src_tokens, mb.src_mask, mb.tgt_in, mb.tgt_mask);
     if (zero3_) zero3_->release_non_layer();
-    const auto ce = kernels::softmax_cross_entropy(out.logits.reshape({-1, vocab}),
-                                                   mb.tgt_out.reshape({-1}), mb.tgt_mask.reshape({-1}),
-                                                   config_.train.label_smoothing);
+    const auto ce = cross_entropy(out.logits, mb, config_.train.label_smoothing);
     const auto moe_loss = (moe.aux_loss_coef * out.moe.aux_loss + moe.z_loss_coef * out.moe.z_loss) / global_micro;
     const auto loss = ce.loss_sum / token_divisor + moe_loss;
+    // With the overlapped reducer armed, gradient hooks add each parameter's
+    // gradient into the fp32 buffer as the backward produces it and reduce
+    // complete buckets over DP meanwhile: ZeRO 0/1 on the last micro-batch
+    // (after it the sum is final), ZeRO 2 on every one.
+    if (reducer_ && zero == 2) {
+      micro_grads = torch::zeros({params_->padded_numel()}, params_->grads().options());
+      reducer_->arm(micro_grads, bucket_reduction(micro_grads, params_->grads(), /*accumulate=*/true));
+    } else if (reducer_ && last) {
+      reducer_->arm(params_->grads(), bucket_reduction(params_->grads(), local_grads_, /*accumulate=*/false));
+      reduced_in_backward = true;
+    }
     if (zero3_) zero3_->gather_non_layer();
     (loss * r.loss_scale).backward();
-    if (zero3_) {
+    if (reducer_ && (zero == 2 || last)) {
+      reducer_->finish();
+      micro_grads = torch::Tensor();
+    } else if (zero3_) {
       zero3_->reduce_non_layer_grads();
     } else if (zero >= 2) {
       micro_grads = torch::zeros({params_->padded_numel()}, params_->grads().options());
@@ -264,11 +357,14 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
   }
 
   // 3. Reduce gradients over DP: all-reduce (ZeRO 0) or reduce-scatter into
-  //    this rank's shard (ZeRO 1; ZeRO 2 did it above).
-  if (zero == 0) {
-    all_reduce_grads();
-  } else if (zero == 1) {
-    reduce_scatter_into_shard(params_->grads(), local_grads_, /*accumulate=*/false);
+  //    this rank's shard (ZeRO 1; ZeRO 2 did it above), unless the backward
+  //    did it already.
+  if (!reduced_in_backward) {
+    if (zero == 0) {
+      all_reduce_grads();
+    } else if (zero == 1) {
+      reduce_scatter_into_shard(params_->grads(), local_grads_, /*accumulate=*/false);
+    }
   }
   auto& grads = zero == 1 ? local_grads_ : params_->grads();
 
@@ -289,8 +385,7 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
   //    (the norm is global, so all agree); any other non-finite value stops
   //    training before anything is written.
   if (r.loss_scale != 1.0) grads.mul_(1.0 / r.loss_scale);
-  const double local_norm = optim::global_grad_norm(grads);
-  r.grad_norm = zero == 0 ? local_norm : std::sqrt(sum_over_dp(local_norm * local_norm));
+  r.grad_norm = global_grad_norm(grads);
   const bool finite = std::isfinite(r.grad_norm) && std::isfinite(r.loss);
   if (!finite) {
     if (scaler_->enabled()) {
@@ -330,8 +425,7 @@ std::pair<double, int64_t> Trainer::evaluate(const std::vector<data::Seq2SeqBatc
     if (zero3_) zero3_->gather_non_layer();
     const auto out = model_->forward(mb.src_tokens, mb.src_mask, mb.tgt_in, mb.tgt_mask);
     if (zero3_) zero3_->release_non_layer();
-    const auto ce = kernels::softmax_cross_entropy(out.logits.reshape({-1, config_.model.vocab_size}),
-                                                   mb.tgt_out.reshape({-1}), mb.tgt_mask.reshape({-1}));
+    const auto ce = cross_entropy(out.logits, mb, 0.0);
     loss_sum += ce.loss_sum.item<double>();
     tokens += ce.num_tokens;
   }
@@ -371,13 +465,15 @@ int Trainer::run(const TrainOptions& options) {
     resume_dir = find_latest_checkpoint(checkpoints_dir);
   }
   if (resume_dir) {
-    const auto loaded = load_checkpoint(*resume_dir, *params_, optimizer_.get(), world_->rank());
+    const auto loaded =
+        load_checkpoint(*resume_dir, *params_, optimizer_.get(), world_->rank(), &model_->parameter_slices());
     refresh_model_from_master();
     start_step = loaded.step;
     scaler_->set_state(loaded.scaler);
     const int64_t saved_world = loaded.meta.value("world_size", int64_t{1});
     if (saved_world == world_->size()) {
       if (loaded.rng_state.defined()) cpu_generator().set_state(loaded.rng_state);
+      if (tp_rng_ && !loaded.tp_rng_states.empty()) tp_rng_->set_state(loaded.tp_rng_states);
       if (loaded.cuda_rng_state.defined() && device_.is_cuda()) {
         auto generator = at::globalContext().defaultGenerator(device_);
         generator.set_state(loaded.cuda_rng_state);
@@ -385,7 +481,8 @@ int Trainer::run(const TrainOptions& options) {
     }
     if (leader) std::cout << "resumed from " << *resume_dir << " at step " << start_step << std::endl;
   } else if (!options.init_from.empty()) {
-    load_checkpoint(resolve_checkpoint_path(options.init_from), *params_, nullptr, world_->rank());
+    load_checkpoint(resolve_checkpoint_path(options.init_from), *params_, nullptr, world_->rank(),
+                    &model_->parameter_slices());
     refresh_model_from_master();
     if (leader) std::cout << "initialised weights from " << options.init_from << std::endl;
   }
@@ -397,7 +494,8 @@ int Trainer::run(const TrainOptions& options) {
     std::cout << "model: " << params_->numel() << " trainable parameters, " << train_data.num_samples()
               << " training samples per epoch, " << global_batch / (cfg.train.micro_batch * dp_size)
               << " micro-batch(es) of " << cfg.train.micro_batch << " per step on each of " << dp_size
-              << " data-parallel rank(s), ZeRO stage " << cfg.parallel.zero_stage << ", device " << device_
+              << " data-parallel rank(s), ZeRO stage " << cfg.parallel.zero_stage << ", tensor parallel "
+              << grid_->tp_size() << ", device " << device_
               << std::endl;
   }
   if (start_step >= max_steps) {
@@ -415,6 +513,8 @@ int Trainer::run(const TrainOptions& options) {
     c.optimizer = optimizer_.get();
     c.scaler = scaler_->state();
     c.rng_state = cpu_generator().get_state();
+    c.slices = &model_->parameter_slices();
+    if (tp_rng_) c.tp_rng_states = tp_rng_->get_state();
     if (device_.is_cuda()) {
       auto generator = at::globalContext().defaultGenerator(device_);
       c.cuda_rng_state = generator.get_state();

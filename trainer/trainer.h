@@ -18,13 +18,16 @@
 #include <vector>
 
 #include "data/batch.h"
+#include "kernels/cross_entropy.h"
 #include "models/seq2seq_transformer.h"
 #include "optim/adamw.h"
 #include "optim/flat_parameters.h"
+#include "optim/grad_reducer.h"
 #include "optim/loss_scaler.h"
 #include "optim/lr_schedule.h"
 #include "parallel/communicator.h"
 #include "parallel/process_grid.h"
+#include "parallel/tensor_parallel.h"
 #include "trainer/config.h"
 #include "trainer/zero3_params.h"
 
@@ -96,17 +99,30 @@ class Trainer {
   data::Seq2SeqBatch to_device(const data::Seq2SeqBatch& batch) const;
   std::string first_nonfinite_parameter() const;
   // Gradient reduction over the data-parallel group, per ZeRO stage.
+  void reduce_scatter_unit(const optim::FlatUnit& u, const torch::Tensor& full_grads, torch::Tensor& shard,
+                           bool accumulate);
   void reduce_scatter_into_shard(torch::Tensor& full_grads, torch::Tensor& shard, bool accumulate);
   void all_reduce_grads();
+  // The reduction of one bucket, as the overlapped reducer runs it.
+  optim::GradReducer::ReduceFn bucket_reduction(torch::Tensor& full_grads, torch::Tensor& shard, bool accumulate);
   // Model weights from the master copy: a cast, or an all-gather of shards.
   void refresh_model_from_master();
   double sum_over_dp(double value);
+  // Cross-entropy of a micro-batch's logits (this rank's vocabulary columns
+  // under TP, where it is computed vocabulary-parallel).
+  kernels::CrossEntropyResult cross_entropy(const torch::Tensor& logits, const data::Seq2SeqBatch& mb,
+                                            double label_smoothing);
+  // The gradient norm over the whole model: DP shards summed, TP-split
+  // parameters summed over TP, replicated ones counted once.
+  double global_grad_norm(const torch::Tensor& grads);
   bool is_leader() const { return world_->rank() == 0; }
 
   Config config_;
   std::shared_ptr<parallel::Communicator> world_;
   parallel::Communicator* dp_ = nullptr;  // the data-parallel group (the world while tp = pp = 1)
   std::unique_ptr<parallel::ProcessGrid> grid_;
+  std::unique_ptr<parallel::Communicator> tp_comm_, dp_comm_;  // split from the world when tp > 1
+  std::unique_ptr<parallel::TensorParallelRng> tp_rng_;         // tp > 1
   torch::Tensor local_grads_;  // ZeRO 1: this rank's reduced gradient shard
   torch::Device device_;
   models::Seq2SeqTransformer model_{nullptr};
@@ -115,6 +131,7 @@ class Trainer {
   std::unique_ptr<optim::DynamicLossScaler> scaler_;
   std::unique_ptr<optim::LrSchedule> schedule_;
   std::unique_ptr<Zero3Params> zero3_;  // ZeRO 3 only
+  std::unique_ptr<optim::GradReducer> reducer_;  // ZeRO 0-2 with DP > 1 and overlap on
 };
 
 torch::ScalarType to_scalar_type(ComputeDtype dtype);

@@ -25,6 +25,9 @@ def losses(run):
 
 
 def parameters(checkpoint):
+    """Whole parameters assembled from every rank file's pieces: each piece is
+    a run of the flattened block `slice_shape` at `slice_start` of the whole
+    `global_shape` tensor (padding past the global shape is dropped)."""
     meta = json.load(open(os.path.join(checkpoint, "meta.json")))
     params = {}
     for name in meta["files"]:
@@ -33,10 +36,22 @@ def parameters(checkpoint):
                 continue
             def visit(path, obj):
                 if isinstance(obj, h5py.Dataset):
-                    shape = tuple(obj.attrs["global_shape"])
-                    flat = params.setdefault(path, np.full(int(np.prod(shape)), np.nan, np.float32))
+                    shape = tuple(int(x) for x in obj.attrs["global_shape"])
+                    full = params.setdefault(path, np.full(shape, np.nan, np.float32))
+                    block = tuple(int(x) for x in obj.attrs.get("slice_shape", shape))
+                    origin = tuple(int(x) for x in obj.attrs.get("slice_start", (0,) * len(shape)))
                     start = int(obj.attrs["flat_offset"])
-                    flat[start:start + obj.shape[0]] = obj[()]
+                    index = np.arange(start, start + obj.shape[0])
+                    coords = np.unravel_index(index, block) if block else ()
+                    coords = tuple(c + o for c, o in zip(coords, origin))
+                    inside = np.ones(index.shape, bool)
+                    for c, n in zip(coords, shape):
+                        inside &= c < n
+                    values = obj[()]
+                    if shape:
+                        full[tuple(c[inside] for c in coords)] = values[inside]
+                    else:
+                        full[()] = values[0]
             f["model"].visititems(visit)
     return params
 
