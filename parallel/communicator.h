@@ -11,7 +11,9 @@
 // follow the ZeRO paper's accounting of what one rank moves: all_reduce counts
 // 2x the tensor's bytes (a reduce-scatter plus an all-gather), reduce_scatter
 // counts its input's bytes, all_gather its output's bytes, broadcast, send and
-// recv the tensor's bytes, all_to_all the bytes this rank sends.
+// recv the tensor's bytes, all_to_all the bytes this rank sends, send_recv the
+// bytes it sends plus the bytes it receives (what a send and a recv of the same
+// tensors would count together).
 //
 // Failure: a call that does not finish within the timeout given at creation
 // aborts the whole job (MPI_Abort) after printing one line naming the rank and
@@ -43,7 +45,7 @@ struct OpStats {
 };
 
 // Keyed by operation name: "all_reduce", "reduce_scatter", "all_gather",
-// "broadcast", "all_to_all", "send", "recv", "barrier".
+// "broadcast", "all_to_all", "send", "recv", "send_recv", "barrier".
 using CommStats = std::map<std::string, OpStats>;
 
 class Communicator {
@@ -70,6 +72,27 @@ class Communicator {
                           const std::vector<int64_t>& recv_counts) = 0;
   virtual void send(const torch::Tensor& tensor, int64_t dst) = 0;
   virtual void recv(torch::Tensor& tensor, int64_t src) = 0;
+  // Sends `sends` to rank `dst` and receives `recvs` from rank `src` in one
+  // step: every send and receive is posted before any is waited for, and the
+  // call returns when all have completed. Two neighbours that send to each
+  // other at once therefore never deadlock, whatever the message sizes (two
+  // blocking sends would, past the transport's eager limit). dst may equal
+  // src. dst = -1 sends nothing (`sends` must then be empty), src = -1
+  // receives nothing (`recvs` must be empty); with nothing to move the call
+  // returns at once and counts nothing. Messages between two ranks match in
+  // order: the peer lists the tensors it sends to (receives from) this rank in
+  // the order this rank receives (sends) them, in send_recv or in plain
+  // send/recv calls. Only the named peers take part (not a collective).
+  virtual void send_recv(const std::vector<torch::Tensor>& sends, int64_t dst,
+                         std::vector<torch::Tensor>& recvs, int64_t src) = 0;
+  // One tensor each way; a peer of -1 skips that side (its tensor may then be
+  // undefined).
+  void send_recv(const torch::Tensor& send, int64_t dst, torch::Tensor& recv, int64_t src) {
+    std::vector<torch::Tensor> sends, recvs;
+    if (dst != -1) sends.push_back(send);
+    if (src != -1) recvs.push_back(recv);
+    send_recv(sends, dst, recvs, src);
+  }
   virtual void barrier() = 0;
 
   // A communicator over `ranks` (ranks of this communicator, ascending, must

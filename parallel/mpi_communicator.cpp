@@ -230,6 +230,72 @@ void MpiCommunicator::recv(torch::Tensor& tensor, int64_t src) {
   }
 }
 
+void MpiCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_t dst,
+                                std::vector<torch::Tensor>& recvs, int64_t src) {
+  const std::string name = op_name("send_recv");
+  if (dst == -1 && !sends.empty()) {
+    throw CommunicatorError(name + ": dst is -1 (no send) but " + std::to_string(sends.size()) +
+                            " tensors were given to send");
+  }
+  if (src == -1 && !recvs.empty()) {
+    throw CommunicatorError(name + ": src is -1 (no receive) but " + std::to_string(recvs.size()) +
+                            " tensors were given to receive into");
+  }
+  if (!sends.empty()) {
+    check_peer(name, "dst", dst, size_);
+    check_not_self(name, "dst", dst, rank_);
+  }
+  if (!recvs.empty()) {
+    check_peer(name, "src", src, size_);
+    check_not_self(name, "src", src, rank_);
+  }
+  std::vector<MPI_Datatype> send_types, recv_types;
+  std::vector<int> send_counts, recv_counts;
+  int64_t bytes = 0;
+  for (size_t i = 0; i < sends.size(); ++i) {
+    const std::string what = "sends[" + std::to_string(i) + "]";
+    check_tensor(name, what.c_str(), sends[i], TensorPlace::Cpu);
+    send_types.push_back(mpi_type(name, sends[i].scalar_type()));
+    send_counts.push_back(mpi_count(name, sends[i].numel(), what.c_str()));
+    bytes += sends[i].nbytes();
+  }
+  for (size_t i = 0; i < recvs.size(); ++i) {
+    const std::string what = "recvs[" + std::to_string(i) + "]";
+    check_tensor(name, what.c_str(), recvs[i], TensorPlace::Cpu);
+    recv_types.push_back(mpi_type(name, recvs[i].scalar_type()));
+    recv_counts.push_back(mpi_count(name, recvs[i].numel(), what.c_str()));
+    bytes += recvs[i].nbytes();
+    // MPI must not write into a buffer it is still sending from or receiving into.
+    for (const torch::Tensor& t : sends) check_no_overlap(name, t, recvs[i]);
+    for (size_t j = 0; j < i; ++j) check_no_overlap(name, recvs[j], recvs[i]);
+  }
+  if (sends.empty() && recvs.empty()) return;
+
+  OpRecord record(stats_, "send_recv", bytes, bytes, timeout_s_);
+  std::vector<MPI_Request> requests(recvs.size() + sends.size(), MPI_REQUEST_NULL);
+  // Receives first: a message that arrives eagerly lands in its buffer at once.
+  for (size_t i = 0; i < recvs.size(); ++i) {
+    MOETRAIN_MPI_CHECK(MPI_Irecv(recvs[i].data_ptr(), recv_counts[i], recv_types[i], static_cast<int>(src), kTag,
+                                 comm_, &requests[i]));
+  }
+  for (size_t i = 0; i < sends.size(); ++i) {
+    MOETRAIN_MPI_CHECK(MPI_Isend(sends[i].data_ptr(), send_counts[i], send_types[i], static_cast<int>(dst), kTag,
+                                 comm_, &requests[recvs.size() + i]));
+  }
+  std::vector<MPI_Status> statuses(requests.size());
+  MOETRAIN_MPI_CHECK(MPI_Waitall(static_cast<int>(requests.size()), requests.data(), statuses.data()));
+  record.done();
+  for (size_t i = 0; i < recvs.size(); ++i) {
+    int got = 0;
+    MOETRAIN_MPI_CHECK(MPI_Get_count(&statuses[i], recv_types[i], &got));
+    if (got != recv_counts[i]) {
+      throw CommunicatorError(name + ": received " + std::to_string(got) + " elements from rank " +
+                              std::to_string(src) + " into recvs[" + std::to_string(i) + "] of " +
+                              std::to_string(recv_counts[i]));
+    }
+  }
+}
+
 void MpiCommunicator::barrier() {
   OpRecord record(stats_, "barrier", 0, 0, timeout_s_);
   MOETRAIN_MPI_CHECK(MPI_Barrier(comm_));

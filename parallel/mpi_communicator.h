@@ -18,7 +18,7 @@
 // Stats (communicator.h's accounting): all_reduce 2 x tensor bytes,
 // reduce_scatter input bytes, all_gather output bytes, broadcast/send/recv the
 // tensor's bytes, all_to_all input bytes (rows kept on this rank included),
-// barrier 0; all in the tensor's own dtype, not the fp32 that bf16 reductions
+// send_recv the bytes sent plus the bytes received, barrier 0; all in the tensor's own dtype, not the fp32 that bf16 reductions
 // travel as, so the MPI and NCCL backends report the same numbers. Seconds are
 // wall time of the whole call. A call rejected by an argument check counts
 // nothing.
@@ -26,6 +26,10 @@
 // send blocks until MPI has taken the data, which for large tensors means until
 // the matching recv has started: order pairs so no cycle of ranks all send
 // first (e.g. even ranks send then receive, odd ranks receive then send).
+// send_recv posts MPI_Irecv for every receive and MPI_Isend for every send,
+// then MPI_Waitall, under one watchdog scope: it never waits on a peer before
+// its own receives are posted, so exchanges cannot form a cycle of waiting
+// senders.
 // Sending to or receiving from oneself is rejected (it would deadlock for large
 // tensors, and always does under NCCL). recv of a shorter message than the
 // tensor throws CommunicatorError; a longer one is an MPI truncation error,
@@ -77,6 +81,9 @@ class MpiCommunicator : public Communicator {
                   const std::vector<int64_t>& recv_counts) override;
   void send(const torch::Tensor& tensor, int64_t dst) override;
   void recv(torch::Tensor& tensor, int64_t src) override;
+  using Communicator::send_recv;
+  void send_recv(const std::vector<torch::Tensor>& sends, int64_t dst, std::vector<torch::Tensor>& recvs,
+                 int64_t src) override;
   void barrier() override;
   // Checks (after MPI_Comm_split) that the group formed is exactly `ranks` and
   // throws CommunicatorError naming both lists when ranks disagree on groups.

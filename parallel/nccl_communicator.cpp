@@ -325,6 +325,60 @@ void NcclCommunicator::recv(torch::Tensor& tensor, int64_t src) {
   });
 }
 
+void NcclCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_t dst,
+                                 std::vector<torch::Tensor>& recvs, int64_t src) {
+  const std::string name = op_name("send_recv");
+  State& s = *state_;
+  if (dst == -1 && !sends.empty()) {
+    throw CommunicatorError(name + ": dst is -1 (no send) but " + std::to_string(sends.size()) +
+                            " tensors were given to send");
+  }
+  if (src == -1 && !recvs.empty()) {
+    throw CommunicatorError(name + ": src is -1 (no receive) but " + std::to_string(recvs.size()) +
+                            " tensors were given to receive into");
+  }
+  if (!sends.empty()) {
+    check_peer(name, "dst", dst, s.size);
+    check_not_self(name, "dst", dst, s.rank);
+  }
+  if (!recvs.empty()) {
+    check_peer(name, "src", src, s.size);
+    check_not_self(name, "src", src, s.rank);
+  }
+  std::vector<ncclDataType_t> send_types, recv_types;
+  int64_t bytes = 0;
+  for (size_t i = 0; i < sends.size(); ++i) {
+    const std::string what = "sends[" + std::to_string(i) + "]";
+    s.check_device_tensor(name, what.c_str(), sends[i]);
+    send_types.push_back(nccl_type(name, sends[i].scalar_type()));
+    bytes += sends[i].nbytes();
+  }
+  for (size_t i = 0; i < recvs.size(); ++i) {
+    const std::string what = "recvs[" + std::to_string(i) + "]";
+    s.check_device_tensor(name, what.c_str(), recvs[i]);
+    recv_types.push_back(nccl_type(name, recvs[i].scalar_type()));
+    bytes += recvs[i].nbytes();
+    for (const torch::Tensor& t : sends) check_no_overlap(name, t, recvs[i]);
+    for (size_t j = 0; j < i; ++j) check_no_overlap(name, recvs[j], recvs[i]);
+  }
+  if (sends.empty() && recvs.empty()) return;
+
+  s.run(stats_, "send_recv", bytes, bytes, [&] {
+    // One group: NCCL starts every send and receive together, so two ranks
+    // sending to each other cannot wait on one another.
+    MOETRAIN_NCCL_CHECK(ncclGroupStart());
+    for (size_t i = 0; i < recvs.size(); ++i) {
+      MOETRAIN_NCCL_CHECK(ncclRecv(recvs[i].data_ptr(), recvs[i].numel(), recv_types[i], static_cast<int>(src),
+                                   s.comm, s.stream));
+    }
+    for (size_t i = 0; i < sends.size(); ++i) {
+      MOETRAIN_NCCL_CHECK(ncclSend(sends[i].data_ptr(), sends[i].numel(), send_types[i], static_cast<int>(dst),
+                                   s.comm, s.stream));
+    }
+    MOETRAIN_NCCL_CHECK(ncclGroupEnd());
+  });
+}
+
 void NcclCommunicator::barrier() {
   State& s = *state_;
   void* data = s.barrier_buffer.data_ptr();

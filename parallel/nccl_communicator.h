@@ -37,7 +37,9 @@
 // One thread at a time per communicator (its events are reused per call).
 // send/recv to oneself are rejected, as in the MPI backend.
 //
-// all_to_all is grouped ncclSend/ncclRecv (rows to itself included). split()
+// all_to_all is grouped ncclSend/ncclRecv (rows to itself included), and so is
+// send_recv (all its sends and receives in one ncclGroupStart/ncclGroupEnd, so
+// neighbours exchanging at once cannot deadlock). split()
 // splits the MPI bootstrap communicator alongside and creates the child NCCL
 // communicator from a fresh unique id broadcast over the MPI sub-communicator,
 // so every NCCL communicator keeps an MPI twin over the same ranks.
@@ -73,6 +75,9 @@ class NcclCommunicator : public Communicator {
                   const std::vector<int64_t>& recv_counts) override;
   void send(const torch::Tensor& tensor, int64_t dst) override;
   void recv(torch::Tensor& tensor, int64_t src) override;
+  using Communicator::send_recv;
+  void send_recv(const std::vector<torch::Tensor>& sends, int64_t dst, std::vector<torch::Tensor>& recvs,
+                 int64_t src) override;
   // A one-element all_reduce on the device, waited for on the host.
   void barrier() override;
   std::unique_ptr<Communicator> split(const std::vector<int64_t>& ranks) override;
