@@ -121,12 +121,6 @@ void Seq2SeqTransformerImpl::parallelize(const ModelParallelism& mp) {
   for (int64_t i = 0; i < decoder->num_layers(); ++i) {
     add_slices(slices_, "decoder.layers." + std::to_string(i), decoder->layers->ptr<DecoderLayerImpl>(i)->split_tensor_parallel(mp));
   }
-  // Padded vocabulary rows: the slice's start says where it is; the whole
-  // tensor keeps its real shape.
-  for (const char* name : {"embed_tokens.weight", "lm_head.weight"}) {
-    auto it = slices_.find(name);
-    if (it != slices_.end()) it->second.global_shape[0] = cfg_.vocab_size;
-  }
 }
 
 torch::Tensor Seq2SeqTransformerImpl::embed(const torch::Tensor& tokens, int64_t position_offset) {

@@ -103,48 +103,39 @@ void GradReducer::mark_ready_locked(size_t bucket) {
   cv_.notify_all();
 }
 
+void GradReducer::reduce_next(std::unique_lock<std::mutex>& lock) {
+  const size_t b = next_++;
+  ReduceFn fn = reduce_;
+  // After a failure the other ranks are not in step any more: reduce nothing else.
+  const bool failed = error_ != nullptr;
+  lock.unlock();
+  std::exception_ptr error;
+  try {
+    if (!failed) fn(buckets_[b]);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  lock.lock();
+  if (error) error_ = error;
+  ++reduced_;
+  cv_.notify_all();
+}
+
+bool GradReducer::next_is_ready() const { return armed_ && next_ < buckets_.size() && ready_[next_]; }
+
 void GradReducer::run_ready_inline(std::unique_lock<std::mutex>& lock) {
   if (running_inline_) return;  // the caller further up the stack drains
   running_inline_ = true;
-  while (next_ < buckets_.size() && ready_[next_]) {
-    const size_t b = next_++;
-    ReduceFn fn = reduce_;
-    const bool failed = error_ != nullptr;
-    lock.unlock();
-    try {
-      if (!failed) fn(buckets_[b]);
-    } catch (...) {
-      lock.lock();
-      error_ = std::current_exception();
-      lock.unlock();
-    }
-    lock.lock();
-    ++reduced_;
-  }
+  while (next_is_ready()) reduce_next(lock);
   running_inline_ = false;
-  cv_.notify_all();
 }
 
 void GradReducer::worker_loop() {
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
-    cv_.wait(lock, [this] { return stopping_ || (armed_ && next_ < buckets_.size() && ready_[next_]); });
-    if (!(armed_ && next_ < buckets_.size() && ready_[next_])) return;  // stopping, nothing left
-    const size_t b = next_++;
-    ReduceFn fn = reduce_;
-    // After a failure the other ranks are not in step any more: reduce nothing else.
-    const bool failed = error_ != nullptr;
-    lock.unlock();
-    try {
-      if (!failed) fn(buckets_[b]);
-    } catch (...) {
-      lock.lock();
-      error_ = std::current_exception();
-      lock.unlock();
-    }
-    lock.lock();
-    ++reduced_;
-    cv_.notify_all();
+    cv_.wait(lock, [this] { return stopping_ || next_is_ready(); });
+    if (!next_is_ready()) return;  // stopping, nothing left
+    reduce_next(lock);
   }
 }
 

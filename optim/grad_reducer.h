@@ -78,6 +78,9 @@ class GradReducer {
  private:
   void on_gradient(size_t entry, const torch::Tensor& grad);
   void mark_ready_locked(size_t bucket);
+  // Reduces bucket next_ with the lock released meanwhile; records a failure.
+  void reduce_next(std::unique_lock<std::mutex>& lock);
+  bool next_is_ready() const;  // mutex_ held
   void run_ready_inline(std::unique_lock<std::mutex>& lock);
   void worker_loop();
 

@@ -138,4 +138,31 @@ void check_split_ranks(const std::vector<int64_t>& ranks, int64_t my_rank, int64
   }
 }
 
+void check_send_recv_peers(const std::string& op, size_t sends, int64_t dst, size_t recvs, int64_t src,
+                           int64_t my_rank, int64_t group_size) {
+  if (dst == -1 && sends > 0) {
+    throw CommunicatorError(op + ": dst is -1 (no send) but " + std::to_string(sends) + " tensors were given to send");
+  }
+  if (src == -1 && recvs > 0) {
+    throw CommunicatorError(op + ": src is -1 (no receive) but " + std::to_string(recvs) +
+                            " tensors were given to receive into");
+  }
+  if (sends > 0) {
+    check_peer(op, "dst", dst, group_size);
+    check_not_self(op, "dst", dst, my_rank);
+  }
+  if (recvs > 0) {
+    check_peer(op, "src", src, group_size);
+    check_not_self(op, "src", src, my_rank);
+  }
+}
+
+void check_send_recv_buffers(const std::string& op, const std::vector<torch::Tensor>& sends,
+                             const std::vector<torch::Tensor>& recvs) {
+  for (size_t i = 0; i < recvs.size(); ++i) {
+    for (const torch::Tensor& t : sends) check_no_overlap(op, t, recvs[i]);
+    for (size_t j = 0; j < i; ++j) check_no_overlap(op, recvs[j], recvs[i]);
+  }
+}
+
 }  // namespace moetrain::parallel

@@ -44,6 +44,14 @@ void check_not_self(const std::string& op, const char* what, int64_t peer, int64
 // all_to_all: dims >= 1, shapes past dim 0 equal, one non-negative count per
 // rank, send counts summing to input rows and recv counts to output rows.
 // Returns the elements in one row.
+// send_recv's arguments, before any tensor is looked at: dst/src -1 only with
+// nothing on that side, and real peers in the group other than this rank.
+void check_send_recv_peers(const std::string& op, size_t sends, int64_t dst, size_t recvs, int64_t src,
+                           int64_t my_rank, int64_t group_size);
+// No receive buffer overlaps a send buffer or another receive buffer.
+void check_send_recv_buffers(const std::string& op, const std::vector<torch::Tensor>& sends,
+                             const std::vector<torch::Tensor>& recvs);
+
 int64_t check_all_to_all(const std::string& op, const torch::Tensor& input,
                          const torch::Tensor& output, const std::vector<int64_t>& send_counts,
                          const std::vector<int64_t>& recv_counts, int64_t group_size);

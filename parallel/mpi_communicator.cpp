@@ -233,22 +233,7 @@ void MpiCommunicator::recv(torch::Tensor& tensor, int64_t src) {
 void MpiCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_t dst,
                                 std::vector<torch::Tensor>& recvs, int64_t src) {
   const std::string name = op_name("send_recv");
-  if (dst == -1 && !sends.empty()) {
-    throw CommunicatorError(name + ": dst is -1 (no send) but " + std::to_string(sends.size()) +
-                            " tensors were given to send");
-  }
-  if (src == -1 && !recvs.empty()) {
-    throw CommunicatorError(name + ": src is -1 (no receive) but " + std::to_string(recvs.size()) +
-                            " tensors were given to receive into");
-  }
-  if (!sends.empty()) {
-    check_peer(name, "dst", dst, size_);
-    check_not_self(name, "dst", dst, rank_);
-  }
-  if (!recvs.empty()) {
-    check_peer(name, "src", src, size_);
-    check_not_self(name, "src", src, rank_);
-  }
+  check_send_recv_peers(name, sends.size(), dst, recvs.size(), src, rank_, size_);
   std::vector<MPI_Datatype> send_types, recv_types;
   std::vector<int> send_counts, recv_counts;
   int64_t bytes = 0;
@@ -265,10 +250,9 @@ void MpiCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_t
     recv_types.push_back(mpi_type(name, recvs[i].scalar_type()));
     recv_counts.push_back(mpi_count(name, recvs[i].numel(), what.c_str()));
     bytes += recvs[i].nbytes();
-    // MPI must not write into a buffer it is still sending from or receiving into.
-    for (const torch::Tensor& t : sends) check_no_overlap(name, t, recvs[i]);
-    for (size_t j = 0; j < i; ++j) check_no_overlap(name, recvs[j], recvs[i]);
   }
+  // MPI must not write into a buffer it is still sending from or receiving into.
+  check_send_recv_buffers(name, sends, recvs);
   if (sends.empty() && recvs.empty()) return;
 
   OpRecord record(stats_, "send_recv", bytes, bytes, timeout_s_);

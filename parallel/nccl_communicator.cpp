@@ -329,22 +329,7 @@ void NcclCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_
                                  std::vector<torch::Tensor>& recvs, int64_t src) {
   const std::string name = op_name("send_recv");
   State& s = *state_;
-  if (dst == -1 && !sends.empty()) {
-    throw CommunicatorError(name + ": dst is -1 (no send) but " + std::to_string(sends.size()) +
-                            " tensors were given to send");
-  }
-  if (src == -1 && !recvs.empty()) {
-    throw CommunicatorError(name + ": src is -1 (no receive) but " + std::to_string(recvs.size()) +
-                            " tensors were given to receive into");
-  }
-  if (!sends.empty()) {
-    check_peer(name, "dst", dst, s.size);
-    check_not_self(name, "dst", dst, s.rank);
-  }
-  if (!recvs.empty()) {
-    check_peer(name, "src", src, s.size);
-    check_not_self(name, "src", src, s.rank);
-  }
+  check_send_recv_peers(name, sends.size(), dst, recvs.size(), src, s.rank, s.size);
   std::vector<ncclDataType_t> send_types, recv_types;
   int64_t bytes = 0;
   for (size_t i = 0; i < sends.size(); ++i) {
@@ -358,9 +343,8 @@ void NcclCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_
     s.check_device_tensor(name, what.c_str(), recvs[i]);
     recv_types.push_back(nccl_type(name, recvs[i].scalar_type()));
     bytes += recvs[i].nbytes();
-    for (const torch::Tensor& t : sends) check_no_overlap(name, t, recvs[i]);
-    for (size_t j = 0; j < i; ++j) check_no_overlap(name, recvs[j], recvs[i]);
   }
+  check_send_recv_buffers(name, sends, recvs);
   if (sends.empty() && recvs.empty()) return;
 
   s.run(stats_, "send_recv", bytes, bytes, [&] {

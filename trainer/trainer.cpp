@@ -115,12 +115,16 @@ Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
   // Overlapped gradient reduction needs a communication thread beside the
   // backward (MPI) or an asynchronous stream (NCCL); ZeRO 3 reduces per unit
   // inside its own backward hook already.
+  // Buckets: whole units of at least bucket_mb for the all-reduce (ZeRO 0),
+  // one unit each for the per-unit reduce-scatter (ZeRO 1/2).
+  if (zero <= 2) {
+    const int64_t bucket_elems =
+        zero == 0 ? static_cast<int64_t>(config_.parallel.bucket_mb * 1024 * 1024 / 4) : 0;
+    grad_buckets_ = optim::GradReducer::make_buckets(*params_, bucket_elems);
+  }
   const bool mpi_threads_ok = dp_->backend() != "mpi" || parallel::mpi_thread_level() == MPI_THREAD_MULTIPLE;
   if (config_.parallel.overlap_grad_reduce && dp_->size() > 1 && zero <= 2 && mpi_threads_ok) {
-    const int64_t bucket_elems =
-        zero == 0 ? static_cast<int64_t>(config_.parallel.bucket_mb * 1024 * 1024 / 4) : 0;  // ZeRO 1/2: per unit
-    reducer_ = std::make_unique<optim::GradReducer>(
-        *params_, optim::GradReducer::make_buckets(*params_, bucket_elems), /*async_thread=*/dp_->backend() == "mpi");
+    reducer_ = std::make_unique<optim::GradReducer>(*params_, grad_buckets_, /*async_thread=*/dp_->backend() == "mpi");
   }
   optimizer_ = std::make_unique<optim::AdamW>(config_.optim, params_->master().numel(),
                                               params_->master_decay_segments(), params_->master().options());
@@ -139,17 +143,6 @@ OptimizerMemory Trainer::optimizer_memory() const {
   return m;
 }
 
-void Trainer::all_reduce_grads() {
-  if (dp_->size() == 1) return;
-  // Buckets of whole units, at least bucket_mb each, reduced in fp32.
-  const auto buckets = optim::GradReducer::make_buckets(
-      *params_, static_cast<int64_t>(config_.parallel.bucket_mb * 1024 * 1024 / 4));
-  for (const auto& b : buckets) {
-    auto bucket = params_->grads().narrow(0, b.begin, b.end - b.begin);
-    dp_->all_reduce(bucket);
-  }
-}
-
 void Trainer::reduce_scatter_unit(const optim::FlatUnit& u, const torch::Tensor& full_grads, torch::Tensor& shard,
                                   bool accumulate) {
   const auto input = full_grads.narrow(0, u.offset, u.padded);
@@ -165,8 +158,10 @@ void Trainer::reduce_scatter_unit(const optim::FlatUnit& u, const torch::Tensor&
   }
 }
 
-void Trainer::reduce_scatter_into_shard(torch::Tensor& full_grads, torch::Tensor& shard, bool accumulate) {
-  for (const auto& u : params_->units()) reduce_scatter_unit(u, full_grads, shard, accumulate);
+void Trainer::reduce_grads(torch::Tensor& full_grads, torch::Tensor& shard, bool accumulate) {
+  if (config_.parallel.zero_stage == 0 && dp_->size() == 1) return;  // nothing to add up
+  const auto reduce = bucket_reduction(full_grads, shard, accumulate);
+  for (const auto& b : grad_buckets_) reduce(b);
 }
 
 optim::GradReducer::ReduceFn Trainer::bucket_reduction(torch::Tensor& full_grads, torch::Tensor& shard,
@@ -233,14 +228,8 @@ double Trainer::global_grad_norm(const torch::Tensor& grads) {
   double split_sq = 0, replicated_sq = 0;
   const auto& slices = model_->parameter_slices();
   for (const auto& e : params_->entries()) {
-    torch::Tensor g;
-    if (sharded) {
-      const auto piece = params_->local_piece(e);
-      if (piece.end == piece.begin) continue;
-      g = grads.narrow(0, piece.master_offset, piece.end - piece.begin);
-    } else {
-      g = params_->view(grads, e);
-    }
+    const torch::Tensor g = local_grad(grads, e);
+    if (!g.defined()) continue;
     const double sq = g.to(torch::kFloat64).pow(2).sum().item<double>();
     (slices.count(e.name) ? split_sq : replicated_sq) += sq;
   }
@@ -264,20 +253,20 @@ data::Seq2SeqBatch Trainer::to_device(const data::Seq2SeqBatch& b) const {
   return d;
 }
 
+torch::Tensor Trainer::local_grad(const torch::Tensor& grads, const optim::FlatParameterEntry& e) const {
+  if (!params_->sharding().shard_master) return params_->view(grads, e);
+  const auto piece = params_->local_piece(e);
+  if (piece.end == piece.begin) return {};
+  return grads.narrow(0, piece.master_offset, piece.end - piece.begin);
+}
+
 std::string Trainer::first_nonfinite_parameter() const {
   // Under ZeRO a rank sees only its shard of the gradients.
   const auto& grads = local_grads_.defined() ? local_grads_ : params_->grads();
   const bool sharded = params_->sharding().shard_master;
   for (const auto& e : params_->entries()) {
-    torch::Tensor g;
-    if (sharded) {
-      const auto piece = params_->local_piece(e);
-      if (piece.end == piece.begin) continue;
-      g = grads.narrow(0, piece.master_offset, piece.end - piece.begin);
-    } else {
-      g = params_->view(grads, e);
-    }
-    if (!torch::isfinite(g).all().item<bool>()) return e.name;
+    const torch::Tensor g = local_grad(grads, e);
+    if (g.defined() && !torch::isfinite(g).all().item<bool>()) return e.name;
   }
   return sharded ? "(none in this rank's shard)" : "(none: the loss itself is not finite)";
 }
@@ -345,7 +334,7 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
     } else if (zero >= 2) {
       micro_grads = torch::zeros({params_->padded_numel()}, params_->grads().options());
       params_->accumulate_grads_into(micro_grads);
-      reduce_scatter_into_shard(micro_grads, params_->grads(), /*accumulate=*/true);
+      reduce_grads(micro_grads, params_->grads(), /*accumulate=*/true);
       micro_grads = torch::Tensor();
     } else {
       params_->accumulate_grads();
@@ -359,13 +348,7 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
   // 3. Reduce gradients over DP: all-reduce (ZeRO 0) or reduce-scatter into
   //    this rank's shard (ZeRO 1; ZeRO 2 did it above), unless the backward
   //    did it already.
-  if (!reduced_in_backward) {
-    if (zero == 0) {
-      all_reduce_grads();
-    } else if (zero == 1) {
-      reduce_scatter_into_shard(params_->grads(), local_grads_, /*accumulate=*/false);
-    }
-  }
+  if (!reduced_in_backward && zero <= 1) reduce_grads(params_->grads(), local_grads_, /*accumulate=*/false);
   auto& grads = zero == 1 ? local_grads_ : params_->grads();
 
   // Metrics of the whole global batch, in one small all-reduce.

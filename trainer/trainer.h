@@ -98,13 +98,18 @@ class Trainer {
  private:
   data::Seq2SeqBatch to_device(const data::Seq2SeqBatch& batch) const;
   std::string first_nonfinite_parameter() const;
+  // The part of parameter e's gradient this rank holds in `grads` (the full
+  // flat space, or under ZeRO >= 1 its shard); undefined when it holds none.
+  torch::Tensor local_grad(const torch::Tensor& grads, const optim::FlatParameterEntry& e) const;
   // Gradient reduction over the data-parallel group, per ZeRO stage.
   void reduce_scatter_unit(const optim::FlatUnit& u, const torch::Tensor& full_grads, torch::Tensor& shard,
                            bool accumulate);
-  void reduce_scatter_into_shard(torch::Tensor& full_grads, torch::Tensor& shard, bool accumulate);
-  void all_reduce_grads();
-  // The reduction of one bucket, as the overlapped reducer runs it.
+  // The reduction of one bucket: all-reduce of full_grads' range (ZeRO 0), or
+  // reduce-scatter of each of its units into `shard` (ZeRO 1/2; added to it
+  // when `accumulate`). The overlapped reducer runs it during the backward;
+  // reduce_grads runs it over every bucket after one.
   optim::GradReducer::ReduceFn bucket_reduction(torch::Tensor& full_grads, torch::Tensor& shard, bool accumulate);
+  void reduce_grads(torch::Tensor& full_grads, torch::Tensor& shard, bool accumulate);
   // Model weights from the master copy: a cast, or an all-gather of shards.
   void refresh_model_from_master();
   double sum_over_dp(double value);
@@ -131,6 +136,7 @@ class Trainer {
   std::unique_ptr<optim::DynamicLossScaler> scaler_;
   std::unique_ptr<optim::LrSchedule> schedule_;
   std::unique_ptr<Zero3Params> zero3_;  // ZeRO 3 only
+  std::vector<optim::GradBucket> grad_buckets_;   // ZeRO 0-2, in reduction order
   std::unique_ptr<optim::GradReducer> reducer_;  // ZeRO 0-2 with DP > 1 and overlap on
 };
 

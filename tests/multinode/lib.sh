@@ -51,26 +51,6 @@ need_brown100() {
   [[ -f "$BROWN100/tokenizer.model" ]] || fail "$BROWN100 is missing: run the multinode.fixture_tokenize test first"
 }
 
-# Skips (77) unless this moetrain can run one job over several MPI ranks.
-# Without MPI in the binary every rank would train alone into the same folder.
-need_dp_binary() {
-  if ! ldd "$MOETRAIN_BIN" 2>/dev/null | grep -q 'libmpi'; then
-    echo "SKIP: $MOETRAIN_BIN is not linked with MPI: multi-process data parallelism has not landed yet"
-    exit $SKIP
-  fi
-}
-
-# The message `moetrain train` gives under more than one rank until data
-# parallelism lands: a run that prints it makes the test skip.
-DP_MISSING="multi-process data parallelism is not supported yet"
-
-skip_if_dp_missing() {
-  if grep -q "$DP_MISSING" "$1"; then
-    echo "SKIP: moetrain says '$DP_MISSING' (the test turns on by itself once it is)"
-    exit $SKIP
-  fi
-}
-
 # `moetrain train` arguments: the tiny config on BROWN100, as the tests run it.
 # shellcheck disable=SC2034  # used by the tests
 TRAIN_ARGS=(train --config "$MOETRAIN_SOURCE_DIR/configs/tiny.yaml"
