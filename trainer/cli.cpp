@@ -18,6 +18,7 @@
 #include "parallel/nccl_communicator.h"
 #include "parallel/process_grid.h"
 #include "trainer/checkpoint.h"
+#include "trainer/clean_command.h"
 #include "trainer/config.h"
 #include "trainer/trainer.h"
 
@@ -33,6 +34,8 @@ constexpr const char* kUsage =
     "commands:\n"
     "  train      train or fine-tune a model from a YAML config\n"
     "  tokenize   train (or load) a SentencePiece model and write HDF5 token shards\n"
+    "  clean      clean a corpus: normalise, dedup, quality, domain, toxicity, PII\n"
+    "  augment    write augmented copies of records (EDA operations, name swaps)\n"
     "  bench      benchmarks: `moetrain bench comm` (collective latency and bandwidth)\n"
     "\n"
     "`moetrain <command> --help` lists the options of a command.\n";
@@ -244,8 +247,10 @@ int run_cli(int argc, char** argv) {
     if (command == "train") return cmd_train(argc - 1, argv + 1);
     if (command == "tokenize") return cmd_tokenize(argc - 1, argv + 1);
     if (command == "bench") return cmd_bench(argc - 1, argv + 1);
+    if (command == "clean") return run_clean_command(argc - 1, argv + 1);
+    if (command == "augment") return run_augment_command(argc - 1, argv + 1);
     std::cerr << "moetrain: unknown command '" << command
-              << "' (commands: train, tokenize, bench; see moetrain --help)" << std::endl;
+              << "' (commands: train, tokenize, clean, augment, bench; see moetrain --help)" << std::endl;
     return 2;
   } catch (const UsageError& e) {
     return report(std::string("moetrain: ") + e.what(), 2, true);
