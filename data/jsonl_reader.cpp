@@ -1,16 +1,10 @@
-// JsonlReader: a line source (plain or zstd-streamed) under a record parser
+// JsonlReader: a LineReader (plain or zstd-streamed) under a record parser
 // (JSON lines via simdjson's DOM parser, which validates the whole line,
 // UTF-8 included, rather than only the fields it is asked for; or blank-line
 // separated text).
 #include "data/jsonl_reader.h"
 
 #include <simdjson.h>
-#include <zstd.h>
-
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
-#include <vector>
 
 namespace moetrain::data {
 namespace {
@@ -43,108 +37,6 @@ bool is_valid_utf8(const std::string& bytes) {
   return simdjson::validate_utf8(bytes.data(), bytes.size());
 }
 
-// Splits a byte stream into lines, decompressing zstd on the fly. Counts lines
-// so errors can name them.
-class JsonlReader::LineSource {
- public:
-  LineSource(const std::string& path, bool zstd) : path_(path) {
-    file_ = std::fopen(path.c_str(), "rb");
-    if (file_ == nullptr)
-      throw InputError(path + ": cannot open input: " + std::strerror(errno));
-    if (zstd) {
-      dctx_ = ZSTD_createDCtx();
-      if (dctx_ == nullptr) throw InputError(path + ": cannot create zstd decoder");
-      compressed_.resize(ZSTD_DStreamInSize());
-      decompressed_.resize(ZSTD_DStreamOutSize());
-    }
-  }
-  ~LineSource() {
-    if (dctx_ != nullptr) ZSTD_freeDCtx(dctx_);
-    if (file_ != nullptr) std::fclose(file_);
-  }
-  LineSource(const LineSource&) = delete;
-  LineSource& operator=(const LineSource&) = delete;
-
-  // The next line without its '\n' (and a '\r' before it); false at the end.
-  bool next(std::string& line) {
-    // Bytes before scan_from are known to hold no '\n', so a long line is
-    // scanned once, not once per refill.
-    size_t scan_from = pos_;
-    while (true) {
-      size_t nl = buffer_.find('\n', scan_from);
-      if (nl != std::string::npos) {
-        line.assign(buffer_, pos_, nl - pos_);
-        pos_ = nl + 1;
-        break;
-      }
-      const size_t scanned = buffer_.size() - pos_;
-      if (!fill()) {
-        if (pos_ >= buffer_.size()) return false;
-        line.assign(buffer_, pos_, std::string::npos);  // last line, no '\n'
-        pos_ = buffer_.size();
-        break;
-      }
-      scan_from = pos_ + scanned;  // fill() moved the unread bytes to the front
-    }
-    ++line_number_;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    // A UTF-8 byte order mark is not part of the first record.
-    if (line_number_ == 1 && line.compare(0, 3, "\xEF\xBB\xBF") == 0) line.erase(0, 3);
-    return true;
-  }
-
-  int64_t line_number() const { return line_number_; }
-
- private:
-  // Appends more bytes to buffer_; false at the end of the input.
-  bool fill() {
-    buffer_.erase(0, pos_);
-    pos_ = 0;
-    if (dctx_ == nullptr) {
-      char chunk[1 << 16];
-      size_t n = std::fread(chunk, 1, sizeof(chunk), file_);
-      if (n == 0 && std::ferror(file_)) fail_io("read error");
-      buffer_.append(chunk, n);
-      return n > 0;
-    }
-    while (true) {
-      if (in_.pos >= in_.size) {
-        size_t n = std::fread(compressed_.data(), 1, compressed_.size(), file_);
-        if (n == 0) {
-          if (std::ferror(file_)) fail_io("read error");
-          // A frame that started but did not finish: the file was cut short.
-          if (frame_open_) fail_io("truncated zstd stream");
-          return false;
-        }
-        in_ = ZSTD_inBuffer{compressed_.data(), n, 0};
-      }
-      ZSTD_outBuffer out{decompressed_.data(), decompressed_.size(), 0};
-      size_t ret = ZSTD_decompressStream(dctx_, &out, &in_);
-      if (ZSTD_isError(ret)) fail_io(std::string("corrupt zstd stream: ") + ZSTD_getErrorName(ret));
-      frame_open_ = ret != 0;
-      if (out.pos > 0) {
-        buffer_.append(decompressed_.data(), out.pos);
-        return true;
-      }
-    }
-  }
-
-  [[noreturn]] void fail_io(const std::string& what) const {
-    throw InputError(path_ + ":" + std::to_string(line_number_ + 1) + ": " + what);
-  }
-
-  std::string path_;
-  FILE* file_ = nullptr;
-  ZSTD_DCtx* dctx_ = nullptr;
-  std::vector<char> compressed_;
-  std::vector<char> decompressed_;
-  ZSTD_inBuffer in_{nullptr, 0, 0};
-  bool frame_open_ = false;
-  std::string buffer_;
-  size_t pos_ = 0;
-  int64_t line_number_ = 0;
-};
-
 struct JsonlReader::Json {
   simdjson::dom::parser parser;
 };
@@ -158,8 +50,7 @@ JsonlReader::JsonlReader(const std::string& path, RecordFields fields)
     throw InputError(path + ": no text field given");
   if (!fields_.source_field.empty() != !fields_.target_field.empty())
     throw InputError(path + ": pairs mode needs both a source and a target field");
-  lines_ = std::make_unique<LineSource>(
-      path, format_ == InputFormat::JsonlZst || format_ == InputFormat::TextZst);
+  lines_ = std::make_unique<LineReader>(path);
   if (json) json_ = std::make_unique<Json>();
 }
 

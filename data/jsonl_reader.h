@@ -15,15 +15,11 @@
 
 #include <cstdint>
 #include <memory>
-#include <stdexcept>
 #include <string>
 
-namespace moetrain::data {
+#include "data/line_reader.h"
 
-class InputError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace moetrain::data {
 
 enum class InputFormat { Jsonl, JsonlZst, Text, TextZst };
 
@@ -62,8 +58,7 @@ class JsonlReader {
   InputFormat format() const { return format_; }
 
  private:
-  class LineSource;  // bytes -> lines, from a plain or zstd file
-  struct Json;       // the simdjson parser, kept out of this header
+  struct Json;  // the simdjson parser, kept out of this header
 
   bool next_jsonl(TextRecord& record);
   bool next_text(TextRecord& record);
@@ -72,7 +67,7 @@ class JsonlReader {
   std::string path_;
   RecordFields fields_;
   InputFormat format_;
-  std::unique_ptr<LineSource> lines_;
+  std::unique_ptr<LineReader> lines_;
   std::unique_ptr<Json> json_;
 };
 

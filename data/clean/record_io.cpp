@@ -1,9 +1,8 @@
-// Record reading (plain or zstd lines; JSONL via simdjson; blank-line text)
+// Record reading (lines from data::LineReader; JSONL via simdjson; blank-line text)
 // and output composition (see record_io.h).
 #include "data/clean/record_io.h"
 
 #include <simdjson.h>
-#include <zstd.h>
 
 #include <unistd.h>
 
@@ -11,101 +10,11 @@
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
-#include <vector>
 
 #include "data/clean/text_units.h"
 #include "data/jsonl_reader.h"
 
 namespace moetrain::data::clean {
-
-// Lines of a plain or zstd-compressed file, decompressed as a stream.
-class RecordReader::Lines {
- public:
-  Lines(const std::string& path, bool zstd) : path_(path) {
-    file_ = std::fopen(path.c_str(), "rb");
-    if (file_ == nullptr) throw InputError(path + ": cannot open input: " + std::strerror(errno));
-    if (zstd) {
-      dctx_ = ZSTD_createDCtx();
-      if (dctx_ == nullptr) throw InputError(path + ": cannot create a zstd decoder");
-      compressed_.resize(ZSTD_DStreamInSize());
-      decompressed_.resize(ZSTD_DStreamOutSize());
-    }
-  }
-  ~Lines() {
-    if (dctx_ != nullptr) ZSTD_freeDCtx(dctx_);
-    if (file_ != nullptr) std::fclose(file_);
-  }
-
-  bool next(std::string& line) {
-    size_t scan_from = pos_;
-    while (true) {
-      const size_t nl = buffer_.find('\n', scan_from);
-      if (nl != std::string::npos) {
-        line.assign(buffer_, pos_, nl - pos_);
-        pos_ = nl + 1;
-        break;
-      }
-      const size_t scanned = buffer_.size() - pos_;
-      if (!fill()) {
-        if (pos_ >= buffer_.size()) return false;
-        line.assign(buffer_, pos_, std::string::npos);
-        pos_ = buffer_.size();
-        break;
-      }
-      scan_from = pos_ + scanned;
-    }
-    ++number_;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (number_ == 1 && line.compare(0, 3, "\xEF\xBB\xBF") == 0) line.erase(0, 3);
-    return true;
-  }
-  int64_t number() const { return number_; }
-
- private:
-  bool fill() {
-    buffer_.erase(0, pos_);
-    pos_ = 0;
-    if (dctx_ == nullptr) {
-      char chunk[1 << 16];
-      const size_t n = std::fread(chunk, 1, sizeof(chunk), file_);
-      if (n == 0 && std::ferror(file_)) fail("read error");
-      buffer_.append(chunk, n);
-      return n > 0;
-    }
-    while (true) {
-      if (in_.pos >= in_.size) {
-        const size_t n = std::fread(compressed_.data(), 1, compressed_.size(), file_);
-        if (n == 0) {
-          if (std::ferror(file_)) fail("read error");
-          if (frame_open_) fail("truncated zstd stream");
-          return false;
-        }
-        in_ = ZSTD_inBuffer{compressed_.data(), n, 0};
-      }
-      ZSTD_outBuffer out{decompressed_.data(), decompressed_.size(), 0};
-      const size_t ret = ZSTD_decompressStream(dctx_, &out, &in_);
-      if (ZSTD_isError(ret)) fail(std::string("corrupt zstd stream: ") + ZSTD_getErrorName(ret));
-      frame_open_ = ret != 0;
-      if (out.pos > 0) {
-        buffer_.append(decompressed_.data(), out.pos);
-        return true;
-      }
-    }
-  }
-  [[noreturn]] void fail(const std::string& what) const {
-    throw InputError(path_ + ":" + std::to_string(number_ + 1) + ": " + what);
-  }
-
-  std::string path_;
-  FILE* file_ = nullptr;
-  ZSTD_DCtx* dctx_ = nullptr;
-  std::vector<char> compressed_, decompressed_;
-  ZSTD_inBuffer in_{nullptr, 0, 0};
-  bool frame_open_ = false;
-  std::string buffer_;
-  size_t pos_ = 0;
-  int64_t number_ = 0;
-};
 
 struct RecordReader::Json {
   simdjson::dom::parser parser;
@@ -124,7 +33,7 @@ RecordReader::RecordReader(const std::string& path, std::string text_field, std:
     if (stem.size() > std::strlen(ext) && stem.compare(stem.size() - std::strlen(ext), std::string::npos, ext) == 0)
       stem.erase(stem.size() - std::strlen(ext));
   stem_ = stem;
-  lines_ = std::make_unique<Lines>(path, format == InputFormat::JsonlZst || format == InputFormat::TextZst);
+  lines_ = std::make_unique<LineReader>(path);
   if (json_format_) json_ = std::make_unique<Json>();
 }
 
@@ -139,7 +48,7 @@ ReadStatus RecordReader::next_json(InputRecord& record, std::string& reason) {
   do {
     if (!lines_->next(line)) return ReadStatus::End;
   } while (is_blank(line));
-  record.line = lines_->number();
+  record.line = lines_->line_number();
   record.text.clear();
   record.id.clear();
   record.has_id = false;
@@ -192,7 +101,7 @@ ReadStatus RecordReader::next_text(InputRecord& record, std::string& reason) {
   do {
     if (!lines_->next(line)) return ReadStatus::End;
   } while (is_blank(line));
-  record.line = lines_->number();
+  record.line = lines_->line_number();
   record.raw.clear();
   record.has_id = false;
   record.id = stem_ + ":" + std::to_string(record.line);

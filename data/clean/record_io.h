@@ -21,6 +21,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/line_reader.h"
+
 namespace moetrain::data::clean {
 
 struct InputRecord {
@@ -45,14 +47,13 @@ class RecordReader {
   ReadStatus next(InputRecord& record, std::string& reason);
 
  private:
-  class Lines;
   struct Json;
   ReadStatus next_json(InputRecord& record, std::string& reason);
   ReadStatus next_text(InputRecord& record, std::string& reason);
 
   std::string path_, stem_, text_field_, id_field_;
   bool json_format_;
-  std::unique_ptr<Lines> lines_;
+  std::unique_ptr<LineReader> lines_;
   std::unique_ptr<Json> json_;
 };
 

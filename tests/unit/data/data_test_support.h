@@ -1,11 +1,12 @@
 // Helpers shared by the data unit tests: a self-removing temporary directory,
-// the shared corpora folder (tests skip when it is absent), and small readers
-// that pull real text out of it.
+// the shared corpora folder (tests skip when it is absent), small readers
+// that pull real text out of it, and file writers (plain and zstd).
 #pragma once
 
 #include <ftw.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include <cstdio>
 
@@ -111,6 +112,15 @@ inline std::string read_file(const std::string& path) {
 inline void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
   out << bytes;
+}
+
+// `s` as one zstd frame.
+inline std::string zstd_compress(const std::string& s, int level = 3) {
+  std::string out(ZSTD_compressBound(s.size()), '\0');
+  size_t n = ZSTD_compress(out.data(), out.size(), s.data(), s.size(), level);
+  EXPECT_FALSE(ZSTD_isError(n));
+  out.resize(n);
+  return out;
 }
 
 }  // namespace moetrain::data::test_support

@@ -3,7 +3,6 @@
 #include "data/jsonl_reader.h"
 
 #include <gtest/gtest.h>
-#include <zstd.h>
 
 #include "tests/unit/data/data_test_support.h"
 
@@ -11,20 +10,13 @@ namespace moetrain::data {
 namespace {
 
 using test_support::TempDir;
+using test_support::zstd_compress;
 
 std::vector<TextRecord> read_all(const std::string& path, RecordFields fields = {}) {
   JsonlReader reader(path, fields);
   std::vector<TextRecord> out;
   TextRecord r;
   while (reader.next(r)) out.push_back(r);
-  return out;
-}
-
-std::string zstd_compress(const std::string& s, int level = 3) {
-  std::string out(ZSTD_compressBound(s.size()), '\0');
-  size_t n = ZSTD_compress(out.data(), out.size(), s.data(), s.size(), level);
-  EXPECT_FALSE(ZSTD_isError(n));
-  out.resize(n);
   return out;
 }
 
