@@ -8,6 +8,15 @@ void add_slices(ParameterSlices& into, const std::string& prefix, const Paramete
   for (const auto& [name, slice] : from) into[prefix + "." + name] = slice;
 }
 
+ParameterSlice nest_slice(const ParameterSlice& outer, const ParameterSlice& inner) {
+  if (outer.start.size() != inner.start.size()) {
+    throw std::invalid_argument("nest_slice: slices of tensors of different rank");
+  }
+  ParameterSlice nested{outer.global_shape, outer.start};
+  for (size_t d = 0; d < nested.start.size(); ++d) nested.start[d] += inner.start[d];
+  return nested;
+}
+
 ParameterSlice split_parameter(torch::Tensor& param, int64_t dim, int64_t rank, int64_t parts, int64_t padded) {
   ParameterSlice slice;
   slice.global_shape = param.sizes().vec();

@@ -23,12 +23,18 @@
 namespace moetrain::models {
 
 struct ModelParallelism {
-  parallel::Communicator* tp = nullptr;           // tensor-parallel group; null or size 1: none
-  parallel::TensorParallelRng* tp_rng = nullptr;  // dropout inside split activations
+  parallel::Communicator* tp = nullptr;  // tensor-parallel group; null or size 1: none
+  // Dropout inside split activations (TP) and inside experts (EP): a stream
+  // that differs per TP rank and per EP rank.
+  parallel::TensorParallelRng* tp_rng = nullptr;
+  parallel::Communicator* ep = nullptr;  // expert-parallel group; null or size 1: none
 
   int64_t tp_size() const { return tp ? tp->size() : 1; }
   int64_t tp_rank() const { return tp ? tp->rank() : 0; }
   bool tensor_parallel() const { return tp_size() > 1; }
+  int64_t ep_size() const { return ep ? ep->size() : 1; }
+  int64_t ep_rank() const { return ep ? ep->rank() : 0; }
+  bool expert_parallel() const { return ep_size() > 1; }
 };
 
 // This rank's part of a parameter: the full tensor's shape, and where the
@@ -45,6 +51,10 @@ using ParameterSlices = std::map<std::string, ParameterSlice>;
 
 // Adds `from` to `into` with `prefix` + "." before each name.
 void add_slices(ParameterSlices& into, const std::string& prefix, const ParameterSlices& from);
+
+// A slice of a slice: `inner` is where a block sits in the block `outer`
+// describes; the result is where it sits in outer's whole tensor.
+ParameterSlice nest_slice(const ParameterSlice& outer, const ParameterSlice& inner);
 
 // Keeps part `rank` of `parts` equal parts of `param` along `dim`, in place,
 // after padding that dim with zeros to `padded` (-1: no padding; the size must

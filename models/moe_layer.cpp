@@ -6,6 +6,7 @@
 #include <string>
 
 #include "models/feed_forward.h"
+#include "parallel/expert_dispatch.h"
 
 namespace moetrain::models {
 
@@ -221,20 +222,39 @@ torch::Tensor MoELayerImpl::expert_forward(const torch::Tensor& permuted_hidden,
   return out;
 }
 
-ParameterSlices MoELayerImpl::split_tensor_parallel(const ModelParallelism& mp) {
+ParameterSlices MoELayerImpl::parallelize(const ModelParallelism& mp) {
   ParameterSlices slices;
-  const int64_t tp = mp.tp_size();
-  if (tp == 1) return slices;
-  const int64_t f = experts_fc1_weight.size(1);
-  if (f % tp != 0) {
-    throw std::invalid_argument("MoELayer: tensor parallelism " + std::to_string(tp) +
-                                " must divide the expert hidden width " + std::to_string(f));
+  // Keeps part `rank` of `parts` along `dim`, nested in an earlier split.
+  auto split = [&slices](const std::string& name, torch::Tensor& p, int64_t dim, int64_t rank, int64_t parts) {
+    const ParameterSlice inner = split_parameter(p, dim, rank, parts);
+    const auto it = slices.find(name);
+    slices[name] = it == slices.end() ? inner : nest_slice(it->second, inner);
+  };
+  const int64_t ep = mp.ep_size();
+  if (ep > 1) {
+    if (num_experts_ % ep != 0) {
+      throw std::invalid_argument("MoELayer: expert parallelism " + std::to_string(ep) +
+                                  " must divide the number of experts " + std::to_string(num_experts_));
+    }
+    split("experts_fc1_weight", experts_fc1_weight, 0, mp.ep_rank(), ep);
+    if (experts_fc1_bias.defined()) split("experts_fc1_bias", experts_fc1_bias, 0, mp.ep_rank(), ep);
+    split("experts_fc2_weight", experts_fc2_weight, 0, mp.ep_rank(), ep);
+    if (experts_fc2_bias.defined()) split("experts_fc2_bias", experts_fc2_bias, 0, mp.ep_rank(), ep);
+    ep_ = mp.ep;
   }
-  slices["experts_fc1_weight"] = split_parameter(experts_fc1_weight, 1, mp.tp_rank(), tp);
-  if (experts_fc1_bias.defined()) slices["experts_fc1_bias"] = split_parameter(experts_fc1_bias, 1, mp.tp_rank(), tp);
-  slices["experts_fc2_weight"] = split_parameter(experts_fc2_weight, 2, mp.tp_rank(), tp);
-  tp_ = mp.tp;
-  tp_rng_ = mp.tp_rng;
+  const int64_t tp = mp.tp_size();
+  if (tp > 1) {
+    const int64_t f = experts_fc1_weight.size(1);
+    if (f % tp != 0) {
+      throw std::invalid_argument("MoELayer: tensor parallelism " + std::to_string(tp) +
+                                  " must divide the expert hidden width " + std::to_string(f));
+    }
+    split("experts_fc1_weight", experts_fc1_weight, 1, mp.tp_rank(), tp);
+    if (experts_fc1_bias.defined()) split("experts_fc1_bias", experts_fc1_bias, 1, mp.tp_rank(), tp);
+    split("experts_fc2_weight", experts_fc2_weight, 2, mp.tp_rank(), tp);
+    tp_ = mp.tp;
+  }
+  if (ep > 1 || tp > 1) tp_rng_ = mp.tp_rng;
   return slices;
 }
 
@@ -248,7 +268,17 @@ MoEOutput MoELayerImpl::forward(const torch::Tensor& x, const torch::Tensor& tok
   const torch::Tensor logits = router_logits(x);
   const RoutingResult routing = route_tokens(logits, token_mask, top_k_, capacity_factor_, normalize_top_k_);
   const PermutedTokens permuted = permute_tokens(x, routing);
-  const torch::Tensor expert_output = expert_forward(permuted.hidden, permuted.tokens_per_expert);
+  torch::Tensor expert_output;
+  if (ep_) {
+    // To the experts' owners and back; every EP rank takes part in both
+    // all-to-alls whatever its counts (an expert with no token stalls nobody).
+    const parallel::ExpertDispatchPlan plan = parallel::plan_expert_dispatch(permuted.tokens_per_expert, ep_);
+    const torch::Tensor local = parallel::dispatch_tokens(permuted.hidden, plan, ep_);
+    const torch::Tensor local_output = expert_forward(local, plan.local_tokens_per_expert);
+    expert_output = parallel::combine_tokens(local_output, plan, ep_);
+  } else {
+    expert_output = expert_forward(permuted.hidden, permuted.tokens_per_expert);
+  }
 
   MoEOutput out;
   out.hidden = unpermute_tokens(expert_output, permuted, x.size(0)).to(x.scalar_type());

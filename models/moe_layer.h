@@ -17,8 +17,8 @@
 //
 // Parameters: `router.weight` [E, D] (no bias) and the stacked experts
 // `experts_fc1_weight` [E, F, D], `experts_fc1_bias` [E, F], `experts_fc2_weight`
-// [E, D, F], `experts_fc2_bias` [E, D] (biases only with cfg.bias), so expert
-// parallelism can split the leading dim.
+// [E, D, F], `experts_fc2_bias` [E, D] (biases only with cfg.bias); expert
+// parallelism keeps a block of the leading dim (see parallelize).
 #pragma once
 
 #include <torch/torch.h>
@@ -115,13 +115,21 @@ class MoELayerImpl : public torch::nn::Module {
   torch::Tensor expert_forward(const torch::Tensor& permuted_hidden,
                                const std::vector<int64_t>& tokens_per_expert);
 
-  // Tensor parallelism: every expert's hidden width is split (fc1 weight and
-  // bias by rows, fc2 weight by columns); the router and fc2 bias stay whole.
-  // Tokens are routed identically on every TP rank (replicated input); the
-  // expert outputs are all-reduced before the gates weigh them.
-  ParameterSlices split_tensor_parallel(const ModelParallelism& mp);
+  // Splits this (whole) layer as `mp` says; returns where the kept slices
+  // sit in the whole tensors.
+  // Expert parallelism: EP rank r keeps experts [r*L, (r+1)*L), L = E / ep.
+  //   Every rank still routes its own tokens over all E experts; the kept
+  //   copies travel to the experts' owners and back by all-to-all
+  //   (parallel/expert_dispatch.h). The router stays whole.
+  // Tensor parallelism: every (kept) expert's hidden width is split (fc1
+  //   weight and bias by rows, fc2 weight by columns); the router and fc2 bias
+  //   stay whole. Tokens are routed identically on every TP rank (replicated
+  //   input); the expert outputs are all-reduced before the gates weigh them.
+  // Dropout inside experts draws from mp.tp_rng when either is on.
+  ParameterSlices parallelize(const ModelParallelism& mp);
 
-  int64_t num_experts() const { return num_experts_; }
+  int64_t num_experts() const { return num_experts_; }  // all E, wherever they live
+  int64_t num_local_experts() const { return experts_fc1_weight.size(0); }
   int64_t top_k() const { return top_k_; }
 
   Linear router{nullptr};
@@ -139,6 +147,7 @@ class MoELayerImpl : public torch::nn::Module {
   Activation activation_;
   double dropout_;
   parallel::Communicator* tp_ = nullptr;  // set when split across TP ranks
+  parallel::Communicator* ep_ = nullptr;  // set when experts are split across EP ranks
   parallel::TensorParallelRng* tp_rng_ = nullptr;
 };
 TORCH_MODULE(MoELayer);

@@ -1,6 +1,7 @@
 #include "models/seq2seq_transformer.h"
 
 #include <cmath>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -108,18 +109,23 @@ Seq2SeqTransformerImpl::Seq2SeqTransformerImpl(const ModelConfig& cfg) : cfg_(cf
 }
 
 void Seq2SeqTransformerImpl::parallelize(const ModelParallelism& mp) {
-  parallelism_ = mp;
-  if (!mp.tensor_parallel()) return;
+  if (!mp.tensor_parallel() && !mp.expert_parallel()) {
+    parallelism_ = mp;
+    return;
+  }
   if (!slices_.empty()) throw std::logic_error("Seq2SeqTransformer::parallelize: already split");
-  const int64_t tp = mp.tp_size(), rank = mp.tp_rank();
-  vocab_ = parallel::vocab_shard(cfg_.vocab_size, tp, rank);
-  slices_["embed_tokens.weight"] = split_parameter(embed_tokens->weight, 0, rank, tp, vocab_.padded_size);
-  if (!lm_head.is_empty()) slices_["lm_head.weight"] = split_parameter(lm_head->weight, 0, rank, tp, vocab_.padded_size);
+  parallelism_ = mp;
+  if (mp.tensor_parallel()) {
+    const int64_t tp = mp.tp_size(), rank = mp.tp_rank();
+    vocab_ = parallel::vocab_shard(cfg_.vocab_size, tp, rank);
+    slices_["embed_tokens.weight"] = split_parameter(embed_tokens->weight, 0, rank, tp, vocab_.padded_size);
+    if (!lm_head.is_empty()) slices_["lm_head.weight"] = split_parameter(lm_head->weight, 0, rank, tp, vocab_.padded_size);
+  }
   for (int64_t i = 0; i < encoder->num_layers(); ++i) {
-    add_slices(slices_, "encoder.layers." + std::to_string(i), encoder->layers->ptr<EncoderLayerImpl>(i)->split_tensor_parallel(mp));
+    add_slices(slices_, "encoder.layers." + std::to_string(i), encoder->layers->ptr<EncoderLayerImpl>(i)->parallelize(mp));
   }
   for (int64_t i = 0; i < decoder->num_layers(); ++i) {
-    add_slices(slices_, "decoder.layers." + std::to_string(i), decoder->layers->ptr<DecoderLayerImpl>(i)->split_tensor_parallel(mp));
+    add_slices(slices_, "decoder.layers." + std::to_string(i), decoder->layers->ptr<DecoderLayerImpl>(i)->parallelize(mp));
   }
 }
 
@@ -210,6 +216,105 @@ Seq2SeqOutput Seq2SeqTransformerImpl::decode(const torch::Tensor& tgt_in, const 
   }
   y = decoder->final_norm(y);
   return {project_to_vocab(y), collect_moe_stats(moe, cfg_.moe.num_experts, y.device())};
+}
+
+std::string Seq2SeqTransformerImpl::pipeline_unit_name(int64_t unit) const {
+  const int64_t e = cfg_.encoder_layers, d = cfg_.decoder_layers;
+  if (unit < 0 || unit >= num_pipeline_units()) {
+    throw std::out_of_range("pipeline unit " + std::to_string(unit) + " of " + std::to_string(num_pipeline_units()));
+  }
+  if (unit == 0) return "embed";
+  if (unit <= e) return "encoder.layers." + std::to_string(unit - 1);
+  if (unit == e + 1) return "encoder.final_norm";
+  if (unit <= e + d + 1) return "decoder.layers." + std::to_string(unit - e - 2);
+  if (unit == e + d + 2) return "decoder.final_norm";
+  return "lm_head";
+}
+
+bool Seq2SeqTransformerImpl::pipeline_units_use(int64_t begin, int64_t end, const std::string& name) const {
+  const bool tied_head = cfg_.tie_embeddings && end == num_pipeline_units();
+  for (int64_t u = begin; u < end; ++u) {
+    const std::string unit = pipeline_unit_name(u);
+    if (unit == "embed") {
+      if (name.rfind("embed_tokens.", 0) == 0 || name.rfind("embed_positions.", 0) == 0) return true;
+    } else if (name.rfind(unit + ".", 0) == 0) {
+      return true;
+    }
+  }
+  return tied_head && name == "embed_tokens.weight";
+}
+
+std::vector<int64_t> Seq2SeqTransformerImpl::pipeline_unit_costs() {
+  std::vector<int64_t> costs(static_cast<size_t>(num_pipeline_units()), 0);
+  for (const auto& item : named_parameters(/*recurse=*/true)) {
+    for (int64_t u = 0; u < num_pipeline_units(); ++u) {
+      // A tied lm_head owns nothing: the embedding is counted in unit 0.
+      if (u + 1 == num_pipeline_units() && cfg_.tie_embeddings) continue;
+      if (pipeline_units_use(u, u + 1, item.key())) {
+        costs[static_cast<size_t>(u)] += item.value().numel();
+        break;
+      }
+    }
+  }
+  return costs;
+}
+
+StageOutput Seq2SeqTransformerImpl::forward_stage(int64_t begin, int64_t end, const torch::Tensor& src_tokens,
+                                                  const torch::Tensor& src_mask, const torch::Tensor& tgt_in,
+                                                  const torch::Tensor& tgt_mask, const StageActivations& input) {
+  const int64_t e = cfg_.encoder_layers, d = cfg_.decoder_layers;
+  if (begin < 0 || begin >= end || end > num_pipeline_units()) {
+    throw std::invalid_argument("Seq2SeqTransformer::forward_stage: units [" + std::to_string(begin) + ", " +
+                                std::to_string(end) + ") are not a stage of " +
+                                std::to_string(num_pipeline_units()) + " units");
+  }
+  check_tokens(src_tokens, src_mask, "source");
+  check_tokens(tgt_in, tgt_mask, "target");
+  if (begin > 0 && (!input.encoder.defined() || !input.decoder.defined())) {
+    throw std::invalid_argument("Seq2SeqTransformer::forward_stage: a stage starting at unit " +
+                                std::to_string(begin) + " needs both activations of the stage before");
+  }
+  StageOutput out;
+  StageActivations a = input;
+  std::vector<MoELayerStats> moe;
+  std::optional<AttentionMasks> encoder_masks, decoder_masks;
+  torch::Tensor cross_mask;
+  for (int64_t u = begin; u < end; ++u) {
+    if (u == 0) {
+      a.encoder = embed(src_tokens);
+      a.decoder = embed(tgt_in);
+    } else if (u <= e) {
+      if (!encoder_masks) {
+        encoder_masks = make_self_attention_masks(cfg_.attention, cfg_.local_window, src_mask, /*causal=*/false);
+      }
+      const int64_t i = u - 1;
+      LayerOutput lo = run_layer(encoder->layer(i), a.encoder, *encoder_masks, src_mask,
+                                 cfg_.activation_checkpointing, layer_runner_,
+                                 layer_runner_ ? "encoder.layers." + std::to_string(i) : "");
+      a.encoder = lo.hidden;
+      if (lo.moe) moe.push_back(std::move(*lo.moe));
+    } else if (u == e + 1) {
+      a.encoder = encoder->final_norm(a.encoder);
+    } else if (u <= e + d + 1) {
+      if (!decoder_masks) {
+        decoder_masks = make_self_attention_masks(cfg_.attention, cfg_.local_window, tgt_mask, /*causal=*/true);
+        cross_mask = make_cross_attention_mask(src_mask, tgt_in.size(1));
+      }
+      const int64_t i = u - e - 2;
+      LayerOutput lo = run_layer(decoder->layer(i), a.decoder, a.encoder, *decoder_masks, cross_mask, tgt_mask,
+                                 cfg_.activation_checkpointing, layer_runner_,
+                                 layer_runner_ ? "decoder.layers." + std::to_string(i) : "");
+      a.decoder = lo.hidden;
+      if (lo.moe) moe.push_back(std::move(*lo.moe));
+    } else if (u == e + d + 2) {
+      a.decoder = decoder->final_norm(a.decoder);
+    } else {
+      out.logits = project_to_vocab(a.decoder);
+    }
+  }
+  out.activations = a;
+  out.moe = collect_moe_stats(moe, cfg_.moe.num_experts, a.decoder.device());
+  return out;
 }
 
 Seq2SeqOutput Seq2SeqTransformerImpl::forward(const torch::Tensor& src_tokens, const torch::Tensor& src_mask,

@@ -28,6 +28,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -65,6 +66,23 @@ struct Seq2SeqOutput {
 struct EncoderOutput {
   torch::Tensor hidden;  // [B, S, D] after encoder.final_norm
   MoEStats moe;
+};
+
+// What travels between pipeline stages for one micro-batch.
+struct StageActivations {
+  // [B, S, D]: the encoder's hidden state while inside the encoder, its
+  // output (after encoder.final_norm) past it; every decoder stage reads it
+  // for cross-attention, so its gradient sums over the decoder stages.
+  torch::Tensor encoder;
+  // [B, T, D]: the embedded target (the first stage embeds it, and encoder
+  // stages pass it on), then the decoder's hidden state.
+  torch::Tensor decoder;
+};
+
+struct StageOutput {
+  StageActivations activations;  // what the next stage receives
+  torch::Tensor logits;          // [B, T, V] (this rank's columns under TP); the stage with lm_head only
+  MoEStats moe;                  // this stage's MoE layers only
 };
 
 // A stack of layers plus its final norm; the model loops over the layers
@@ -127,9 +145,34 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
 
   const ModelConfig& config() const { return cfg_; }
 
-  // Splits this (whole, freshly built) model for tensor parallelism: layers
-  // as their split_tensor_parallel says, the token embedding (and lm_head
-  // when untied) by vocabulary rows, padded so every TP rank holds
+  // Pipeline units: the model as the sequence pipeline stages cut.
+  //   0                embed (the source and the target: the first stage embeds both)
+  //   1 .. E           encoder.layers.0 .. E-1
+  //   E+1              encoder.final_norm
+  //   E+2 .. E+D+1     decoder.layers.0 .. D-1
+  //   E+D+2            decoder.final_norm
+  //   E+D+3            lm_head (the output projection; embed_tokens.weight when tied)
+  int64_t num_pipeline_units() const { return cfg_.encoder_layers + cfg_.decoder_layers + 4; }
+  std::string pipeline_unit_name(int64_t unit) const;
+  // Parameters each unit owns (a tied lm_head owns none: its weight is the
+  // embedding's), the cost for an automatic partition.
+  std::vector<int64_t> pipeline_unit_costs();
+  // Whether units [begin, end) use parameter `name` (a full parameter name;
+  // a tied lm_head uses embed_tokens.weight).
+  bool pipeline_units_use(int64_t begin, int64_t end, const std::string& name) const;
+  // Runs units [begin, end) on `input` (the previous stage's activations; not
+  // read when begin is 0, where the tokens are embedded). The masks are the
+  // micro-batch's, which every stage has. Chaining the stages of any
+  // partition computes what forward() computes (with dropout, the draws come
+  // in another order: both embeddings first).
+  StageOutput forward_stage(int64_t begin, int64_t end, const torch::Tensor& src_tokens,
+                            const torch::Tensor& src_mask, const torch::Tensor& tgt_in,
+                            const torch::Tensor& tgt_mask, const StageActivations& input);
+
+  // Splits this (whole, freshly built) model for tensor and expert
+  // parallelism: layers as their parallelize says (EP keeps a block of each
+  // MoE layer's experts), and under TP the token embedding (and lm_head when
+  // untied) by vocabulary rows, padded so every TP rank holds
   // vocab_shard().local_size rows. From then on project_to_vocab returns this
   // rank's logit columns [B, T, local_size]: use
   // parallel::vocab_parallel_cross_entropy on them. Call once, before the

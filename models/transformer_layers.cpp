@@ -83,11 +83,11 @@ LayerOutput EncoderLayerImpl::forward(const torch::Tensor& x, const AttentionMas
   return out;
 }
 
-ParameterSlices EncoderLayerImpl::split_tensor_parallel(const ModelParallelism& mp) {
+ParameterSlices EncoderLayerImpl::parallelize(const ModelParallelism& mp) {
   ParameterSlices slices;
   add_slices(slices, "self_attn", self_attn->split_tensor_parallel(mp));
   if (is_moe()) {
-    add_slices(slices, "moe", moe->split_tensor_parallel(mp));
+    add_slices(slices, "moe", moe->parallelize(mp));
   } else {
     add_slices(slices, "ffn", ffn->split_tensor_parallel(mp));
   }
@@ -155,12 +155,12 @@ LayerOutput run_layer(const DecoderLayer& layer, const torch::Tensor& y, const t
 
 namespace moetrain::models {
 
-ParameterSlices DecoderLayerImpl::split_tensor_parallel(const ModelParallelism& mp) {
+ParameterSlices DecoderLayerImpl::parallelize(const ModelParallelism& mp) {
   ParameterSlices slices;
   add_slices(slices, "self_attn", self_attn->split_tensor_parallel(mp));
   add_slices(slices, "cross_attn", cross_attn->split_tensor_parallel(mp));
   if (is_moe()) {
-    add_slices(slices, "moe", moe->split_tensor_parallel(mp));
+    add_slices(slices, "moe", moe->parallelize(mp));
   } else {
     add_slices(slices, "ffn", ffn->split_tensor_parallel(mp));
   }

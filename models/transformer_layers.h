@@ -40,7 +40,8 @@ class EncoderLayerImpl : public torch::nn::Module {
                       const torch::Tensor& padding_mask);
 
   bool is_moe() const { return !moe.is_empty(); }
-  ParameterSlices split_tensor_parallel(const ModelParallelism& mp);
+  // Splits the layer for tensor and expert parallelism (see the sublayers).
+  ParameterSlices parallelize(const ModelParallelism& mp);
 
   Norm self_attn_norm{nullptr};
   MultiHeadAttention self_attn{nullptr};
@@ -65,7 +66,8 @@ class DecoderLayerImpl : public torch::nn::Module {
                       const torch::Tensor& padding_mask);
 
   bool is_moe() const { return !moe.is_empty(); }
-  ParameterSlices split_tensor_parallel(const ModelParallelism& mp);
+  // Splits the layer for tensor and expert parallelism (see the sublayers).
+  ParameterSlices parallelize(const ModelParallelism& mp);
 
   Norm self_attn_norm{nullptr};
   MultiHeadAttention self_attn{nullptr};

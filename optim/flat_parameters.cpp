@@ -6,7 +6,10 @@
 
 namespace moetrain::optim {
 
-std::string unit_of(const std::string& name) {
+bool is_expert_parameter(const std::string& name) { return name.find(".moe.experts_") != std::string::npos; }
+
+std::string unit_of(const std::string& name, bool expert_units) {
+  if (expert_units && is_expert_parameter(name)) return name.substr(0, name.find(".moe.experts_")) + ".moe.experts";
   static const std::regex layer("^(.*\\.layers\\.[0-9]+)\\..*$");
   std::smatch m;
   if (std::regex_match(name, m, layer)) return m[1];
@@ -26,6 +29,10 @@ FlatParameters::FlatParameters(
   if (sharding_.shard_grads && !sharding_.shard_master) {
     throw std::invalid_argument("FlatParameters: sharded grads need a sharded master");
   }
+  if (sharding_.expert_shards < 0 ||
+      (sharding_.expert_shards > 0 && (sharding_.expert_rank < 0 || sharding_.expert_rank >= sharding_.expert_shards))) {
+    throw std::invalid_argument("FlatParameters: bad expert sharding rank/shards");
+  }
   if (sharding_.shard_params && !sharding_.shard_grads) {
     throw std::invalid_argument("FlatParameters: sharded parameters need sharded grads and master");
   }
@@ -33,10 +40,14 @@ FlatParameters::FlatParameters(
   // Group parameters by unit, keeping the model's registration order.
   for (const auto& [name, param] : named_parameters) {
     if (!param.requires_grad()) continue;
-    const std::string unit = unit_of(name);
+    const bool expert_units = sharding_.expert_shards > 0;
+    const std::string unit = unit_of(name, expert_units);
     if (units_.empty() || units_.back().name != unit) {
       FlatUnit u;
       u.name = unit;
+      u.expert = expert_units && is_expert_parameter(name);
+      u.shards = u.expert ? sharding_.expert_shards : sharding_.shards;
+      u.shard_rank = u.expert ? sharding_.expert_rank : sharding_.rank;
       units_.push_back(u);
     }
     FlatParameterEntry e;
@@ -50,9 +61,9 @@ FlatParameters::FlatParameters(
     device = param.device();
     entries_.push_back(std::move(e));
   }
-  const int64_t n = sharding_.shards;
   int64_t offset = 0, local = 0;
   for (auto& u : units_) {
+    const int64_t n = u.shards;
     u.offset = offset;
     u.padded = (u.numel + n - 1) / n * n;
     u.shard = u.padded / n;
@@ -110,7 +121,7 @@ const FlatParameterEntry& FlatParameters::entry(const std::string& name) const {
 }
 
 std::pair<int64_t, int64_t> FlatParameters::piece_range(const FlatUnit& u) const {
-  const int64_t begin = u.offset + sharding_.rank * u.shard;
+  const int64_t begin = u.offset + u.shard_rank * u.shard;
   return {begin, begin + u.shard};
 }
 

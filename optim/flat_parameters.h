@@ -4,7 +4,9 @@
 // Parameters are grouped into units (a layer, the embedding, a final norm:
 // see unit_of), each unit contiguous in the flat space and padded to a
 // multiple of the number of shards. Rank r of N owns, in every unit, the r-th
-// of N equal pieces; its local shard is those pieces concatenated.
+// of N equal pieces; its local shard is those pieces concatenated. Under
+// expert parallelism expert units are sharded over the expert-data-parallel
+// group instead (FlatUnit::shards; see ShardingOptions::expert_shards).
 //
 //   model   compute dtype, full flat space: every parameter is a view into it
 //           (absent under ZeRO 3, see below)
@@ -52,6 +54,12 @@ struct FlatUnit {
   int64_t padded = 0;     // numel rounded up to a multiple of the shard count
   int64_t shard = 0;      // padded / shards: one rank's piece
   int64_t local_offset = 0;  // where this rank's piece sits in the local shard
+  // Expert parallelism: the unit holds only this rank's experts and is
+  // replicated (and sharded) over the expert-data-parallel group, not the
+  // whole data-parallel group.
+  bool expert = false;
+  int64_t shards = 1;      // ranks the unit is sharded over
+  int64_t shard_rank = 0;  // this rank among them
 };
 
 // A run of consecutive elements that share one weight-decay setting.
@@ -67,11 +75,22 @@ struct ShardingOptions {
   bool shard_master = false;  // ZeRO >= 1: master weights and moments sharded
   bool shard_grads = false;   // ZeRO >= 2: gradient accumulator sharded
   bool shard_params = false;  // ZeRO 3: no full model copy; units gathered on use
+  // Expert parallelism (> 0): expert weights (is_expert_parameter) go into
+  // units of their own ("<layer>.moe.experts"), sharded over the
+  // `expert_shards` ranks of the expert-data-parallel group, of which this
+  // is `expert_rank`. 0: experts are ordinary parameters of their layer.
+  int64_t expert_shards = 0;
+  int64_t expert_rank = 0;
 };
+
+// Stacked expert weights of a MoE layer ("...moe.experts_fc1_weight" ...).
+bool is_expert_parameter(const std::string& parameter_name);
 
 // The unit a parameter belongs to: "encoder.layers.3.self_attn.q_proj.weight"
 // -> "encoder.layers.3"; otherwise the module path ("encoder.final_norm").
-std::string unit_of(const std::string& parameter_name);
+// With `expert_units`, expert weights form their own unit:
+// "encoder.layers.3.moe.experts_fc1_weight" -> "encoder.layers.3.moe.experts".
+std::string unit_of(const std::string& parameter_name, bool expert_units = false);
 
 class FlatParameters {
  public:

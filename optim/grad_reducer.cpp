@@ -14,11 +14,12 @@ std::vector<GradBucket> GradReducer::make_buckets(const FlatParameters& params, 
     GradBucket b;
     b.last_unit = u - 1;
     b.end = units[u - 1].offset + units[u - 1].padded;
+    b.expert = units[u - 1].expert;
     int64_t elems = 0;
     do {
       --u;
       elems += units[u].padded;
-    } while (u > 0 && elems < min_elems);
+    } while (u > 0 && elems < min_elems && units[u - 1].expert == b.expert);
     b.first_unit = u;
     b.begin = units[u].offset;
     buckets.push_back(b);

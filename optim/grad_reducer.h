@@ -49,6 +49,7 @@ struct GradBucket {
   size_t last_unit = 0;
   int64_t begin = 0;      // the flat range they cover (padded units)
   int64_t end = 0;
+  bool expert = false;    // expert units (reduced over the expert-data-parallel group)
 };
 
 class GradReducer {
@@ -57,7 +58,8 @@ class GradReducer {
 
   // Buckets of consecutive whole units, each at least `min_elems` elements
   // (the last one may be smaller), in reduction order (the end of the flat
-  // space first). min_elems <= 0: one bucket per unit.
+  // space first). min_elems <= 0: one bucket per unit. A bucket never mixes
+  // expert units with the others (they are reduced over different groups).
   static std::vector<GradBucket> make_buckets(const FlatParameters& params, int64_t min_elems);
 
   // `buckets` as make_buckets returns them; they must cover every unit.

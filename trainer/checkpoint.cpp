@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <regex>
 #include <vector>
 
@@ -77,6 +78,31 @@ std::string rank_file_name(int64_t rank) {
   return buf;
 }
 
+namespace {
+
+// Writes this rank's pieces of `buffer` (laid out like params.master()) as
+// `<group><param>` datasets with the attributes that place each piece in its
+// whole parameter.
+void write_pieces(data::Hdf5File& file, const std::string& group, const optim::FlatParameters& params,
+                  const torch::Tensor& buffer, const models::ParameterSlices* slices,
+                  const std::function<bool(const optim::FlatParameterEntry&)>& writes_entry) {
+  const auto host = buffer.detach().to(torch::kCPU);
+  for (const auto& e : params.entries()) {
+    const auto piece = params.local_piece(e);
+    const int64_t len = piece.end - piece.begin;
+    if (len == 0 || (writes_entry && !writes_entry(e))) continue;
+    const auto block = block_of(e, slices);
+    const std::string dataset = group + e.name;
+    file.write_tensor(dataset, host.narrow(0, piece.master_offset, len));
+    file.set_attr(dataset, "global_shape", block.global_shape);
+    file.set_attr(dataset, "slice_start", block.start);
+    file.set_attr(dataset, "slice_shape", e.shape);
+    file.set_attr(dataset, "flat_offset", piece.begin);
+  }
+}
+
+}  // namespace
+
 std::string save_checkpoint(const std::string& checkpoints_dir, const CheckpointContents& c,
                             int64_t keep, parallel::Communicator& world) {
   const std::string name = checkpoint_name(c.step);
@@ -94,25 +120,9 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const Checkpoint
     data::Hdf5File file((partial / rank_file_name(world.rank())).string(), data::Hdf5File::Mode::Create);
     if (c.write_state) {
       const auto& params = *c.params;
-      const auto master = params.master().detach().to(torch::kCPU);
-      const auto exp_avg = c.optimizer->exp_avg().to(torch::kCPU);
-      const auto exp_avg_sq = c.optimizer->exp_avg_sq().to(torch::kCPU);
-      for (const auto& e : params.entries()) {
-        const auto piece = params.local_piece(e);
-        const int64_t len = piece.end - piece.begin;
-        if (len == 0) continue;
-        const auto block = block_of(e, c.slices);
-        for (const auto& [group, buffer] : {std::pair<std::string, const torch::Tensor*>{"model/", &master},
-                                            {"optim/exp_avg/", &exp_avg},
-                                            {"optim/exp_avg_sq/", &exp_avg_sq}}) {
-          const std::string dataset = group + e.name;
-          file.write_tensor(dataset, buffer->narrow(0, piece.master_offset, len));
-          file.set_attr(dataset, "global_shape", block.global_shape);
-          file.set_attr(dataset, "slice_start", block.start);
-          file.set_attr(dataset, "slice_shape", e.shape);
-          file.set_attr(dataset, "flat_offset", piece.begin);
-        }
-      }
+      write_pieces(file, "model/", params, params.master(), c.slices, c.writes_entry);
+      write_pieces(file, "optim/exp_avg/", params, c.optimizer->exp_avg(), c.slices, c.writes_entry);
+      write_pieces(file, "optim/exp_avg_sq/", params, c.optimizer->exp_avg_sq(), c.slices, c.writes_entry);
       file.set_attr("/", "optimizer_steps", c.optimizer->steps_taken());
     }
     file.write_tensor("rng/cpu", c.rng_state);
@@ -170,6 +180,31 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const Checkpoint
   return final_dir.string();
 }
 
+void save_gradient_dump(const std::string& dir, const optim::FlatParameters& params, const torch::Tensor& grads,
+                        const models::ParameterSlices* slices,
+                        const std::function<bool(const optim::FlatParameterEntry&)>& writes_entry, int64_t step,
+                        parallel::Communicator& world) {
+  if (world.rank() == 0) {
+    data::remove_tree(dir);
+    fs::create_directories(dir);
+  }
+  world.barrier();
+  {
+    data::Hdf5File file((fs::path(dir) / rank_file_name(world.rank())).string(), data::Hdf5File::Mode::Create);
+    write_pieces(file, "model/", params, grads, slices, writes_entry);
+    file.set_attr("/", "step", step);
+    file.flush();
+  }
+  world.barrier();
+  if (world.rank() == 0) {
+    std::vector<std::string> files;
+    for (int64_t r = 0; r < world.size(); ++r) files.push_back(rank_file_name(r));
+    const nlohmann::json meta = {{"format", "moetrain-gradients"}, {"step", step}, {"files", files}};
+    data::write_file_atomically((fs::path(dir) / "meta.json").string(), meta.dump(2) + "\n");
+  }
+  world.barrier();
+}
+
 namespace {
 
 // Fills `target` (the elements [begin, end) of a flattened parameter) from the
@@ -188,7 +223,7 @@ void read_pieces(std::vector<data::Hdf5File>& files, const std::string& dataset,
           << " but the model expects " << c10::IntArrayRef(block.global_shape);
       throw CheckpointError(msg.str());
     }
-    // Pieces of other blocks (another tensor-parallel rank's slice) do not apply.
+    // Pieces of other blocks (another TP or EP rank's slice) do not apply.
     const bool sliced = file.has_attr(dataset, "slice_start");
     const auto start = sliced ? file.attr_ints(dataset, "slice_start") : std::vector<int64_t>(stored_shape.size(), 0);
     const auto shape = sliced ? file.attr_ints(dataset, "slice_shape") : stored_shape;
@@ -209,7 +244,7 @@ void read_pieces(std::vector<data::Hdf5File>& files, const std::string& dataset,
       std::ostringstream msg;
       msg << dir << ": " << dataset << " was saved split differently (no piece holds the block at "
           << c10::IntArrayRef(block.start) << " of shape " << c10::IntArrayRef(block_shape)
-          << "); resume under the tensor-parallel layout it was saved with";
+          << "); resume under the tensor- and expert-parallel layout it was saved with";
       throw CheckpointError(msg.str());
     }
     throw CheckpointError(dir + ": missing " + dataset +

@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -53,6 +54,9 @@ std::string resolve_checkpoint_path(const std::string& path);
 struct CheckpointContents {
   int64_t step = 0;
   bool write_state = true;  // false: this rank's weights are a replica another rank writes
+  // With write_state: which parameters this rank writes (empty: all of them);
+  // the others are replicas another rank writes.
+  std::function<bool(const optim::FlatParameterEntry&)> writes_entry;
   const optim::FlatParameters* params = nullptr;
   const optim::AdamW* optimizer = nullptr;
   optim::LossScalerState scaler;
@@ -69,6 +73,16 @@ struct CheckpointContents {
 // all). Collective over `world`: every rank calls it. Returns the directory.
 std::string save_checkpoint(const std::string& checkpoints_dir, const CheckpointContents& contents,
                             int64_t keep, parallel::Communicator& world);
+
+// Writes the reduced gradients of one step (`grads`, laid out like
+// params.master()) to `dir` in the checkpoint's layout: rank-RRRRR.h5 files
+// with `model/<param>` pieces placed by the same attributes, and a meta.json
+// listing them. For comparing gradients across parallel layouts
+// (train.dump_grads_step). Collective over `world`.
+void save_gradient_dump(const std::string& dir, const optim::FlatParameters& params, const torch::Tensor& grads,
+                        const models::ParameterSlices* slices,
+                        const std::function<bool(const optim::FlatParameterEntry&)>& writes_entry, int64_t step,
+                        parallel::Communicator& world);
 
 struct LoadedCheckpoint {
   int64_t step = 0;

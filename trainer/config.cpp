@@ -136,6 +136,7 @@ void visit_config(V& root, Config& c) {
     s.field("label_smoothing", t.label_smoothing);
     s.field("eval_every", t.eval_every);
     s.field("eval_batches", t.eval_batches);
+    s.field("dump_grads_step", t.dump_grads_step);
     s.field("threads", t.threads);
     s.done();
   }
@@ -503,9 +504,14 @@ void validate_config(const Config& c, int64_t world_size, const ConfigSource& sr
     require(c.model.expert_ffn_dim() % tp == 0, "parallel.tp",
             std::to_string(tp) + " does not divide the expert width " + std::to_string(c.model.expert_ffn_dim()));
   }
-  // Pipeline and expert parallelism are not in this build yet.
+  // Expert parallelism splits every MoE layer's experts evenly.
+  const int64_t ep = c.parallel.ep;
+  if (ep > 1) {
+    require(c.model.moe.num_experts % ep == 0, "parallel.ep",
+            std::to_string(ep) + " does not divide model.moe.num_experts = " + std::to_string(c.model.moe.num_experts));
+  }
+  // Pipeline parallelism is not in this build yet.
   require(c.parallel.pp == 1, "parallel.pp", "pipeline parallelism is not supported yet (use 1)");
-  require(c.parallel.ep == 1, "parallel.ep", "expert parallelism is not supported yet (use 1)");
 
   const auto& t = c.train;
   require(t.micro_batch >= 1, "train.micro_batch", "must be at least 1");
@@ -516,6 +522,7 @@ void validate_config(const Config& c, int64_t world_size, const ConfigSource& sr
   require(t.label_smoothing >= 0 && t.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)");
   require(t.eval_every >= 0, "train.eval_every", "must be >= 0");
   require(t.eval_batches >= 1, "train.eval_batches", "must be at least 1");
+  require(t.dump_grads_step >= 0, "train.dump_grads_step", "must be >= 0 (0: never)");
   require(t.threads >= 0, "train.threads", "must be >= 0");
 
   const auto& o = c.optim;

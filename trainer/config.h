@@ -42,6 +42,10 @@ struct TrainConfig {
   int64_t eval_every = 0;      // 0: no evaluation during training
   int64_t eval_batches = 4;    // global batches of the valid split per evaluation
   int64_t threads = 0;         // intra-op CPU threads; 0: LibTorch's default
+  // > 0: after that step's gradients are reduced and unscaled (before
+  // clipping), write them to OUTPUT/grads-step-NNNNNN in the checkpoint
+  // layout, to compare gradients across parallel layouts. 0: never.
+  int64_t dump_grads_step = 0;
 };
 
 struct CheckpointConfig {

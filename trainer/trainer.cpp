@@ -67,23 +67,32 @@ Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
     throw ConfigError("model.vocab_size must be known before the model is built");
   }
   grid_ = std::make_unique<parallel::ProcessGrid>(world_->size(), world_->rank(), config_.parallel);
+  // Splits are collective: every rank takes part in each (with its own group).
   dp_ = world_.get();
-  if (grid_->tp_size() > 1) {
-    // Collective: every rank takes part in both splits.
-    tp_comm_ = world_->split(grid_->tp_group());
+  if (grid_->tp_size() > 1) tp_comm_ = world_->split(grid_->tp_group());
+  if (grid_->dp_size() < world_->size()) {
     dp_comm_ = world_->split(grid_->dp_group());
     dp_ = dp_comm_.get();
+  }
+  edp_ = dp_;
+  if (grid_->ep_size() > 1) {
+    ep_comm_ = world_->split(grid_->ep_group());
+    edp_comm_ = world_->split(grid_->expert_dp_group());
+    edp_ = edp_comm_.get();
   }
   if (config_.train.threads > 0) at::set_num_threads(static_cast<int>(config_.train.threads));
   // One seed decides the initial weights, the same on every rank; the
   // generator then drives dropout.
   torch::manual_seed(config_.train.seed);
   model_ = models::Seq2SeqTransformer(config_.model);
-  if (grid_->tp_size() > 1) {
-    // Built whole from the shared seed, then each TP rank keeps its slices.
-    tp_rng_ = std::make_unique<parallel::TensorParallelRng>(config_.train.seed, grid_->tp_rank());
+  if (grid_->tp_size() > 1 || grid_->ep_size() > 1) {
+    // Built whole from the shared seed, then each TP rank keeps its slices
+    // and each EP rank its experts. Split regions and experts draw dropout
+    // from a stream of their own per (EP rank, TP rank).
+    const int64_t stream = grid_->ep_rank() * grid_->tp_size() + grid_->tp_rank();
+    tp_rng_ = std::make_unique<parallel::TensorParallelRng>(config_.train.seed, stream);
     models::set_tensor_parallel_rng(tp_rng_.get());
-    model_->parallelize({tp_comm_.get(), tp_rng_.get()});
+    model_->parallelize({tp_comm_.get(), tp_rng_.get(), ep_comm_.get()});
   }
   model_->to(device_);
 
@@ -103,13 +112,17 @@ Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
   sharding.shard_master = zero >= 1;
   sharding.shard_grads = zero >= 2;
   sharding.shard_params = zero >= 3;
+  if (grid_->ep_size() > 1) {
+    sharding.expert_shards = edp_->size();
+    sharding.expert_rank = edp_->rank();
+  }
   const auto& ocfg = config_.optim;
   params_ = std::make_unique<optim::FlatParameters>(
       named, to_scalar_type(config_.precision.compute),
       [&ocfg](const std::string& n, const torch::Tensor& p) { return decays(ocfg, n, p); }, sharding);
   if (zero == 1) local_grads_ = torch::zeros({params_->local_numel()}, params_->master().options());
   if (zero >= 3) {
-    zero3_ = std::make_unique<Zero3Params>(*params_, *dp_);
+    zero3_ = std::make_unique<Zero3Params>(*params_, *dp_, edp_);
     model_->set_layer_runner(zero3_->layer_runner());
   }
   // Overlapped gradient reduction needs a communication thread beside the
@@ -143,18 +156,21 @@ OptimizerMemory Trainer::optimizer_memory() const {
   return m;
 }
 
+parallel::Communicator& Trainer::group_of(const optim::FlatUnit& u) const { return u.expert ? *edp_ : *dp_; }
+
 void Trainer::reduce_scatter_unit(const optim::FlatUnit& u, const torch::Tensor& full_grads, torch::Tensor& shard,
                                   bool accumulate) {
   const auto input = full_grads.narrow(0, u.offset, u.padded);
   auto piece = shard.narrow(0, u.local_offset, u.shard);
-  if (dp_->size() == 1) {
+  auto& group = group_of(u);
+  if (group.size() == 1) {
     accumulate ? piece.add_(input) : piece.copy_(input);
   } else if (accumulate) {
     auto reduced = torch::empty_like(piece);
-    dp_->reduce_scatter(input, reduced);
+    group.reduce_scatter(input, reduced);
     piece.add_(reduced);
   } else {
-    dp_->reduce_scatter(input, piece);
+    group.reduce_scatter(input, piece);
   }
 }
 
@@ -168,8 +184,10 @@ optim::GradReducer::ReduceFn Trainer::bucket_reduction(torch::Tensor& full_grads
                                                        bool accumulate) {
   if (config_.parallel.zero_stage == 0) {
     return [this, full_grads](const optim::GradBucket& b) {
+      auto& group = b.expert ? *edp_ : *dp_;
+      if (group.size() == 1) return;
       auto bucket = full_grads.narrow(0, b.begin, b.end - b.begin);
-      dp_->all_reduce(bucket);
+      group.all_reduce(bucket);
     };
   }
   return [this, full_grads, shard, accumulate](const optim::GradBucket& b) mutable {
@@ -190,10 +208,11 @@ void Trainer::refresh_model_from_master() {
   for (const auto& u : params_->units()) {
     const auto piece = params_->master().narrow(0, u.local_offset, u.shard).to(model.scalar_type());
     auto full = model.narrow(0, u.offset, u.padded);
-    if (dp_->size() == 1) {
+    auto& group = group_of(u);
+    if (group.size() == 1) {
       full.copy_(piece);
     } else {
-      dp_->all_gather(piece, full);
+      group.all_gather(piece, full);
     }
   }
 }
@@ -218,28 +237,30 @@ kernels::CrossEntropyResult Trainer::cross_entropy(const torch::Tensor& logits, 
 }
 
 double Trainer::global_grad_norm(const torch::Tensor& grads) {
+  // Each rank adds the squares of the gradient elements it holds, weighed by
+  // one over the number of ranks holding the same values, and the world sums:
+  //   DP: a ZeRO shard is held once; an unsharded replica by every rank of
+  //       the unit's group (DP, or expert-DP for experts, which differ per EP
+  //       rank);
+  //   TP: a split parameter is held once, a replicated one by every TP rank.
   const bool sharded = params_->sharding().shard_master;  // grads hold this rank's shard
-  if (!tp_comm_) {
-    const double local = optim::global_grad_norm(grads);
-    return sharded ? std::sqrt(sum_over_dp(local * local)) : local;
-  }
-  // Squares of TP-split parameters (different on every TP rank) and of
-  // replicated ones (the same on every TP rank: counted once).
-  double split_sq = 0, replicated_sq = 0;
   const auto& slices = model_->parameter_slices();
+  auto sum_sq = torch::zeros({1}, grads.options().dtype(torch::kFloat64));
   for (const auto& e : params_->entries()) {
     const torch::Tensor g = local_grad(grads, e);
     if (!g.defined()) continue;
-    const double sq = g.to(torch::kFloat64).pow(2).sum().item<double>();
-    (slices.count(e.name) ? split_sq : replicated_sq) += sq;
+    const auto& unit = params_->units()[e.unit];
+    const double dp_copies = sharded ? 1.0 : static_cast<double>(group_of(unit).size());
+    const double tp_copies = tp_comm_ && !slices.count(e.name) ? static_cast<double>(tp_comm_->size()) : 1.0;
+    sum_sq += g.to(torch::kFloat64).pow(2).sum() / (dp_copies * tp_copies);
   }
-  if (sharded) {
-    split_sq = sum_over_dp(split_sq);
-    replicated_sq = sum_over_dp(replicated_sq);
-  }
-  auto t = torch::tensor({split_sq}, torch::kFloat64);
-  tp_comm_->all_reduce(t);
-  return std::sqrt(t.item<double>() + replicated_sq);
+  if (world_->size() > 1) world_->all_reduce(sum_sq);
+  return std::sqrt(sum_sq.item<double>());
+}
+
+bool Trainer::writes_in_checkpoint(const optim::FlatParameterEntry& e) const {
+  if (params_->sharding().shard_master) return true;  // every rank writes its own shard
+  return group_of(params_->units()[e.unit]).rank() == 0;
 }
 
 data::Seq2SeqBatch Trainer::to_device(const data::Seq2SeqBatch& b) const {
@@ -368,6 +389,12 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
   //    (the norm is global, so all agree); any other non-finite value stops
   //    training before anything is written.
   if (r.loss_scale != 1.0) grads.mul_(1.0 / r.loss_scale);
+  if (config_.train.dump_grads_step == step + 1 && !output_dir_.empty()) {
+    save_gradient_dump((fs::path(output_dir_) / ("grads-" + checkpoint_name(step + 1))).string(), *params_, grads,
+                       &model_->parameter_slices(),
+                       [this](const optim::FlatParameterEntry& e) { return writes_in_checkpoint(e); }, step + 1,
+                       *world_);
+  }
   r.grad_norm = global_grad_norm(grads);
   const bool finite = std::isfinite(r.grad_norm) && std::isfinite(r.loss);
   if (!finite) {
@@ -421,6 +448,7 @@ std::pair<double, int64_t> Trainer::evaluate(const std::vector<data::Seq2SeqBatc
 int Trainer::run(const TrainOptions& options) {
   const auto& cfg = config_;
   const bool leader = is_leader();
+  output_dir_ = options.output_dir;
   if (leader) {
     fs::create_directories(options.output_dir);
     std::ofstream out(fs::path(options.output_dir) / "config.yaml", std::ios::trunc);
@@ -478,7 +506,7 @@ int Trainer::run(const TrainOptions& options) {
               << " training samples per epoch, " << global_batch / (cfg.train.micro_batch * dp_size)
               << " micro-batch(es) of " << cfg.train.micro_batch << " per step on each of " << dp_size
               << " data-parallel rank(s), ZeRO stage " << cfg.parallel.zero_stage << ", tensor parallel "
-              << grid_->tp_size() << ", device " << device_
+              << grid_->tp_size() << ", expert parallel " << grid_->ep_size() << ", device " << device_
               << std::endl;
   }
   if (start_step >= max_steps) {
@@ -491,7 +519,7 @@ int Trainer::run(const TrainOptions& options) {
   auto save = [&](int64_t step) {
     CheckpointContents c;
     c.step = step;
-    c.write_state = params_->sharding().shard_master || dp_rank == 0;
+    c.writes_entry = [this](const optim::FlatParameterEntry& e) { return writes_in_checkpoint(e); };
     c.params = params_.get();
     c.optimizer = optimizer_.get();
     c.scaler = scaler_->state();

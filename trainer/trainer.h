@@ -104,6 +104,10 @@ class Trainer {
   // Gradient reduction over the data-parallel group, per ZeRO stage.
   void reduce_scatter_unit(const optim::FlatUnit& u, const torch::Tensor& full_grads, torch::Tensor& shard,
                            bool accumulate);
+  // The group a unit's gradients are reduced over and its shards live in:
+  // the data-parallel group, or for expert units under EP the
+  // expert-data-parallel group (the DP ranks holding the same experts).
+  parallel::Communicator& group_of(const optim::FlatUnit& u) const;
   // The reduction of one bucket: all-reduce of full_grads' range (ZeRO 0), or
   // reduce-scatter of each of its units into `shard` (ZeRO 1/2; added to it
   // when `accumulate`). The overlapped reducer runs it during the backward;
@@ -117,17 +121,24 @@ class Trainer {
   // under TP, where it is computed vocabulary-parallel).
   kernels::CrossEntropyResult cross_entropy(const torch::Tensor& logits, const data::Seq2SeqBatch& mb,
                                             double label_smoothing);
-  // The gradient norm over the whole model: DP shards summed, TP-split
-  // parameters summed over TP, replicated ones counted once.
+  // The gradient norm over the whole model: every element counted once,
+  // however it is sharded (ZeRO), split (TP, EP) or replicated.
   double global_grad_norm(const torch::Tensor& grads);
+  // Whether this rank writes parameter e in a checkpoint (replicas: only the
+  // first rank of the group holding it).
+  bool writes_in_checkpoint(const optim::FlatParameterEntry& e) const;
   bool is_leader() const { return world_->rank() == 0; }
 
   Config config_;
+  std::string output_dir_;  // run()'s; where train.dump_grads_step writes
   std::shared_ptr<parallel::Communicator> world_;
-  parallel::Communicator* dp_ = nullptr;  // the data-parallel group (the world while tp = pp = 1)
+  parallel::Communicator* dp_ = nullptr;   // the data-parallel group (the world while tp = pp = 1)
+  parallel::Communicator* edp_ = nullptr;  // the expert-data-parallel group (dp_ while ep = 1)
   std::unique_ptr<parallel::ProcessGrid> grid_;
-  std::unique_ptr<parallel::Communicator> tp_comm_, dp_comm_;  // split from the world when tp > 1
-  std::unique_ptr<parallel::TensorParallelRng> tp_rng_;         // tp > 1
+  // Split from the world where the layout needs them: tp > 1, dp < world,
+  // ep > 1 (the expert all-to-all group and the expert-data-parallel group).
+  std::unique_ptr<parallel::Communicator> tp_comm_, dp_comm_, ep_comm_, edp_comm_;
+  std::unique_ptr<parallel::TensorParallelRng> tp_rng_;  // tp > 1 or ep > 1
   torch::Tensor local_grads_;  // ZeRO 1: this rank's reduced gradient shard
   torch::Device device_;
   models::Seq2SeqTransformer model_{nullptr};

@@ -11,25 +11,32 @@ namespace moetrain::trainer {
 
 namespace {
 
-// Runs fn with unit u bound, releasing it however fn ends.
-std::vector<torch::Tensor> with_unit(Zero3Params& z, size_t u, const models::LayerFunction& fn,
-                                     const std::vector<torch::Tensor>& inputs) {
-  z.gather(u);
+void gather_all(Zero3Params& z, const std::vector<size_t>& units) {
+  for (const size_t u : units) z.gather(u);
+}
+void release_all(Zero3Params& z, const std::vector<size_t>& units) {
+  for (const size_t u : units) z.release(u);
+}
+
+// Runs fn with a layer's units bound, releasing them however fn ends.
+std::vector<torch::Tensor> with_units(Zero3Params& z, const std::vector<size_t>& units,
+                                      const models::LayerFunction& fn, const std::vector<torch::Tensor>& inputs) {
+  gather_all(z, units);
   std::vector<torch::Tensor> out;
   try {
     out = fn(inputs);
   } catch (...) {
-    z.release(u);
+    release_all(z, units);
     throw;
   }
-  z.release(u);
+  release_all(z, units);
   return out;
 }
 
 // What backward needs; a capsule in ctx->saved_data (std::function is no IValue).
 struct LayerState : torch::CustomClassHolder {
   Zero3Params* owner = nullptr;
-  size_t unit = 0;
+  std::vector<size_t> units;  // the layer's unit, and its expert unit under EP
   models::LayerFunction fn;
   std::vector<bool> input_requires_grad;
   models::RngSnapshot rng;
@@ -46,7 +53,7 @@ class Zero3LayerFunction : public torch::autograd::Function<Zero3LayerFunction> 
     std::vector<torch::Tensor> outputs;
     {
       torch::NoGradGuard no_grad;
-      outputs = with_unit(*state->owner, state->unit, state->fn, input_vec);
+      outputs = with_units(*state->owner, state->units, state->fn, input_vec);
     }
     for (const auto& out : outputs) {
       if (!at::isFloatingType(out.scalar_type())) ctx->mark_non_differentiable({out});
@@ -66,12 +73,16 @@ class Zero3LayerFunction : public torch::autograd::Function<Zero3LayerFunction> 
     }
     Zero3Params& z = *state->owner;
     auto& flat = z.params();
-    const auto [first, last] = flat.unit_entries(state->unit);
+    std::vector<size_t> weight_entries;
+    for (const size_t u : state->units) {
+      const auto [first, last] = flat.unit_entries(u);
+      for (size_t i = first; i < last; ++i) weight_entries.push_back(i);
+    }
 
     // Slots: the state, each input, the anchor.
     torch::autograd::variable_list result(1 + inputs.size() + 1);
-    std::vector<torch::Tensor> weight_grads(last - first);
-    z.gather(state->unit);
+    std::vector<torch::Tensor> weight_grads(weight_entries.size());
+    gather_all(z, state->units);
     try {
       std::vector<torch::Tensor> outputs;
       {
@@ -101,7 +112,7 @@ class Zero3LayerFunction : public torch::autograd::Function<Zero3LayerFunction> 
           input_slot.push_back(i);
         }
       }
-      for (size_t i = first; i < last; ++i) targets.push_back(flat.entries()[i].param);
+      for (const size_t i : weight_entries) targets.push_back(flat.entries()[i].param);
       if (!roots.empty()) {
         const auto grads = torch::autograd::grad(roots, targets, root_grads, /*retain_graph=*/false,
                                                  /*create_graph=*/false, /*allow_unused=*/true);
@@ -109,33 +120,46 @@ class Zero3LayerFunction : public torch::autograd::Function<Zero3LayerFunction> 
         for (size_t i = 0; i < weight_grads.size(); ++i) weight_grads[i] = grads[input_slot.size() + i];
       }
     } catch (...) {
-      z.release(state->unit);
+      release_all(z, state->units);
       throw;
     }
-    z.release(state->unit);
-    // Every rank reaches this collective for every layer, in the same order,
-    // even when the recompute produced no gradient (zeros are reduced then).
-    z.reduce_grads(state->unit, weight_grads);
+    release_all(z, state->units);
+    // Every rank reaches these collectives for every layer, in the same
+    // order, even when the recompute produced no gradient (zeros are reduced
+    // then).
+    size_t next = 0;
+    for (const size_t u : state->units) {
+      const auto [first, last] = flat.unit_entries(u);
+      std::vector<torch::Tensor> unit_grads(weight_grads.begin() + static_cast<std::ptrdiff_t>(next),
+                                            weight_grads.begin() + static_cast<std::ptrdiff_t>(next + (last - first)));
+      next += last - first;
+      z.reduce_grads(u, unit_grads);
+    }
     return result;
   }
 };
 
 }  // namespace
 
-Zero3Params::Zero3Params(optim::FlatParameters& params, parallel::Communicator& dp)
-    : params_(params), dp_(dp) {
+Zero3Params::Zero3Params(optim::FlatParameters& params, parallel::Communicator& dp,
+                         parallel::Communicator* expert_dp)
+    : params_(params), dp_(dp), expert_dp_(expert_dp ? *expert_dp : dp) {
   if (!params_.sharding().shard_params) {
     throw std::invalid_argument("Zero3Params: the flat parameters are not sharded for ZeRO 3");
   }
-  if (params_.sharding().shards != dp_.size()) {
-    throw std::invalid_argument("Zero3Params: shards != data-parallel size");
-  }
   const auto& units = params_.units();
   for (size_t u = 0; u < units.size(); ++u) {
-    // unit_of names a layer's unit "<stack>.layers.N"; the model's runner
-    // calls use the same names.
-    if (units[u].name.find(".layers.") != std::string::npos) {
-      layer_units_.emplace(units[u].name, u);
+    if (units[u].shards != group_of(u).size()) {
+      throw std::invalid_argument("Zero3Params: unit '" + units[u].name + "' is sharded over " +
+                                  std::to_string(units[u].shards) + " ranks, its group has " +
+                                  std::to_string(group_of(u).size()));
+    }
+    // unit_of names a layer's unit "<stack>.layers.N" and its expert unit
+    // "<stack>.layers.N.moe.experts"; the model's runner calls use the first.
+    const std::string& name = units[u].name;
+    if (name.find(".layers.") != std::string::npos) {
+      const auto experts = name.find(".moe.experts");
+      layer_units_[experts == std::string::npos ? name : name.substr(0, experts)].push_back(u);
     } else {
       non_layer_units_.push_back(u);
     }
@@ -143,9 +167,13 @@ Zero3Params::Zero3Params(optim::FlatParameters& params, parallel::Communicator& 
   anchor_ = torch::zeros({0}, params_.master().options()).requires_grad_();
 }
 
-int64_t Zero3Params::layer_unit(const std::string& name) const {
+const std::vector<size_t>* Zero3Params::layer_units(const std::string& name) const {
   const auto it = layer_units_.find(name);
-  return it == layer_units_.end() ? -1 : static_cast<int64_t>(it->second);
+  return it == layer_units_.end() ? nullptr : &it->second;
+}
+
+parallel::Communicator& Zero3Params::group_of(size_t u) {
+  return params_.units().at(u).expert ? expert_dp_ : dp_;
 }
 
 void Zero3Params::gather(size_t u) {
@@ -153,10 +181,11 @@ void Zero3Params::gather(size_t u) {
   const auto& unit = params_.units().at(u);
   const auto piece = params_.master().narrow(0, unit.local_offset, unit.shard);
   auto full = torch::empty({unit.padded}, piece.options().dtype(params_.compute_dtype()));
-  if (dp_.size() == 1) {
+  auto& group = group_of(u);
+  if (group.size() == 1) {
     full.copy_(piece);  // a copy even in fp32: the model must never alias the master
   } else {
-    dp_.all_gather(piece.to(params_.compute_dtype()).contiguous(), full);
+    group.all_gather(piece.to(params_.compute_dtype()).contiguous(), full);
   }
   params_.bind_unit(u, full);
 }
@@ -167,12 +196,13 @@ void Zero3Params::reduce_grads(size_t u, const std::vector<torch::Tensor>& grads
   auto flat = torch::empty({unit.padded}, params_.grads().options());
   params_.flatten_unit_grads(u, grads, flat);
   auto piece = params_.grads().narrow(0, unit.local_offset, unit.shard);
-  if (dp_.size() == 1) {
+  auto& group = group_of(u);
+  if (group.size() == 1) {
     piece.add_(flat);
     return;
   }
   auto reduced = torch::empty_like(piece);
-  dp_.reduce_scatter(flat, reduced);
+  group.reduce_scatter(flat, reduced);
   piece.add_(reduced);
 }
 
@@ -201,12 +231,12 @@ void Zero3Params::reduce_non_layer_grads() {
 models::LayerRunner Zero3Params::layer_runner() {
   return [this](const std::string& name, const models::LayerFunction& fn,
                 const std::vector<torch::Tensor>& inputs) -> std::vector<torch::Tensor> {
-    const int64_t u = layer_unit(name);
-    if (u < 0) return fn(inputs);  // a wholly frozen layer: its weights are not sharded
-    if (!torch::GradMode::is_enabled()) return with_unit(*this, static_cast<size_t>(u), fn, inputs);
+    const std::vector<size_t>* units = layer_units(name);
+    if (!units) return fn(inputs);  // a wholly frozen layer: its weights are not sharded
+    if (!torch::GradMode::is_enabled()) return with_units(*this, *units, fn, inputs);
     auto state = c10::make_intrusive<LayerState>();
     state->owner = this;
-    state->unit = static_cast<size_t>(u);
+    state->units = *units;
     state->fn = fn;
     return Zero3LayerFunction::apply(state, at::TensorList(inputs), anchor_);
   };

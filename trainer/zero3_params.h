@@ -42,8 +42,11 @@ namespace moetrain::trainer {
 class Zero3Params {
  public:
   // `params` must have shard_params set; `dp` is the data-parallel group
-  // (params.sharding().shards ranks). Both must outlive this object.
-  Zero3Params(optim::FlatParameters& params, parallel::Communicator& dp);
+  // (params.sharding().shards ranks), `expert_dp` the expert-data-parallel
+  // group expert units are sharded over (null: the same as dp). All must
+  // outlive this object.
+  Zero3Params(optim::FlatParameters& params, parallel::Communicator& dp,
+              parallel::Communicator* expert_dp = nullptr);
 
   // The hook to install with Seq2SeqTransformer::set_layer_runner.
   models::LayerRunner layer_runner();
@@ -64,13 +67,17 @@ class Zero3Params {
   void reduce_grads(size_t u, const std::vector<torch::Tensor>& grads);
 
   optim::FlatParameters& params() { return params_; }
-  // The index of the layer unit called `name`, or -1 (no trainable weights).
-  int64_t layer_unit(const std::string& name) const;
+  // The units of the layer called `name` (its own, then its expert unit
+  // under expert parallelism), or null (no trainable weights).
+  const std::vector<size_t>* layer_units(const std::string& name) const;
+  // The group unit u is sharded over.
+  parallel::Communicator& group_of(size_t u);
 
  private:
   optim::FlatParameters& params_;
   parallel::Communicator& dp_;
-  std::map<std::string, size_t> layer_units_;
+  parallel::Communicator& expert_dp_;
+  std::map<std::string, std::vector<size_t>> layer_units_;
   std::vector<size_t> non_layer_units_;
   // Makes every wrapped layer's output require grad, so its backward (which
   // carries the weight gradients) runs even when no input requires grad

@@ -1,8 +1,11 @@
 """Compares two moetrain runs: per-step losses (metrics.jsonl) within a
-relative tolerance, and the final checkpoint's parameters (assembled from the
-pieces in every rank file) within an absolute tolerance.
+relative tolerance, the final checkpoint's parameters (assembled from the
+pieces in every rank file) within an absolute tolerance and, with --grad-step,
+the gradients both runs dumped at that step (train.dump_grads_step), per
+parameter within --grad-rtol of the parameter's largest gradient entry.
 
 usage: compare_runs.py RUN_A RUN_B --steps N [--rtol 1e-5] [--atol 1e-5]
+                       [--grad-step S --grad-rtol 1e-4]
 """
 import argparse
 import json
@@ -63,6 +66,8 @@ def main():
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--rtol", type=float, default=1e-5)
     p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--grad-step", type=int, default=0)
+    p.add_argument("--grad-rtol", type=float, default=1e-4)
     args = p.parse_args()
 
     la, lb = losses(args.a), losses(args.b)
@@ -89,6 +94,38 @@ def main():
         if not diff <= args.atol:
             sys.exit(f"{name}: max abs difference {diff:.3e} > {args.atol}")
     print(f"{len(pa)} parameters agree: worst absolute difference {worst:.3e}")
+
+    if args.grad_step:
+        compare_gradients(args.a, args.b, args.grad_step, args.grad_rtol)
+
+
+def compare_gradients(run_a, run_b, step, rtol):
+    """Every parameter's gradient: |a - b| <= rtol * scale elementwise, where
+    scale is the parameter's largest gradient entry (so near-zero entries that
+    are sums with cancellation are judged against it, not against themselves),
+    but at least 1e-4 of the model's largest gradient entry: a gradient that is
+    exactly zero in exact arithmetic (e.g. the attention key bias, to which
+    softmax is invariant) comes out as rounding noise of ~1e-11 whose relative
+    differences mean nothing."""
+    dump = f"grads-step-{step:06d}"
+    ga, gb = parameters(os.path.join(run_a, dump)), parameters(os.path.join(run_b, dump))
+    if set(ga) != set(gb):
+        sys.exit(f"gradient names differ: {sorted(set(ga) ^ set(gb))[:5]}")
+    floor = 1e-4 * max(float(np.max(np.abs(g))) for g in gb.values() if g.size)
+    worst, worst_name = 0.0, ""
+    for name in sorted(ga):
+        if np.isnan(ga[name]).any() or np.isnan(gb[name]).any():
+            sys.exit(f"{name}: some gradient elements missing from the dump pieces")
+        scale = max(float(np.max(np.abs(gb[name]))) if gb[name].size else 0.0, floor)
+        diff = float(np.max(np.abs(ga[name] - gb[name]))) if ga[name].size else 0.0
+        rel = diff / scale if scale > 0 else diff
+        if rel > worst:
+            worst, worst_name = rel, name
+        if not rel <= rtol:
+            sys.exit(f"step {step} gradient of {name}: max difference {diff:.3e} is {rel:.3e} of its "
+                     f"largest entry {scale:.3e} (> {rtol})")
+    print(f"step {step} gradients of {len(ga)} parameters agree: worst difference {worst:.3e} "
+          f"of the parameter's largest entry ({worst_name})")
 
 
 if __name__ == "__main__":

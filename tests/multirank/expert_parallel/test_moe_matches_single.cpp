@@ -1,10 +1,11 @@
 // The MoE layer with its experts split over an expert-parallel group must
 // compute what the single-process layer computes.
 //
-// Every rank builds the same layer from one seed and has its own tokens (a
-// seed per world rank). The EP path routes with the replicated router, permutes,
-// dispatches, runs only this rank's slice of the stacked expert weights,
-// combines and unpermutes. The reference is the single-process MoELayer run on
+// Every rank builds the same layer from one seed, splits it with
+// MoELayer::parallelize (keeping its block of experts) and has its own tokens
+// (a seed per world rank). The layer's forward routes with the replicated
+// router, permutes, dispatches, runs only this rank's experts, combines and
+// unpermutes. The reference is the single-process MoELayer run on
 // each group member's tokens, all computed locally on every rank (the tokens
 // are reproducible from their seeds), so it does not rely on the communicator
 // under test. Checked, fp32, rtol 1e-5:
@@ -181,21 +182,6 @@ Reference single_process_reference(const ModelConfig& cfg, const ExpertGroup& g,
   return r;
 }
 
-// A layer holding only experts [first, first + count) of `full`, to run
-// expert_forward on this rank's slice. Its own router is unused.
-MoELayer local_experts(const ModelConfig& cfg, const MoELayer& full, int64_t first, int64_t count) {
-  ModelConfig local_cfg = cfg;
-  local_cfg.moe.num_experts = count;
-  local_cfg.moe.top_k = 1;
-  MoELayer local(local_cfg);
-  torch::NoGradGuard no_grad;
-  local->experts_fc1_weight.copy_(full->experts_fc1_weight.narrow(0, first, count));
-  local->experts_fc1_bias.copy_(full->experts_fc1_bias.narrow(0, first, count));
-  local->experts_fc2_weight.copy_(full->experts_fc2_weight.narrow(0, first, count));
-  local->experts_fc2_bias.copy_(full->experts_fc2_bias.narrow(0, first, count));
-  return local;
-}
-
 void check_expert_parallel_matches_single(Tokens kind) {
   for (ExpertGroup& g : expert_groups()) {
     Communicator* group = g.comm.get();
@@ -210,16 +196,21 @@ void check_expert_parallel_matches_single(Tokens kind) {
         const int64_t local = experts / n;
         const Reference ref = single_process_reference(cfg, g, kind);
 
-        // Expert-parallel path.
-        MoELayer full = make_layer(cfg);  // the replicated router
-        MoELayer mine = local_experts(cfg, full, me * local, local);
-        const RankTokens t = tokens_of(g.world_ranks[me], me, n, kind, full);
+        // Expert-parallel path: the layer built whole, then split.
+        MoELayer mine = make_layer(cfg);
+        models::ModelParallelism mp;
+        mp.ep = group;
+        const models::ParameterSlices slices = mine->parallelize(mp);
+        ASSERT_EQ(mine->num_local_experts(), local) << what;
+        ASSERT_EQ(slices.at("experts_fc1_weight").start, (std::vector<int64_t>{me * local, 0, 0})) << what;
+        ASSERT_EQ(slices.at("experts_fc2_bias").global_shape, (std::vector<int64_t>{experts, kModel})) << what;
+        const RankTokens t = tokens_of(g.world_ranks[me], me, n, kind, mine);
         const torch::Tensor x = t.x.clone().requires_grad_();
-        group->reset_stats();
 
-        const models::RoutingResult routing =
-            models::route_tokens(full->router_logits(x), t.mask, top_k, 0.0, cfg.moe.normalize_top_k);
-        const models::PermutedTokens permuted = models::permute_tokens(x, routing);
+        // What this rank sends (the routing is local: no communication).
+        const models::RoutingResult routing = models::route_tokens(
+            mine->router_logits(x.detach()), t.mask, top_k, 0.0, cfg.moe.normalize_top_k);
+        const models::PermutedTokens permuted = models::permute_tokens(x.detach(), routing);
         if (kind == Tokens::AvoidExpertOne) {
           EXPECT_EQ(permuted.tokens_per_expert[1], 0) << what << ": the tokens were meant to avoid expert 1";
         }
@@ -228,16 +219,23 @@ void check_expert_parallel_matches_single(Tokens kind) {
             EXPECT_EQ(permuted.tokens_per_expert[e], 0) << what << ": the tokens were meant to avoid expert " << e;
           }
         }
-        const ExpertDispatchPlan plan = plan_expert_dispatch(permuted.tokens_per_expert, group);
-        const torch::Tensor dispatched = dispatch_tokens(permuted.hidden, plan, group);
-        const torch::Tensor expert_out = mine->expert_forward(dispatched, plan.local_tokens_per_expert);
-        const torch::Tensor combined = combine_tokens(expert_out, plan, group);
-        const torch::Tensor y = models::unpermute_tokens(combined, permuted, x.size(0));
+        group->reset_stats();
+        const torch::Tensor y = mine->forward(x, t.mask).hidden;
         (y * t.upstream).sum().backward();
+        // What this rank's experts received, for the traffic check.
+        int64_t received = 0;
+        {
+          const auto counts = torch::tensor(permuted.tokens_per_expert, torch::kLong);
+          auto gathered = torch::zeros({n * experts}, torch::kLong);
+          group->all_gather(counts, gathered);
+          for (int64_t src = 0; src < n; ++src) {
+            received += gathered.narrow(0, src * experts + me * local, local).sum().item<int64_t>();
+          }
+        }
 
         expect_close(y.detach(), ref.output, what + ": output");
         expect_close(x.grad().defined() ? x.grad() : torch::zeros_like(x), ref.input_grad, what + ": input grad");
-        expect_close(grad_or_zeros(full->router->weight), ref.router_grad, what + ": router grad");
+        expect_close(grad_or_zeros(mine->router->weight), ref.router_grad, what + ": router grad");
         expect_close(grad_or_zeros(mine->experts_fc1_weight), ref.fc1_w.narrow(0, me * local, local),
                      what + ": fc1 weight grad");
         expect_close(grad_or_zeros(mine->experts_fc1_bias), ref.fc1_b.narrow(0, me * local, local),
@@ -249,7 +247,7 @@ void check_expert_parallel_matches_single(Tokens kind) {
 
         // Traffic: E int64 counts, then M rows out and R rows back in forward,
         // the same again in backward (4 bytes per fp32 element).
-        const int64_t sent = permuted.hidden.size(0), received = plan.num_recv_rows();
+        const int64_t sent = permuted.hidden.size(0);
         const OpStats& a2a = group->stats().at("all_to_all");
         EXPECT_EQ(a2a.calls, 5) << what;
         EXPECT_EQ(a2a.bytes, experts * 8 + 2 * (sent + received) * kModel * 4) << what;
