@@ -1,6 +1,7 @@
 // `moetrain clean`, `moetrain clean train-classifier`, `moetrain augment`
 // (see clean_command.h).
 #include "trainer/clean_command.h"
+#include "trainer/command_line.h"
 
 #include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
@@ -34,11 +35,6 @@ namespace clean = moetrain::data::clean;
 
 namespace moetrain::trainer {
 namespace {
-
-class CleanUsageError : public std::invalid_argument {
- public:
-  using std::invalid_argument::invalid_argument;
-};
 
 // data::clean::Exchange over MPI_COMM_WORLD.
 class MpiExchange : public clean::Exchange {
@@ -101,21 +97,6 @@ class MpiExchange : public clean::Exchange {
   int rank_, size_;
 };
 
-po::variables_map parse(int argc, char** argv, const po::options_description& options, const std::string& command) {
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
-    if (vm.count("help")) {
-      std::cout << "usage: moetrain " << command << " [options]\n\n" << options << std::endl;
-      return vm;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw CleanUsageError(command + ": " + e.what());
-  }
-  return vm;
-}
-
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
@@ -139,7 +120,7 @@ int clean_main(int argc, char** argv) {
       ("extract", po::value(&extract), "none, or mail: turn raw RFC-822 messages into plain text first")
       ("strict", "a bad record (invalid JSON or UTF-8, missing or empty text) is fatal")
       ("set", po::value(&overrides)->composing(), "override a config key: --set quality.gopher_quality.min_doc_words=20 (repeatable)");
-  const auto vm = parse(argc, argv, options, "clean");
+  const auto vm = parse_command_line(argc, argv, options, "clean");
   if (vm.count("help")) return 0;
 
   clean::CleanConfig config = config_path.empty() ? clean::CleanConfig{} : clean::load_clean_config(config_path);
@@ -182,18 +163,18 @@ int train_classifier_main(int argc, char** argv) {
       ("word-ngrams", po::value(&t.word_ngrams)->default_value(t.word_ngrams), "word n-gram features")
       ("threads", po::value(&t.threads)->default_value(t.threads), "training threads (1 is reproducible)")
       ("seed", po::value(&split_seed)->default_value(split_seed), "seed of the held-out split and of training");
-  const auto vm = parse(argc, argv, options, "clean train-classifier");
+  const auto vm = parse_command_line(argc, argv, options, "clean train-classifier");
   if (vm.count("help")) return 0;
   if (!(valid_fraction >= 0 && valid_fraction < 1))
-    throw CleanUsageError("clean train-classifier: --valid-fraction must be in [0, 1)");
-  if (extract != "none" && extract != "mail") throw CleanUsageError("clean train-classifier: --extract must be none or mail");
+    throw UsageError("clean train-classifier: --valid-fraction must be in [0, 1)");
+  if (extract != "none" && extract != "mail") throw UsageError("clean train-classifier: --extract must be none or mail");
   t.seed = static_cast<int>(split_seed);
 
   std::vector<clean::LabelledText> train, valid;
   data::PortableRng rng(split_seed);
   int64_t bad = 0;
   for (const auto& path : inputs) {
-    if (!fs::is_regular_file(path)) throw CleanUsageError("clean train-classifier: input not found: " + path);
+    if (!fs::is_regular_file(path)) throw UsageError("clean train-classifier: input not found: " + path);
     clean::RecordReader reader(path, text_field, "");
     clean::InputRecord rec;
     std::string reason;
@@ -216,7 +197,7 @@ int train_classifier_main(int argc, char** argv) {
       (rng.uniform_double() < valid_fraction ? valid : train).push_back({label, text});
     }
   }
-  if (train.empty()) throw CleanUsageError("clean train-classifier: no labelled records in the input");
+  if (train.empty()) throw UsageError("clean train-classifier: no labelled records in the input");
   auto model = clean::FastTextClassifier::train(train, t, output);
   const std::string tmp = data::temporary_path_for(output);
   model.save(tmp);
@@ -262,17 +243,17 @@ int augment_main(int argc, char** argv) {
       ("no-original", "write only the augmented copies")
       ("text-field", po::value(&o.text_field)->default_value(o.text_field), "field holding the text")
       ("id-field", po::value(&o.id_field)->default_value(o.id_field), "field holding the id");
-  const auto vm = parse(argc, argv, options, "augment");
+  const auto vm = parse_command_line(argc, argv, options, "augment");
   if (vm.count("help")) return 0;
   if (vm.count("ops")) o.ops = split_list(ops);
   else if (names.empty()) o.ops = {"synonym", "insert", "delete", "swap"};
   o.name_files = split_list(names);
   if (vm.count("no-original")) o.keep_original = false;
-  if (o.copies < 0) throw CleanUsageError("augment: --copies must be >= 0");
+  if (o.copies < 0) throw UsageError("augment: --copies must be >= 0");
   for (const auto& p : inputs)
-    if (!fs::is_regular_file(p)) throw CleanUsageError("augment: input not found: " + p);
+    if (!fs::is_regular_file(p)) throw UsageError("augment: input not found: " + p);
   for (const auto& p : o.name_files)
-    if (!fs::is_regular_file(p)) throw CleanUsageError("augment: name list not found: " + p);
+    if (!fs::is_regular_file(p)) throw UsageError("augment: name list not found: " + p);
   const auto s = clean::augment_files(inputs, output, o);
   std::cout << s.records << " records read (" << s.bad << " bad skipped), " << s.written << " written";
   for (const auto& [op, n] : s.by_op) std::cout << ", " << op << " " << n;
@@ -295,7 +276,7 @@ int guarded(const std::string& command, F&& body) {
   };
   try {
     return body();
-  } catch (const CleanUsageError& e) {
+  } catch (const UsageError& e) {
     if (world().first == 0) std::cerr << "moetrain: " << e.what() << std::endl;
     return 2;
   } catch (const clean::CleanConfigError& e) {

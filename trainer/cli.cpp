@@ -19,6 +19,7 @@
 #include "parallel/process_grid.h"
 #include "trainer/checkpoint.h"
 #include "trainer/clean_command.h"
+#include "trainer/command_line.h"
 #include "trainer/config.h"
 #include "trainer/trainer.h"
 
@@ -40,28 +41,6 @@ constexpr const char* kUsage =
     "\n"
     "`moetrain <command> --help` lists the options of a command.\n";
 
-// Bad usage: the message is printed as one line and the exit code is 2.
-class UsageError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-po::variables_map parse(int argc, char** argv, const po::options_description& options,
-                        const char* command) {
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(argc, argv).options(options).run(), vm);
-    if (vm.count("help")) {
-      std::cout << "usage: moetrain " << command << " [options]\n\n" << options << std::endl;
-      return vm;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw UsageError(std::string(command) + ": " + e.what());
-  }
-  return vm;
-}
-
 int cmd_train(int argc, char** argv) {
   std::string config_path, output_dir, resume, init_from;
   std::vector<std::string> overrides;
@@ -75,7 +54,7 @@ int cmd_train(int argc, char** argv) {
       ("max-steps", po::value(&max_steps), "same as --set train.max_steps=N")
       ("resume", po::value(&resume), "resume from this checkpoint or run directory (default: the newest complete checkpoint in --output-dir)")
       ("init-from", po::value(&init_from), "start a new run from the weights of this checkpoint");
-  const auto vm = parse(argc, argv, options, "train");
+  const auto vm = parse_command_line(argc, argv, options, "train");
   if (vm.count("help")) return 0;
   if (vm.count("max-steps")) overrides.push_back("train.max_steps=" + std::to_string(max_steps));
   if (config_path.empty() && overrides.empty()) throw UsageError("train: --config FILE is required");
@@ -135,7 +114,7 @@ int cmd_tokenize(int argc, char** argv) {
       ("docs-per-shard", po::value(&o.docs_per_shard)->default_value(o.docs_per_shard), "documents (or pairs) per HDF5 shard")
       ("max-sentences", po::value(&o.max_training_sentences)->default_value(o.max_training_sentences), "cap on sentences used to train the tokenizer")
       ("seed", po::value(&o.seed)->default_value(o.seed), "seed for the valid split and tokenizer training");
-  const auto vm = parse(argc, argv, options, "tokenize");
+  const auto vm = parse_command_line(argc, argv, options, "tokenize");
   if (vm.count("help")) return 0;
   if (o.source_field.empty() != o.target_field.empty()) {
     throw UsageError("tokenize: --source-field and --target-field go together");
@@ -180,7 +159,7 @@ int cmd_bench(int argc, char** argv) {
       ("warmup", po::value(&warmup)->default_value(warmup), "untimed iterations per size")
       ("iters", po::value(&iters)->default_value(iters), "timed iterations per size (the median is reported)")
       ("timeout", po::value(&timeout_s)->default_value(timeout_s), "seconds before a stuck collective aborts the job");
-  const auto vm = parse(argc - 1, argv + 1, options, "bench comm");
+  const auto vm = parse_command_line(argc - 1, argv + 1, options, "bench comm");
   if (vm.count("help")) return 0;
   if (min_bytes < 4 || max_bytes < min_bytes) throw UsageError("bench comm: need 4 <= --min-bytes <= --max-bytes");
   if (dtype != "fp32" && dtype != "bf16") throw UsageError("bench comm: --dtype must be fp32 or bf16");
