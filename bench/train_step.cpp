@@ -1,8 +1,12 @@
 // bench_train_step: times whole optimizer steps (forward, backward, AdamW) of
-// a config on random tokens and prints ms/step, tokens/s and peak RSS.
+// a config on random tokens and prints ms/step, tokens/s and peak RSS. Under
+// mpirun it also prints one step's communication (rank 0's bytes per
+// collective as in the ZeRO paper's accounting, and with --layout every
+// group's bytes per collective type summed over all ranks) and, with
+// pipeline parallelism, each stage's idle fraction next to the ideal bubble.
 //
 //   bench_train_step [--preset tiny|base-small]... [--config F] [--set k=v]...
-//                    [--steps N] [--warmup N] [--vocab V]
+//                    [--steps N] [--warmup N] [--vocab V] [--layout]
 //
 // Presets: `tiny` is configs/tiny.yaml; `base-small` is the 12/6-layer,
 // 8-expert top-2 shape of configs/base-moe.yaml at d_model 128 on the CPU.
@@ -13,6 +17,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "parallel/mpi_communicator.h"
@@ -61,7 +66,79 @@ double peak_rss_mib() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
-void run_one(const std::string& name, trainer::Config cfg, int64_t vocab, int64_t steps, int64_t warmup) {
+// The communicator groups and operations of Trainer::comm_stats(), in a
+// fixed order so ranks can add up their figures element by element.
+const char* const kGroups[] = {"world", "dp", "tp", "pp", "ep", "edp", "tied"};
+const char* const kOps[] = {"all_reduce", "reduce_scatter", "all_gather", "broadcast", "all_to_all",
+                            "send", "recv", "send_recv", "barrier"};
+
+// This rank's calls and bytes per (group, op), summed over the world.
+std::vector<double> world_comm_totals(trainer::Trainer& t) {
+  const auto stats = t.comm_stats();
+  std::vector<double> v;
+  for (const char* g : kGroups) {
+    for (const char* op : kOps) {
+      const auto it = stats.find(std::string(g) + " " + op);
+      v.push_back(it == stats.end() ? 0.0 : static_cast<double>(it->second.calls));
+      v.push_back(it == stats.end() ? 0.0 : static_cast<double>(it->second.bytes));
+    }
+  }
+  auto tensor = torch::tensor(v, torch::kFloat64);
+  if (t.world().size() > 1) t.world().all_reduce(tensor);
+  return std::vector<double>(tensor.data_ptr<double>(), tensor.data_ptr<double>() + tensor.numel());
+}
+
+// Rank 0 prints the layout, one step's communication of all ranks
+// (`totals` from world_comm_totals) and, under pipeline parallelism, each
+// stage's idle time over the timed steps (`compute_s` and `total_s` are this
+// rank's pipeline compute and whole-pipeline seconds summed over `steps`).
+void print_layout(trainer::Trainer& t, int64_t zero_stage, const std::vector<double>& totals, double compute_s,
+                  double total_s, int64_t steps, int64_t micro_batches) {
+  const auto& g = t.grid();
+  auto mine = torch::tensor({compute_s, total_s}, torch::kFloat64);
+  auto all = mine;
+  if (t.world().size() > 1) {
+    all = torch::zeros({2 * t.world().size()}, torch::kFloat64);
+    t.world().all_gather(mine, all);
+  }
+  if (t.world().rank() != 0) return;
+  std::printf("  layout: world %lld = dp %lld x tp %lld x pp %lld, ep %lld, ZeRO %lld, %lld micro-batch(es) per step\n",
+              static_cast<long long>(t.world().size()), static_cast<long long>(g.dp_size()),
+              static_cast<long long>(g.tp_size()), static_cast<long long>(g.pp_size()),
+              static_cast<long long>(g.ep_size()), static_cast<long long>(zero_stage),
+              static_cast<long long>(micro_batches));
+  std::printf("  communication of one step, all ranks together:\n");
+  std::printf("    %-22s %8s %14s\n", "group collective", "calls", "bytes");
+  size_t i = 0;
+  double sum = 0;
+  for (const char* group : kGroups) {
+    for (const char* op : kOps) {
+      const double calls = totals[i], bytes = totals[i + 1];
+      i += 2;
+      if (calls == 0) continue;
+      std::printf("    %-22s %8.0f %14.0f\n", (std::string(group) + " " + op).c_str(), calls, bytes);
+      sum += bytes;
+    }
+  }
+  std::printf("    %-22s %8s %14.0f\n", "total", "", sum);
+  if (g.pp_size() == 1) return;
+  const int64_t p = g.pp_size();
+  std::printf("  pipeline stages (ranks of dp 0, tp 0), ideal bubble with p = %lld, m = %lld: "
+              "(p-1)/m = %.3f of compute, (p-1)/(m+p-1) = %.3f of the step\n",
+              static_cast<long long>(p), static_cast<long long>(micro_batches),
+              parallel::ideal_bubble_ratio(p, micro_batches), parallel::ideal_bubble_fraction(p, micro_batches));
+  for (int64_t s = 0; s < p; ++s) {
+    const int64_t r = g.rank_of(0, s, 0);
+    const double c = all[2 * r].item<double>(), w = all[2 * r + 1].item<double>();
+    const double idle = std::max(0.0, w - c);
+    std::printf("    stage %lld: idle %.3f of the step, %.3f of its compute (compute %.1f ms, pipeline %.1f ms per step)\n",
+                static_cast<long long>(s), w > 0 ? idle / w : 0.0, c > 0 ? idle / c : 0.0,
+                1000.0 * c / static_cast<double>(steps), 1000.0 * w / static_cast<double>(steps));
+  }
+}
+
+void run_one(const std::string& name, trainer::Config cfg, int64_t vocab, int64_t steps, int64_t warmup,
+             bool layout) {
   cfg.model.vocab_size = vocab;
   trainer::Trainer t(cfg, parallel::make_world_communicator(cfg.parallel.timeout_s));
   const int64_t micro = cfg.train.micro_batch;
@@ -73,20 +150,43 @@ void run_one(const std::string& name, trainer::Config cfg, int64_t vocab, int64_
   }
   std::vector<double> ms;
   int64_t tokens = 0;
+  double pipeline_compute_s = 0, pipeline_total_s = 0;
   for (int64_t s = 0; s < warmup + steps; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
     const auto r = t.train_step(batches, s);
     const double elapsed = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (s >= warmup) ms.push_back(elapsed);
+    if (s >= warmup) {
+      ms.push_back(elapsed);
+      pipeline_compute_s += t.pipeline_stats().compute_s();
+      pipeline_total_s += t.pipeline_stats().total_s;
+    }
     tokens = r.tokens;
   }
   // One more step with fresh counters: the communication of exactly one step.
-  t.world().reset_stats();
+  t.reset_comm_stats();
   t.train_step(batches, warmup + steps);
-  const auto stats = t.world().stats();
+  // Rank 0's figures, every group together (the ZeRO accounting).
+  parallel::CommStats stats;
+  for (const auto& [key, op] : t.comm_stats()) {
+    auto& s = stats[key.substr(key.find(' ') + 1)];
+    s.calls += op.calls;
+    s.bytes += op.bytes;
+    s.seconds += op.seconds;
+  }
+  const auto totals = world_comm_totals(t);
 
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
+  if (layout) {
+    if (t.world().rank() == 0) {
+      std::printf("%-12s %12lld %8lld %10.1f %12.0f %10.0f\n", name.c_str(),
+                  static_cast<long long>(t.params().numel()), static_cast<long long>(tokens), median,
+                  static_cast<double>(tokens) / (median / 1000.0), peak_rss_mib());
+    }
+    print_layout(t, cfg.parallel.zero_stage, totals, pipeline_compute_s, pipeline_total_s, steps, n_micro);
+    std::fflush(stdout);
+    return;
+  }
   if (t.world().rank() != 0) return;
   std::printf("%-12s %12lld %8lld %10.1f %12.0f %10.0f\n", name.c_str(),
               static_cast<long long>(t.params().numel()), static_cast<long long>(tokens), median,
@@ -129,6 +229,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> preset_names, overrides;
   std::string config_path, source_dir = MOETRAIN_SOURCE_DIR;
   int64_t steps = 10, warmup = 2, vocab = 8000, threads = 0;
+  bool layout = false;
   po::options_description options("bench_train_step options");
   options.add_options()("help,h", "show this help")(
       "preset", po::value(&preset_names)->composing(), "tiny | base-small (repeatable; default: both)")(
@@ -136,7 +237,10 @@ int main(int argc, char** argv) {
       "set", po::value(&overrides)->composing(), "override a config key (repeatable)")(
       "steps", po::value(&steps), "timed steps (default 10)")("warmup", po::value(&warmup), "untimed steps first (default 2)")(
       "vocab", po::value(&vocab), "vocabulary size (default 8000)")(
-      "threads", po::value(&threads), "intra-op threads (default: LibTorch's)");
+      "threads", po::value(&threads), "intra-op threads (default: LibTorch's)")(
+      "layout", po::bool_switch(&layout),
+      "print the parallel layout, every group's bytes per collective summed over all ranks, and the pipeline "
+      "stages' idle time, instead of rank 0's ZeRO accounting");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, options), vm);
@@ -150,12 +254,17 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (threads > 0) at::set_num_threads(static_cast<int>(threads));
-  std::printf("# CPU, %d intra-op threads, median of %lld steps after %lld warm-up\n", at::get_num_threads(),
-              static_cast<long long>(steps), static_cast<long long>(warmup));
-  std::printf("%-12s %12s %8s %10s %12s %10s\n", "preset", "params", "tokens", "ms/step", "tokens/s", "peak RSS MiB");
+  // Under mpirun only the first rank prints the header (the launcher names the rank).
+  const char* launcher_rank = std::getenv("OMPI_COMM_WORLD_RANK");
+  if (launcher_rank == nullptr || std::string(launcher_rank) == "0") {
+    std::printf("# CPU, %d intra-op threads, median of %lld steps after %lld warm-up\n", at::get_num_threads(),
+                static_cast<long long>(steps), static_cast<long long>(warmup));
+    std::printf("%-12s %12s %8s %10s %12s %10s\n", "preset", "params", "tokens", "ms/step", "tokens/s",
+                "peak RSS MiB");
+  }
   try {
     if (!config_path.empty()) {
-      run_one(config_path, trainer::load_config(config_path, overrides), vocab, steps, warmup);
+      run_one(config_path, trainer::load_config(config_path, overrides), vocab, steps, warmup, layout);
       return 0;
     }
     if (preset_names.empty()) preset_names = {"tiny", "base-small"};
@@ -166,7 +275,7 @@ int main(int argc, char** argv) {
         found = true;
         auto o = p.overrides;
         o.insert(o.end(), overrides.begin(), overrides.end());
-        run_one(p.name, trainer::load_config(p.config, o), vocab, steps, warmup);
+        run_one(p.name, trainer::load_config(p.config, o), vocab, steps, warmup, layout);
       }
       if (!found) {
         std::cerr << "bench_train_step: unknown preset '" << wanted << "'" << std::endl;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 namespace moetrain::models {
@@ -59,6 +60,30 @@ struct ModelConfig {
   }
   int64_t expert_ffn_dim() const { return moe.d_ff_expert > 0 ? moe.d_ff_expert : d_ff; }
   int64_t head_dim() const { return d_model / n_heads; }
+
+  // The model as the sequence of units pipeline stages cut (see
+  // Seq2SeqTransformer::forward_stage):
+  //   0                embed
+  //   1 .. E           encoder.layers.0 .. E-1
+  //   E+1              encoder.final_norm
+  //   E+2 .. E+D+1     decoder.layers.0 .. D-1
+  //   E+D+2            decoder.final_norm
+  //   E+D+3            lm_head
+  int64_t num_pipeline_units() const { return encoder_layers + decoder_layers + 4; }
+  // Throws std::out_of_range outside [0, num_pipeline_units()).
+  std::string pipeline_unit_name(int64_t unit) const {
+    const int64_t e = encoder_layers, d = decoder_layers;
+    if (unit < 0 || unit >= num_pipeline_units()) {
+      throw std::out_of_range("pipeline unit " + std::to_string(unit) + " of " +
+                              std::to_string(num_pipeline_units()));
+    }
+    if (unit == 0) return "embed";
+    if (unit <= e) return "encoder.layers." + std::to_string(unit - 1);
+    if (unit == e + 1) return "encoder.final_norm";
+    if (unit <= e + d + 1) return "decoder.layers." + std::to_string(unit - e - 2);
+    if (unit == e + d + 2) return "decoder.final_norm";
+    return "lm_head";
+  }
 };
 
 }  // namespace moetrain::models

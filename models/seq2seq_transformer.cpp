@@ -218,19 +218,6 @@ Seq2SeqOutput Seq2SeqTransformerImpl::decode(const torch::Tensor& tgt_in, const 
   return {project_to_vocab(y), collect_moe_stats(moe, cfg_.moe.num_experts, y.device())};
 }
 
-std::string Seq2SeqTransformerImpl::pipeline_unit_name(int64_t unit) const {
-  const int64_t e = cfg_.encoder_layers, d = cfg_.decoder_layers;
-  if (unit < 0 || unit >= num_pipeline_units()) {
-    throw std::out_of_range("pipeline unit " + std::to_string(unit) + " of " + std::to_string(num_pipeline_units()));
-  }
-  if (unit == 0) return "embed";
-  if (unit <= e) return "encoder.layers." + std::to_string(unit - 1);
-  if (unit == e + 1) return "encoder.final_norm";
-  if (unit <= e + d + 1) return "decoder.layers." + std::to_string(unit - e - 2);
-  if (unit == e + d + 2) return "decoder.final_norm";
-  return "lm_head";
-}
-
 bool Seq2SeqTransformerImpl::pipeline_units_use(int64_t begin, int64_t end, const std::string& name) const {
   const bool tied_head = cfg_.tie_embeddings && end == num_pipeline_units();
   for (int64_t u = begin; u < end; ++u) {

@@ -145,15 +145,13 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
 
   const ModelConfig& config() const { return cfg_; }
 
-  // Pipeline units: the model as the sequence pipeline stages cut.
-  //   0                embed (the source and the target: the first stage embeds both)
-  //   1 .. E           encoder.layers.0 .. E-1
-  //   E+1              encoder.final_norm
-  //   E+2 .. E+D+1     decoder.layers.0 .. D-1
-  //   E+D+2            decoder.final_norm
-  //   E+D+3            lm_head (the output projection; embed_tokens.weight when tied)
-  int64_t num_pipeline_units() const { return cfg_.encoder_layers + cfg_.decoder_layers + 4; }
-  std::string pipeline_unit_name(int64_t unit) const;
+  // Pipeline units: the model as the sequence pipeline stages cut
+  // (ModelConfig::pipeline_unit_name): embed (the source and the target: the
+  // first stage embeds both), each encoder layer, encoder.final_norm, each
+  // decoder layer, decoder.final_norm, lm_head (the output projection;
+  // embed_tokens.weight when tied).
+  int64_t num_pipeline_units() const { return cfg_.num_pipeline_units(); }
+  std::string pipeline_unit_name(int64_t unit) const { return cfg_.pipeline_unit_name(unit); }
   // Parameters each unit owns (a tied lm_head owns none: its weight is the
   // embedding's), the cost for an automatic partition.
   std::vector<int64_t> pipeline_unit_costs();

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace moetrain::parallel {
 
@@ -12,8 +13,15 @@ struct ParallelConfig {
   int64_t pp = 1;  // pipeline-parallel size
   int64_t ep = 1;  // expert-parallel size; divides dp
   int64_t zero_stage = 0;          // 0..3
-  int64_t microbatches = 0;        // pipeline micro-batches; 0: from the batch sizes
-  std::string schedule = "1f1b";   // 1f1b | gpipe
+  // Micro-batches per step on each rank (the pipeline's depth); 0: taken
+  // from the batch sizes, global_batch / (micro_batch * dp), which it must
+  // equal when set.
+  int64_t microbatches = 0;
+  std::string schedule = "1f1b";   // pipeline schedule: 1f1b | gpipe
+  // Where pipeline stages 1..pp-1 begin: pipeline unit names
+  // ("encoder.layers.2", "decoder.final_norm", ...) or unit indices. Empty:
+  // balanced by parameter count.
+  std::vector<std::string> pp_cuts;
   double bucket_mb = 25.0;         // gradient all-reduce bucket size
   bool overlap_grad_reduce = true; // reduce gradient buckets during the backward
   double timeout_s = 300.0;        // a collective slower than this aborts the job

@@ -75,6 +75,40 @@ std::string where(int64_t stage, int64_t micro_batch) {
   return "stage " + std::to_string(stage) + ", micro-batch " + std::to_string(micro_batch);
 }
 
+// The stats of this rank's stage, once the micro-batch count is checked.
+PipelineStats start_stats(const std::string& caller, int64_t micro_batches, const Communicator& pp_group) {
+  if (micro_batches < 1) {
+    throw std::invalid_argument(caller + ": micro_batches must be at least 1, got " + std::to_string(micro_batches));
+  }
+  PipelineStats stats;
+  stats.stage = pp_group.rank();
+  stats.stages = pp_group.size();
+  stats.micro_batches = micro_batches;
+  return stats;
+}
+
+// Throws when a callback returned an undefined tensor.
+void require_defined(const std::vector<torch::Tensor>& tensors, const std::string& what, int64_t stage,
+                     int64_t micro_batch) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!tensors[i].defined()) {
+      throw std::runtime_error(what + " returned an undefined tensor at index " + std::to_string(i) + " (" +
+                               where(stage, micro_batch) + ")");
+    }
+  }
+}
+
+// One send_recv with a neighbour, counted in `stats`.
+void exchange(Communicator& pp_group, const std::vector<torch::Tensor>& sends, int64_t dst,
+              std::vector<torch::Tensor>& recvs, int64_t src, PipelineStats& stats) {
+  const auto wait_start = Clock::now();
+  pp_group.send_recv(sends, dst, recvs, src);
+  stats.wait_s += seconds_since(wait_start);
+  stats.exchanges += 1;
+  for (const torch::Tensor& t : sends) stats.bytes_sent += t.nbytes();
+  for (const torch::Tensor& t : recvs) stats.bytes_received += t.nbytes();
+}
+
 }  // namespace
 
 std::string schedule_name(PipelineSchedule schedule) {
@@ -167,14 +201,11 @@ void backward_from_outputs(const std::vector<torch::Tensor>& outputs, const std:
 PipelineStats run_pipeline(PipelineSchedule schedule, int64_t micro_batches, Communicator& pp_group,
                            const PipelineStageCallbacks& callbacks) {
   const auto start = Clock::now();
-  const int64_t stages = pp_group.size();
-  const int64_t stage = pp_group.rank();
+  PipelineStats stats = start_stats("run_pipeline", micro_batches, pp_group);
+  const int64_t stages = stats.stages;
+  const int64_t stage = stats.stage;
   const bool first = stage == 0;
   const bool last = stage == stages - 1;
-  if (micro_batches < 1) {
-    throw std::invalid_argument("run_pipeline: micro_batches must be at least 1, got " +
-                                std::to_string(micro_batches));
-  }
   if (!callbacks.forward || !callbacks.backward) {
     throw std::invalid_argument("run_pipeline: the forward and backward callbacks must both be set");
   }
@@ -182,11 +213,6 @@ PipelineStats run_pipeline(PipelineSchedule schedule, int64_t micro_batches, Com
     throw std::invalid_argument("run_pipeline: stage " + std::to_string(stage) +
                                 " receives inputs, so the input_buffers callback must be set");
   }
-
-  PipelineStats stats;
-  stats.stage = stage;
-  stats.stages = stages;
-  stats.micro_batches = micro_batches;
 
   std::map<int64_t, MicroBatchState> live;
   // Tensors waiting for the exchange that sends them, by micro-batch.
@@ -209,12 +235,7 @@ PipelineStats run_pipeline(PipelineSchedule schedule, int64_t micro_batches, Com
         const int64_t mb = action.recv->micro_batch;
         if (action.recv->kind == MessageKind::Activation) {
           recvs = callbacks.input_buffers(mb);
-          for (size_t i = 0; i < recvs.size(); ++i) {
-            if (!recvs[i].defined()) {
-              throw std::runtime_error("run_pipeline: input_buffers returned an undefined tensor at index " +
-                                       std::to_string(i) + " (" + where(stage, mb) + ")");
-            }
-          }
+          require_defined(recvs, "run_pipeline: input_buffers", stage, mb);
         } else {
           const std::vector<torch::Tensor>& outputs = live.at(mb).outputs;
           for (size_t i = 0; i < outputs.size(); ++i) {
@@ -228,14 +249,7 @@ PipelineStats run_pipeline(PipelineSchedule schedule, int64_t micro_batches, Com
       }
       if (sends.empty()) dst = -1;
       if (recvs.empty()) src = -1;
-      if (dst != -1 || src != -1) {
-        const auto wait_start = Clock::now();
-        pp_group.send_recv(sends, dst, recvs, src);
-        stats.wait_s += seconds_since(wait_start);
-        stats.exchanges += 1;
-        for (const torch::Tensor& t : sends) stats.bytes_sent += t.nbytes();
-        for (const torch::Tensor& t : recvs) stats.bytes_received += t.nbytes();
-      }
+      if (dst != -1 || src != -1) exchange(pp_group, sends, dst, recvs, src, stats);
       if (action.recv) {
         MicroBatchState& state = live[action.recv->micro_batch];
         if (action.recv->kind == MessageKind::Activation) {
@@ -260,12 +274,7 @@ PipelineStats run_pipeline(PipelineSchedule schedule, int64_t micro_batches, Com
       const auto forward_start = Clock::now();
       state.outputs = callbacks.forward(mb, state.inputs);
       stats.forward_s += seconds_since(forward_start);
-      for (size_t i = 0; i < state.outputs.size(); ++i) {
-        if (!state.outputs[i].defined()) {
-          throw std::runtime_error("run_pipeline: forward returned an undefined tensor at index " +
-                                   std::to_string(i) + " (" + where(stage, mb) + ")");
-        }
-      }
+      require_defined(state.outputs, "run_pipeline: forward", stage, mb);
       if (!last) {
         std::vector<torch::Tensor> outbox;
         for (const torch::Tensor& t : state.outputs) outbox.push_back(t.detach().contiguous());
@@ -291,6 +300,38 @@ PipelineStats run_pipeline(PipelineSchedule schedule, int64_t micro_batches, Com
       live.erase(it);
     }
   }
+  stats.total_s = seconds_since(start);
+  return stats;
+}
+
+PipelineStats run_forward_pipeline(int64_t micro_batches, Communicator& pp_group,
+                                   const PipelineStageCallbacks& callbacks) {
+  const auto start = Clock::now();
+  PipelineStats stats = start_stats("run_forward_pipeline", micro_batches, pp_group);
+  const int64_t stage = stats.stage;
+  const bool first = stage == 0;
+  const bool last = stage == stats.stages - 1;
+  if (!callbacks.forward || (!first && !callbacks.input_buffers)) {
+    throw std::invalid_argument("run_forward_pipeline: stage " + std::to_string(stage) +
+                                " needs the forward callback" + (first ? "" : " and the input_buffers callback"));
+  }
+  for (int64_t mb = 0; mb < micro_batches; ++mb) {
+    std::vector<torch::Tensor> inputs, none;
+    if (!first) {
+      inputs = callbacks.input_buffers(mb);
+      require_defined(inputs, "run_forward_pipeline: input_buffers", stage, mb);
+      if (!inputs.empty()) exchange(pp_group, none, -1, inputs, stage - 1, stats);
+    }
+    const auto forward_start = Clock::now();
+    const std::vector<torch::Tensor> outputs = callbacks.forward(mb, inputs);
+    stats.forward_s += seconds_since(forward_start);
+    if (last) continue;
+    require_defined(outputs, "run_forward_pipeline: forward", stage, mb);
+    std::vector<torch::Tensor> sends;
+    for (const torch::Tensor& t : outputs) sends.push_back(t.detach().contiguous());
+    if (!sends.empty()) exchange(pp_group, sends, stage + 1, none, -1, stats);
+  }
+  stats.max_in_flight = 1;
   stats.total_s = seconds_since(start);
   return stats;
 }

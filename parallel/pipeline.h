@@ -191,6 +191,16 @@ struct PipelineStats {
 PipelineStats run_pipeline(PipelineSchedule schedule, int64_t micro_batches, Communicator& pp_group,
                            const PipelineStageCallbacks& callbacks);
 
+// Forward only (evaluation, typically under torch::NoGradGuard): each
+// micro-batch in turn, its inputs received from the previous stage into
+// input_buffers(mb), forward(mb, inputs) run, and its outputs sent to the
+// next stage. The backward callback is not used. Stages overlap as in a
+// pipeline's warmup: stage s forwards micro-batch i while s+1 forwards i-1.
+// Every rank of the pipeline group must call it with the same micro-batch
+// count. Throws as run_pipeline.
+PipelineStats run_forward_pipeline(int64_t micro_batches, Communicator& pp_group,
+                                   const PipelineStageCallbacks& callbacks);
+
 // Stage partition of a model given as a sequence of units (for the
 // encoder-decoder: [embed, enc_0..enc_E-1, enc_norm, dec_0..dec_D-1, dec_norm,
 // lm_head]) with a non-negative cost each (e.g. parameter counts). A

@@ -4,10 +4,12 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <set>
 #include <sstream>
 
+#include "parallel/pipeline.h"
 #include "parallel/process_grid.h"
 
 namespace moetrain::trainer {
@@ -89,6 +91,7 @@ void visit_config(V& root, Config& c) {
     s.field("zero_stage", p.zero_stage);
     s.field("microbatches", p.microbatches);
     s.field("schedule", p.schedule);
+    s.field("pp_cuts", p.pp_cuts);
     s.field("bucket_mb", p.bucket_mb);
     s.field("overlap_grad_reduce", p.overlap_grad_reduce);
     s.field("timeout_s", p.timeout_s);
@@ -448,6 +451,35 @@ std::string config_to_yaml(const Config& config) {
   return std::string(out.c_str()) + "\n";
 }
 
+std::vector<int64_t> resolve_pp_cuts(const Config& c, const ConfigSource* src) {
+  const auto& cuts = c.parallel.pp_cuts;
+  if (cuts.empty()) return {};
+  const auto& m = c.model;
+  const int64_t units = m.num_pipeline_units();
+  const std::string where = src ? src->where("parallel.pp_cuts") : "";
+  std::vector<int64_t> indices;
+  for (const auto& cut : cuts) {
+    int64_t unit = -1;
+    const bool number = !cut.empty() && cut.size() < 10 && std::all_of(cut.begin(), cut.end(), ::isdigit);
+    if (number) unit = std::stoll(cut);
+    for (int64_t u = 0; u < units && !number; ++u) {
+      if (m.pipeline_unit_name(u) == cut) unit = u;
+    }
+    if (unit < 0 || unit >= units) {
+      throw ConfigError("parallel.pp_cuts: '" + cut + "' is not a pipeline unit of this model (embed, " +
+                        "encoder.layers.0 .. " + std::to_string(m.encoder_layers - 1) +
+                        ", encoder.final_norm, decoder.layers.0 .. " + std::to_string(m.decoder_layers - 1) +
+                        ", decoder.final_norm, lm_head, or an index 0.." + std::to_string(units - 1) + ")" + where);
+    }
+    indices.push_back(unit);
+  }
+  try {
+    return parallel::partition_from_cuts(indices, units, c.parallel.pp);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(std::string("parallel.pp_cuts: ") + e.what() + where);
+  }
+}
+
 void validate_config(const Config& c, int64_t world_size, const ConfigSource& src) {
   auto require = [&](bool ok, const std::string& key, const std::string& what) {
     if (!ok) throw ConfigError(key + ": " + what + src.where(key));
@@ -479,11 +511,18 @@ void validate_config(const Config& c, int64_t world_size, const ConfigSource& sr
   require(m.moe.aux_loss_coef >= 0, "model.moe.aux_loss_coef", "must be >= 0");
   require(m.moe.z_loss_coef >= 0, "model.moe.z_loss_coef", "must be >= 0");
 
+  require(c.train.micro_batch >= 1, "train.micro_batch", "must be at least 1");
+  require(c.train.global_batch >= 1, "train.global_batch", "must be at least 1");
   try {
     parallel::ProcessGrid grid(world_size, 0, c.parallel);
     require(c.train.global_batch % (c.train.micro_batch * grid.dp_size()) == 0, "train.global_batch",
             std::to_string(c.train.global_batch) + " is not divisible by micro_batch * dp = " +
                 std::to_string(c.train.micro_batch) + " * " + std::to_string(grid.dp_size()));
+    const int64_t per_rank = c.train.global_batch / (c.train.micro_batch * grid.dp_size());
+    require(c.parallel.microbatches == 0 || c.parallel.microbatches == per_rank, "parallel.microbatches",
+            std::to_string(c.parallel.microbatches) + " does not match train.global_batch / (train.micro_batch * dp) = " +
+                std::to_string(c.train.global_batch) + " / (" + std::to_string(c.train.micro_batch) + " * " +
+                std::to_string(grid.dp_size()) + ") = " + std::to_string(per_rank) + " (0: use that)");
   } catch (const parallel::LayoutError& e) {
     throw ConfigError(std::string("parallel: impossible layout for ") + std::to_string(world_size) +
                       " rank(s): " + e.what());
@@ -510,12 +549,23 @@ void validate_config(const Config& c, int64_t world_size, const ConfigSource& sr
     require(c.model.moe.num_experts % ep == 0, "parallel.ep",
             std::to_string(ep) + " does not divide model.moe.num_experts = " + std::to_string(c.model.moe.num_experts));
   }
-  // Pipeline parallelism is not in this build yet.
-  require(c.parallel.pp == 1, "parallel.pp", "pipeline parallelism is not supported yet (use 1)");
+  // Pipeline parallelism cuts the model's units (embed, each layer, the
+  // final norms, lm_head) into pp non-empty stages.
+  const int64_t pp = c.parallel.pp;
+  const int64_t units = m.encoder_layers + m.decoder_layers + 4;
+  if (pp > 1) {
+    require(pp <= units, "parallel.pp",
+            std::to_string(pp) + " stages but the model has only " + std::to_string(units) +
+                " pipeline units (embed, " + std::to_string(m.encoder_layers) + " encoder layers, encoder norm, " +
+                std::to_string(m.decoder_layers) + " decoder layers, decoder norm, lm_head)");
+  }
+  require(c.parallel.pp_cuts.empty() || static_cast<int64_t>(c.parallel.pp_cuts.size()) == pp - 1,
+          "parallel.pp_cuts",
+          "needs pp - 1 = " + std::to_string(pp - 1) + " cut point(s), got " +
+              std::to_string(c.parallel.pp_cuts.size()));
+  resolve_pp_cuts(c, &src);
 
   const auto& t = c.train;
-  require(t.micro_batch >= 1, "train.micro_batch", "must be at least 1");
-  require(t.global_batch >= 1, "train.global_batch", "must be at least 1");
   require(t.max_steps >= 1, "train.max_steps", "must be at least 1");
   require(t.device == "cpu" || t.device == "cuda" || t.device == "auto", "train.device",
           "'" + t.device + "' is not one of: cpu, cuda, auto");

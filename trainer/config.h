@@ -103,6 +103,13 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 // Throws ConfigError naming the key.
 void validate_config(const Config& config, int64_t world_size, const ConfigSource& source);
 
+// The pipeline partition parallel.pp_cuts gives (the first unit of every
+// stage, starting with 0), each cut a unit name of the model
+// (ModelConfig::pipeline_unit_name) or its index; empty when pp_cuts is
+// (stages are then balanced by parameter count). Throws ConfigError naming
+// the cut that is unknown, out of order or leaves a stage empty.
+std::vector<int64_t> resolve_pp_cuts(const Config& config, const ConfigSource* source = nullptr);
+
 // The full resolved config (defaults included) as YAML text.
 std::string config_to_yaml(const Config& config);
 

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 
 #include "data/batch_source.h"
 #include "data/tokenizer.h"
@@ -49,6 +50,13 @@ bool decays(const optim::OptimConfig& cfg, const std::string& name, const torch:
   return true;
 }
 
+bool is_frozen(const FinetuneConfig& cfg, const std::string& name) {
+  for (const auto& pattern : cfg.freeze) {
+    if (name.find(pattern) != std::string::npos) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 namespace {
@@ -70,7 +78,7 @@ Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
   // Splits are collective: every rank takes part in each (with its own group).
   dp_ = world_.get();
   if (grid_->tp_size() > 1) tp_comm_ = world_->split(grid_->tp_group());
-  if (grid_->dp_size() < world_->size()) {
+  if (world_->size() > 1) {
     dp_comm_ = world_->split(grid_->dp_group());
     dp_ = dp_comm_.get();
   }
@@ -80,29 +88,61 @@ Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
     edp_comm_ = world_->split(grid_->expert_dp_group());
     edp_ = edp_comm_.get();
   }
+  pp_ = world_.get();
+  if (world_->size() > 1) {
+    pp_comm_ = world_->split(grid_->pp_group());
+    pp_ = pp_comm_.get();
+  }
+  const int64_t pp = grid_->pp_size(), pp_rank = grid_->pp_rank();
+  if (pp > 1 && config_.model.tie_embeddings) {
+    // The first and last stages both hold the tied embedding.
+    std::vector<int64_t> pair{grid_->rank_of(grid_->dp_rank(), 0, grid_->tp_rank()),
+                              grid_->rank_of(grid_->dp_rank(), pp - 1, grid_->tp_rank())};
+    if (pp_rank != 0 && pp_rank != pp - 1) pair = {world_->rank()};
+    tied_comm_ = world_->split(pair);
+  }
+  try {
+    pipeline_schedule_ = parallel::parse_schedule(config_.parallel.schedule);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(std::string("parallel.schedule: ") + e.what());
+  }
   if (config_.train.threads > 0) at::set_num_threads(static_cast<int>(config_.train.threads));
   // One seed decides the initial weights, the same on every rank; the
-  // generator then drives dropout.
+  // generator then drives dropout (one stream per pipeline stage, so stages
+  // do not draw the same masks).
   torch::manual_seed(config_.train.seed);
   model_ = models::Seq2SeqTransformer(config_.model);
+  if (pp_rank > 0) torch::manual_seed(config_.train.seed + 1000003 * static_cast<uint64_t>(pp_rank));
+  for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
+    if (!is_frozen(config_.finetune, item.key())) model_numel_ += item.value().numel();
+  }
+  // Stages from the whole model's parameter counts (the same on every rank).
+  stage_starts_ = resolve_pp_cuts(config_);
+  if (stage_starts_.empty()) stage_starts_ = parallel::partition_stages(model_->pipeline_unit_costs(), pp);
+  stage_begin_ = stage_starts_[static_cast<size_t>(pp_rank)];
+  stage_end_ = pp_rank + 1 < pp ? stage_starts_[static_cast<size_t>(pp_rank + 1)] : model_->num_pipeline_units();
   if (grid_->tp_size() > 1 || grid_->ep_size() > 1) {
     // Built whole from the shared seed, then each TP rank keeps its slices
     // and each EP rank its experts. Split regions and experts draw dropout
-    // from a stream of their own per (EP rank, TP rank).
-    const int64_t stream = grid_->ep_rank() * grid_->tp_size() + grid_->tp_rank();
+    // from a stream of their own per (stage, EP rank, TP rank).
+    const int64_t stream = (pp_rank * grid_->ep_size() + grid_->ep_rank()) * grid_->tp_size() + grid_->tp_rank();
     tp_rng_ = std::make_unique<parallel::TensorParallelRng>(config_.train.seed, stream);
     models::set_tensor_parallel_rng(tp_rng_.get());
     model_->parallelize({tp_comm_.get(), tp_rng_.get(), ep_comm_.get()});
+  }
+  // A stage keeps only the parameters its units use: the others are freed
+  // and never reach the optimizer.
+  for (auto& item : model_->named_parameters(/*recurse=*/true)) {
+    if (model_->pipeline_units_use(stage_begin_, stage_end_, item.key())) continue;
+    item.value().set_requires_grad(false);
+    item.value().set_data(torch::empty({0}, item.value().options()));
   }
   model_->to(device_);
 
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
-    bool frozen = false;
-    for (const auto& pattern : config_.finetune.freeze) {
-      frozen = frozen || item.key().find(pattern) != std::string::npos;
-    }
-    if (frozen) item.value().set_requires_grad(false);
+    if (!model_->pipeline_units_use(stage_begin_, stage_end_, item.key())) continue;
+    if (is_frozen(config_.finetune, item.key())) item.value().set_requires_grad(false);
     named.emplace_back(item.key(), item.value());
   }
   const int64_t zero = config_.parallel.zero_stage;
@@ -217,11 +257,61 @@ void Trainer::refresh_model_from_master() {
   }
 }
 
-double Trainer::sum_over_dp(double value) {
-  if (dp_->size() == 1) return value;
-  auto t = torch::tensor({value}, torch::kFloat64);
-  dp_->all_reduce(t);
-  return t.item<double>();
+torch::Tensor Trainer::sum_over_dp_and_pp(torch::Tensor values) {
+  if (dp_->size() > 1) dp_->all_reduce(values);
+  if (pp_->size() > 1) pp_->all_reduce(values);
+  return values;
+}
+
+bool Trainer::is_tied_copy(const optim::FlatParameterEntry& e) const {
+  return tied_comm_ && grid_->pp_rank() == grid_->pp_size() - 1 && e.name == "embed_tokens.weight";
+}
+
+void Trainer::reduce_tied_embedding_grads(torch::Tensor& grads) {
+  if (!tied_comm_ || tied_comm_->size() == 1) return;
+  // Both stages shard the embedding's unit alike, so their pieces match.
+  for (const auto& e : params_->entries()) {
+    if (e.name != "embed_tokens.weight") continue;
+    torch::Tensor g = local_grad(grads, e);
+    if (g.defined()) tied_comm_->all_reduce(g);
+  }
+}
+
+models::StageOutput Trainer::forward_stage(const data::Seq2SeqBatch& mb, const std::vector<torch::Tensor>& inputs) {
+  models::StageActivations in;
+  if (!inputs.empty()) in = {inputs.at(0), inputs.at(1)};
+  // ZeRO 3: layers gather their own weights (the model's layer runner); the
+  // other units are gathered for the forward and again for the backward
+  // (see zero3_params.h).
+  if (zero3_) zero3_->gather_non_layer();
+  auto out = model_->forward_stage(stage_begin_, stage_end_, mb.src_tokens, mb.src_mask, mb.tgt_in, mb.tgt_mask, in);
+  if (zero3_) zero3_->release_non_layer();
+  return out;
+}
+
+std::vector<torch::Tensor> Trainer::activation_buffers(const data::Seq2SeqBatch& mb) const {
+  const auto options = torch::TensorOptions().dtype(to_scalar_type(config_.precision.compute)).device(device_);
+  const int64_t batch = mb.src_tokens.size(0), d = config_.model.d_model;
+  return {torch::empty({batch, mb.src_tokens.size(1), d}, options), torch::empty({batch, mb.tgt_in.size(1), d}, options)};
+}
+
+parallel::CommStats Trainer::comm_stats() const {
+  parallel::CommStats all;
+  const std::pair<const char*, const parallel::Communicator*> groups[] = {
+      {"world", world_.get()}, {"dp", dp_comm_.get()}, {"tp", tp_comm_.get()}, {"pp", pp_comm_.get()},
+      {"ep", ep_comm_.get()}, {"edp", edp_comm_.get()}, {"tied", tied_comm_.get()}};
+  for (const auto& [name, comm] : groups) {
+    if (!comm) continue;
+    for (const auto& [op, stats] : comm->stats()) all[std::string(name) + " " + op] = stats;
+  }
+  return all;
+}
+
+void Trainer::reset_comm_stats() {
+  for (auto* comm : {world_.get(), dp_comm_.get(), tp_comm_.get(), pp_comm_.get(), ep_comm_.get(), edp_comm_.get(),
+                     tied_comm_.get()}) {
+    if (comm) comm->reset_stats();
+  }
 }
 
 kernels::CrossEntropyResult Trainer::cross_entropy(const torch::Tensor& logits, const data::Seq2SeqBatch& mb,
@@ -242,13 +332,15 @@ double Trainer::global_grad_norm(const torch::Tensor& grads) {
   //   DP: a ZeRO shard is held once; an unsharded replica by every rank of
   //       the unit's group (DP, or expert-DP for experts, which differ per EP
   //       rank);
-  //   TP: a split parameter is held once, a replicated one by every TP rank.
+  //   TP: a split parameter is held once, a replicated one by every TP rank;
+  //   PP: a stage's parameters are held by it alone, but for the tied
+  //       embedding, whose last-stage copy is not counted.
   const bool sharded = params_->sharding().shard_master;  // grads hold this rank's shard
   const auto& slices = model_->parameter_slices();
   auto sum_sq = torch::zeros({1}, grads.options().dtype(torch::kFloat64));
   for (const auto& e : params_->entries()) {
     const torch::Tensor g = local_grad(grads, e);
-    if (!g.defined()) continue;
+    if (!g.defined() || is_tied_copy(e)) continue;
     const auto& unit = params_->units()[e.unit];
     const double dp_copies = sharded ? 1.0 : static_cast<double>(group_of(unit).size());
     const double tp_copies = tp_comm_ && !slices.count(e.name) ? static_cast<double>(tp_comm_->size()) : 1.0;
@@ -259,6 +351,7 @@ double Trainer::global_grad_norm(const torch::Tensor& grads) {
 }
 
 bool Trainer::writes_in_checkpoint(const optim::FlatParameterEntry& e) const {
+  if (is_tied_copy(e)) return false;  // the first stage writes it
   if (params_->sharding().shard_master) return true;  // every rank writes its own shard
   return group_of(params_->units()[e.unit]).rank() == 0;
 }
@@ -314,26 +407,46 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
   const double token_divisor = static_cast<double>(std::max<int64_t>(r.target_tokens, 1));
   r.loss_scale = scaler_->scale();
 
-  // 2. Forward and backward per micro-batch; gradients accumulate in fp32
-  //    (ZeRO 2: reduce-scattered after each micro-batch into this rank's shard;
-  //    ZeRO 3: per unit, as each unit's backward finishes).
+  // 2. Forward and backward per micro-batch, as this rank's pipeline stage
+  //    (the whole model when pp = 1), in the order of the pipeline schedule;
+  //    activations come from the previous stage and go to the next, their
+  //    gradients the other way (parallel/pipeline.h). Gradients accumulate
+  //    in fp32 (ZeRO 2: reduce-scattered after each micro-batch into this
+  //    rank's shard; ZeRO 3: per unit, as each unit's backward finishes).
   model_->train();
   params_->zero_grads();
+  std::vector<data::Seq2SeqBatch> batches;
+  for (const auto& mb : micro_batches) batches.push_back(to_device(mb));
+  const int64_t m = static_cast<int64_t>(batches.size());
+  const bool last_stage = grid_->pp_rank() == grid_->pp_size() - 1;
+  // Each micro-batch's loss terms on this stage, from its forward to its
+  // backward: its MoE layers' losses, and on the last stage the
+  // cross-entropy.
+  std::map<int64_t, torch::Tensor> stage_losses;
   torch::Tensor micro_grads;  // ZeRO 2: one micro-batch's full gradient, transient
   double ce_sum = 0, aux = 0, z = 0;
   bool reduced_in_backward = false;
-  for (size_t i = 0; i < micro_batches.size(); ++i) {
-    const auto mb = to_device(micro_batches[i]);
-    const bool last = i + 1 == micro_batches.size();
-    // ZeRO 3: layers gather their own weights (the model's layer runner);
-    // the other units are gathered for the forward and again for the
-    // backward (see zero3_params.h).
-    if (zero3_) zero3_->gather_non_layer();
-    const auto out = model_->forward(mb.src_tokens, mb.src_mask, mb.tgt_in, mb.tgt_mask);
-    if (zero3_) zero3_->release_non_layer();
-    const auto ce = cross_entropy(out.logits, mb, config_.train.label_smoothing);
-    const auto moe_loss = (moe.aux_loss_coef * out.moe.aux_loss + moe.z_loss_coef * out.moe.z_loss) / global_micro;
-    const auto loss = ce.loss_sum / token_divisor + moe_loss;
+  parallel::PipelineStageCallbacks stage;
+  stage.input_buffers = [&](int64_t i) { return activation_buffers(batches[i]); };
+  stage.forward = [&](int64_t i, const std::vector<torch::Tensor>& inputs) {
+    const auto& mb = batches[i];
+    const auto out = forward_stage(mb, inputs);
+    torch::Tensor loss = (moe.aux_loss_coef * out.moe.aux_loss + moe.z_loss_coef * out.moe.z_loss) / global_micro;
+    aux += out.moe.aux_loss.item<double>();
+    z += out.moe.z_loss.item<double>();
+    r.dropped_tokens += out.moe.dropped;
+    if (holds_lm_head()) {
+      const auto ce = cross_entropy(out.logits, mb, config_.train.label_smoothing);
+      loss = loss + ce.loss_sum / token_divisor;
+      ce_sum += ce.loss_sum.item<double>();
+    }
+    stage_losses[i] = loss;
+    if (last_stage) return std::vector<torch::Tensor>{};
+    return std::vector<torch::Tensor>{out.activations.encoder, out.activations.decoder};
+  };
+  stage.backward = [&](int64_t i, const std::vector<torch::Tensor>& outputs,
+                       const std::vector<torch::Tensor>& output_grads) {
+    const bool last = i + 1 == m;
     // With the overlapped reducer armed, gradient hooks add each parameter's
     // gradient into the fp32 buffer as the backward produces it and reduce
     // complete buckets over DP meanwhile: ZeRO 0/1 on the last micro-batch
@@ -346,7 +459,14 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
       reduced_in_backward = true;
     }
     if (zero3_) zero3_->gather_non_layer();
-    (loss * r.loss_scale).backward();
+    // The outputs' gradients from the next stage, and this stage's own loss
+    // terms, scaled.
+    std::vector<torch::Tensor> roots = outputs, seeds = output_grads;
+    const torch::Tensor loss = stage_losses.at(i) * r.loss_scale;
+    stage_losses.erase(i);
+    roots.push_back(loss);
+    seeds.push_back(torch::ones_like(loss));
+    parallel::backward_from_outputs(roots, seeds);
     if (reducer_ && (zero == 2 || last)) {
       reducer_->finish();
       micro_grads = torch::Tensor();
@@ -360,26 +480,26 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
     } else {
       params_->accumulate_grads();
     }
-    ce_sum += ce.loss_sum.item<double>();
-    aux += out.moe.aux_loss.item<double>();
-    z += out.moe.z_loss.item<double>();
-    r.dropped_tokens += out.moe.dropped;
-  }
+  };
+  pipeline_stats_ = parallel::run_pipeline(pipeline_schedule_, m, *pp_, stage);
 
   // 3. Reduce gradients over DP: all-reduce (ZeRO 0) or reduce-scatter into
   //    this rank's shard (ZeRO 1; ZeRO 2 did it above), unless the backward
-  //    did it already.
+  //    did it already; then add up the tied embedding's two stages.
   if (!reduced_in_backward && zero <= 1) reduce_grads(params_->grads(), local_grads_, /*accumulate=*/false);
   auto& grads = zero == 1 ? local_grads_ : params_->grads();
+  reduce_tied_embedding_grads(grads);
 
-  // Metrics of the whole global batch, in one small all-reduce.
-  if (dp_->size() > 1) {
-    auto m = torch::tensor({ce_sum, aux, z, static_cast<double>(r.dropped_tokens)}, torch::kFloat64);
-    dp_->all_reduce(m);
-    ce_sum = m[0].item<double>();
-    aux = m[1].item<double>();
-    z = m[2].item<double>();
-    r.dropped_tokens = static_cast<int64_t>(m[3].item<double>());
+  // Metrics of the whole global batch (every DP rank's micro-batches, every
+  // stage's MoE layers; the cross-entropy is the last stage's), in one small
+  // all-reduce per group.
+  {
+    auto sums = sum_over_dp_and_pp(
+        torch::tensor({ce_sum, aux, z, static_cast<double>(r.dropped_tokens)}, torch::kFloat64));
+    ce_sum = sums[0].item<double>();
+    aux = sums[1].item<double>();
+    z = sums[2].item<double>();
+    r.dropped_tokens = static_cast<int64_t>(sums[3].item<double>());
   }
   r.loss = ce_sum / token_divisor;
   r.aux_loss = aux / global_micro;
@@ -424,25 +544,28 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
   return r;
 }
 
-std::pair<double, int64_t> Trainer::evaluate(const std::vector<data::Seq2SeqBatch>& batches) {
+std::pair<double, int64_t> Trainer::evaluate(const std::vector<data::Seq2SeqBatch>& host_batches) {
   torch::NoGradGuard no_grad;
   model_->eval();
-  double loss_sum = 0;
-  int64_t tokens = 0;
-  for (const auto& host_batch : batches) {
-    const auto mb = to_device(host_batch);
-    // ZeRO 3: non-layer units for the whole forward, layers one at a time.
-    if (zero3_) zero3_->gather_non_layer();
-    const auto out = model_->forward(mb.src_tokens, mb.src_mask, mb.tgt_in, mb.tgt_mask);
-    if (zero3_) zero3_->release_non_layer();
-    const auto ce = cross_entropy(out.logits, mb, 0.0);
+  std::vector<data::Seq2SeqBatch> batches;
+  for (const auto& b : host_batches) batches.push_back(to_device(b));
+  double loss_sum = 0, tokens = 0;
+  // Forward only, stage by stage; the last stage scores.
+  parallel::PipelineStageCallbacks stage;
+  stage.input_buffers = [&](int64_t i) { return activation_buffers(batches[i]); };
+  stage.forward = [&](int64_t i, const std::vector<torch::Tensor>& inputs) {
+    const auto out = forward_stage(batches[i], inputs);
+    if (!holds_lm_head()) return std::vector<torch::Tensor>{out.activations.encoder, out.activations.decoder};
+    const auto ce = cross_entropy(out.logits, batches[i], 0.0);
     loss_sum += ce.loss_sum.item<double>();
-    tokens += ce.num_tokens;
-  }
+    tokens += static_cast<double>(ce.num_tokens);
+    return std::vector<torch::Tensor>{};
+  };
+  if (!batches.empty()) parallel::run_forward_pipeline(static_cast<int64_t>(batches.size()), *pp_, stage);
   model_->train();
-  loss_sum = sum_over_dp(loss_sum);
-  tokens = static_cast<int64_t>(sum_over_dp(static_cast<double>(tokens)));
-  return {loss_sum / static_cast<double>(std::max<int64_t>(tokens, 1)), tokens};
+  const auto sums = sum_over_dp_and_pp(torch::tensor({loss_sum, tokens}, torch::kFloat64));
+  const auto total_tokens = static_cast<int64_t>(sums[1].item<double>());
+  return {sums[0].item<double>() / static_cast<double>(std::max<int64_t>(total_tokens, 1)), total_tokens};
 }
 
 int Trainer::run(const TrainOptions& options) {
@@ -502,12 +625,24 @@ int Trainer::run(const TrainOptions& options) {
   const int64_t global_batch = cfg.train.global_batch;
   const int64_t dp_rank = grid_->dp_rank(), dp_size = grid_->dp_size();
   if (leader) {
-    std::cout << "model: " << params_->numel() << " trainable parameters, " << train_data.num_samples()
+    std::cout << "model: " << model_numel_ << " trainable parameters (" << params_->numel() << " on rank 0), "
+              << train_data.num_samples()
               << " training samples per epoch, " << global_batch / (cfg.train.micro_batch * dp_size)
               << " micro-batch(es) of " << cfg.train.micro_batch << " per step on each of " << dp_size
               << " data-parallel rank(s), ZeRO stage " << cfg.parallel.zero_stage << ", tensor parallel "
-              << grid_->tp_size() << ", expert parallel " << grid_->ep_size() << ", device " << device_
-              << std::endl;
+              << grid_->tp_size() << ", expert parallel " << grid_->ep_size() << ", pipeline parallel "
+              << grid_->pp_size() << ", device " << device_ << std::endl;
+    if (grid_->pp_size() > 1) {
+      std::cout << "pipeline: " << grid_->pp_size() << " stages, schedule " << cfg.parallel.schedule << ", "
+                << global_batch / (cfg.train.micro_batch * dp_size) << " micro-batches per step";
+      for (size_t st = 0; st < stage_starts_.size(); ++st) {
+        const int64_t begin = stage_starts_[st];
+        const int64_t end = st + 1 < stage_starts_.size() ? stage_starts_[st + 1] : model_->num_pipeline_units();
+        std::cout << (st ? "; " : ": ") << "stage " << st << " = " << model_->pipeline_unit_name(begin);
+        if (end - begin > 1) std::cout << " .. " << model_->pipeline_unit_name(end - 1);
+      }
+      std::cout << std::endl;
+    }
   }
   if (start_step >= max_steps) {
     if (leader) std::cout << "nothing to do: already at step " << start_step << " of " << max_steps << std::endl;
@@ -536,7 +671,7 @@ int Trainer::run(const TrainOptions& options) {
                         {"samples_consumed", step * global_batch},
                         {"epoch", train_data.epoch_of(step, global_batch)}}},
               {"layout", {{"world", world_->size()}, {"dp", dp_size}, {"tp", grid_->tp_size()},
-                          {"pp", grid_->pp_size()}, {"ep", grid_->ep_size()},
+                          {"pp", grid_->pp_size()}, {"pp_stage_starts", stage_starts_}, {"ep", grid_->ep_size()},
                           {"zero_stage", cfg.parallel.zero_stage}}}};
     return save_checkpoint(checkpoints_dir, c, cfg.checkpoint.keep, *world_);
   };

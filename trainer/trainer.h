@@ -1,12 +1,19 @@
 // Trainer: builds the model, flat parameters, optimizer and data from a
 // Config, and runs the training loop: forward/backward over the micro-batches
-// of each global batch, gradient reduction over data-parallel ranks (ZeRO
-// 0-3; stage 3 gathers weights per unit on use, see zero3_params.h), unscale,
-// check, clip, AdamW step, log, evaluate, checkpoint.
-// `train_step` is the whole optimizer step, top to bottom.
+// of each global batch as this rank's pipeline stage, gradient reduction over
+// data-parallel ranks (ZeRO 0-3; stage 3 gathers weights per unit on use, see
+// zero3_params.h), unscale, check, clip, AdamW step, log, evaluate,
+// checkpoint. `train_step` is the whole optimizer step, top to bottom.
+//
+// Layout (ProcessGrid): tensor parallelism splits layers inside each rank's
+// model, expert parallelism gives each rank a block of every MoE layer's
+// experts, and pipeline parallelism gives each rank a stage: a contiguous
+// range of the model's pipeline units, whose parameters are the only ones it
+// keeps. With pp = 1 the one stage is the whole model.
 //
 // Every rank of the world constructs a Trainer and calls run() (or
-// train_step) in lockstep; rank 0 alone prints and writes metrics.
+// train_step) in lockstep; rank 0 alone prints and writes metrics (it sits on
+// the first stage; the loss, computed on the last stage, reaches every rank).
 #pragma once
 
 #include <torch/torch.h>
@@ -26,6 +33,7 @@
 #include "optim/loss_scaler.h"
 #include "optim/lr_schedule.h"
 #include "parallel/communicator.h"
+#include "parallel/pipeline.h"
 #include "parallel/process_grid.h"
 #include "parallel/tensor_parallel.h"
 #include "trainer/config.h"
@@ -95,6 +103,20 @@ class Trainer {
   parallel::Communicator& world() { return *world_; }
   OptimizerMemory optimizer_memory() const;
 
+  // This rank's pipeline stage: units [stage_begin(), stage_end()) of the
+  // model (Seq2SeqTransformer::pipeline_unit_name), and every stage's first
+  // unit (the same on every rank).
+  int64_t stage_begin() const { return stage_begin_; }
+  int64_t stage_end() const { return stage_end_; }
+  const std::vector<int64_t>& stage_starts() const { return stage_starts_; }
+  // What the pipeline executor measured on this rank in the last train_step.
+  const parallel::PipelineStats& pipeline_stats() const { return pipeline_stats_; }
+  // Communication of this rank since the last reset, per group and
+  // operation: keys "<group> <op>" with group one of world, dp, tp, pp, ep,
+  // edp (expert data parallel) and tied (the tied-embedding pair of stages).
+  parallel::CommStats comm_stats() const;
+  void reset_comm_stats();
+
  private:
   data::Seq2SeqBatch to_device(const data::Seq2SeqBatch& batch) const;
   std::string first_nonfinite_parameter() const;
@@ -114,9 +136,23 @@ class Trainer {
   // reduce_grads runs it over every bucket after one.
   optim::GradReducer::ReduceFn bucket_reduction(torch::Tensor& full_grads, torch::Tensor& shard, bool accumulate);
   void reduce_grads(torch::Tensor& full_grads, torch::Tensor& shard, bool accumulate);
+  // Tied embeddings on the first and last pipeline stages: both copies get
+  // the sum of the two stages' gradients (after the DP reduction).
+  void reduce_tied_embedding_grads(torch::Tensor& grads);
+  // Whether parameter e is the last stage's copy of the tied embedding (the
+  // first stage's copy is the one counted in the norm and written).
+  bool is_tied_copy(const optim::FlatParameterEntry& e) const;
+  // This stage's forward of one micro-batch on the previous stage's
+  // activations (none on the first stage).
+  models::StageOutput forward_stage(const data::Seq2SeqBatch& mb, const std::vector<torch::Tensor>& inputs);
+  // Buffers for a micro-batch's activations from the previous stage.
+  std::vector<torch::Tensor> activation_buffers(const data::Seq2SeqBatch& mb) const;
+  bool holds_lm_head() const { return stage_end_ == model_->num_pipeline_units(); }
+  // Sum of a value over the data-parallel and pipeline groups (each DP rank
+  // holds part of the batch, each stage part of the model's losses).
+  torch::Tensor sum_over_dp_and_pp(torch::Tensor values);
   // Model weights from the master copy: a cast, or an all-gather of shards.
   void refresh_model_from_master();
-  double sum_over_dp(double value);
   // Cross-entropy of a micro-batch's logits (this rank's vocabulary columns
   // under TP, where it is computed vocabulary-parallel).
   kernels::CrossEntropyResult cross_entropy(const torch::Tensor& logits, const data::Seq2SeqBatch& mb,
@@ -132,13 +168,23 @@ class Trainer {
   Config config_;
   std::string output_dir_;  // run()'s; where train.dump_grads_step writes
   std::shared_ptr<parallel::Communicator> world_;
-  parallel::Communicator* dp_ = nullptr;   // the data-parallel group (the world while tp = pp = 1)
+  parallel::Communicator* dp_ = nullptr;   // the data-parallel group (the world itself for one rank)
   parallel::Communicator* edp_ = nullptr;  // the expert-data-parallel group (dp_ while ep = 1)
+  parallel::Communicator* pp_ = nullptr;   // this rank's pipeline (the stages holding the same DP/TP piece)
   std::unique_ptr<parallel::ProcessGrid> grid_;
-  // Split from the world where the layout needs them: tp > 1, dp < world,
-  // ep > 1 (the expert all-to-all group and the expert-data-parallel group).
-  std::unique_ptr<parallel::Communicator> tp_comm_, dp_comm_, ep_comm_, edp_comm_;
+  // Split from the world where the layout needs them: DP and PP whenever
+  // the world has more than one rank (so each group's traffic is counted
+  // apart), TP for tp > 1, for ep > 1 the expert all-to-all group and the
+  // expert-data-parallel group, and for pp > 1 with tied embeddings the pair
+  // of first and last stage (ranks of the middle stages get a group of their
+  // own).
+  std::unique_ptr<parallel::Communicator> tp_comm_, dp_comm_, ep_comm_, edp_comm_, pp_comm_, tied_comm_;
   std::unique_ptr<parallel::TensorParallelRng> tp_rng_;  // tp > 1 or ep > 1
+  parallel::PipelineSchedule pipeline_schedule_ = parallel::PipelineSchedule::OneFOneB;
+  int64_t model_numel_ = 0;  // trainable parameters of the whole model
+  std::vector<int64_t> stage_starts_;
+  int64_t stage_begin_ = 0, stage_end_ = 0;
+  parallel::PipelineStats pipeline_stats_;
   torch::Tensor local_grads_;  // ZeRO 1: this rank's reduced gradient shard
   torch::Device device_;
   models::Seq2SeqTransformer model_{nullptr};

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Acceptance: a bad config exits with code 2 and one line naming the key or
 # file: unknown key (with a suggestion), wrong type, heads not dividing
-# d_model, missing data file, malformed YAML, impossible layout.
+# d_model, missing data file, malformed YAML, impossible layout, pipeline cut
+# points that do not fit the model.
 source "$(dirname "$0")/lib.sh"
 work="$MOETRAIN_E2E_WORK/bad_config"
 rm -rf "$work"; mkdir -p "$work/data"
@@ -31,5 +32,7 @@ expect_error "config file not found: $work/none.yaml" train --config "$work/none
 expect_error "train.global_batch: 10 is not divisible by micro_batch \* dp = 8 \* 1" \
   train --config "$cfg" --set train.global_batch=10 --set data.train="$work/data"
 expect_error "model.norm: 'batchnorm' is not one of: layernorm, rmsnorm" train --config "$cfg" --set model.norm=batchnorm
+expect_error "parallel.pp_cuts: needs pp - 1 = 0 cut point(s), got 1" \
+  train --config "$cfg" --set 'parallel.pp_cuts=[decoder.layers.0]' --set data.train="$work/data"
 expect_error "unknown command" frobnicate
 echo "PASS"

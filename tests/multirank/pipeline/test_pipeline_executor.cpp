@@ -156,6 +156,51 @@ TEST(PipelineExecutor, GradientsAndLossMatchSingleProcess) {
   }
 }
 
+// Forward only (evaluation): the last stage's losses equal the
+// single-process forward, micro-batch by micro-batch, in order.
+TEST(PipelineExecutor, ForwardOnlyMatchesSingleProcess) {
+  Communicator& world = test_world();
+  const int64_t layers = 6, width = 8, rows = 4, m = 5;
+  ToyModel model(layers, width, rows, true, 23);
+  const int64_t p = world.size(), s = world.rank();
+  const std::vector<int64_t> starts = partition_stages(model.parameter_counts(), p);
+  const int64_t begin = starts[s];
+  const int64_t end = s + 1 < p ? starts[s + 1] : model.unit_count();
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> order;
+  std::vector<double> losses;
+  PipelineStageCallbacks callbacks;
+  callbacks.input_buffers = [&](int64_t) {
+    return std::vector<torch::Tensor>{torch::empty({rows, width}), torch::empty({rows, width})};
+  };
+  callbacks.forward = [&](int64_t mb, const std::vector<torch::Tensor>& inputs) {
+    order.push_back(mb);
+    torch::Tensor h, e;
+    if (s > 0) {
+      h = inputs.at(0);
+      e = inputs.at(1);
+    }
+    torch::Tensor loss = model.run_units(begin, end, mb, m, h, e);
+    if (s == p - 1) {
+      losses.push_back(loss.item<double>());
+      return std::vector<torch::Tensor>{};
+    }
+    return std::vector<torch::Tensor>{h, e};
+  };
+  const PipelineStats stats = run_forward_pipeline(m, world, callbacks);
+  EXPECT_EQ(order, (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(stats.exchanges, (s > 0 ? m : 0) + (s < p - 1 ? m : 0));
+  EXPECT_EQ(stats.bytes_sent, s < p - 1 ? m * 2 * rows * width * 4 : 0);
+  if (s == p - 1) {
+    ASSERT_EQ(static_cast<int64_t>(losses.size()), m);
+    for (int64_t mb = 0; mb < m; ++mb) {
+      torch::Tensor h, e;
+      const double expected = model.run_units(0, model.unit_count(), mb, m, h, e).item<double>();
+      EXPECT_NEAR(losses[mb], expected, 1e-6 * std::abs(expected)) << "micro-batch " << mb;
+    }
+  }
+}
+
 TEST(PipelineExecutor, LargeMessagesDoNotDeadlock) {
   Communicator& world = test_world();
   // 1024 x 512 fp32 = 2 MiB per tensor, 4 MiB per message each way.

@@ -77,6 +77,45 @@ TEST(Config, ValidationNamesTheKeyAndItsLine) {
             std::string::npos);
 }
 
+// Pipeline layouts: the stage count against the model's units, cut points by
+// name or index, and the micro-batch count against the batch sizes.
+TEST(Config, PipelineCutsAndMicroBatches) {
+  ConfigSource src;
+  const std::string dir = std::string(MOETRAIN_SOURCE_DIR) + "/configs";
+  const std::vector<std::string> base{"data.train=" + dir, "data.valid=" + dir};
+  auto with = [&](std::vector<std::string> overrides) {
+    overrides.insert(overrides.begin(), base.begin(), base.end());
+    return load_config(kTiny, overrides, &src);
+  };
+  // The tiny model has 2 + 2 layers: 8 units.
+  EXPECT_EQ(error_of([&] { validate_config(with({"parallel.pp=16"}), 16, src); }),
+            "parallel.pp: 16 stages but the model has only 8 pipeline units (embed, 2 encoder layers, encoder norm, "
+            "2 decoder layers, decoder norm, lm_head) (--set parallel.pp=16)");
+  EXPECT_EQ(error_of([&] { validate_config(with({"parallel.pp=2", "parallel.pp_cuts=[decoder.layer.0]"}), 2, src); }),
+            "parallel.pp_cuts: 'decoder.layer.0' is not a pipeline unit of this model (embed, encoder.layers.0 .. 1, "
+            "encoder.final_norm, decoder.layers.0 .. 1, decoder.final_norm, lm_head, or an index 0..7) "
+            "(--set parallel.pp_cuts=[decoder.layer.0])");
+  EXPECT_EQ(error_of([&] { validate_config(with({"parallel.pp=2", "parallel.pp_cuts=[1, 2]"}), 2, src); }),
+            "parallel.pp_cuts: needs pp - 1 = 1 cut point(s), got 2 (--set parallel.pp_cuts=[1, 2])");
+  EXPECT_NE(error_of([&] {
+              validate_config(with({"parallel.pp=3", "parallel.pp_cuts=[decoder.layers.0, encoder.layers.1]"}), 3,
+                              src);
+            }).find("parallel.pp_cuts: stage cut points: cut points must increase"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { validate_config(with({"parallel.pp=2", "parallel.pp_cuts=[embed]"}), 2, src); })
+                .find("leaves stage 0"),
+            std::string::npos);
+  const auto four = with({"parallel.pp=4", "parallel.pp_cuts=[encoder.layers.1, decoder.layers.0, 6]"});
+  EXPECT_EQ(error_of([&] { validate_config(four, 4, src); }), "(no error)");
+  EXPECT_EQ(resolve_pp_cuts(four), (std::vector<int64_t>{0, 2, 4, 6}));
+  EXPECT_TRUE(resolve_pp_cuts(with({"parallel.pp=4"})).empty());
+  // global_batch 16 / (micro_batch 8 * dp 1) = 2 micro-batches.
+  EXPECT_EQ(error_of([&] { validate_config(with({"parallel.microbatches=2"}), 1, src); }), "(no error)");
+  EXPECT_EQ(error_of([&] { validate_config(with({"parallel.microbatches=4"}), 1, src); }),
+            "parallel.microbatches: 4 does not match train.global_batch / (train.micro_batch * dp) = 16 / (8 * 1) = 2 "
+            "(0: use that) (--set parallel.microbatches=4)");
+}
+
 TEST(Config, ResolvedYamlRoundTrips) {
   const auto c = load_config(kTiny, {"optim.lr=0.005", "finetune.freeze=[encoder.layers.0]"});
   const auto text = config_to_yaml(c);
