@@ -1,5 +1,5 @@
-"""Compares two moetrain runs: per-step losses (metrics.jsonl) within a
-relative tolerance, the final checkpoint's parameters (assembled from the
+"""Compares two moetrain runs: per-step losses and evaluation losses
+(metrics.jsonl) within a relative tolerance, the final checkpoint's parameters (assembled from the
 pieces in every rank file) within an absolute tolerance and, with --grad-step,
 the gradients both runs dumped at that step (train.dump_grads_step), per
 parameter within --grad-rtol of the parameter's largest gradient entry.
@@ -17,13 +17,13 @@ import h5py
 import numpy as np
 
 
-def losses(run):
+def losses(run, key="loss"):
     out = {}
     with open(os.path.join(run, "metrics.jsonl")) as f:
         for line in f:
             rec = json.loads(line)
-            if "loss" in rec:
-                out[rec["step"]] = rec["loss"]
+            if key in rec:
+                out[rec["step"]] = rec[key]
     return out
 
 
@@ -80,6 +80,15 @@ def main():
         if not rel <= args.rtol:
             sys.exit(f"step {step}: loss {la[step]!r} vs {lb[step]!r} (relative difference {rel:.3e})")
     print(f"losses of {args.steps} steps agree: worst relative difference {worst:.3e}")
+
+    ea, eb = losses(args.a, "eval_loss"), losses(args.b, "eval_loss")
+    if sorted(ea) != sorted(eb):
+        sys.exit(f"evaluations at different steps: {sorted(ea)} vs {sorted(eb)}")
+    if ea:
+        worst = max(abs(ea[s] - eb[s]) / abs(ea[s]) for s in ea)
+        if not worst <= args.rtol:
+            sys.exit(f"evaluation losses {ea} vs {eb} (worst relative difference {worst:.3e})")
+        print(f"evaluation losses at steps {sorted(ea)} agree: worst relative difference {worst:.3e}")
 
     ckpt = f"checkpoints/step-{args.steps:06d}"
     pa, pb = parameters(os.path.join(args.a, ckpt)), parameters(os.path.join(args.b, ckpt))

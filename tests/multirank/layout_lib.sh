@@ -1,12 +1,13 @@
 # Shared by the tests that train the tiny preset under a parallel layout and
 # compare it with the single process (fp32, CPU, dropout 0, dropless MoE, same
-# global batch of 8, 8 steps, gradients dumped at step 1). Source it after
+# global batch of 8, 8 steps, evaluated at steps 4 and 8, gradients dumped at
+# step 1). Source it after
 # setting `work` (the directory the runs go to).
 source "$(dirname "${BASH_SOURCE[0]}")/../e2e/lib.sh"
 need_brown
 : "${MOETRAIN_PYTHON:?}" "${MOETRAIN_MPIRUN:?}" "${work:?}"
 rm -rf "$work"
-common=(--max-steps 8 --set log.every=1 --set train.eval_every=0 --set model.moe.capacity_factor=0
+common=(--max-steps 8 --set log.every=1 --set train.eval_every=4 --set model.moe.capacity_factor=0
         --set train.global_batch=8 --set train.micro_batch=2 --set train.threads=1 --set train.dump_grads_step=1)
 
 # The single-process reference run, into $work/NAME (default: single).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pipeline parallelism against the single process (fp32, CPU, dropout 0,
 # dropless MoE, same global batch of 8 in 4 micro-batches of 2 per pipeline):
-# per-step loss within rtol 1e-5 for 8 steps, the final parameters (gathered
+# per-step loss within rtol 1e-5 for 8 steps (and the evaluation loss at
+# steps 4 and 8, run as a forward-only pipeline), the final parameters (gathered
 # from every stage, the tied embedding written once by the first stage) within
 # 1e-5 and every parameter's gradient at step 1 within 1e-4 of its largest
 # entry, for
@@ -10,6 +11,7 @@
 #   PP2 under GPipe with untied embeddings (against an untied single run);
 #   PP4 cut inside the encoder and inside the decoder:
 #     [embed, enc0] [enc1, enc_norm] [dec0] [dec1, dec_norm, lm_head];
+#   DP2 x PP2 with ZeRO 2;
 #   DP2 x TP2 x PP2 with ZeRO 1;
 #   DP2 x TP2 x PP2 x EP2 with ZeRO 3.
 work="$MOETRAIN_E2E_WORK/pp_matches_single"
@@ -39,6 +41,9 @@ run_layout pp4 4 --set parallel.pp=4 --set 'parallel.pp_cuts=[encoder.layers.1, 
 grep -q "stage 0 = embed .. encoder.layers.0; stage 1 = encoder.layers.1 .. encoder.final_norm; stage 2 = decoder.layers.0; stage 3 = decoder.layers.1 .. lm_head" \
   "$work.pp4.log" || { cat "$work.pp4.log"; fail "PP4 is not cut as asked"; }
 compare_with_single pp4 "PP4 (cut inside the encoder and inside the decoder)"
+
+run_layout dp2-pp2-zero2 4 --set parallel.pp=2 --set parallel.zero_stage=2
+compare_with_single dp2-pp2-zero2 "DP2 x PP2, ZeRO 2"
 
 run_layout dp2-tp2-pp2-zero1 8 --set parallel.tp=2 --set parallel.pp=2 --set parallel.zero_stage=1
 grep -q "on each of 2 data-parallel rank(s), ZeRO stage 1, tensor parallel 2, expert parallel 1, pipeline parallel 2" \
