@@ -1,10 +1,13 @@
 #include "trainer/checkpoint.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <regex>
+#include <sstream>
 #include <vector>
 
 #include "data/atomic_file.h"
@@ -207,49 +210,128 @@ void save_gradient_dump(const std::string& dir, const optim::FlatParameters& par
 
 namespace {
 
-// Fills `target` (the elements [begin, end) of a flattened parameter) from the
-// pieces of `dataset` in every rank file.
+// One stored piece of a parameter: the flat range [offset, offset + length)
+// of the block at `start` (shape `shape`) of the whole tensor.
+struct StoredPiece {
+  data::Hdf5File* file = nullptr;
+  std::vector<int64_t> start, shape;
+  int64_t offset = 0, length = 0;
+};
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::ostringstream out;
+  out << c10::IntArrayRef(shape);
+  return out.str();
+}
+
+// The token embedding and output projection: under TP their vocabulary is
+// padded to a multiple of TP, so the last TP rank's block runs past the
+// tensor's rows (padding rows, never used).
+bool is_vocabulary_parameter(const std::string& dataset) {
+  auto ends_with = [&](const std::string& suffix) {
+    return dataset.size() >= suffix.size() && dataset.compare(dataset.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  return ends_with("/embed_tokens.weight") || ends_with("/lm_head.weight");
+}
+
+// The tensor a parameter's pieces make up, whatever the layout that wrote
+// them: each block (a TP or EP rank's slice) assembled from its pieces (ZeRO
+// shards), then put in place. `have` marks the elements some piece covered.
+// `shape` is the tensor's, with room for padding rows past its end.
+std::pair<torch::Tensor, torch::Tensor> assemble_whole(const std::vector<StoredPiece>& pieces,
+                                                       const std::vector<int64_t>& shape,
+                                                       const std::string& dataset) {
+  auto whole = torch::zeros(shape, torch::kFloat32);
+  auto have = torch::zeros(shape, torch::kBool);
+  std::map<std::pair<std::vector<int64_t>, std::vector<int64_t>>, std::pair<torch::Tensor, torch::Tensor>> blocks;
+  for (const auto& p : pieces) {
+    auto& [data, mask] = blocks[{p.start, p.shape}];
+    if (!data.defined()) {
+      data = torch::zeros(p.shape, torch::kFloat32);
+      mask = torch::zeros(p.shape, torch::kBool);
+    }
+    data.view(-1).narrow(0, p.offset, p.length).copy_(p.file->read_slice(dataset, {0}, {p.length}));
+    mask.view(-1).narrow(0, p.offset, p.length).fill_(true);
+  }
+  for (const auto& [where, block] : blocks) {
+    torch::Tensor w = whole, h = have;
+    for (size_t d = 0; d < where.first.size(); ++d) {
+      w = w.narrow(static_cast<int64_t>(d), where.first[d], where.second[d]);
+      h = h.narrow(static_cast<int64_t>(d), where.first[d], where.second[d]);
+    }
+    w.copy_(block.first);
+    h.logical_or_(block.second);
+  }
+  return {whole, have};
+}
+
+// Fills `target` (the elements [begin, end) of this rank's flattened block of
+// a parameter) from the pieces of `dataset` in every rank file. Pieces of the
+// same block (the layout it was saved with) are copied straight in; otherwise
+// (another TP, EP or ZeRO layout) the whole tensor is assembled and the block
+// cut out of it.
 void read_pieces(std::vector<data::Hdf5File>& files, const std::string& dataset,
                  const models::ParameterSlice& block, const std::vector<int64_t>& block_shape, int64_t begin,
                  int64_t end, torch::Tensor target, const std::string& dir) {
-  int64_t covered = 0;
-  bool other_blocks = false;
+  std::vector<StoredPiece> pieces;
   for (auto& file : files) {
     if (!file.exists(dataset)) continue;
-    const auto stored_shape = file.attr_ints(dataset, "global_shape");
-    if (stored_shape != block.global_shape) {
-      std::ostringstream msg;
-      msg << file.path() << ": " << dataset << " has shape " << c10::IntArrayRef(stored_shape)
-          << " but the model expects " << c10::IntArrayRef(block.global_shape);
-      throw CheckpointError(msg.str());
+    const auto shape = file.attr_ints(dataset, "global_shape");
+    if (shape != block.global_shape) {
+      throw CheckpointError(file.path() + ": " + dataset + " has shape " + shape_text(shape) +
+                            " but the model expects " + shape_text(block.global_shape));
     }
-    // Pieces of other blocks (another TP or EP rank's slice) do not apply.
+    StoredPiece p;
+    p.file = &file;
     const bool sliced = file.has_attr(dataset, "slice_start");
-    const auto start = sliced ? file.attr_ints(dataset, "slice_start") : std::vector<int64_t>(stored_shape.size(), 0);
-    const auto shape = sliced ? file.attr_ints(dataset, "slice_shape") : stored_shape;
-    if (start != block.start || shape != block_shape) {
-      other_blocks = true;
-      continue;
+    p.start = sliced ? file.attr_ints(dataset, "slice_start") : std::vector<int64_t>(shape.size(), 0);
+    p.shape = sliced ? file.attr_ints(dataset, "slice_shape") : shape;
+    p.offset = file.attr_int(dataset, "flat_offset");
+    p.length = file.shape(dataset).at(0);
+    int64_t numel = 1;
+    bool inside = p.start.size() == shape.size() && p.shape.size() == shape.size();
+    for (size_t d = 0; inside && d < shape.size(); ++d) {
+      const bool padded = d == 0 && is_vocabulary_parameter(dataset);
+      inside = p.start[d] >= 0 && p.shape[d] >= 0 && p.start[d] + p.shape[d] <= shape[d] + (padded ? p.shape[d] : 0);
+      numel *= p.shape[d];
     }
-    const int64_t offset = file.attr_int(dataset, "flat_offset");
-    const int64_t length = file.shape(dataset).at(0);
-    const int64_t lo = std::max(begin, offset), hi = std::min(end, offset + length);
+    if (!inside || p.offset < 0 || p.offset + p.length > numel) {
+      throw CheckpointError(file.path() + ": " + dataset + " is corrupt (its piece lies outside the tensor)");
+    }
+    pieces.push_back(p);
+  }
+  if (pieces.empty()) {
+    throw CheckpointError(dir + ": missing " + dataset + " (was the checkpoint written for a different model?)");
+  }
+
+  auto covered = torch::zeros({end - begin}, torch::kBool);
+  for (const auto& p : pieces) {
+    if (p.start != block.start || p.shape != block_shape) continue;
+    const int64_t lo = std::max(begin, p.offset), hi = std::min(end, p.offset + p.length);
     if (lo >= hi) continue;
-    const auto piece = file.read_slice(dataset, {lo - offset}, {hi - lo});
-    target.narrow(0, lo - begin, hi - lo).copy_(piece);
-    covered += hi - lo;
+    target.narrow(0, lo - begin, hi - lo).copy_(p.file->read_slice(dataset, {lo - p.offset}, {hi - lo}));
+    covered.narrow(0, lo - begin, hi - lo).fill_(true);
   }
-  if (covered != end - begin) {
-    if (other_blocks) {
-      std::ostringstream msg;
-      msg << dir << ": " << dataset << " was saved split differently (no piece holds the block at "
-          << c10::IntArrayRef(block.start) << " of shape " << c10::IntArrayRef(block_shape)
-          << "); resume under the tensor- and expert-parallel layout it was saved with";
-      throw CheckpointError(msg.str());
-    }
-    throw CheckpointError(dir + ": missing " + dataset +
-                          " (was the checkpoint written for a different model?)");
+  if (covered.all().item<bool>()) return;
+
+  // Room for vocabulary padding rows past the tensor's end, which need no
+  // piece (a layout without them has none to give).
+  std::vector<int64_t> shape = block.global_shape;
+  const int64_t rows = shape.at(0);
+  for (const auto& p : pieces) shape[0] = std::max(shape[0], p.start[0] + p.shape[0]);
+  shape[0] = std::max(shape[0], block.start.at(0) + block_shape.at(0));
+  auto [whole, have] = assemble_whole(pieces, shape, dataset);
+  have.narrow(0, rows, shape[0] - rows).fill_(true);
+  for (size_t d = 0; d < block.start.size(); ++d) {
+    whole = whole.narrow(static_cast<int64_t>(d), block.start[d], block_shape[d]);
+    have = have.narrow(static_cast<int64_t>(d), block.start[d], block_shape[d]);
   }
+  const auto wanted_have = have.contiguous().view(-1).narrow(0, begin, end - begin);
+  if (!wanted_have.all().item<bool>()) {
+    throw CheckpointError(dir + ": " + dataset + " is incomplete: no piece holds part of the block at " +
+                          shape_text(block.start) + " of shape " + shape_text(block_shape));
+  }
+  target.copy_(whole.contiguous().view(-1).narrow(0, begin, end - begin));
 }
 
 }  // namespace

@@ -350,8 +350,16 @@ double Trainer::global_grad_norm(const torch::Tensor& grads) {
   return std::sqrt(sum_sq.item<double>());
 }
 
+nlohmann::json Trainer::checkpoint_layout() const {
+  return {{"world", world_->size()}, {"dp", grid_->dp_size()},         {"tp", grid_->tp_size()},
+          {"pp", grid_->pp_size()},  {"pp_stage_starts", stage_starts_}, {"ep", grid_->ep_size()},
+          {"zero_stage", config_.parallel.zero_stage}};
+}
+
 bool Trainer::writes_in_checkpoint(const optim::FlatParameterEntry& e) const {
   if (is_tied_copy(e)) return false;  // the first stage writes it
+  // Replicated over TP (not split): the first TP rank writes it.
+  if (tp_comm_ && tp_comm_->rank() != 0 && !model_->parameter_slices().count(e.name)) return false;
   if (params_->sharding().shard_master) return true;  // every rank writes its own shard
   return group_of(params_->units()[e.unit]).rank() == 0;
 }
@@ -604,8 +612,11 @@ int Trainer::run(const TrainOptions& options) {
     refresh_model_from_master();
     start_step = loaded.step;
     scaler_->set_state(loaded.scaler);
-    const int64_t saved_world = loaded.meta.value("world_size", int64_t{1});
-    if (saved_world == world_->size()) {
+    // Parameters and optimizer state load under any layout; the generators
+    // only under the one they were saved with (each rank's own streams).
+    const nlohmann::json layout = checkpoint_layout();
+    const nlohmann::json saved_layout = loaded.meta.value("layout", nlohmann::json::object());
+    if (saved_layout == layout) {
       if (loaded.rng_state.defined()) cpu_generator().set_state(loaded.rng_state);
       if (tp_rng_ && !loaded.tp_rng_states.empty()) tp_rng_->set_state(loaded.tp_rng_states);
       if (loaded.cuda_rng_state.defined() && device_.is_cuda()) {
@@ -613,7 +624,20 @@ int Trainer::run(const TrainOptions& options) {
         generator.set_state(loaded.cuda_rng_state);
       }
     }
-    if (leader) std::cout << "resumed from " << *resume_dir << " at step " << start_step << std::endl;
+    if (leader) {
+      std::cout << "resumed from " << *resume_dir << " at step " << start_step << std::endl;
+      if (saved_layout != layout) {
+        std::cout << "layout changed from " << saved_layout.dump() << " to " << layout.dump()
+                  << ": weights and optimizer state resharded; dropout generators start afresh from the seed"
+                  << std::endl;
+      }
+      const int64_t saved_batch = loaded.meta.value("data", nlohmann::json::object()).value("samples_consumed", -1);
+      if (saved_batch >= 0 && saved_batch != start_step * cfg.train.global_batch) {
+        std::cout << "train.global_batch changed: the checkpoint consumed " << saved_batch << " samples in "
+                  << start_step << " steps; this run continues at sample " << start_step * cfg.train.global_batch
+                  << " (the data position is step x global_batch)" << std::endl;
+      }
+    }
   } else if (!options.init_from.empty()) {
     load_checkpoint(resolve_checkpoint_path(options.init_from), *params_, nullptr, world_->rank(),
                     &model_->parameter_slices());
@@ -670,9 +694,7 @@ int Trainer::run(const TrainOptions& options) {
               {"data", {{"next_step", step},
                         {"samples_consumed", step * global_batch},
                         {"epoch", train_data.epoch_of(step, global_batch)}}},
-              {"layout", {{"world", world_->size()}, {"dp", dp_size}, {"tp", grid_->tp_size()},
-                          {"pp", grid_->pp_size()}, {"pp_stage_starts", stage_starts_}, {"ep", grid_->ep_size()},
-                          {"zero_stage", cfg.parallel.zero_stage}}}};
+              {"layout", checkpoint_layout()}};
     return save_checkpoint(checkpoints_dir, c, cfg.checkpoint.keep, *world_);
   };
 

@@ -16,6 +16,7 @@
 // the first stage; the loss, computed on the last stage, reaches every rank).
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <memory>
@@ -163,6 +164,8 @@ class Trainer {
   // Whether this rank writes parameter e in a checkpoint (replicas: only the
   // first rank of the group holding it).
   bool writes_in_checkpoint(const optim::FlatParameterEntry& e) const;
+  // The layout a checkpoint records (sizes, ZeRO stage, pipeline stages).
+  nlohmann::json checkpoint_layout() const;
   bool is_leader() const { return world_->rank() == 0; }
 
   Config config_;

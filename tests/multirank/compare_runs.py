@@ -4,7 +4,7 @@ pieces in every rank file) within an absolute tolerance and, with --grad-step,
 the gradients both runs dumped at that step (train.dump_grads_step), per
 parameter within --grad-rtol of the parameter's largest gradient entry.
 
-usage: compare_runs.py RUN_A RUN_B --steps N [--rtol 1e-5] [--atol 1e-5]
+usage: compare_runs.py RUN_A RUN_B --steps N [--first-step S] [--rtol 1e-5] [--atol 1e-5]
                        [--grad-step S --grad-rtol 1e-4]
 """
 import argparse
@@ -64,6 +64,7 @@ def main():
     p.add_argument("a")
     p.add_argument("b")
     p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--first-step", type=int, default=1, help="compare losses from this step on (a resumed run)")
     p.add_argument("--rtol", type=float, default=1e-5)
     p.add_argument("--atol", type=float, default=1e-5)
     p.add_argument("--grad-step", type=int, default=0)
@@ -72,16 +73,18 @@ def main():
 
     la, lb = losses(args.a), losses(args.b)
     worst = 0.0
-    for step in range(1, args.steps + 1):
+    for step in range(args.first_step, args.steps + 1):
         if step not in la or step not in lb:
             sys.exit(f"step {step} missing in {args.a if step not in la else args.b}")
         rel = abs(la[step] - lb[step]) / abs(la[step])
         worst = max(worst, rel)
         if not rel <= args.rtol:
             sys.exit(f"step {step}: loss {la[step]!r} vs {lb[step]!r} (relative difference {rel:.3e})")
-    print(f"losses of {args.steps} steps agree: worst relative difference {worst:.3e}")
+    print(f"losses of steps {args.first_step}-{args.steps} agree: worst relative difference {worst:.3e}")
 
     ea, eb = losses(args.a, "eval_loss"), losses(args.b, "eval_loss")
+    ea = {s: v for s, v in ea.items() if s >= args.first_step}
+    eb = {s: v for s, v in eb.items() if s >= args.first_step}
     if sorted(ea) != sorted(eb):
         sys.exit(f"evaluations at different steps: {sorted(ea)} vs {sorted(eb)}")
     if ea:
