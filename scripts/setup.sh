@@ -71,13 +71,16 @@ else
     TORCH_CMAKE="/usr/share/cmake/Torch"
   fi
 fi
-# Python packages the tests use to cross-check moetrain's files (h5py reads
-# checkpoints independently of the C++ code).
-if ! "$PY" -c 'import h5py' 2>/dev/null; then
-  log "installing h5py into .venv"
-  "$PY" -m pip download -q h5py -d "$WHEEL_CACHE" && \
-    "$PY" -m pip install -q --no-index --find-links "$WHEEL_CACHE" h5py
-fi
+# Python packages the tests use to cross-check moetrain independently of the
+# C++ code: h5py reads checkpoints, sacrebleu scores BLEU and chrF. Tests that
+# need one skip when it is missing.
+for pkg in h5py sacrebleu; do
+  if ! "$PY" -c "import $pkg" 2>/dev/null; then
+    log "installing $pkg into .venv"
+    "$PY" -m pip download -q "$pkg" -d "$WHEEL_CACHE" && \
+      "$PY" -m pip install -q --no-index --find-links "$WHEEL_CACHE" "$pkg" || log "WARNING: $pkg could not be installed"
+  fi
+done
 
 if [[ -z "$TORCH_CMAKE" ]]; then
   TORCH_CMAKE="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
