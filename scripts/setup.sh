@@ -72,9 +72,9 @@ else
   fi
 fi
 # Python packages the tests use to cross-check moetrain independently of the
-# C++ code: h5py reads checkpoints, sacrebleu scores BLEU and chrF. Tests that
-# need one skip when it is missing.
-for pkg in h5py sacrebleu; do
+# C++ code: h5py reads checkpoints, sacrebleu scores BLEU and chrF, safetensors
+# reads exports. Tests that need one skip when it is missing.
+for pkg in h5py sacrebleu safetensors; do
   if ! "$PY" -c "import $pkg" 2>/dev/null; then
     log "installing $pkg into .venv"
     "$PY" -m pip download -q "$pkg" -d "$WHEEL_CACHE" && \

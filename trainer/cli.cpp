@@ -21,6 +21,7 @@
 #include "trainer/clean_command.h"
 #include "trainer/command_line.h"
 #include "trainer/config.h"
+#include "trainer/export.h"
 #include "trainer/trainer.h"
 
 namespace po = boost::program_options;
@@ -37,6 +38,7 @@ constexpr const char* kUsage =
     "  tokenize   train (or load) a SentencePiece model and write HDF5 token shards\n"
     "  clean      clean a corpus: normalise, dedup, quality, domain, toxicity, PII\n"
     "  augment    write augmented copies of records (EDA operations, name swaps)\n"
+    "  export     write a checkpoint as model.safetensors, config.json and the tokenizer for serving\n"
     "  bench      benchmarks: `moetrain bench comm` (collective latency and bandwidth)\n"
     "\n"
     "`moetrain <command> --help` lists the options of a command.\n";
@@ -192,6 +194,30 @@ int cmd_bench(int argc, char** argv) {
   return 0;
 }
 
+int cmd_export(int argc, char** argv) {
+  ExportOptions o;
+  po::options_description options("export options");
+  options.add_options()
+      ("help,h", "show this help")
+      ("checkpoint", po::value(&o.checkpoint), "checkpoint directory, or a run directory (its newest checkpoint)")
+      ("out", po::value(&o.out), "output directory (created if missing)")
+      ("dtype", po::value(&o.dtype)->default_value(o.dtype), "fp32, bf16 or fp16")
+      ("tokenizer", po::value(&o.tokenizer), "SentencePiece model to ship (default: the one the run's config names)")
+      ("max-shard-bytes", po::value(&o.max_shard_bytes)->default_value(o.max_shard_bytes),
+       "split model.safetensors into shards of at most this many bytes, with an index");
+  const auto vm = parse_command_line(argc, argv, options, "export");
+  if (vm.count("help")) return 0;
+  if (o.checkpoint.empty() || o.out.empty()) throw UsageError("export: --checkpoint DIR and --out DIR are required");
+  if (!fs::exists(o.checkpoint)) throw UsageError("export: --checkpoint: not found: " + o.checkpoint);
+  if (o.max_shard_bytes < 1) throw UsageError("export: --max-shard-bytes must be positive");
+  const ExportSummary s = export_checkpoint(o);
+  std::cout << "exported " << s.checkpoint << " (step " << s.step << "): " << s.tensors << " tensors, "
+            << s.parameters << " parameters, " << s.bytes << " bytes as " << o.dtype << " -> " << o.out << ":";
+  for (const auto& f : s.files) std::cout << " " << f;
+  std::cout << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -228,8 +254,9 @@ int run_cli(int argc, char** argv) {
     if (command == "bench") return cmd_bench(argc - 1, argv + 1);
     if (command == "clean") return run_clean_command(argc - 1, argv + 1);
     if (command == "augment") return run_augment_command(argc - 1, argv + 1);
+    if (command == "export") return cmd_export(argc - 1, argv + 1);
     std::cerr << "moetrain: unknown command '" << command
-              << "' (commands: train, tokenize, clean, augment, bench; see moetrain --help)" << std::endl;
+              << "' (commands: train, tokenize, clean, augment, export, bench; see moetrain --help)" << std::endl;
     return 2;
   } catch (const UsageError& e) {
     return report(std::string("moetrain: ") + e.what(), 2, true);

@@ -410,6 +410,38 @@ std::string ConfigSource::where(const std::string& key) const {
   return file.empty() ? "" : " (" + file + ")";
 }
 
+namespace {
+
+// The typed config of a parsed YAML document (`origin` names it in errors).
+Config config_from_yaml(YAML::Node root, const std::string& origin, const std::vector<std::string>& overrides,
+                        ReadContext& ctx) {
+  if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) throw ConfigError(origin + ": the config must be a mapping of sections");
+  for (const auto& text : overrides) apply_override(root, text, ctx);
+
+  Config config;
+  ConfigReader reader(root, "", &ctx);
+  visit_config(reader, config);
+  return config;
+}
+
+}  // namespace
+
+Config load_config_text(const std::string& yaml, const std::string& origin) {
+  ReadContext ctx;
+  ctx.file = origin;
+  ConfigSource source;
+  ctx.source = &source;
+  source.file = origin;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(origin + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
+  }
+  return config_from_yaml(root, origin, {}, ctx);
+}
+
 Config load_config(const std::string& path, const std::vector<std::string>& overrides,
                    ConfigSource* source) {
   ReadContext ctx;
@@ -431,14 +463,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
       throw ConfigError(path + ": cannot read: " + e.msg);
     }
   }
-  if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
-  if (!root.IsMap()) throw ConfigError(path + ": the config must be a mapping of sections");
-  for (const auto& text : overrides) apply_override(root, text, ctx);
-
-  Config config;
-  ConfigReader reader(root, "", &ctx);
-  visit_config(reader, config);
-  return config;
+  return config_from_yaml(root, path, overrides, ctx);
 }
 
 std::string config_to_yaml(const Config& config) {

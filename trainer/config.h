@@ -98,6 +98,10 @@ struct ConfigSource {
 Config load_config(const std::string& path, const std::vector<std::string>& overrides,
                    ConfigSource* source = nullptr);
 
+// The config in YAML text (a checkpoint's meta.json carries its run's);
+// `origin` names it in errors. Throws ConfigError.
+Config load_config_text(const std::string& yaml, const std::string& origin);
+
 // Cross-field checks that need the world size (global_batch divisible by
 // micro_batch * dp, the parallel layout) and the file system (data files).
 // Throws ConfigError naming the key.

@@ -1,0 +1,136 @@
+#include "trainer/export.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "data/atomic_file.h"
+#include "data/batch_source.h"
+#include "data/safetensors.h"
+#include "models/seq2seq_transformer.h"
+#include "optim/flat_parameters.h"
+#include "trainer/checkpoint.h"
+#include "trainer/config.h"
+
+namespace fs = std::filesystem;
+
+namespace moetrain::trainer {
+
+namespace {
+
+torch::ScalarType export_dtype(const std::string& name) {
+  if (name == "fp32") return torch::kFloat32;
+  if (name == "bf16") return torch::kBFloat16;
+  if (name == "fp16") return torch::kFloat16;
+  throw ConfigError("export: --dtype '" + name + "' is not one of: fp32, bf16, fp16");
+}
+
+// A YAML scalar as the JSON value it reads as (integer, number, boolean or
+// string); maps and lists recursively.
+nlohmann::ordered_json yaml_to_json(const YAML::Node& node) {
+  if (node.IsMap()) {
+    nlohmann::ordered_json out = nlohmann::ordered_json::object();
+    for (const auto& item : node) out[item.first.as<std::string>()] = yaml_to_json(item.second);
+    return out;
+  }
+  if (node.IsSequence()) {
+    nlohmann::ordered_json out = nlohmann::ordered_json::array();
+    for (const auto& item : node) out.push_back(yaml_to_json(item));
+    return out;
+  }
+  if (!node.IsScalar()) return nullptr;
+  const std::string text = node.Scalar();
+  int64_t i = 0;
+  double d = 0;
+  bool b = false;
+  if (YAML::convert<int64_t>::decode(node, i) && text.find_first_of(".eE") == std::string::npos) return i;
+  if (YAML::convert<double>::decode(node, d)) return d;
+  if (YAML::convert<bool>::decode(node, b)) return b;
+  return text;
+}
+
+const char* torch_dtype_name(torch::ScalarType dtype) {
+  return dtype == torch::kBFloat16 ? "bfloat16" : dtype == torch::kFloat16 ? "float16" : "float32";
+}
+
+}  // namespace
+
+ExportSummary export_checkpoint(const ExportOptions& options) {
+  const torch::ScalarType dtype = export_dtype(options.dtype);
+  ExportSummary summary;
+  summary.checkpoint = resolve_checkpoint_path(options.checkpoint);
+  const fs::path meta_path = fs::path(summary.checkpoint) / "meta.json";
+  nlohmann::json meta;
+  try {
+    std::ifstream in(meta_path);
+    meta = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(meta_path.string() + ": malformed: " + e.what());
+  }
+  if (!meta.contains("config") || !meta["config"].is_string()) {
+    throw CheckpointError(meta_path.string() + ": no run config recorded (written by an older moetrain?)");
+  }
+  const Config config = load_config_text(meta["config"].get<std::string>(), meta_path.string() + " (config)");
+  if (config.model.vocab_size <= 0) {
+    throw CheckpointError(meta_path.string() + ": the recorded config has no vocabulary size");
+  }
+  std::string tokenizer = options.tokenizer;
+  if (tokenizer.empty()) {
+    try {
+      tokenizer = data::resolve_tokenizer_path(config.data);
+    } catch (const std::runtime_error& e) {
+      throw ConfigError(std::string("export: ") + e.what() + " (pass --tokenizer PATH)");
+    }
+  } else if (!fs::is_regular_file(tokenizer)) {
+    throw ConfigError("export: --tokenizer: no such file: " + tokenizer);
+  }
+
+  // The whole model on one process, filled from the checkpoint's pieces
+  // (whatever layout wrote them).
+  torch::NoGradGuard no_grad;
+  models::Seq2SeqTransformer model(config.model);
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (const auto& item : model->named_parameters(/*recurse=*/true)) named.emplace_back(item.key(), item.value());
+  optim::FlatParameters params(named, torch::kFloat32, [](const std::string&, const torch::Tensor&) { return false; });
+  const auto loaded = load_checkpoint(summary.checkpoint, params, nullptr, 0, nullptr);
+  params.copy_master_to_model();
+  summary.step = loaded.step;
+
+  data::NamedTensors tensors;
+  for (const auto& [name, param] : named) {
+    tensors.emplace_back(name, param.detach().to(dtype).contiguous());
+    summary.parameters += param.numel();
+    summary.bytes += static_cast<int64_t>(tensors.back().second.nbytes());
+  }
+  summary.tensors = static_cast<int64_t>(tensors.size());
+
+  fs::create_directories(options.out);
+  summary.files = data::write_safetensors_sharded(options.out, "model", tensors, options.max_shard_bytes,
+                                                  {{"format", "pt"}});
+
+  nlohmann::ordered_json cfg = {{"model_type", "moetrain"},
+                                {"architectures", {"MoetrainSeq2SeqMoE"}},
+                                {"torch_dtype", torch_dtype_name(dtype)},
+                                {"tie_word_embeddings", config.model.tie_embeddings},
+                                {"vocab_size", config.model.vocab_size}};
+  const YAML::Node full = YAML::Load(config_to_yaml(config));
+  const nlohmann::ordered_json model_section = yaml_to_json(full["model"]);
+  for (const auto& [key, value] : model_section.items()) {
+    if (!cfg.contains(key)) cfg[key] = value;
+  }
+  cfg["moetrain_step"] = summary.step;
+  data::write_file_atomically((fs::path(options.out) / "config.json").string(), cfg.dump(2) + "\n");
+  summary.files.push_back("config.json");
+
+  std::ifstream tok(tokenizer, std::ios::binary);
+  std::ostringstream tok_bytes;
+  tok_bytes << tok.rdbuf();
+  data::write_file_atomically((fs::path(options.out) / "tokenizer.model").string(), tok_bytes.str());
+  summary.files.push_back("tokenizer.model");
+  return summary;
+}
+
+}  // namespace moetrain::trainer

@@ -1,0 +1,41 @@
+// `moetrain export`: a checkpoint of any layout as files for serving:
+//   model.safetensors (or model-0000k-of-0000n.safetensors shards and
+//     model.safetensors.index.json past --max-shard-bytes, 5 GB by default),
+//     every parameter of the whole model under its moetrain name, in the
+//     chosen dtype; `__metadata__` {"format": "pt"}; the tied embedding once
+//     (there is no lm_head.weight when it is tied);
+//   config.json: the model's architecture (moetrain's model section as JSON,
+//     with model_type "moetrain", torch_dtype and tie_word_embeddings);
+//   tokenizer.model: the run's SentencePiece model.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moetrain::trainer {
+
+struct ExportOptions {
+  std::string checkpoint;  // a checkpoint directory, or a run directory (its newest)
+  std::string out;         // created if missing
+  std::string dtype = "fp32";  // fp32 | bf16 | fp16
+  std::string tokenizer;   // empty: the one the checkpoint's config names
+  int64_t max_shard_bytes = 5'000'000'000;
+};
+
+struct ExportSummary {
+  std::string checkpoint;            // the checkpoint directory exported
+  int64_t step = 0;
+  int64_t tensors = 0;
+  int64_t parameters = 0;
+  int64_t bytes = 0;                 // tensor bytes written
+  std::vector<std::string> files;    // under out
+};
+
+// Throws ConfigError / CheckpointError / std::runtime_error naming what is
+// wrong (an unknown dtype, a missing checkpoint or tokenizer). Files are
+// written atomically, so a failed export leaves no partial file under a
+// final name.
+ExportSummary export_checkpoint(const ExportOptions& options);
+
+}  // namespace moetrain::trainer
