@@ -5,7 +5,10 @@
 #include <boost/program_options.hpp>
 
 #include <filesystem>
+#include <fstream>
+#include <iomanip>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -21,6 +24,8 @@
 #include "trainer/clean_command.h"
 #include "trainer/command_line.h"
 #include "trainer/config.h"
+#include "eval/generate.h"
+#include "eval/metrics.h"
 #include "trainer/export.h"
 #include "trainer/trainer.h"
 
@@ -39,6 +44,8 @@ constexpr const char* kUsage =
     "  clean      clean a corpus: normalise, dedup, quality, domain, toxicity, PII\n"
     "  augment    write augmented copies of records (EDA operations, name swaps)\n"
     "  export     write a checkpoint as model.safetensors, config.json and the tokenizer for serving\n"
+    "  generate   generate from a checkpoint: greedy, beam search or sampling, one output line per input line\n"
+    "  eval       score hypotheses against references: BLEU, chrF, chrF++, ROUGE-L, WER, PER\n"
     "  bench      benchmarks: `moetrain bench comm` (collective latency and bandwidth)\n"
     "\n"
     "`moetrain <command> --help` lists the options of a command.\n";
@@ -218,6 +225,143 @@ int cmd_export(int argc, char** argv) {
   return 0;
 }
 
+// The lines of a text file; throws UsageError naming the flag when it
+// cannot be read.
+std::vector<std::string> read_lines(const std::string& path, const std::string& flag) {
+  std::ifstream in(path);
+  if (!in) throw UsageError(flag + ": cannot read " + path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    lines.push_back(line);
+  }
+  return lines;
+}
+
+int cmd_generate(int argc, char** argv) {
+  std::string checkpoint, input, output, method = "greedy", tokenizer;
+  eval::GenerateOptions g;
+  int64_t batch_size = 32;
+  po::options_description options("generate options");
+  options.add_options()
+      ("help,h", "show this help")
+      ("checkpoint", po::value(&checkpoint), "checkpoint directory, or a run directory (its newest checkpoint)")
+      ("input", po::value(&input), "text file: one source per line")
+      ("output", po::value(&output), "where to write one output per line (default: standard output)")
+      ("method", po::value(&method)->default_value(method), "greedy, beam or sample")
+      ("beam-size", po::value(&g.beam_size)->default_value(g.beam_size), "beams (beam search)")
+      ("length-penalty", po::value(&g.length_penalty)->default_value(g.length_penalty),
+       "beam search ranks log-probability / length^penalty")
+      ("temperature", po::value(&g.temperature)->default_value(g.temperature), "sampling temperature")
+      ("top-p", po::value(&g.top_p)->default_value(g.top_p), "sampling nucleus mass (1: no truncation)")
+      ("max-length", po::value(&g.max_length)->default_value(g.max_length), "most tokens generated per output")
+      ("batch-size", po::value(&batch_size)->default_value(batch_size), "sources per batch")
+      ("seed", po::value(&g.seed)->default_value(g.seed), "sampling seed")
+      ("tokenizer", po::value(&tokenizer), "SentencePiece model (default: the one the run's config names)");
+  const auto vm = parse_command_line(argc, argv, options, "generate");
+  if (vm.count("help")) return 0;
+  if (checkpoint.empty() || input.empty()) throw UsageError("generate: --checkpoint DIR and --input FILE are required");
+  if (!fs::exists(checkpoint)) throw UsageError("generate: --checkpoint: not found: " + checkpoint);
+  if (batch_size < 1) throw UsageError("generate: --batch-size must be at least 1");
+  try {
+    g.method = eval::parse_decode_method(method);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("generate: --method: ") + e.what());
+  }
+  const auto sources = read_lines(input, "generate: --input");
+  // Dropless MoE: an output does not depend on the rest of its batch.
+  CheckpointModel m = load_checkpoint_model(checkpoint, tokenizer, /*dropless_moe=*/true);
+  const auto tok = data::Tokenizer::load(m.tokenizer);
+  const auto& special = tok.special_tokens();
+  g.bos = special.bos;
+  g.eos = special.eos;
+  g.pad = special.pad;
+  std::ofstream file;
+  if (!output.empty()) {
+    file.open(output);
+    if (!file) throw UsageError("generate: --output: cannot write " + output);
+  }
+  std::ostream& out = output.empty() ? std::cout : file;
+  const int64_t max_source = std::max<int64_t>(m.config.data.src_len, 2);
+  for (size_t first = 0; first < sources.size(); first += static_cast<size_t>(batch_size)) {
+    const size_t last = std::min(sources.size(), first + static_cast<size_t>(batch_size));
+    // Each source as in training: its tokens, cut to src_len - 1, then EOS.
+    std::vector<std::vector<int64_t>> rows;
+    int64_t width = 1;
+    for (size_t i = first; i < last; ++i) {
+      const auto ids = tok.encode(sources[i]);
+      std::vector<int64_t> row(ids.begin(), ids.begin() + std::min<int64_t>(static_cast<int64_t>(ids.size()), max_source - 1));
+      row.push_back(special.eos);
+      width = std::max<int64_t>(width, static_cast<int64_t>(row.size()));
+      rows.push_back(std::move(row));
+    }
+    auto src = torch::full({static_cast<int64_t>(rows.size()), width}, special.pad, torch::kInt64);
+    auto mask = torch::zeros({static_cast<int64_t>(rows.size()), width}, torch::kBool);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const auto n = static_cast<int64_t>(rows[r].size());
+      src[static_cast<int64_t>(r)].narrow(0, 0, n).copy_(torch::tensor(rows[r], torch::kInt64));
+      mask[static_cast<int64_t>(r)].narrow(0, 0, n).fill_(true);
+    }
+    for (const auto& generated : eval::generate(*m.model, src, mask, g)) out << tok.decode(generated.tokens) << "\n";
+    out.flush();
+  }
+  return 0;
+}
+
+int cmd_eval(int argc, char** argv) {
+  std::string hypotheses, metrics = "bleu,chrf,chrf++,rouge-l,wer,per";
+  std::vector<std::string> references;
+  po::options_description options("eval options");
+  options.add_options()
+      ("help,h", "show this help")
+      ("hypotheses", po::value(&hypotheses), "text file: one output per line")
+      ("references", po::value(&references)->composing(),
+       "text file: one reference per line (repeatable for several references; WER, PER and ROUGE-L use the first)")
+      ("metrics", po::value(&metrics)->default_value(metrics),
+       "comma-separated: bleu, chrf, chrf++, rouge-l, wer (word edit distance / reference words), per (the same "
+       "over space-separated symbols, e.g. phonemes), ser (share of lines not exactly right)");
+  const auto vm = parse_command_line(argc, argv, options, "eval");
+  if (vm.count("help")) return 0;
+  if (hypotheses.empty() || references.empty()) {
+    throw UsageError("eval: --hypotheses FILE and --references FILE are required");
+  }
+  const auto hyps = read_lines(hypotheses, "eval: --hypotheses");
+  std::vector<std::vector<std::string>> refs;
+  for (const auto& path : references) {
+    refs.push_back(read_lines(path, "eval: --references"));
+    if (refs.back().size() != hyps.size()) {
+      throw UsageError("eval: " + path + " has " + std::to_string(refs.back().size()) + " lines but " + hypotheses +
+                       " has " + std::to_string(hyps.size()));
+    }
+  }
+  std::cout << std::fixed << std::setprecision(4);
+  std::stringstream list(metrics);
+  for (std::string name; std::getline(list, name, ',');) {
+    if (name == "bleu") {
+      const auto b = eval::corpus_bleu(hyps, refs);
+      std::cout << "BLEU " << b.score << " (" << b.precisions[0] << "/" << b.precisions[1] << "/" << b.precisions[2]
+                << "/" << b.precisions[3] << ", BP " << b.brevity_penalty << ", hyp_len " << b.hypothesis_length
+                << ", ref_len " << b.reference_length << ")\n";
+    } else if (name == "chrf" || name == "chrf++") {
+      eval::ChrfOptions o;
+      o.word_order = name == "chrf" ? 0 : 2;
+      std::cout << (name == "chrf" ? "chrF " : "chrF++ ") << eval::corpus_chrf(hyps, refs, o) << "\n";
+    } else if (name == "rouge-l") {
+      std::cout << "ROUGE-L " << eval::rouge_l(hyps, refs[0]) << "\n";
+    } else if (name == "wer" || name == "per") {
+      const auto e = eval::token_error_rate(hyps, refs[0]);
+      std::cout << (name == "wer" ? "WER " : "PER ") << 100 * e.rate() << "% (" << e.errors << " edits / "
+                << e.total << " reference tokens)\n";
+    } else if (name == "ser") {
+      const auto e = eval::segment_error_rate(hyps, refs[0]);
+      std::cout << "SER " << 100 * e.rate() << "% (" << e.errors << " of " << e.total << " lines wrong)\n";
+    } else {
+      throw UsageError("eval: --metrics: unknown metric '" + name + "' (bleu, chrf, chrf++, rouge-l, wer, per, ser)");
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -255,8 +399,11 @@ int run_cli(int argc, char** argv) {
     if (command == "clean") return run_clean_command(argc - 1, argv + 1);
     if (command == "augment") return run_augment_command(argc - 1, argv + 1);
     if (command == "export") return cmd_export(argc - 1, argv + 1);
+    if (command == "generate") return cmd_generate(argc - 1, argv + 1);
+    if (command == "eval") return cmd_eval(argc - 1, argv + 1);
     std::cerr << "moetrain: unknown command '" << command
-              << "' (commands: train, tokenize, clean, augment, export, bench; see moetrain --help)" << std::endl;
+              << "' (commands: train, tokenize, clean, augment, export, generate, eval, bench; see moetrain --help)"
+              << std::endl;
     return 2;
   } catch (const UsageError& e) {
     return report(std::string("moetrain: ") + e.what(), 2, true);

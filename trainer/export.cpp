@@ -58,11 +58,11 @@ const char* torch_dtype_name(torch::ScalarType dtype) {
 
 }  // namespace
 
-ExportSummary export_checkpoint(const ExportOptions& options) {
-  const torch::ScalarType dtype = export_dtype(options.dtype);
-  ExportSummary summary;
-  summary.checkpoint = resolve_checkpoint_path(options.checkpoint);
-  const fs::path meta_path = fs::path(summary.checkpoint) / "meta.json";
+CheckpointModel load_checkpoint_model(const std::string& checkpoint, const std::string& tokenizer,
+                                      bool dropless_moe) {
+  CheckpointModel m;
+  m.checkpoint = resolve_checkpoint_path(checkpoint);
+  const fs::path meta_path = fs::path(m.checkpoint) / "meta.json";
   nlohmann::json meta;
   try {
     std::ifstream in(meta_path);
@@ -73,31 +73,44 @@ ExportSummary export_checkpoint(const ExportOptions& options) {
   if (!meta.contains("config") || !meta["config"].is_string()) {
     throw CheckpointError(meta_path.string() + ": no run config recorded (written by an older moetrain?)");
   }
-  const Config config = load_config_text(meta["config"].get<std::string>(), meta_path.string() + " (config)");
-  if (config.model.vocab_size <= 0) {
+  m.config = load_config_text(meta["config"].get<std::string>(), meta_path.string() + " (config)");
+  if (m.config.model.vocab_size <= 0) {
     throw CheckpointError(meta_path.string() + ": the recorded config has no vocabulary size");
   }
-  std::string tokenizer = options.tokenizer;
-  if (tokenizer.empty()) {
+  if (dropless_moe) m.config.model.moe.capacity_factor = 0;
+  m.tokenizer = tokenizer;
+  if (m.tokenizer.empty()) {
     try {
-      tokenizer = data::resolve_tokenizer_path(config.data);
+      m.tokenizer = data::resolve_tokenizer_path(m.config.data);
     } catch (const std::runtime_error& e) {
-      throw ConfigError(std::string("export: ") + e.what() + " (pass --tokenizer PATH)");
+      throw ConfigError(std::string(e.what()) + " (pass --tokenizer PATH)");
     }
-  } else if (!fs::is_regular_file(tokenizer)) {
-    throw ConfigError("export: --tokenizer: no such file: " + tokenizer);
+  } else if (!fs::is_regular_file(m.tokenizer)) {
+    throw ConfigError("--tokenizer: no such file: " + m.tokenizer);
   }
-
-  // The whole model on one process, filled from the checkpoint's pieces
-  // (whatever layout wrote them).
+  // The whole model, filled from the checkpoint's pieces.
   torch::NoGradGuard no_grad;
-  models::Seq2SeqTransformer model(config.model);
+  m.model = models::Seq2SeqTransformer(m.config.model);
   std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (const auto& item : model->named_parameters(/*recurse=*/true)) named.emplace_back(item.key(), item.value());
+  for (const auto& item : m.model->named_parameters(/*recurse=*/true)) named.emplace_back(item.key(), item.value());
   optim::FlatParameters params(named, torch::kFloat32, [](const std::string&, const torch::Tensor&) { return false; });
-  const auto loaded = load_checkpoint(summary.checkpoint, params, nullptr, 0, nullptr);
+  m.step = load_checkpoint(m.checkpoint, params, nullptr, 0, nullptr).step;
   params.copy_master_to_model();
-  summary.step = loaded.step;
+  m.model->eval();
+  return m;
+}
+
+ExportSummary export_checkpoint(const ExportOptions& options) {
+  const torch::ScalarType dtype = export_dtype(options.dtype);
+  const CheckpointModel m = load_checkpoint_model(options.checkpoint, options.tokenizer);
+  const Config& config = m.config;
+  const std::string& tokenizer = m.tokenizer;
+  ExportSummary summary;
+  summary.checkpoint = m.checkpoint;
+  summary.step = m.step;
+  torch::NoGradGuard no_grad;
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (const auto& item : m.model->named_parameters(/*recurse=*/true)) named.emplace_back(item.key(), item.value());
 
   data::NamedTensors tensors;
   for (const auto& [name, param] : named) {

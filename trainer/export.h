@@ -13,7 +13,27 @@
 #include <string>
 #include <vector>
 
+#include "models/seq2seq_transformer.h"
+#include "trainer/config.h"
+
 namespace moetrain::trainer {
+
+// The whole model of a checkpoint, on one process (for export, generation
+// and evaluation), whatever layout wrote it.
+struct CheckpointModel {
+  std::string checkpoint;  // the checkpoint directory
+  int64_t step = 0;
+  Config config;           // the run's, as recorded in meta.json
+  models::Seq2SeqTransformer model{nullptr};
+  std::string tokenizer;   // the SentencePiece model (`tokenizer`, or the one the config names)
+};
+
+// `checkpoint` is a checkpoint or run directory. With `dropless_moe` the MoE
+// layers drop no token whatever the configured capacity (for generation: an
+// output must not depend on what else is in its batch). Throws
+// CheckpointError / ConfigError naming what is missing.
+CheckpointModel load_checkpoint_model(const std::string& checkpoint, const std::string& tokenizer = "",
+                                      bool dropless_moe = false);
 
 struct ExportOptions {
   std::string checkpoint;  // a checkpoint directory, or a run directory (its newest)

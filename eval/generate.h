@@ -1,0 +1,56 @@
+// Autoregressive generation with the encoder-decoder: greedy, beam search,
+// and sampling with temperature and nucleus (top-p) truncation, batched.
+//
+// The source is encoded once; each step runs the decoder over the target
+// prefix (no key/value cache yet, so a step costs the whole prefix) and
+// takes the last position's logits. Generation of a sequence ends at EOS
+// (not included in the output) or after max_length tokens.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "models/seq2seq_transformer.h"
+
+namespace moetrain::eval {
+
+enum class DecodeMethod { Greedy, Beam, Sample };
+
+// "greedy", "beam" or "sample"; throws std::invalid_argument naming them.
+DecodeMethod parse_decode_method(const std::string& name);
+
+struct GenerateOptions {
+  DecodeMethod method = DecodeMethod::Greedy;
+  int64_t max_length = 128;   // generated tokens, EOS excluded
+  int64_t beam_size = 4;      // Beam
+  // Beam: finished hypotheses rank by log-probability / length^penalty
+  // (0: raw log-probability; 1: per-token average).
+  double length_penalty = 1.0;
+  double temperature = 1.0;   // Sample: logits / temperature (> 0)
+  double top_p = 1.0;         // Sample: keep the smallest set of tokens whose probability reaches top_p
+  uint64_t seed = 0;          // Sample
+  int64_t bos = 3, eos = 1, pad = 0;
+};
+
+struct Generated {
+  std::vector<int64_t> tokens;  // without BOS and EOS
+  double log_prob = 0;          // sum of the chosen tokens' log-probabilities (EOS included when reached)
+};
+
+// One result per row of src_tokens [B, S] (src_mask [B, S], true = real
+// token). The model is put in eval mode. Throws std::invalid_argument for
+// bad options (max_length < 1, beam_size < 1, temperature <= 0, top_p
+// outside (0, 1]).
+std::vector<Generated> generate(models::Seq2SeqTransformerImpl& model, const torch::Tensor& src_tokens,
+                                const torch::Tensor& src_mask, const GenerateOptions& options);
+
+// The log-probability the model gives `tokens` (then EOS when `with_eos`)
+// as the continuation of BOS for one source row; for tests and rescoring.
+double sequence_log_prob(models::Seq2SeqTransformerImpl& model, const torch::Tensor& src_tokens,
+                         const torch::Tensor& src_mask, const std::vector<int64_t>& tokens, bool with_eos,
+                         const GenerateOptions& options);
+
+}  // namespace moetrain::eval
