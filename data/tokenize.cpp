@@ -271,6 +271,21 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& options) {
   }
   if (index != n_records)
     throw std::runtime_error("tokenize: the inputs changed while being tokenized (fewer records than in pass 1)");
+  for (const auto& input : options.valid_inputs) {
+    JsonlReader reader(input, fields);
+    TextRecord record;
+    while (reader.next(record)) {
+      ++summary.input_records;
+      std::vector<int32_t> source = tokenizer->encode(record.text);
+      std::vector<int32_t> target;
+      if (pairs) target = tokenizer->encode(record.target);
+      if (source.empty() || (pairs && target.empty())) {
+        ++summary.skipped_empty;
+      } else {
+        valid.add(source, pairs ? &target : nullptr);
+      }
+    }
+  }
   train.flush();
   valid.flush();
   summary.train = train.summary();
@@ -296,6 +311,7 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& options) {
         {"unk", special.unk},
         {"num_sentinels", special.sentinels.size()}}},
       {"inputs", options.inputs},
+      {"valid_inputs", options.valid_inputs},
       {"seed", options.seed},
       {"valid_fraction", options.valid_fraction},
       {"docs_per_shard", options.docs_per_shard},

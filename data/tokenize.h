@@ -42,6 +42,9 @@ struct TokenizeOptions {
   std::string tokenizer_model;             // existing .model to load instead of training
   std::string model_type = "unigram";
   double valid_fraction = 0.0;  // documents (or pairs) held out, chosen deterministically by seed
+  // Files whose every record goes to the valid split (a held-out set of its
+  // own, e.g. split by word); they do not train the tokenizer.
+  std::vector<std::string> valid_inputs;
   int64_t docs_per_shard = 100000;
   int64_t max_training_sentences = 2000000;
   uint64_t seed = 1234;

@@ -120,6 +120,7 @@ int cmd_tokenize(int argc, char** argv) {
       ("tokenizer", po::value(&o.tokenizer_model), "use this existing SentencePiece .model instead of training one")
       ("model-type", po::value(&o.model_type)->default_value(o.model_type), "unigram or bpe")
       ("valid-fraction", po::value(&o.valid_fraction)->default_value(o.valid_fraction), "fraction of documents held out as the valid split")
+      ("valid-input", po::value(&o.valid_inputs)->multitoken(), "files whose records all go to the valid split (not used to train the tokenizer)")
       ("docs-per-shard", po::value(&o.docs_per_shard)->default_value(o.docs_per_shard), "documents (or pairs) per HDF5 shard")
       ("max-sentences", po::value(&o.max_training_sentences)->default_value(o.max_training_sentences), "cap on sentences used to train the tokenizer")
       ("seed", po::value(&o.seed)->default_value(o.seed), "seed for the valid split and tokenizer training");
@@ -130,6 +131,9 @@ int cmd_tokenize(int argc, char** argv) {
   }
   for (const auto& input : o.inputs) {
     if (!fs::is_regular_file(input)) throw UsageError("tokenize: input not found: " + input);
+  }
+  for (const auto& input : o.valid_inputs) {
+    if (!fs::is_regular_file(input)) throw UsageError("tokenize: --valid-input not found: " + input);
   }
   const auto s = data::tokenize_corpus(o);
   std::cout << (s.trained_tokenizer ? "trained " : "loaded ") << "tokenizer " << s.tokenizer_path

@@ -293,6 +293,27 @@ TEST(Tokenize, CmudictPairs) {
   bool found = false;
   for (const auto& p : pairs) found |= p.first == src_text && p.second == tgt_text;
   EXPECT_TRUE(found) << src_text << " -> " << tgt_text;
+
+  // An explicit held-out file: all of its pairs, in order, go to the valid
+  // split after the valid_fraction ones; the train split is unchanged.
+  std::ofstream held(dir.file("held.jsonl"));
+  for (size_t i = 0; i < 30; ++i) {
+    held << nlohmann::json{{"word", pairs[i].first}, {"phonemes", pairs[i].second}}.dump() << "\n";
+  }
+  held.close();
+  options.output_dir = dir.file("out2");
+  options.valid_inputs = {dir.file("held.jsonl")};
+  const TokenizeSummary with_held = tokenize_corpus(options);
+  EXPECT_EQ(with_held.train.records, 380);
+  EXPECT_EQ(with_held.valid.records, 20 + 30);
+  EXPECT_EQ(with_held.input_records, 400 + 30);
+  const PairShard valid = read_pair_shard(dir.file("out2/valid-00000.h5"));
+  ASSERT_EQ(valid.source.size(), 50);
+  const int32_t* vs = valid.source.tokens.data_ptr<int32_t>();
+  const int64_t* vo = valid.source.offsets.data_ptr<int64_t>();
+  for (int64_t i = 20; i < 50; ++i) {
+    EXPECT_EQ(tok.decode(std::vector<int32_t>(vs + vo[i], vs + vo[i + 1])), pairs[static_cast<size_t>(i - 20)].first);
+  }
 }
 
 }  // namespace
