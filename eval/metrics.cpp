@@ -385,25 +385,64 @@ int64_t edit_distance(const std::vector<std::string>& hypothesis, const std::vec
   return row[reference.size()];
 }
 
-ErrorRate token_error_rate(const std::vector<std::string>& hypotheses, const std::vector<std::string>& references) {
-  check_streams(hypotheses, {references}, "token_error_rate");
+namespace {
+
+// Segment i's references: the non-empty lines of every stream, or one empty
+// reference when there is none.
+std::vector<std::vector<std::string>> segment_references(const std::vector<std::vector<std::string>>& streams,
+                                                         size_t i) {
+  std::vector<std::vector<std::string>> refs;
+  for (const auto& stream : streams) {
+    auto tokens = split_tokens(stream[i]);
+    if (!tokens.empty()) refs.push_back(std::move(tokens));
+  }
+  if (refs.empty()) refs.emplace_back();
+  return refs;
+}
+
+}  // namespace
+
+ErrorRate token_error_rate(const std::vector<std::string>& hypotheses,
+                           const std::vector<std::vector<std::string>>& references) {
+  check_streams(hypotheses, references, "token_error_rate");
   ErrorRate e;
   for (size_t i = 0; i < hypotheses.size(); ++i) {
-    const auto ref = split_tokens(references[i]);
-    e.errors += edit_distance(split_tokens(hypotheses[i]), ref);
-    e.total += static_cast<int64_t>(ref.size());
+    const auto hyp = split_tokens(hypotheses[i]);
+    int64_t best = -1, best_length = 0;
+    for (const auto& ref : segment_references(references, i)) {
+      const int64_t d = edit_distance(hyp, ref);
+      const auto length = static_cast<int64_t>(ref.size());
+      if (best < 0 || d < best || (d == best && length < best_length)) {
+        best = d;
+        best_length = length;
+      }
+    }
+    e.errors += best;
+    e.total += best_length;
   }
   return e;
 }
 
-ErrorRate segment_error_rate(const std::vector<std::string>& hypotheses, const std::vector<std::string>& references) {
-  check_streams(hypotheses, {references}, "segment_error_rate");
+ErrorRate segment_error_rate(const std::vector<std::string>& hypotheses,
+                             const std::vector<std::vector<std::string>>& references) {
+  check_streams(hypotheses, references, "segment_error_rate");
   ErrorRate e;
   for (size_t i = 0; i < hypotheses.size(); ++i) {
-    e.errors += split_tokens(hypotheses[i]) == split_tokens(references[i]) ? 0 : 1;
+    const auto hyp = split_tokens(hypotheses[i]);
+    bool right = false;
+    for (const auto& ref : segment_references(references, i)) right = right || hyp == ref;
+    e.errors += right ? 0 : 1;
     e.total += 1;
   }
   return e;
+}
+
+ErrorRate token_error_rate(const std::vector<std::string>& hypotheses, const std::vector<std::string>& references) {
+  return token_error_rate(hypotheses, std::vector<std::vector<std::string>>{references});
+}
+
+ErrorRate segment_error_rate(const std::vector<std::string>& hypotheses, const std::vector<std::string>& references) {
+  return segment_error_rate(hypotheses, std::vector<std::vector<std::string>>{references});
 }
 
 }  // namespace moetrain::eval

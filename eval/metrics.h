@@ -77,4 +77,15 @@ ErrorRate token_error_rate(const std::vector<std::string>& hypotheses, const std
 // Segments whose tokens differ from the reference at all, over segments.
 ErrorRate segment_error_rate(const std::vector<std::string>& hypotheses, const std::vector<std::string>& references);
 
+// The same against several reference streams (references[k][i], as for
+// BLEU), where a segment may have fewer references than there are streams
+// (an empty line is no reference, unless all of the segment's are empty):
+// per segment the closest reference counts (fewest edits; on a tie the
+// shorter), and a segment is right if it equals any of its references. For
+// G2P, the alternative pronunciations of a word.
+ErrorRate token_error_rate(const std::vector<std::string>& hypotheses,
+                           const std::vector<std::vector<std::string>>& references);
+ErrorRate segment_error_rate(const std::vector<std::string>& hypotheses,
+                             const std::vector<std::vector<std::string>>& references);
+
 }  // namespace moetrain::eval

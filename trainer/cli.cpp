@@ -320,7 +320,8 @@ int cmd_eval(int argc, char** argv) {
       ("help,h", "show this help")
       ("hypotheses", po::value(&hypotheses), "text file: one output per line")
       ("references", po::value(&references)->composing(),
-       "text file: one reference per line (repeatable for several references; WER, PER and ROUGE-L use the first)")
+       "text file: one reference per line (repeatable for several references; ROUGE-L uses the first; for WER, PER "
+       "and SER the closest counts and an empty line is no reference)")
       ("metrics", po::value(&metrics)->default_value(metrics),
        "comma-separated: bleu, chrf, chrf++, rouge-l, wer (word edit distance / reference words), per (the same "
        "over space-separated symbols, e.g. phonemes), ser (share of lines not exactly right)");
@@ -353,11 +354,11 @@ int cmd_eval(int argc, char** argv) {
     } else if (name == "rouge-l") {
       std::cout << "ROUGE-L " << eval::rouge_l(hyps, refs[0]) << "\n";
     } else if (name == "wer" || name == "per") {
-      const auto e = eval::token_error_rate(hyps, refs[0]);
+      const auto e = eval::token_error_rate(hyps, refs);
       std::cout << (name == "wer" ? "WER " : "PER ") << 100 * e.rate() << "% (" << e.errors << " edits / "
                 << e.total << " reference tokens)\n";
     } else if (name == "ser") {
-      const auto e = eval::segment_error_rate(hyps, refs[0]);
+      const auto e = eval::segment_error_rate(hyps, refs);
       std::cout << "SER " << 100 * e.rate() << "% (" << e.errors << " of " << e.total << " lines wrong)\n";
     } else {
       throw UsageError("eval: --metrics: unknown metric '" + name + "' (bleu, chrf, chrf++, rouge-l, wer, per, ser)");

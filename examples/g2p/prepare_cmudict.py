@@ -12,9 +12,12 @@ tokenizer sees one letter per piece; phonemes with their stress digits):
   names-adapt.jsonl, names-test.jsonl     words on the first-name lists, held
                                           out of the splits above, halved by
                                           the same hash (adaptation / test)
-  test.refs.json, names-test.refs.json    per test word, every pronunciation
-                                          (a prediction is right if it matches
-                                          any), in the order of the .jsonl
+  test.src, names-test.src                one test word per line, spelled out
+  test.ref1 .. test.refN (and names-...)  its pronunciations, one file per
+                                          alternative (an empty line where a
+                                          word has fewer), for `moetrain eval
+                                          --references test.ref1 ...`: a
+                                          prediction is right if it matches any
 
 usage: prepare_cmudict.py CMUDICT_DIR NAME_LISTS_DIR OUT_DIR
 """
@@ -67,8 +70,12 @@ def main():
                 for target in targets:
                     f.write(json.dumps({"source": " ".join(word), "target": target}) + "\n")
         if split.endswith("test"):
-            with open(os.path.join(out, f"{split}.refs.json"), "w") as f:
-                json.dump([prons[w] for w in words], f)
+            with open(os.path.join(out, f"{split}.src"), "w") as f:
+                f.writelines(" ".join(w) + "\n" for w in words)
+            most = max(len(prons[w]) for w in words)
+            for k in range(most):
+                with open(os.path.join(out, f"{split}.ref{k + 1}"), "w") as f:
+                    f.writelines((prons[w][k] if k < len(prons[w]) else "") + "\n" for w in words)
     for split, words in splits.items():
         print(f"{split}: {len(words)} words")
 

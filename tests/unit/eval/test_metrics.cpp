@@ -60,6 +60,14 @@ TEST(ErrorRates, EditDistanceWerPerAndRougeL) {
   EXPECT_EQ(token_error_rate(hyp, ref).errors, 1);
   EXPECT_EQ(token_error_rate(hyp, ref).total, 6);
   EXPECT_DOUBLE_EQ(segment_error_rate(hyp, ref).rate(), 0.5);
+  // Several references (alternative pronunciations), one segment with only
+  // one: the closest counts, and matching any one is right.
+  const std::vector<std::string> alt1{"K AE T", "T AH0 M EY1 T OW0"}, alt2{"", "T AH0 M AA1 T OW0"};
+  const std::vector<std::string> said{"K AE T", "T AH0 M AA1 T OW2"};
+  EXPECT_EQ(segment_error_rate(said, {alt1, alt2}).errors, 1);
+  EXPECT_EQ(token_error_rate(said, {alt1, alt2}).errors, 1);  // one edit from the second pronunciation
+  EXPECT_EQ(token_error_rate(said, {alt1, alt2}).total, 3 + 6);
+  EXPECT_EQ(segment_error_rate({"K AE T", "T AH0 M AA1 T OW0"}, {alt1, alt2}).errors, 0);
   // LCS "the cat the mat" of 6 and 5 tokens: P = 4/6, R = 4/5.
   const double f = 2 * (4.0 / 6) * (4.0 / 5) / (4.0 / 6 + 4.0 / 5);
   EXPECT_NEAR(rouge_l({"The cat, the big old mat!"}, {"the cat sat the mat"}), 100 * f, 1e-9);
