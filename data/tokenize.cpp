@@ -250,6 +250,17 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& options) {
   const std::vector<bool> is_valid = choose_valid(n_records, options.valid_fraction, options.seed);
   ShardWriter train(options.output_dir, "train", pairs, options.docs_per_shard, summary.vocab_size);
   ShardWriter valid(options.output_dir, "valid", pairs, options.docs_per_shard, summary.vocab_size);
+  // Encodes a record and adds it to `split`, or counts it as empty.
+  auto write = [&](const TextRecord& record, ShardWriter& split) {
+    std::vector<int32_t> source = tokenizer->encode(record.text);
+    std::vector<int32_t> target;
+    if (pairs) target = tokenizer->encode(record.target);
+    if (source.empty() || (pairs && target.empty())) {
+      ++summary.skipped_empty;
+    } else {
+      split.add(source, pairs ? &target : nullptr);
+    }
+  };
   int64_t index = 0;
   for (const auto& input : options.inputs) {
     JsonlReader reader(input, fields);
@@ -257,15 +268,7 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& options) {
     while (reader.next(record)) {
       if (index >= n_records)
         throw std::runtime_error(input + ": changed while being tokenized (more records than in pass 1)");
-      std::vector<int32_t> source = tokenizer->encode(record.text);
-      std::vector<int32_t> target;
-      if (pairs) target = tokenizer->encode(record.target);
-      const bool empty = source.empty() || (pairs && target.empty());
-      if (empty) {
-        ++summary.skipped_empty;
-      } else {
-        (is_valid[index] ? valid : train).add(source, pairs ? &target : nullptr);
-      }
+      write(record, is_valid[index] ? valid : train);
       ++index;
     }
   }
@@ -276,14 +279,7 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& options) {
     TextRecord record;
     while (reader.next(record)) {
       ++summary.input_records;
-      std::vector<int32_t> source = tokenizer->encode(record.text);
-      std::vector<int32_t> target;
-      if (pairs) target = tokenizer->encode(record.target);
-      if (source.empty() || (pairs && target.empty())) {
-        ++summary.skipped_empty;
-      } else {
-        valid.add(source, pairs ? &target : nullptr);
-      }
+      write(record, valid);
     }
   }
   train.flush();

@@ -36,28 +36,24 @@ bool is_space(char32_t c) {
          (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-// The text split into code points, each as its UTF-8 bytes.
-std::vector<std::string> code_points(const std::string& s) {
+// The text split into code points, each as its UTF-8 bytes; with
+// `drop_spaces`, whitespace code points are left out.
+std::vector<std::string> code_points(const std::string& s, bool drop_spaces = false) {
   std::vector<std::string> out;
   for (size_t i = 0; i < s.size();) {
     const size_t start = i;
-    next_code_point(s, i);
-    out.push_back(s.substr(start, i - start));
+    const char32_t cp = next_code_point(s, i);
+    if (!(drop_spaces && is_space(cp))) out.push_back(s.substr(start, i - start));
   }
   return out;
 }
 
 std::string rstrip(const std::string& s) {
-  const auto cps = code_points(s);
-  size_t end = cps.size();
-  while (end > 0) {
-    size_t i = 0;
-    if (!is_space(next_code_point(cps[end - 1], i))) break;
-    --end;
+  size_t end = 0;  // just past the last non-space code point
+  for (size_t i = 0; i < s.size();) {
+    if (!is_space(next_code_point(s, i))) end = i;
   }
-  std::string out;
-  for (size_t k = 0; k < end; ++k) out += cps[k];
-  return out;
+  return s.substr(0, end);
 }
 
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
@@ -136,12 +132,7 @@ double floored_log(double x) { return x == 0.0 ? -9999999999.0 : std::log(x); }
 // chrF's character n-grams of orders 1..max_order (whitespace removed unless
 // kept), then word n-grams of orders 1..word_order.
 std::vector<Counts> chrf_ngrams(const std::string& text, const ChrfOptions& o) {
-  std::vector<std::string> chars;
-  for (const auto& cp : code_points(text)) {
-    size_t i = 0;
-    if (!o.whitespace && is_space(next_code_point(cp, i))) continue;
-    chars.push_back(cp);
-  }
+  const std::vector<std::string> chars = code_points(text, /*drop_spaces=*/!o.whitespace);
   std::vector<Counts> out;
   for (int64_t n = 1; n <= o.char_order; ++n) {
     Counts c;

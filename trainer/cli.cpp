@@ -290,23 +290,20 @@ int cmd_generate(int argc, char** argv) {
   for (size_t first = 0; first < sources.size(); first += static_cast<size_t>(batch_size)) {
     const size_t last = std::min(sources.size(), first + static_cast<size_t>(batch_size));
     // Each source as in training: its tokens, cut to src_len - 1, then EOS.
-    std::vector<std::vector<int64_t>> rows;
-    int64_t width = 1;
+    std::vector<data::Seq2SeqSample> samples;
     for (size_t i = first; i < last; ++i) {
       const auto ids = tok.encode(sources[i]);
-      std::vector<int64_t> row(ids.begin(), ids.begin() + std::min<int64_t>(static_cast<int64_t>(ids.size()), max_source - 1));
-      row.push_back(special.eos);
-      width = std::max<int64_t>(width, static_cast<int64_t>(row.size()));
-      rows.push_back(std::move(row));
+      data::Seq2SeqSample sample;
+      sample.source.assign(ids.begin(),
+                           ids.begin() + std::min<int64_t>(static_cast<int64_t>(ids.size()), max_source - 1));
+      sample.source.push_back(special.eos);
+      sample.target = {special.eos};
+      samples.push_back(std::move(sample));
     }
-    auto src = torch::full({static_cast<int64_t>(rows.size()), width}, special.pad, torch::kInt64);
-    auto mask = torch::zeros({static_cast<int64_t>(rows.size()), width}, torch::kBool);
-    for (size_t r = 0; r < rows.size(); ++r) {
-      const auto n = static_cast<int64_t>(rows[r].size());
-      src[static_cast<int64_t>(r)].narrow(0, 0, n).copy_(torch::tensor(rows[r], torch::kInt64));
-      mask[static_cast<int64_t>(r)].narrow(0, 0, n).fill_(true);
+    const auto batch = data::BatchSource::collate(samples, special);
+    for (const auto& generated : eval::generate(*m.model, batch.src_tokens, batch.src_mask, g)) {
+      out << tok.decode(generated.tokens) << "\n";
     }
-    for (const auto& generated : eval::generate(*m.model, src, mask, g)) out << tok.decode(generated.tokens) << "\n";
     out.flush();
   }
   return 0;

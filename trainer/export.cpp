@@ -109,12 +109,10 @@ ExportSummary export_checkpoint(const ExportOptions& options) {
   summary.checkpoint = m.checkpoint;
   summary.step = m.step;
   torch::NoGradGuard no_grad;
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (const auto& item : m.model->named_parameters(/*recurse=*/true)) named.emplace_back(item.key(), item.value());
-
   data::NamedTensors tensors;
-  for (const auto& [name, param] : named) {
-    tensors.emplace_back(name, param.detach().to(dtype).contiguous());
+  for (const auto& item : m.model->named_parameters(/*recurse=*/true)) {
+    const torch::Tensor& param = item.value();
+    tensors.emplace_back(item.key(), param.detach().to(dtype).contiguous());
     summary.parameters += param.numel();
     summary.bytes += static_cast<int64_t>(tensors.back().second.nbytes());
   }

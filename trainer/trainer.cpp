@@ -131,20 +131,19 @@ Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
     model_->parallelize({tp_comm_.get(), tp_rng_.get(), ep_comm_.get()});
   }
   // A stage keeps only the parameters its units use: the others are freed
-  // and never reach the optimizer.
-  for (auto& item : model_->named_parameters(/*recurse=*/true)) {
-    if (model_->pipeline_units_use(stage_begin_, stage_end_, item.key())) continue;
-    item.value().set_requires_grad(false);
-    item.value().set_data(torch::empty({0}, item.value().options()));
-  }
-  model_->to(device_);
-
+  // and never reach the optimizer. (Module::to below moves the kept ones in
+  // place, so the handles in `named` stay the model's parameters.)
   std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
-    if (!model_->pipeline_units_use(stage_begin_, stage_end_, item.key())) continue;
+  for (auto& item : model_->named_parameters(/*recurse=*/true)) {
+    if (!model_->pipeline_units_use(stage_begin_, stage_end_, item.key())) {
+      item.value().set_requires_grad(false);
+      item.value().set_data(torch::empty({0}, item.value().options()));
+      continue;
+    }
     if (is_frozen(config_.finetune, item.key())) item.value().set_requires_grad(false);
     named.emplace_back(item.key(), item.value());
   }
+  model_->to(device_);
   const int64_t zero = config_.parallel.zero_stage;
   optim::ShardingOptions sharding;
   sharding.shards = grid_->dp_size();

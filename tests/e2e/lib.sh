@@ -21,6 +21,18 @@ BROWN_DATA="$MOETRAIN_E2E_WORK/brown"
 TINY_ARGS=(train --config "$MOETRAIN_SOURCE_DIR/configs/tiny.yaml"
            --set data.train="$BROWN_DATA" --set data.valid="$BROWN_DATA" --set model.dropout=0.0)
 
+# Runs `moetrain ARGS...` expecting a usage or config error: exit code 2 and
+# one line on stderr containing PATTERN (grep). Needs `work` set.
+expect_error() {  # PATTERN ARGS...
+  local pattern=$1; shift
+  local rc=0
+  "$MOETRAIN_BIN" "$@" > "$work/out" 2> "$work/err" || rc=$?
+  echo "[$rc] $(cat "$work/err")"
+  [[ $rc -eq 2 ]] || fail "exit code $rc, wanted 2, for: $*"
+  [[ $(wc -l < "$work/err") -eq 1 ]] || fail "wanted one line on stderr, got $(wc -l < "$work/err") for: $*"
+  grep -q -- "$pattern" "$work/err" || fail "stderr lacks '$pattern': $(cat "$work/err")"
+}
+
 # Runs the tiny config; extra args go to train.
 train_tiny() {
   "$MOETRAIN_BIN" "${TINY_ARGS[@]}" "$@"

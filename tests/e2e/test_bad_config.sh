@@ -8,17 +8,6 @@ work="$MOETRAIN_E2E_WORK/bad_config"
 rm -rf "$work"; mkdir -p "$work/data"
 cfg="$MOETRAIN_SOURCE_DIR/configs/tiny.yaml"
 
-expect_error() {  # expect_error <pattern> <args...>
-  local pattern=$1; shift
-  local rc=0
-  "$MOETRAIN_BIN" "$@" > "$work/out" 2> "$work/err" || rc=$?
-  local lines; lines=$(wc -l < "$work/err")
-  echo "[$rc] $(cat "$work/err")"
-  [[ $rc -eq 2 ]] || fail "exit code $rc, wanted 2, for: $*"
-  [[ $lines -eq 1 ]] || fail "wanted one line on stderr, got $lines"
-  grep -q -- "$pattern" "$work/err" || fail "stderr lacks '$pattern'"
-}
-
 printf 'model:\n  d_modle: 64\n' > "$work/unknown.yaml"
 expect_error "unknown key 'model.d_modle' (did you mean 'model.d_model'?) ($work/unknown.yaml:2)" \
   train --config "$work/unknown.yaml"

@@ -61,15 +61,8 @@ PY
   echo "sacrebleu agrees: $expected"
 fi
 
-expect_usage_error() {  # PATTERN ARGS...
-  local pattern=$1; shift
-  local rc=0
-  "$MOETRAIN_BIN" "$@" > /dev/null 2> "$work/err" || rc=$?
-  [[ $rc -eq 2 && $(wc -l < "$work/err") -eq 1 ]] || fail "wanted exit 2 and one line for: $* (got $rc: $(cat "$work/err"))"
-  grep -q -- "$pattern" "$work/err" || fail "stderr lacks '$pattern': $(cat "$work/err")"
-}
-expect_usage_error "unknown decoding method 'topk'" generate --checkpoint "$work/run" --input "$work/src.txt" --method topk
-expect_usage_error "cannot read $work/none.txt" generate --checkpoint "$work/run" --input "$work/none.txt"
-expect_usage_error "has 2 lines but" eval --hypotheses "$work/src.txt" --references "$work/ref.txt"
-expect_usage_error "unknown metric 'meteor'" eval --hypotheses "$work/hyp.txt" --references "$work/ref.txt" --metrics meteor
+expect_error "unknown decoding method 'topk'" generate --checkpoint "$work/run" --input "$work/src.txt" --method topk
+expect_error "cannot read $work/none.txt" generate --checkpoint "$work/run" --input "$work/none.txt"
+expect_error "has 2 lines but" eval --hypotheses "$work/src.txt" --references "$work/ref.txt"
+expect_error "unknown metric 'meteor'" eval --hypotheses "$work/hyp.txt" --references "$work/ref.txt" --metrics meteor
 echo "PASS"
