@@ -1,4 +1,5 @@
-// BatchSource: shard loading, the per-epoch permutation, and collation.
+// BatchSource: shard loading, the blended mixture index, the per-dataset
+// per-epoch permutation, and collation.
 #include "data/batch_source.h"
 
 #include <glob.h>
@@ -21,6 +22,7 @@ namespace fs = std::filesystem;
 // Domain tags keep the permutation's seeds apart from the corruption seeds.
 constexpr uint64_t kPermutationTag = 0x7065726d75746531ULL;  // "permute1"
 constexpr uint64_t kCorruptionTag = 0x636f727275707431ULL;   // "corrupt1"
+constexpr uint64_t kDatasetTag = 0x6461746173657431ULL;      // "dataset1"
 
 // A pseudo-random permutation of [0, n): a 6-round balanced Feistel network on
 // the smallest even number of bits covering n, with cycle walking to stay
@@ -107,9 +109,10 @@ std::vector<std::string> resolve_shard_paths(const std::string& path, const std:
 std::string resolve_tokenizer_path(const DataConfig& cfg) {
   std::string path = cfg.tokenizer;
   if (path.empty()) {
-    if (cfg.train.empty()) throw std::runtime_error("no tokenizer configured and no train data to find one beside");
+    const std::string& train = cfg.mixture.empty() ? cfg.train : cfg.mixture.front().path;
+    if (train.empty()) throw std::runtime_error("no tokenizer configured and no train data to find one beside");
     std::error_code ec;
-    fs::path dir = fs::is_directory(cfg.train, ec) ? fs::path(cfg.train) : fs::path(cfg.train).parent_path();
+    fs::path dir = fs::is_directory(train, ec) ? fs::path(train) : fs::path(train).parent_path();
     path = (dir / "tokenizer.model").string();
   }
   std::error_code ec;
@@ -122,19 +125,24 @@ BatchSource::BatchSource(const DataConfig& cfg, const SpecialTokens& special, ui
     : cfg_(cfg), special_(special), seed_(seed), split_(split) {
   if (split != "train" && split != "valid")
     throw std::invalid_argument("split must be 'train' or 'valid', got '" + split + "'");
-  const std::string& path = split == "train" ? cfg.train : cfg.valid;
-  if (path.empty())
-    throw std::runtime_error("no " + split + " data configured (data." + split + " is empty)");
-  shard_paths_ = resolve_shard_paths(path, split);
+  // The datasets: the mixture's for training when it is set, else one path.
+  const bool mixture = split == "train" && !cfg.mixture.empty();
+  std::vector<MixtureEntry> entries;
+  if (mixture) {
+    if (!cfg.train.empty())
+      throw std::invalid_argument("data.train and data.mixture are both set; give one of them");
+    entries = cfg.mixture;
+  } else {
+    const std::string& path = split == "train" ? cfg.train : cfg.valid;
+    if (path.empty())
+      throw std::runtime_error("no " + split + " data configured (data." + split + " is empty)");
+    entries.push_back({path, 1.0, ""});
+  }
+  std::vector<double> weights;
+  for (const auto& e : entries) weights.push_back(e.weight);
+  index_ = std::make_unique<MixtureIndex>(weights);
   if (cfg.src_len < 1 || cfg.tgt_len < 1)
     throw std::invalid_argument("src_len and tgt_len must be >= 1");
-
-  auto check_vocab = [&](const std::string& shard, int64_t vocab) {
-    if (vocab_size_ == 0) vocab_size_ = vocab;
-    if (vocab != vocab_size_)
-      throw std::runtime_error("token shard " + shard + " has vocab_size " + std::to_string(vocab) +
-                               ", earlier shards of " + path + " have " + std::to_string(vocab_size_));
-  };
 
   if (cfg.objective == Objective::SpanCorruption) {
     lengths_ = span_corruption_lengths(cfg.src_len, cfg.tgt_len, cfg.noise_density, cfg.mean_noise_span);
@@ -145,7 +153,56 @@ BatchSource::BatchSource(const DataConfig& cfg, const SpecialTokens& special, ui
                                " tokens needs " + std::to_string(counts.num_spans) +
                                " sentinel tokens, the tokenizer has " +
                                std::to_string(special.sentinels.size()));
-    for (const auto& shard_path : shard_paths_) {
+  }
+
+  datasets_.resize(entries.size());
+  for (size_t d = 0; d < entries.size(); ++d) {
+    Dataset& ds = datasets_[d];
+    ds.path = entries[d].path;
+    names_.push_back(mixture_entry_name(entries[d]));
+    // Dataset 0 keeps the run's seed, so a mixture of one is the plain path.
+    ds.seed = d == 0 ? seed : combine_seeds({seed, kDatasetTag, static_cast<uint64_t>(d)});
+    const std::string label =
+        mixture ? "data.mixture dataset '" + names_[d] + "' (" + ds.path + ")" : split + " data " + ds.path;
+    if (mixture && ds.path.empty()) throw std::runtime_error(label + " has no path");
+    std::vector<std::string> shards;
+    try {
+      shards = resolve_shard_paths(ds.path, split);
+    } catch (const std::runtime_error& e) {
+      if (!mixture) throw;
+      throw std::runtime_error("data.mixture dataset '" + names_[d] + "': " + e.what());
+    }
+    load(ds, shards, label);
+    shard_paths_.insert(shard_paths_.end(), shards.begin(), shards.end());
+    num_samples_ += ds.num_samples;
+    // One tokenizer serves every dataset, so their vocabularies must agree.
+    if (ds.vocab_size != datasets_.front().vocab_size)
+      throw std::runtime_error(label + " has vocab_size " + std::to_string(ds.vocab_size) + ", dataset '" +
+                               names_.front() + "' has " + std::to_string(datasets_.front().vocab_size) +
+                               ": every dataset of a mixture must use the same tokenizer");
+  }
+
+  // The tokenizer and the shards must agree, or the model sees nonsense ids.
+  const int64_t vocab_size = datasets_.front().vocab_size;
+  std::vector<int64_t> ids = {special.pad, special.eos, special.bos};
+  ids.insert(ids.end(), special.sentinels.begin(), special.sentinels.end());
+  for (int64_t id : ids)
+    if (id < 0 || id >= vocab_size)
+      throw std::runtime_error("special token id " + std::to_string(id) + " is outside the vocabulary of " +
+                               datasets_.front().path + " (vocab_size " + std::to_string(vocab_size) +
+                               "): tokenizer and shards do not match");
+}
+
+void BatchSource::load(Dataset& ds, const std::vector<std::string>& shards, const std::string& label) const {
+  auto check_vocab = [&](const std::string& shard, int64_t vocab) {
+    if (ds.vocab_size == 0) ds.vocab_size = vocab;
+    if (vocab != ds.vocab_size)
+      throw std::runtime_error("token shard " + shard + " has vocab_size " + std::to_string(vocab) +
+                               ", earlier shards of " + ds.path + " have " + std::to_string(ds.vocab_size));
+  };
+
+  if (cfg_.objective == Objective::SpanCorruption) {
+    for (const auto& shard_path : shards) {
       if (read_shard_kind(shard_path) != ShardKind::Documents)
         throw std::runtime_error("token shard " + shard_path +
                                  " holds pairs; span corruption needs document shards");
@@ -153,21 +210,21 @@ BatchSource::BatchSource(const DataConfig& cfg, const SpecialTokens& special, ui
       check_vocab(shard_path, shard.vocab_size);
       const int32_t* tokens = shard.documents.tokens.data_ptr<int32_t>();
       const int64_t* offsets = shard.documents.offsets.data_ptr<int64_t>();
-      stream_.reserve(stream_.size() + shard.documents.num_tokens() + shard.documents.size());
+      ds.stream.reserve(ds.stream.size() + shard.documents.num_tokens() + shard.documents.size());
       for (int64_t d = 0; d < shard.documents.size(); ++d) {
-        stream_.insert(stream_.end(), tokens + offsets[d], tokens + offsets[d + 1]);
-        stream_.push_back(static_cast<int32_t>(special.eos));
+        ds.stream.insert(ds.stream.end(), tokens + offsets[d], tokens + offsets[d + 1]);
+        ds.stream.push_back(static_cast<int32_t>(special_.eos));
       }
     }
-    num_samples_ = static_cast<int64_t>(stream_.size()) / lengths_.raw_length;
-    if (num_samples_ == 0)
-      throw std::runtime_error(split + " data " + path + " has " + std::to_string(stream_.size()) +
+    ds.num_samples = static_cast<int64_t>(ds.stream.size()) / lengths_.raw_length;
+    if (ds.num_samples == 0)
+      throw std::runtime_error(label + " has " + std::to_string(ds.stream.size()) +
                                " tokens (EOS included), fewer than one span-corruption sample of " +
                                std::to_string(lengths_.raw_length));
   } else {
-    source_offsets_.push_back(0);
-    target_offsets_.push_back(0);
-    for (const auto& shard_path : shard_paths_) {
+    ds.source_offsets.push_back(0);
+    ds.target_offsets.push_back(0);
+    for (const auto& shard_path : shards) {
       if (read_shard_kind(shard_path) != ShardKind::Pairs)
         throw std::runtime_error("token shard " + shard_path +
                                  " holds documents; the seq2seq objective needs pair shards");
@@ -181,56 +238,76 @@ BatchSource::BatchSource(const DataConfig& cfg, const SpecialTokens& special, ui
         tokens.insert(tokens.end(), t, t + seq.num_tokens());
         for (int64_t i = 1; i <= seq.size(); ++i) offsets.push_back(base + o[i]);
       };
-      append(shard.source, source_tokens_, source_offsets_);
-      append(shard.target, target_tokens_, target_offsets_);
+      append(shard.source, ds.source_tokens, ds.source_offsets);
+      append(shard.target, ds.target_tokens, ds.target_offsets);
     }
-    num_samples_ = static_cast<int64_t>(source_offsets_.size()) - 1;
-    if (num_samples_ == 0)
-      throw std::runtime_error(split + " data " + path + " holds no pairs");
+    ds.num_samples = static_cast<int64_t>(ds.source_offsets.size()) - 1;
+    if (ds.num_samples == 0) throw std::runtime_error(label + " holds no pairs");
   }
+}
 
-  // The tokenizer and the shards must agree, or the model sees nonsense ids.
-  std::vector<int64_t> ids = {special.pad, special.eos, special.bos};
-  ids.insert(ids.end(), special.sentinels.begin(), special.sentinels.end());
-  for (int64_t id : ids)
-    if (id < 0 || id >= vocab_size_)
-      throw std::runtime_error("special token id " + std::to_string(id) +
-                               " is outside the vocabulary of " + path + " (vocab_size " +
-                               std::to_string(vocab_size_) + "): tokenizer and shards do not match");
+int64_t BatchSource::num_samples(int64_t dataset) const {
+  if (dataset < 0 || dataset >= num_datasets())
+    throw std::out_of_range("dataset " + std::to_string(dataset) + " not in [0, " +
+                            std::to_string(num_datasets()) + ")");
+  return datasets_[static_cast<size_t>(dataset)].num_samples;
+}
+
+std::vector<int64_t> BatchSource::mixture_position(int64_t step, int64_t global_batch) const {
+  if (step < 0 || global_batch < 1) throw std::invalid_argument("step must be >= 0 and global_batch >= 1");
+  return index_->counts_at(step * global_batch);
 }
 
 int64_t BatchSource::epoch_of(int64_t step, int64_t global_batch) const {
-  return step * global_batch / num_samples_;
+  const std::vector<int64_t> counts = mixture_position(step, global_batch);
+  int64_t epoch = 0;
+  for (size_t d = 0; d < datasets_.size(); ++d)
+    epoch = std::max(epoch, counts[d] / datasets_[d].num_samples);
+  return epoch;
 }
 
-int64_t BatchSource::sample_index(int64_t k) const {
+SampleOrigin BatchSource::origin_of(const MixtureIndex::Draw& draw) const {
+  const Dataset& ds = datasets_[static_cast<size_t>(draw.dataset)];
+  SampleOrigin o;
+  o.dataset = draw.dataset;
+  o.draw = draw.draw;
+  o.epoch = draw.draw / ds.num_samples;
+  const int64_t slot = draw.draw % ds.num_samples;
+  if (!cfg_.shuffle) {
+    o.index = slot;
+  } else {
+    const uint64_t key = combine_seeds({ds.seed, kPermutationTag, static_cast<uint64_t>(o.epoch)});
+    o.index = static_cast<int64_t>(
+        permute_index(static_cast<uint64_t>(slot), static_cast<uint64_t>(ds.num_samples), key));
+  }
+  return o;
+}
+
+SampleOrigin BatchSource::origin(int64_t k) const {
   if (k < 0) throw std::out_of_range("negative sample index");
-  const int64_t epoch = k / num_samples_;
-  const int64_t slot = k % num_samples_;
-  if (!cfg_.shuffle) return slot;
-  const uint64_t key = combine_seeds({seed_, kPermutationTag, static_cast<uint64_t>(epoch)});
-  return static_cast<int64_t>(
-      permute_index(static_cast<uint64_t>(slot), static_cast<uint64_t>(num_samples_), key));
+  return origin_of(index_->draw(k));
 }
 
-Seq2SeqSample BatchSource::sample(int64_t k) const {
-  const int64_t index = sample_index(k);
-  if (cfg_.objective == Objective::SpanCorruption) return span_corruption_sample(k / num_samples_, index);
-  return pair_sample(index);
+Seq2SeqSample BatchSource::sample(int64_t k) const { return sample_at(origin(k)); }
+
+Seq2SeqSample BatchSource::sample_at(const SampleOrigin& o) const {
+  const Dataset& ds = datasets_[static_cast<size_t>(o.dataset)];
+  if (cfg_.objective == Objective::SpanCorruption) return span_corruption_sample(ds, o.epoch, o.index);
+  return pair_sample(ds, o.index);
 }
 
-Seq2SeqSample BatchSource::span_corruption_sample(int64_t epoch, int64_t window) const {
+Seq2SeqSample BatchSource::span_corruption_sample(const Dataset& ds, int64_t epoch, int64_t window) const {
   const int64_t raw = lengths_.raw_length;
-  const int32_t* begin = stream_.data() + window * raw;
+  const int32_t* begin = ds.stream.data() + window * raw;
   std::vector<int64_t> tokens(begin, begin + raw);
   const uint64_t seed =
-      combine_seeds({seed_, kCorruptionTag, static_cast<uint64_t>(epoch), static_cast<uint64_t>(window)});
+      combine_seeds({ds.seed, kCorruptionTag, static_cast<uint64_t>(epoch), static_cast<uint64_t>(window)});
   CorruptedSpans c = corrupt_spans(tokens, cfg_.noise_density, cfg_.mean_noise_span,
                                    special_.sentinels, special_.eos, seed);
   return {std::move(c.input), std::move(c.target)};
 }
 
-Seq2SeqSample BatchSource::pair_sample(int64_t pair) const {
+Seq2SeqSample BatchSource::pair_sample(const Dataset& ds, int64_t pair) const {
   auto cut = [&](const std::vector<int32_t>& tokens, const std::vector<int64_t>& offsets,
                  int64_t max_len) {
     const int64_t begin = offsets[pair];
@@ -239,8 +316,8 @@ Seq2SeqSample BatchSource::pair_sample(int64_t pair) const {
     out.push_back(special_.eos);
     return out;
   };
-  return {cut(source_tokens_, source_offsets_, cfg_.src_len),
-          cut(target_tokens_, target_offsets_, cfg_.tgt_len)};
+  return {cut(ds.source_tokens, ds.source_offsets, cfg_.src_len),
+          cut(ds.target_tokens, ds.target_offsets, cfg_.tgt_len)};
 }
 
 Seq2SeqBatch BatchSource::collate(const std::vector<Seq2SeqSample>& samples,
@@ -296,12 +373,15 @@ std::vector<Seq2SeqBatch> BatchSource::step_batches(int64_t step, int64_t dp_ran
     throw std::invalid_argument("global_batch / dp_size = " + std::to_string(per_rank) +
                                 " is not divisible by micro_batch " + std::to_string(micro_batch));
   const int64_t first = step * global_batch + dp_rank * per_rank;
+  // The rank's share of the blended index in one pass (O(per_rank) when the
+  // previous call asked for the step before).
+  const std::vector<MixtureIndex::Draw> draws = index_->draws(first, per_rank);
   std::vector<Seq2SeqBatch> out;
   out.reserve(static_cast<size_t>(per_rank / micro_batch));
   for (int64_t m = 0; m < per_rank; m += micro_batch) {
     std::vector<Seq2SeqSample> samples;
     samples.reserve(static_cast<size_t>(micro_batch));
-    for (int64_t j = 0; j < micro_batch; ++j) samples.push_back(sample(first + m + j));
+    for (int64_t j = 0; j < micro_batch; ++j) samples.push_back(sample_at(origin_of(draws[m + j])));
     out.push_back(collate(samples, special_));
   }
   return out;

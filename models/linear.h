@@ -10,6 +10,7 @@
 #include <map>
 #include <string>
 
+#include "models/lora.h"
 #include "models/model_parallelism.h"
 
 namespace moetrain::models {
@@ -33,17 +34,28 @@ class LinearImpl : public torch::nn::Module {
   // their names ("weight", "bias").
   ParameterSlices split_tensor_parallel(LinearSplit split, parallel::Communicator* tp);
 
+  // Adds a LoRA adapter (models/lora.h): parameters `lora_A` [r, in] and
+  // `lora_B` [out, r]. Call on the whole layer, before split_tensor_parallel
+  // (which then splits the adapter with the layer).
+  void add_lora(const LoraConfig& lora);
+  bool has_lora() const { return lora_A.defined(); }
+
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }
 
   torch::Tensor weight;  // [out, in]
   torch::Tensor bias;    // [out]; undefined when built without bias
+  torch::Tensor lora_A;  // [r, in]; undefined without an adapter
+  torch::Tensor lora_B;  // [out, r]
+
 
  private:
   int64_t in_features_;
   int64_t out_features_;
   LinearSplit split_ = LinearSplit::None;
   parallel::Communicator* tp_ = nullptr;
+  double lora_scale_ = 0;
+  double lora_dropout_ = 0;
 };
 TORCH_MODULE(Linear);
 

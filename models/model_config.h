@@ -10,7 +10,8 @@
 namespace moetrain::models {
 
 enum class NormType { LayerNorm, RMSNorm };
-enum class PositionType { Sinusoidal, Learned, Rotary };
+// SinusoidalFairseq: the fairseq / M2M100 / NLLB table (see positions.h).
+enum class PositionType { Sinusoidal, Learned, Rotary, SinusoidalFairseq };
 // global: full attention; local: sliding window of `local_window` tokens;
 // dynamic: a per-token sigmoid gate mixes the local and the global output.
 enum class AttentionType { Global, Local, Dynamic };

@@ -194,22 +194,50 @@ torch::Tensor MoELayerImpl::expert_forward(const torch::Tensor& permuted_hidden,
   // fc2 bias is added.
   const bool split = tp_ != nullptr;
   const torch::Tensor input = split ? parallel::copy_to_tensor_parallel_region(permuted_hidden, tp_) : permuted_hidden;
-  std::vector<torch::Tensor> outputs;
+  // LoRA: fc1's adapter reads the replicated rows (not `input`, whose
+  // gradient is summed over TP: the adapter's is whole already) and sums its
+  // low-rank gradient over TP for the replicated A; fc2's adapter reads the
+  // split hidden rows, so its low-rank activations are partial sums,
+  // all-reduced (for all experts at once) before the replicated B.
+  const bool training = is_training();
+  auto lora_input = [&](const torch::Tensor& x, parallel::TensorParallelRng* rng) {
+    if (lora_dropout_ <= 0 || !training) return x;
+    TensorParallelRngScope scope(rng, x.device());
+    return torch::dropout(x, lora_dropout_, true);
+  };
+  std::vector<torch::Tensor> outputs, fc2_low;
+  std::vector<int64_t> fc2_experts;
   int64_t offset = 0;
   for (int64_t e = 0; e < local_experts; ++e) {
     const int64_t count = tokens_per_expert[static_cast<size_t>(e)];
     if (count == 0) continue;
     const torch::Tensor segment = input.narrow(0, offset, count);
-    offset += count;
     torch::Tensor h = torch::linear(segment, experts_fc1_weight[e],
                                     experts_fc1_bias.defined() ? experts_fc1_bias[e] : torch::Tensor());
+    if (experts_fc1_lora_A.defined()) {
+      torch::Tensor low = torch::linear(lora_input(permuted_hidden.narrow(0, offset, count), nullptr),
+                                        experts_fc1_lora_A[e]);
+      if (split) low = parallel::copy_to_tensor_parallel_region(low, tp_);
+      h = h + lora_scale_ * torch::linear(low, experts_fc1_lora_B[e]);
+    }
+    offset += count;
     h = apply_activation(h, activation_);
     {
-      TensorParallelRngScope rng(dropout_ > 0 && is_training() ? tp_rng_ : nullptr, h.device());
-      h = torch::dropout(h, dropout_, is_training());
+      TensorParallelRngScope rng(dropout_ > 0 && training ? tp_rng_ : nullptr, h.device());
+      h = torch::dropout(h, dropout_, training);
     }
     const bool bias_here = experts_fc2_bias.defined() && !split;
-    outputs.push_back(torch::linear(h, experts_fc2_weight[e], bias_here ? experts_fc2_bias[e] : torch::Tensor()));
+    torch::Tensor y = torch::linear(h, experts_fc2_weight[e], bias_here ? experts_fc2_bias[e] : torch::Tensor());
+    if (experts_fc2_lora_A.defined()) {
+      const torch::Tensor low = torch::linear(lora_input(h, tp_rng_), experts_fc2_lora_A[e]);
+      if (split) {
+        fc2_low.push_back(low);
+        fc2_experts.push_back(e);
+      } else {
+        y = y + lora_scale_ * torch::linear(low, experts_fc2_lora_B[e]);
+      }
+    }
+    outputs.push_back(y);
   }
   torch::Tensor out = outputs.empty() ? torch::zeros({0, d_model_}, permuted_hidden.options()) : torch::cat(outputs, 0);
   if (split) {
@@ -218,8 +246,34 @@ torch::Tensor MoELayerImpl::expert_forward(const torch::Tensor& permuted_hidden,
       const auto counts = torch::tensor(tokens_per_expert, torch::kLong).to(out.device());
       out = out + experts_fc2_bias.repeat_interleave(counts, 0);
     }
+    if (!fc2_low.empty()) {
+      const torch::Tensor low = parallel::reduce_from_tensor_parallel_region(torch::cat(fc2_low, 0), tp_);
+      std::vector<torch::Tensor> adapter_out;
+      int64_t row = 0;
+      for (const int64_t e : fc2_experts) {
+        const int64_t count = tokens_per_expert[static_cast<size_t>(e)];
+        adapter_out.push_back(torch::linear(low.narrow(0, row, count), experts_fc2_lora_B[e]));
+        row += count;
+      }
+      out = out + lora_scale_ * torch::cat(adapter_out, 0);
+    }
   }
   return out;
+}
+
+void MoELayerImpl::add_lora(const LoraConfig& lora, bool fc1, bool fc2) {
+  if (tp_ || ep_) throw std::logic_error("MoELayer: add_lora after parallelize");
+  const int64_t e = num_experts_, f = experts_fc1_weight.size(1), d = d_model_, r = lora.r;
+  if (fc1 && !experts_fc1_lora_A.defined()) {
+    experts_fc1_lora_A = register_parameter("experts_fc1_lora_A", lora_init_a({e, r, d}, d));
+    experts_fc1_lora_B = register_parameter("experts_fc1_lora_B", torch::zeros({e, f, r}));
+  }
+  if (fc2 && !experts_fc2_lora_A.defined()) {
+    experts_fc2_lora_A = register_parameter("experts_fc2_lora_A", lora_init_a({e, r, f}, f));
+    experts_fc2_lora_B = register_parameter("experts_fc2_lora_B", torch::zeros({e, d, r}));
+  }
+  lora_scale_ = lora.scale();
+  lora_dropout_ = lora.dropout;
 }
 
 ParameterSlices MoELayerImpl::parallelize(const ModelParallelism& mp) {
@@ -240,6 +294,13 @@ ParameterSlices MoELayerImpl::parallelize(const ModelParallelism& mp) {
     if (experts_fc1_bias.defined()) split("experts_fc1_bias", experts_fc1_bias, 0, mp.ep_rank(), ep);
     split("experts_fc2_weight", experts_fc2_weight, 0, mp.ep_rank(), ep);
     if (experts_fc2_bias.defined()) split("experts_fc2_bias", experts_fc2_bias, 0, mp.ep_rank(), ep);
+    const std::pair<const char*, torch::Tensor*> adapters[] = {{"experts_fc1_lora_A", &experts_fc1_lora_A},
+                                                               {"experts_fc1_lora_B", &experts_fc1_lora_B},
+                                                               {"experts_fc2_lora_A", &experts_fc2_lora_A},
+                                                               {"experts_fc2_lora_B", &experts_fc2_lora_B}};
+    for (const auto& [name, p] : adapters) {
+      if (p->defined()) split(name, *p, 0, mp.ep_rank(), ep);
+    }
     ep_ = mp.ep;
   }
   const int64_t tp = mp.tp_size();
@@ -252,6 +313,9 @@ ParameterSlices MoELayerImpl::parallelize(const ModelParallelism& mp) {
     split("experts_fc1_weight", experts_fc1_weight, 1, mp.tp_rank(), tp);
     if (experts_fc1_bias.defined()) split("experts_fc1_bias", experts_fc1_bias, 1, mp.tp_rank(), tp);
     split("experts_fc2_weight", experts_fc2_weight, 2, mp.tp_rank(), tp);
+    // Adapters split with the hidden width: fc1's B by rows, fc2's A by columns.
+    if (experts_fc1_lora_B.defined()) split("experts_fc1_lora_B", experts_fc1_lora_B, 1, mp.tp_rank(), tp);
+    if (experts_fc2_lora_A.defined()) split("experts_fc2_lora_A", experts_fc2_lora_A, 2, mp.tp_rank(), tp);
     tp_ = mp.tp;
   }
   if (ep > 1 || tp > 1) tp_rng_ = mp.tp_rng;

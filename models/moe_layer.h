@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "models/linear.h"
+#include "models/lora.h"
 #include "models/model_parallelism.h"
 #include "models/model_config.h"
 
@@ -128,6 +129,10 @@ class MoELayerImpl : public torch::nn::Module {
   // Dropout inside experts draws from mp.tp_rng when either is on.
   ParameterSlices parallelize(const ModelParallelism& mp);
 
+  // LoRA adapters (models/lora.h) on every expert's fc1 and/or fc2; call on
+  // the whole layer, before parallelize (which splits them with the experts).
+  void add_lora(const LoraConfig& lora, bool fc1, bool fc2);
+
   int64_t num_experts() const { return num_experts_; }  // all E, wherever they live
   int64_t num_local_experts() const { return experts_fc1_weight.size(0); }
   int64_t top_k() const { return top_k_; }
@@ -137,6 +142,8 @@ class MoELayerImpl : public torch::nn::Module {
   torch::Tensor experts_fc1_bias;    // [E, F] or undefined
   torch::Tensor experts_fc2_weight;  // [E, D, F]
   torch::Tensor experts_fc2_bias;    // [E, D] or undefined
+  // LoRA (undefined without): fc1 A [E, r, D], B [E, F, r]; fc2 A [E, r, F], B [E, D, r].
+  torch::Tensor experts_fc1_lora_A, experts_fc1_lora_B, experts_fc2_lora_A, experts_fc2_lora_B;
 
  private:
   int64_t d_model_;
@@ -149,6 +156,8 @@ class MoELayerImpl : public torch::nn::Module {
   parallel::Communicator* tp_ = nullptr;  // set when split across TP ranks
   parallel::Communicator* ep_ = nullptr;  // set when experts are split across EP ranks
   parallel::TensorParallelRng* tp_rng_ = nullptr;
+  double lora_scale_ = 0;
+  double lora_dropout_ = 0;
 };
 TORCH_MODULE(MoELayer);
 

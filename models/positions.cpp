@@ -1,5 +1,6 @@
 #include "models/positions.h"
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -31,6 +32,23 @@ torch::Tensor sinusoidal_table(int64_t num_positions, int64_t dim) {
   return table.to(torch::kFloat);
 }
 
+torch::Tensor fairseq_sinusoidal_table(int64_t num_rows, int64_t dim) {
+  if (dim < 4) {
+    throw std::invalid_argument("positions: sinusoidal_fairseq needs a dimension of at least 4, got " +
+                                std::to_string(dim));
+  }
+  // fp32 throughout, in fairseq's order of operations, so the values are the
+  // ones its models were trained with.
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat);
+  const int64_t half = dim / 2;
+  const double step = std::log(10000.0) / static_cast<double>(half - 1);
+  const torch::Tensor freq = torch::exp(torch::arange(half, f32) * -step);
+  const torch::Tensor angles = torch::arange(num_rows, f32).unsqueeze(1) * freq.unsqueeze(0);
+  torch::Tensor table = torch::cat({torch::sin(angles), torch::cos(angles)}, 1);
+  if (dim % 2 == 1) table = torch::cat({table, torch::zeros({num_rows, 1}, f32)}, 1);
+  return table;
+}
+
 AbsolutePositionsImpl::AbsolutePositionsImpl(const ModelConfig& cfg)
     : type_(cfg.position), max_positions_(cfg.max_positions), dim_(cfg.d_model) {
   if (max_positions_ <= 0) {
@@ -40,6 +58,11 @@ AbsolutePositionsImpl::AbsolutePositionsImpl(const ModelConfig& cfg)
   switch (type_) {
     case PositionType::Sinusoidal:
       table = register_buffer("table", sinusoidal_table(max_positions_, dim_));
+      break;
+    case PositionType::SinusoidalFairseq:
+      // Row 0 of the fairseq table is its padding row: position p is row p + 1.
+      table = register_buffer(
+          "table", fairseq_sinusoidal_table(max_positions_ + 1, dim_).narrow(0, 1, max_positions_).clone());
       break;
     case PositionType::Learned:
       weight = register_parameter("weight", torch::empty({max_positions_, dim_}));

@@ -1,7 +1,18 @@
-// Position information for the encoder-decoder, one of three kinds
+// Position information for the encoder-decoder, one of four kinds
 // (ModelConfig::position):
 //   - sinusoidal: the fixed Vaswani et al. table, PE[p, 2i] = sin(p / 10000^(2i/d)),
 //     PE[p, 2i+1] = cos(p / 10000^(2i/d)), added to the token embeddings;
+//   - sinusoidal_fairseq: the fixed table of fairseq, M2M100 and NLLB(-MoE),
+//     with h = d/2 sines followed by h cosines (not interleaved) and
+//     frequencies w_i = 10000^(-i/(h-1)): row r = [sin(r w_0) .. sin(r w_{h-1}),
+//     cos(r w_0) .. cos(r w_{h-1})] (a zero last column when d is odd). Those
+//     models number a sequence's tokens from padding_idx + 1; with moetrain's
+//     pad id 0 position p reads row p + 1, so a model trained here computes
+//     what Hugging Face's NLLB-MoE computes for right-padded batches (padded
+//     tokens get a real position here and the zero row there; no real
+//     token attends to them, so no real token's output differs). The table
+//     is computed in fp32 with the same operations fairseq uses, so it is the
+//     one NLLB-MoE was trained with;
 //   - learned: a trained table [max_positions, d_model] added to the embeddings;
 //   - rotary: no additive term; q and k of *self*-attention are rotated instead
 //     (apply_rotary, the half-split "rotate_half" layout of GPT-NeoX / LLaMA).
@@ -26,10 +37,16 @@ void check_positions(int64_t length, int64_t offset, int64_t max_positions);
 // column is then a sine).
 torch::Tensor sinusoidal_table(int64_t num_positions, int64_t dim);
 
-// Additive positions (sinusoidal or learned), shared by encoder and decoder.
-// Registered names: `weight` [max_positions, d_model] for learned positions;
-// for sinusoidal, the non-trained buffer `table` (kept as a buffer so that
-// module.to(device) moves it).
+// The fairseq table, fp32 [num_rows, dim], rows 0 .. num_rows-1 as defined
+// above (row 0 is all sines 0 and cosines 1; fairseq zeroes its padding row
+// itself). Throws std::invalid_argument when dim < 4 (h - 1 would be 0).
+torch::Tensor fairseq_sinusoidal_table(int64_t num_rows, int64_t dim);
+
+// Additive positions (sinusoidal, sinusoidal_fairseq or learned), shared by
+// encoder and decoder. Registered names: `weight` [max_positions, d_model]
+// for learned positions; for the sinusoidal kinds, the non-trained buffer
+// `table` [max_positions, d_model] (kept as a buffer so that module.to(device)
+// moves it; for sinusoidal_fairseq its row p is the fairseq table's row p + 1).
 class AbsolutePositionsImpl : public torch::nn::Module {
  public:
   explicit AbsolutePositionsImpl(const ModelConfig& cfg);  // cfg.position != Rotary
@@ -39,7 +56,7 @@ class AbsolutePositionsImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, int64_t offset = 0);
 
   torch::Tensor weight;  // learned only
-  torch::Tensor table;   // sinusoidal only
+  torch::Tensor table;   // the sinusoidal kinds only
 
  private:
   PositionType type_;

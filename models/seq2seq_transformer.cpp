@@ -1,7 +1,10 @@
 #include "models/seq2seq_transformer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 
@@ -127,6 +130,55 @@ void Seq2SeqTransformerImpl::parallelize(const ModelParallelism& mp) {
   for (int64_t i = 0; i < decoder->num_layers(); ++i) {
     add_slices(slices_, "decoder.layers." + std::to_string(i), decoder->layers->ptr<DecoderLayerImpl>(i)->parallelize(mp));
   }
+}
+
+int64_t Seq2SeqTransformerImpl::add_lora(const LoraConfig& lora) {
+  if (!slices_.empty()) throw std::logic_error("Seq2SeqTransformer::add_lora after parallelize");
+  if (lora.r < 1) throw std::invalid_argument("LoRA rank must be at least 1, got " + std::to_string(lora.r));
+  const auto& known = lora_target_names();
+  std::map<std::string, int64_t> matches;
+  for (const auto& t : lora.targets) {
+    if (std::find(known.begin(), known.end(), t) == known.end()) {
+      std::string list;
+      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+      throw std::invalid_argument("unknown LoRA target '" + t + "' (one of: " + list + ")");
+    }
+    matches[t] = 0;
+  }
+  // The target that adapts a module called `name` (or its broader forms), if any.
+  auto wanted = [&](std::initializer_list<const char*> names) -> int64_t* {
+    for (const char* n : names) {
+      if (matches.count(n)) return &matches[n];
+    }
+    return matches.count("all-linear") ? &matches["all-linear"] : nullptr;
+  };
+  int64_t adapted = 0;
+  for (const auto& item : named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
+    const std::string& name = item.key();
+    const std::string last = name.substr(name.rfind('.') + 1);
+    if (auto* linear = dynamic_cast<LinearImpl*>(item.value().get())) {
+      // Only the projections inside attention and the dense FFN: the router,
+      // the attention gate and lm_head are not targets.
+      static const std::set<std::string> projections = {"q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"};
+      if (!projections.count(last)) continue;
+      if (int64_t* hits = wanted({last.c_str()})) {
+        linear->add_lora(lora);
+        ++*hits;
+        ++adapted;
+      }
+    } else if (auto* moe = dynamic_cast<MoELayerImpl*>(item.value().get())) {
+      int64_t* fc1 = wanted({"experts_fc1", "experts"});
+      int64_t* fc2 = wanted({"experts_fc2", "experts"});
+      if (!fc1 && !fc2) continue;
+      moe->add_lora(lora, fc1 != nullptr, fc2 != nullptr);
+      if (fc1) ++*fc1, ++adapted;
+      if (fc2) ++*fc2, ++adapted;
+    }
+  }
+  for (const auto& [target, hits] : matches) {
+    if (hits == 0) throw std::invalid_argument("LoRA target '" + target + "' matches no layer of this model");
+  }
+  return adapted;
 }
 
 torch::Tensor Seq2SeqTransformerImpl::embed(const torch::Tensor& tokens, int64_t position_offset) {

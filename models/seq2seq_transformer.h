@@ -176,6 +176,12 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
   // parallel::vocab_parallel_cross_entropy on them. Call once, before the
   // parameters are handed to an optimizer.
   void parallelize(const ModelParallelism& mp);
+
+  // Adds LoRA adapters (models/lora.h) to the layers lora.targets names; call
+  // on the whole model, before parallelize. Returns how many projections got
+  // one (a MoE layer's experts count once per projection). Throws
+  // std::invalid_argument for an unknown target or one that matches nothing.
+  int64_t add_lora(const LoraConfig& lora);
   const ModelParallelism& parallelism() const { return parallelism_; }
   // The vocabulary this rank's logits cover (the whole one without TP).
   const parallel::VocabShard& vocab_shard() const { return vocab_; }

@@ -73,7 +73,8 @@ else
 fi
 # Python packages the tests use to cross-check moetrain independently of the
 # C++ code: h5py reads checkpoints, sacrebleu scores BLEU and chrF, safetensors
-# reads exports. Tests that need one skip when it is missing.
+# reads exports, transformers and peft load them. Tests that need one skip
+# when it is missing.
 for pkg in h5py sacrebleu safetensors; do
   if ! "$PY" -c "import $pkg" 2>/dev/null; then
     log "installing $pkg into .venv"
@@ -81,6 +82,16 @@ for pkg in h5py sacrebleu safetensors; do
       "$PY" -m pip install -q --no-index --find-links "$WHEEL_CACHE" "$pkg" || log "WARNING: $pkg could not be installed"
   fi
 done
+# transformers loads NLLB-MoE-compatible exports and computes their logits;
+# peft reads LoRA adapters. Both depend on torch, so they are resolved
+# together with the pinned torch: pip must never replace the wheel whose
+# LibTorch the build links.
+if ! "$PY" -c "import transformers, peft" 2>/dev/null; then
+  log "installing transformers and peft into .venv (keeping torch $TORCH_VERSION)"
+  "$PY" -m pip download -q "torch==$TORCH_VERSION" transformers peft -d "$WHEEL_CACHE" && \
+    "$PY" -m pip install -q --no-index --find-links "$WHEEL_CACHE" "torch==$TORCH_VERSION" transformers peft \
+    || log "WARNING: transformers and peft could not be installed"
+fi
 
 if [[ -z "$TORCH_CMAKE" ]]; then
   TORCH_CMAKE="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')"

@@ -6,12 +6,15 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <numeric>
 #include <regex>
 #include <sstream>
 #include <vector>
 
 #include "data/atomic_file.h"
 #include "data/hdf5_file.h"
+#include "models/lora.h"
+#include "trainer/config.h"
 
 namespace fs = std::filesystem;
 
@@ -28,13 +31,18 @@ int64_t step_of(const fs::path& dir) {
 
 bool is_complete(const fs::path& dir) { return fs::is_regular_file(dir / "meta.json"); }
 
-// The block of the whole parameter entry e holds on this rank.
-models::ParameterSlice block_of(const optim::FlatParameterEntry& e, const models::ParameterSlices* slices) {
+// The block of the whole parameter `name` (local shape `shape`) this rank holds.
+models::ParameterSlice block_of(const std::string& name, const std::vector<int64_t>& shape,
+                                const models::ParameterSlices* slices) {
   if (slices) {
-    const auto it = slices->find(e.name);
+    const auto it = slices->find(name);
     if (it != slices->end()) return it->second;
   }
-  return {e.shape, std::vector<int64_t>(e.shape.size(), 0)};
+  return {shape, std::vector<int64_t>(shape.size(), 0)};
+}
+
+models::ParameterSlice block_of(const optim::FlatParameterEntry& e, const models::ParameterSlices* slices) {
+  return block_of(e.name, e.shape, slices);
 }
 
 }  // namespace
@@ -124,6 +132,16 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const Checkpoint
     if (c.write_state) {
       const auto& params = *c.params;
       write_pieces(file, "model/", params, params.master(), c.slices, c.writes_entry);
+      for (const auto& [name, tensor] : c.frozen) {
+        const std::vector<int64_t> shape(tensor.sizes().begin(), tensor.sizes().end());
+        const auto block = block_of(name, shape, c.slices);
+        const std::string dataset = "model/" + name;
+        file.write_tensor(dataset, tensor.detach().to(torch::kCPU, torch::kFloat32).contiguous().view(-1));
+        file.set_attr(dataset, "global_shape", block.global_shape);
+        file.set_attr(dataset, "slice_start", block.start);
+        file.set_attr(dataset, "slice_shape", shape);
+        file.set_attr(dataset, "flat_offset", int64_t{0});
+      }
       write_pieces(file, "optim/exp_avg/", params, c.optimizer->exp_avg(), c.slices, c.writes_entry);
       write_pieces(file, "optim/exp_avg_sq/", params, c.optimizer->exp_avg_sq(), c.slices, c.writes_entry);
       file.set_attr("/", "optimizer_steps", c.optimizer->steps_taken());
@@ -334,19 +352,84 @@ void read_pieces(std::vector<data::Hdf5File>& files, const std::string& dataset,
   target.copy_(whole.contiguous().view(-1).narrow(0, begin, end - begin));
 }
 
+// "model/P.weight" -> "model/P.lora_A"; "model/P.experts_fc1_weight" -> "model/P.experts_fc1_lora_A".
+std::string lora_dataset(const std::string& weight_dataset, const std::string& which) {
+  const std::string suffix = "weight";
+  return weight_dataset.substr(0, weight_dataset.size() - suffix.size()) + "lora_" + which;
+}
+
+// This rank's block of a weight plus scale * B A, from the blocks of B (the
+// weight's rows) and A (its columns) the checkpoint's adapters hold. Works
+// for [out, in] weights and stacked experts [E, out, in] alike.
+torch::Tensor merged_lora_block(std::vector<data::Hdf5File>& files, const std::string& dataset,
+                                const models::ParameterSlice& block, const std::vector<int64_t>& shape,
+                                double scale, const std::string& dir) {
+  auto numel = [](const std::vector<int64_t>& s) {
+    return std::accumulate(s.begin(), s.end(), int64_t{1}, std::multiplies<int64_t>());
+  };
+  auto read_block = [&](const std::string& name, const models::ParameterSlice& b, const std::vector<int64_t>& s) {
+    auto host = torch::empty({numel(s)}, torch::kFloat32);
+    read_pieces(files, name, b, s, 0, numel(s), host, dir);
+    return host.view(s);
+  };
+  auto global_shape = [&](const std::string& name) {
+    for (auto& f : files) {
+      if (f.exists(name)) return f.attr_ints(name, "global_shape");
+    }
+    throw CheckpointError(dir + ": missing " + name);
+  };
+  const std::string a_name = lora_dataset(dataset, "A"), b_name = lora_dataset(dataset, "B");
+  const auto a_global = global_shape(a_name), b_global = global_shape(b_name);
+  const size_t d = shape.size();
+  if (a_global.size() != d || b_global.size() != d || d < 2) {
+    throw CheckpointError(dir + ": " + a_name + " does not match " + dataset);
+  }
+  const int64_t r = a_global[d - 2];
+  // B: the weight's rows (all r columns); A: its columns (all r rows).
+  models::ParameterSlice b_block{b_global, block.start}, a_block{a_global, block.start};
+  std::vector<int64_t> b_shape = shape, a_shape = shape;
+  b_block.start[d - 1] = 0;
+  b_shape[d - 1] = r;
+  a_block.start[d - 2] = 0;
+  a_shape[d - 2] = r;
+  const torch::Tensor w = read_block(dataset, block, shape);
+  return w + scale * torch::matmul(read_block(b_name, b_block, b_shape), read_block(a_name, a_block, a_shape));
+}
+
 }  // namespace
 
-LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& params,
-                                 optim::AdamW* optimizer, int64_t rank, const models::ParameterSlices* slices) {
+nlohmann::json read_checkpoint_meta(const std::string& dir) {
   const fs::path meta_path = fs::path(dir) / "meta.json";
-  if (!fs::is_regular_file(meta_path)) {
-    throw CheckpointError("checkpoint " + dir + " is incomplete (no meta.json)");
-  }
-  LoadedCheckpoint loaded;
-  std::vector<std::string> file_names;
+  if (!fs::is_regular_file(meta_path)) throw CheckpointError("checkpoint " + dir + " is incomplete (no meta.json)");
   try {
     std::ifstream in(meta_path);
-    loaded.meta = nlohmann::json::parse(in);
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(meta_path.string() + ": malformed: " + e.what());
+  }
+}
+
+double checkpoint_lora_scale(const std::string& dir) {
+  const nlohmann::json meta = read_checkpoint_meta(dir);
+  if (!meta.contains("config") || !meta["config"].is_string()) return 0;
+  const Config config = load_config_text(meta["config"].get<std::string>(), dir + "/meta.json (config)");
+  return config.finetune.mode == FinetuneMode::Lora ? config.lora.scale() : 0;
+}
+
+int64_t checkpoint_phase(const std::string& dir) {
+  const nlohmann::json meta = read_checkpoint_meta(dir);
+  if (!meta.contains("phase") || !meta["phase"].is_object()) return -1;
+  return meta["phase"].value("index", int64_t{-1});
+}
+
+LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& params,
+                                 optim::AdamW* optimizer, int64_t rank, const models::ParameterSlices* slices,
+                                 const ExtraWeights& extra) {
+  const fs::path meta_path = fs::path(dir) / "meta.json";
+  LoadedCheckpoint loaded;
+  loaded.meta = read_checkpoint_meta(dir);
+  std::vector<std::string> file_names;
+  try {
     loaded.step = loaded.meta.at("step").get<int64_t>();
     const auto& ls = loaded.meta.at("loss_scale");
     loaded.scaler.scale = ls.at("scale").get<double>();
@@ -364,14 +447,37 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& 
     files.emplace_back(path.string(), data::Hdf5File::Mode::Read);
   }
   torch::NoGradGuard no_grad;
+  auto stored_anywhere = [&files](const std::string& dataset) {
+    return std::any_of(files.begin(), files.end(), [&](data::Hdf5File& f) { return f.exists(dataset); });
+  };
+  // Elements [begin, end) of this rank's flattened block of a weight, with
+  // the checkpoint's LoRA adapter folded in when asked to and it has one.
+  auto read_weight = [&](const std::string& name, const models::ParameterSlice& block,
+                         const std::vector<int64_t>& shape, int64_t begin, int64_t end, torch::Tensor host) {
+    const std::string dataset = "model/" + name;
+    const bool merge = extra.merge_lora_scale > 0 && !models::is_lora_parameter(name) &&
+                       stored_anywhere(lora_dataset(dataset, "A"));
+    if (!merge) {
+      read_pieces(files, dataset, block, shape, begin, end, host, dir);
+      return;
+    }
+    host.copy_(merged_lora_block(files, dataset, block, shape, extra.merge_lora_scale, dir).view(-1).narrow(0, begin, end - begin));
+  };
   const auto device = params.master().device();
   for (const auto& e : params.entries()) {
     const auto piece = params.local_piece(e);
     const int64_t len = piece.end - piece.begin;
     if (len == 0) continue;
+    if (extra.adapters_may_be_absent && models::is_lora_parameter(e.name) && !stored_anywhere("model/" + e.name)) {
+      continue;
+    }
     auto load = [&](const std::string& group, torch::Tensor& buffer) {
       auto host = torch::empty({len}, torch::kFloat32);
-      read_pieces(files, group + e.name, block_of(e, slices), e.shape, piece.begin, piece.end, host, dir);
+      if (group == "model/") {
+        read_weight(e.name, block_of(e, slices), e.shape, piece.begin, piece.end, host);
+      } else {
+        read_pieces(files, group + e.name, block_of(e, slices), e.shape, piece.begin, piece.end, host, dir);
+      }
       buffer.narrow(0, piece.master_offset, len).copy_(host.to(device));
     };
     load("model/", params.master());
@@ -379,6 +485,12 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& 
       load("optim/exp_avg/", optimizer->exp_avg());
       load("optim/exp_avg_sq/", optimizer->exp_avg_sq());
     }
+  }
+  for (const auto& [name, tensor] : extra.frozen) {
+    const std::vector<int64_t> shape(tensor.sizes().begin(), tensor.sizes().end());
+    auto host = torch::empty({tensor.numel()}, torch::kFloat32);
+    read_weight(name, block_of(name, shape, slices), shape, 0, tensor.numel(), host);
+    tensor.detach().copy_(host.view(tensor.sizes()).to(tensor.device(), tensor.scalar_type()));
   }
   if (optimizer) {
     for (auto& file : files) {

@@ -27,6 +27,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "models/model_parallelism.h"
@@ -58,6 +59,10 @@ struct CheckpointContents {
   // the others are replicas another rank writes.
   std::function<bool(const optim::FlatParameterEntry&)> writes_entry;
   const optim::FlatParameters* params = nullptr;
+  // With write_state: parameters the optimizer does not own (frozen ones:
+  // LoRA's base weights, finetune.freeze), this rank's blocks of those it
+  // writes, as `model/<name>` (weights only, fp32).
+  std::vector<std::pair<std::string, torch::Tensor>> frozen;
   const optim::AdamW* optimizer = nullptr;
   optim::LossScalerState scaler;
   torch::Tensor rng_state;       // uint8 CPU generator state
@@ -101,8 +106,33 @@ struct LoadedCheckpoint {
 // the rank file whose RNG state is returned. `slices` (TP) says which block of
 // each split parameter this rank holds; the checkpoint must hold that block
 // (the same tensor-parallel layout).
+//
+// `extra` covers parameters outside `params` and LoRA's cases (see below).
+struct ExtraWeights {
+  // This rank's blocks of the frozen parameters (compute dtype, any device),
+  // filled from `model/<name>` like the trainable ones.
+  std::vector<std::pair<std::string, torch::Tensor>> frozen;
+  // LoRA adapters (models::is_lora_parameter) the checkpoint does not hold
+  // keep their values (a LoRA run started from a checkpoint without them).
+  bool adapters_may_be_absent = false;
+  // > 0: the checkpoint holds LoRA adapters the model does not have (a full
+  // fine-tune after a LoRA one); each adapted weight is loaded as
+  // W + merge_lora_scale * B A, block by block, whatever the layouts.
+  double merge_lora_scale = 0;
+};
 LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& params,
                                  optim::AdamW* optimizer, int64_t rank = 0,
-                                 const models::ParameterSlices* slices = nullptr);
+                                 const models::ParameterSlices* slices = nullptr, const ExtraWeights& extra = {});
+
+// A checkpoint's meta.json. Throws CheckpointError when missing or malformed.
+nlohmann::json read_checkpoint_meta(const std::string& dir);
+
+// The LoRA scale a checkpoint's run trained with (from its recorded config):
+// 0 when it was not a LoRA run.
+double checkpoint_lora_scale(const std::string& dir);
+
+// The index of the phase (Config::phases) that wrote a checkpoint; -1 for a
+// run without phases.
+int64_t checkpoint_phase(const std::string& dir);
 
 }  // namespace moetrain::trainer

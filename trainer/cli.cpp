@@ -102,8 +102,7 @@ int cmd_train(int argc, char** argv) {
   train_options.output_dir = output_dir;
   train_options.resume = resume;
   train_options.init_from = init_from;
-  Trainer trainer(config, world);
-  return trainer.run(train_options);
+  return train_run(config, world, train_options);
 }
 
 int cmd_tokenize(int argc, char** argv) {
@@ -215,7 +214,10 @@ int cmd_export(int argc, char** argv) {
       ("dtype", po::value(&o.dtype)->default_value(o.dtype), "fp32, bf16 or fp16")
       ("tokenizer", po::value(&o.tokenizer), "SentencePiece model to ship (default: the one the run's config names)")
       ("max-shard-bytes", po::value(&o.max_shard_bytes)->default_value(o.max_shard_bytes),
-       "split model.safetensors into shards of at most this many bytes, with an index");
+       "split model.safetensors into shards of at most this many bytes, with an index")
+      ("format", po::value(&o.format)->default_value(o.format),
+       "auto, moetrain or nllb-moe: parameter names and config.json (auto: NLLB-MoE's when the architecture is "
+       "NLLB-MoE's)");
   const auto vm = parse_command_line(argc, argv, options, "export");
   if (vm.count("help")) return 0;
   if (o.checkpoint.empty() || o.out.empty()) throw UsageError("export: --checkpoint DIR and --out DIR are required");
@@ -223,9 +225,11 @@ int cmd_export(int argc, char** argv) {
   if (o.max_shard_bytes < 1) throw UsageError("export: --max-shard-bytes must be positive");
   const ExportSummary s = export_checkpoint(o);
   std::cout << "exported " << s.checkpoint << " (step " << s.step << "): " << s.tensors << " tensors, "
-            << s.parameters << " parameters, " << s.bytes << " bytes as " << o.dtype << " -> " << o.out << ":";
+            << s.parameters << " parameters, " << s.bytes << " bytes as " << o.dtype << " with " << s.format
+            << " names -> " << o.out << ":";
   for (const auto& f : s.files) std::cout << " " << f;
   std::cout << std::endl;
+  if (!s.format_reason.empty()) std::cout << "not in the nllb-moe format: " << s.format_reason << std::endl;
   return 0;
 }
 

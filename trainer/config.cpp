@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -24,7 +25,8 @@ const Choices<models::NormType> kNorms = {{"layernorm", models::NormType::LayerN
                                           {"rmsnorm", models::NormType::RMSNorm}};
 const Choices<models::PositionType> kPositions = {{"sinusoidal", models::PositionType::Sinusoidal},
                                                   {"learned", models::PositionType::Learned},
-                                                  {"rotary", models::PositionType::Rotary}};
+                                                  {"rotary", models::PositionType::Rotary},
+                                                  {"sinusoidal_fairseq", models::PositionType::SinusoidalFairseq}};
 const Choices<models::AttentionType> kAttention = {{"global", models::AttentionType::Global},
                                                    {"local", models::AttentionType::Local},
                                                    {"dynamic", models::AttentionType::Dynamic}};
@@ -38,6 +40,62 @@ const Choices<data::Objective> kObjectives = {{"span_corruption", data::Objectiv
                                               {"seq2seq", data::Objective::Seq2Seq}};
 const Choices<FinetuneMode> kFinetuneModes = {{"full", FinetuneMode::Full},
                                               {"lora", FinetuneMode::Lora}};
+
+// The sections a phase may set (see PhaseConfig), each visited alike at the
+// top level and in a phase.
+template <class V>
+void visit_optim(V& s, optim::OptimConfig& o) {
+  s.field("lr", o.lr);
+  s.field("min_lr", o.min_lr);
+  s.field("beta1", o.beta1);
+  s.field("beta2", o.beta2);
+  s.field("eps", o.eps);
+  s.field("weight_decay", o.weight_decay);
+  s.field("decay_norms_and_biases", o.decay_norms_and_biases);
+  s.field("decay_embeddings", o.decay_embeddings);
+  s.field("warmup_steps", o.warmup_steps);
+  s.choice("schedule", o.schedule, kSchedules);
+  s.field("decay_steps", o.decay_steps);
+  s.field("grad_clip", o.grad_clip);
+  s.done();
+}
+
+template <class V>
+void visit_data(V& s, data::DataConfig& d) {
+  s.field("train", d.train);
+  s.records("mixture", d.mixture, [](V& e, data::MixtureEntry& m) {
+    e.field("path", m.path);
+    e.field("weight", m.weight);
+    e.field("name", m.name);
+    e.done();
+  });
+  s.field("valid", d.valid);
+  s.field("tokenizer", d.tokenizer);
+  s.choice("objective", d.objective, kObjectives);
+  s.field("src_len", d.src_len);
+  s.field("tgt_len", d.tgt_len);
+  s.field("noise_density", d.noise_density);
+  s.field("mean_noise_span", d.mean_noise_span);
+  s.field("shuffle", d.shuffle);
+  s.done();
+}
+
+template <class V>
+void visit_finetune(V& s, FinetuneConfig& f) {
+  s.choice("mode", f.mode, kFinetuneModes);
+  s.field("freeze", f.freeze);
+  s.done();
+}
+
+template <class V>
+void visit_lora(V& s, LoraConfig& l) {
+  s.field("r", l.r);
+  s.field("alpha", l.alpha);
+  s.field("dropout", l.dropout);
+  s.field("targets", l.targets);
+  s.field("rslora", l.rslora);
+  s.done();
+}
 
 // Every key of the config, listed once. A Visitor either reads a YAML tree
 // into the struct (ConfigReader) or writes the struct out (ConfigWriter).
@@ -113,20 +171,7 @@ void visit_config(V& root, Config& c) {
   }
   {
     V s = root.section("optim");
-    auto& o = c.optim;
-    s.field("lr", o.lr);
-    s.field("min_lr", o.min_lr);
-    s.field("beta1", o.beta1);
-    s.field("beta2", o.beta2);
-    s.field("eps", o.eps);
-    s.field("weight_decay", o.weight_decay);
-    s.field("decay_norms_and_biases", o.decay_norms_and_biases);
-    s.field("decay_embeddings", o.decay_embeddings);
-    s.field("warmup_steps", o.warmup_steps);
-    s.choice("schedule", o.schedule, kSchedules);
-    s.field("decay_steps", o.decay_steps);
-    s.field("grad_clip", o.grad_clip);
-    s.done();
+    visit_optim(s, c.optim);
   }
   {
     V s = root.section("train");
@@ -145,17 +190,7 @@ void visit_config(V& root, Config& c) {
   }
   {
     V s = root.section("data");
-    auto& d = c.data;
-    s.field("train", d.train);
-    s.field("valid", d.valid);
-    s.field("tokenizer", d.tokenizer);
-    s.choice("objective", d.objective, kObjectives);
-    s.field("src_len", d.src_len);
-    s.field("tgt_len", d.tgt_len);
-    s.field("noise_density", d.noise_density);
-    s.field("mean_noise_span", d.mean_noise_span);
-    s.field("shuffle", d.shuffle);
-    s.done();
+    visit_data(s, c.data);
   }
   {
     V s = root.section("checkpoint");
@@ -170,19 +205,38 @@ void visit_config(V& root, Config& c) {
   }
   {
     V s = root.section("finetune");
-    s.choice("mode", c.finetune.mode, kFinetuneModes);
-    s.field("freeze", c.finetune.freeze);
-    s.done();
+    visit_finetune(s, c.finetune);
   }
   {
     V s = root.section("lora");
-    s.field("r", c.lora.r);
-    s.field("alpha", c.lora.alpha);
-    s.field("dropout", c.lora.dropout);
-    s.field("targets", c.lora.targets);
-    s.field("rslora", c.lora.rslora);
-    s.done();
+    visit_lora(s, c.lora);
   }
+  // Phases start from the run's own sections (read above) and change what
+  // they name.
+  root.records(
+      "phases", c.phases,
+      [](V& e, PhaseConfig& p) {
+        e.field("name", p.name);
+        e.field("steps", p.steps);
+        {
+          V s = e.section("finetune");
+          visit_finetune(s, p.finetune);
+        }
+        {
+          V s = e.section("lora");
+          visit_lora(s, p.lora);
+        }
+        {
+          V s = e.section("optim");
+          visit_optim(s, p.optim);
+        }
+        {
+          V s = e.section("data");
+          visit_data(s, p.data);
+        }
+        e.done();
+      },
+      PhaseConfig{"", 0, c.finetune, c.lora, c.optim, c.data});
   root.done();
 }
 
@@ -246,6 +300,24 @@ class ConfigReader {
       if (!n.IsSequence()) fail(join(key), "expected a list of strings", n);
       out.clear();
       for (const auto& item : n) out.push_back(convert<std::string>(item, key, "a string"));
+    });
+  }
+  // A list of mappings, item i read into one T by visit(reader, value) and
+  // named key[i] in errors (e.g. data.mixture[1].weight).
+  // Each item starts as a copy of `prototype`.
+  template <class T, class F>
+  void records(const std::string& key, std::vector<T>& out, F&& visit, const T& prototype = T{}) {
+    read(key, [&](const YAML::Node& n) {
+      if (!n.IsSequence()) fail(join(key), "expected a list of mappings", n);
+      out.clear();
+      for (size_t i = 0; i < n.size(); ++i) {
+        const std::string item = join(key) + "[" + std::to_string(i) + "]";
+        if (ctx_->source) ctx_->source->locations[item] = location(item, n[i]);
+        ConfigReader reader(n[i], item, ctx_);
+        T value = prototype;
+        visit(reader, value);
+        out.push_back(std::move(value));
+      }
     });
   }
   template <class E>
@@ -312,7 +384,7 @@ class ConfigReader {
   std::string location(const std::string& path, const YAML::Node& n) const {
     // A key set (or a section created) by --set is located by that flag.
     for (const auto& [key, text] : ctx_->overrides) {
-      if (key == path || key.rfind(path + ".", 0) == 0) return "--set " + text;
+      if (key == path || key.rfind(path + ".", 0) == 0 || path.rfind(key + "[", 0) == 0) return "--set " + text;
     }
     return ctx_->file + ":" + std::to_string(n.Mark().line + 1);
   }
@@ -339,6 +411,17 @@ class ConfigWriter {
   template <class T>
   void field(const std::string& key, const T& value) {
     node_[key] = value;
+  }
+  template <class T, class F>
+  void records(const std::string& key, std::vector<T>& values, F&& visit, const T& = T{}) {
+    YAML::Node list(YAML::NodeType::Sequence);
+    for (auto& value : values) {
+      YAML::Node item(YAML::NodeType::Map);
+      ConfigWriter writer(item);
+      visit(writer, value);
+      list.push_back(item);
+    }
+    node_[key] = list;
   }
   template <class E>
   void choice(const std::string& key, const E& value, const Choices<E>& choices) {
@@ -422,6 +505,27 @@ Config config_from_yaml(YAML::Node root, const std::string& origin, const std::v
   Config config;
   ConfigReader reader(root, "", &ctx);
   visit_config(reader, config);
+  const YAML::Node& read_root = root;
+  int64_t total_steps = 0;
+  for (size_t i = 0; i < config.phases.size(); ++i) {
+    auto& phase = config.phases[i];
+    if (phase.name.empty()) phase.name = "phase" + std::to_string(i);
+    total_steps += phase.steps;
+    // A phase that names one kind of training data drops the other.
+    const YAML::Node data = read_root["phases"][i]["data"];
+    if (data.IsMap() && data["mixture"]) {
+      phase.data.train.clear();
+    } else if (data.IsMap() && data["train"]) {
+      phase.data.mixture.clear();
+    }
+  }
+  // With phases the run ends with the last one, or at train.max_steps when
+  // that comes first.
+  const YAML::Node train = read_root["train"];
+  if (!config.phases.empty()) {
+    const bool given = train.IsMap() && train["max_steps"];
+    config.train.max_steps = given ? std::min(config.train.max_steps, total_steps) : total_steps;
+  }
   return config;
 }
 
@@ -464,6 +568,24 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     }
   }
   return config_from_yaml(root, path, overrides, ctx);
+}
+
+int64_t phase_start(const Config& config, size_t i) {
+  int64_t start = 0;
+  for (size_t j = 0; j < i && j < config.phases.size(); ++j) start += config.phases[j].steps;
+  return start;
+}
+
+Config phase_config(const Config& config, size_t i) {
+  const PhaseConfig& phase = config.phases.at(i);
+  Config c = config;
+  c.finetune = phase.finetune;
+  c.lora = phase.lora;
+  c.optim = phase.optim;
+  c.data = phase.data;
+  c.train.max_steps = std::min(config.train.max_steps, phase_start(config, i) + phase.steps);
+  c.phases.clear();
+  return c;
 }
 
 std::string config_to_yaml(const Config& config) {
@@ -509,6 +631,9 @@ void validate_config(const Config& c, int64_t world_size, const ConfigSource& sr
   auto require = [&](bool ok, const std::string& key, const std::string& what) {
     if (!ok) throw ConfigError(key + ": " + what + src.where(key));
   };
+  for (size_t i = 0; i < c.phases.size(); ++i) {
+    require(c.phases[i].steps >= 1, "phases[" + std::to_string(i) + "].steps", "must be at least 1");
+  }
   const auto& m = c.model;
   require(m.vocab_size >= 0, "model.vocab_size", "must be >= 0 (0: from the tokenizer)");
   require(m.d_model > 0, "model.d_model", "must be positive");
@@ -517,6 +642,8 @@ void validate_config(const Config& c, int64_t world_size, const ConfigSource& sr
           std::to_string(m.n_heads) + " heads do not divide d_model = " + std::to_string(m.d_model));
   require(m.position != models::PositionType::Rotary || m.head_dim() % 2 == 0, "model.position",
           "rotary positions need an even head dimension (d_model / n_heads)");
+  require(m.position != models::PositionType::SinusoidalFairseq || m.d_model >= 4, "model.position",
+          "sinusoidal_fairseq positions need d_model >= 4");
   require(m.d_ff > 0, "model.d_ff", "must be positive");
   require(m.encoder_layers >= 1, "model.encoder_layers", "must be at least 1");
   require(m.decoder_layers >= 1, "model.decoder_layers", "must be at least 1");
@@ -618,8 +745,37 @@ void validate_config(const Config& c, int64_t world_size, const ConfigSource& sr
   require(ls.min > 0 && ls.min <= ls.initial, "precision.loss_scale.min", "must be in (0, initial]");
 
   const auto& d = c.data;
-  require(!d.train.empty(), "data.train", "is required (a directory written by `moetrain tokenize`)");
-  require(path_exists(d.train), "data.train", "no such file or directory: " + d.train);
+  if (d.mixture.empty()) {
+    // `mixture: []` is what config_to_yaml writes beside a data.train.
+    require(!d.train.empty() || !src.locations.count("data.mixture"), "data.mixture",
+            "is empty (list datasets as {path: DIR, weight: W}, or give data.train)");
+    require(!d.train.empty(), "data.train",
+            "is required (a directory written by `moetrain tokenize`), or data.mixture (datasets with weights)");
+    require(path_exists(d.train), "data.train", "no such file or directory: " + d.train);
+  } else {
+    require(d.train.empty(), "data.mixture",
+            "give either data.train or data.mixture, not both (data.train is " + d.train + ")");
+    // An item's error is located at its field when given, else at the item.
+    auto require_item = [&](bool ok, const std::string& item, const std::string& field, const std::string& what) {
+      const std::string key = item + "." + field;
+      if (!ok) throw ConfigError(key + ": " + what + src.where(src.locations.count(key) ? key : item));
+    };
+    std::map<std::string, std::string> names;  // name -> the item that has it
+    for (size_t i = 0; i < d.mixture.size(); ++i) {
+      const auto& e = d.mixture[i];
+      const std::string item = "data.mixture[" + std::to_string(i) + "]";
+      require_item(!e.path.empty(), item, "path", "is required (a directory written by `moetrain tokenize`)");
+      require_item(path_exists(e.path), item, "path", "no such file or directory: " + e.path);
+      std::ostringstream weight;
+      weight << e.weight;
+      require_item(e.weight > 0 && std::isfinite(e.weight), item, "weight",
+                   "must be a positive number, got " + weight.str());
+      const std::string name = data::mixture_entry_name(e);
+      const auto [it, fresh] = names.emplace(name, item);
+      require_item(fresh, item, "name",
+                   "'" + name + "' is also the name of " + it->second + " (give each dataset its own name)");
+    }
+  }
   require(d.valid.empty() || path_exists(d.valid), "data.valid", "no such file or directory: " + d.valid);
   require(d.tokenizer.empty() || std::filesystem::is_regular_file(d.tokenizer), "data.tokenizer",
           "no such file: " + d.tokenizer);
@@ -633,8 +789,34 @@ void validate_config(const Config& c, int64_t world_size, const ConfigSource& sr
   require(c.checkpoint.every >= 0, "checkpoint.every", "must be >= 0");
   require(c.checkpoint.keep >= 0, "checkpoint.keep", "must be >= 0 (0 keeps all)");
   require(c.log.every >= 1, "log.every", "must be at least 1");
-  require(c.finetune.mode == FinetuneMode::Full, "finetune.mode", "lora is not supported yet (use full)");
   require(c.lora.r >= 1, "lora.r", "must be at least 1");
+  require(c.finetune.mode != FinetuneMode::Lora || !c.lora.targets.empty(), "lora.targets",
+          "must name at least one layer kind");
+  for (const auto& target : c.lora.targets) {
+    const auto& known = models::lora_target_names();
+    std::string list;
+    for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+    require(std::find(known.begin(), known.end(), target) != known.end(), "lora.targets",
+            "unknown target '" + target + "' (one of: " + list + ")");
+  }
+  require(c.finetune.mode != FinetuneMode::Lora || c.finetune.freeze.empty(), "finetune.freeze",
+          "applies to full fine-tuning only (with LoRA every base weight is frozen)");
+
+  // Phases: each one's config must hold on its own; errors name the phase
+  // and the key's line in it.
+  for (size_t i = 0; i < c.phases.size(); ++i) {
+    const std::string prefix = "phases[" + std::to_string(i) + "].";
+    ConfigSource phase_source = src;
+    for (const auto& [key, where] : src.locations) {
+      if (key.rfind(prefix, 0) == 0) phase_source.locations[key.substr(prefix.size())] = where;
+    }
+    if (phase_start(c, i) >= t.max_steps) break;  // after the run's last step
+    try {
+      validate_config(phase_config(c, i), world_size, phase_source);
+    } catch (const ConfigError& e) {
+      throw ConfigError("phases[" + std::to_string(i) + "] (" + c.phases[i].name + "): " + e.what());
+    }
+  }
   require(c.lora.alpha > 0, "lora.alpha", "must be positive");
   require(c.lora.dropout >= 0 && c.lora.dropout < 1, "lora.dropout", "must be in [0, 1)");
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "data/data_config.h"
+#include "models/lora.h"
 #include "models/model_config.h"
 #include "optim/optim_config.h"
 #include "parallel/parallel_config.h"
@@ -64,12 +65,20 @@ struct FinetuneConfig {
   std::vector<std::string> freeze;  // parameter-name substrings kept frozen
 };
 
-struct LoraConfig {
-  int64_t r = 8;
-  double alpha = 16.0;
-  double dropout = 0.0;
-  std::vector<std::string> targets = {"q_proj", "v_proj"};
-  bool rslora = false;
+// lora.{r, alpha, dropout, targets, rslora}: see models/lora.h.
+using LoraConfig = models::LoraConfig;
+
+// One phase of a run (the `phases:` list): `steps` optimizer steps with its
+// own fine-tuning mode, LoRA settings, optimizer settings (a fresh optimizer,
+// its learning-rate schedule over the phase) and data (a fresh data position
+// at the phase's first step). Sections a phase does not name are the run's.
+struct PhaseConfig {
+  std::string name;   // default "phase<i>"
+  int64_t steps = 0;
+  FinetuneConfig finetune;
+  LoraConfig lora;
+  optim::OptimConfig optim;
+  data::DataConfig data;
 };
 
 struct Config {
@@ -83,7 +92,18 @@ struct Config {
   LogConfig log;
   FinetuneConfig finetune;
   LoraConfig lora;
+  // Empty: one phase, the sections above. Otherwise the run is these phases
+  // in order, and train.max_steps defaults to their total.
+  std::vector<PhaseConfig> phases;
 };
+
+// The first step of phase i (the sum of the earlier phases' steps).
+int64_t phase_start(const Config& config, size_t i);
+
+// The config phase i trains with: the run's, with the phase's sections,
+// train.max_steps at the phase's last step (or the run's max_steps when that
+// comes first) and no phases.
+Config phase_config(const Config& config, size_t i);
 
 // Where a config came from, so that cross-field errors can name file:line.
 struct ConfigSource {

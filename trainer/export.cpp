@@ -10,10 +10,12 @@
 #include "data/atomic_file.h"
 #include "data/batch_source.h"
 #include "data/safetensors.h"
+#include "data/tokenizer.h"
 #include "models/seq2seq_transformer.h"
 #include "optim/flat_parameters.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
+#include "trainer/nllb_moe_export.h"
 
 namespace fs = std::filesystem;
 
@@ -56,6 +58,20 @@ const char* torch_dtype_name(torch::ScalarType dtype) {
   return dtype == torch::kBFloat16 ? "bfloat16" : dtype == torch::kFloat16 ? "float16" : "float32";
 }
 
+// Whether to write the nllb-moe format (see ExportOptions::format); `reason`
+// says why not when auto falls back to moetrain's.
+bool use_nllb_moe_format(const std::string& format, const models::ModelConfig& model,
+                         const data::SpecialTokens& special, std::string* reason) {
+  if (format == "moetrain") return false;
+  std::string why;
+  const bool compatible = nllb_moe_compatible(model, &why, &special);
+  if (format == "nllb-moe" && !compatible) {
+    throw ConfigError("export: --format nllb-moe: the model is not NLLB-MoE-compatible: " + why);
+  }
+  if (!compatible) *reason = why;
+  return compatible;
+}
+
 }  // namespace
 
 CheckpointModel load_checkpoint_model(const std::string& checkpoint, const std::string& tokenizer,
@@ -91,6 +107,7 @@ CheckpointModel load_checkpoint_model(const std::string& checkpoint, const std::
   // The whole model, filled from the checkpoint's pieces.
   torch::NoGradGuard no_grad;
   m.model = models::Seq2SeqTransformer(m.config.model);
+  if (m.config.finetune.mode == FinetuneMode::Lora) m.model->add_lora(m.config.lora);
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (const auto& item : m.model->named_parameters(/*recurse=*/true)) named.emplace_back(item.key(), item.value());
   optim::FlatParameters params(named, torch::kFloat32, [](const std::string&, const torch::Tensor&) { return false; });
@@ -102,12 +119,18 @@ CheckpointModel load_checkpoint_model(const std::string& checkpoint, const std::
 
 ExportSummary export_checkpoint(const ExportOptions& options) {
   const torch::ScalarType dtype = export_dtype(options.dtype);
+  if (options.format != "auto" && options.format != "moetrain" && options.format != "nllb-moe") {
+    throw ConfigError("export: --format '" + options.format + "' is not one of: auto, moetrain, nllb-moe");
+  }
   const CheckpointModel m = load_checkpoint_model(options.checkpoint, options.tokenizer);
   const Config& config = m.config;
   const std::string& tokenizer = m.tokenizer;
   ExportSummary summary;
   summary.checkpoint = m.checkpoint;
   summary.step = m.step;
+  const data::SpecialTokens special = data::Tokenizer::load(tokenizer).special_tokens();
+  const bool nllb = use_nllb_moe_format(options.format, config.model, special, &summary.format_reason);
+  summary.format = nllb ? "nllb-moe" : "moetrain";
   torch::NoGradGuard no_grad;
   data::NamedTensors tensors;
   for (const auto& item : m.model->named_parameters(/*recurse=*/true)) {
@@ -116,21 +139,27 @@ ExportSummary export_checkpoint(const ExportOptions& options) {
     summary.parameters += param.numel();
     summary.bytes += static_cast<int64_t>(tensors.back().second.nbytes());
   }
+  if (nllb) tensors = to_nllb_moe_names(tensors, config.model);
   summary.tensors = static_cast<int64_t>(tensors.size());
 
   fs::create_directories(options.out);
   summary.files = data::write_safetensors_sharded(options.out, "model", tensors, options.max_shard_bytes,
                                                   {{"format", "pt"}});
 
-  nlohmann::ordered_json cfg = {{"model_type", "moetrain"},
-                                {"architectures", {"MoetrainSeq2SeqMoE"}},
-                                {"torch_dtype", torch_dtype_name(dtype)},
-                                {"tie_word_embeddings", config.model.tie_embeddings},
-                                {"vocab_size", config.model.vocab_size}};
-  const YAML::Node full = YAML::Load(config_to_yaml(config));
-  const nlohmann::ordered_json model_section = yaml_to_json(full["model"]);
-  for (const auto& [key, value] : model_section.items()) {
-    if (!cfg.contains(key)) cfg[key] = value;
+  nlohmann::ordered_json cfg;
+  if (nllb) {
+    cfg = nllb_moe_config_json(config.model, special, torch_dtype_name(dtype));
+  } else {
+    cfg = {{"model_type", "moetrain"},
+           {"architectures", {"MoetrainSeq2SeqMoE"}},
+           {"torch_dtype", torch_dtype_name(dtype)},
+           {"tie_word_embeddings", config.model.tie_embeddings},
+           {"vocab_size", config.model.vocab_size}};
+    const YAML::Node full = YAML::Load(config_to_yaml(config));
+    const nlohmann::ordered_json model_section = yaml_to_json(full["model"]);
+    for (const auto& [key, value] : model_section.items()) {
+      if (!cfg.contains(key)) cfg[key] = value;
+    }
   }
   cfg["moetrain_step"] = summary.step;
   data::write_file_atomically((fs::path(options.out) / "config.json").string(), cfg.dump(2) + "\n");

@@ -7,6 +7,11 @@
 //   config.json: the model's architecture (moetrain's model section as JSON,
 //     with model_type "moetrain", torch_dtype and tie_word_embeddings);
 //   tokenizer.model: the run's SentencePiece model.
+// In the nllb-moe format (--format nllb-moe, or auto for a model with
+// NLLB-MoE's architecture: trainer/nllb_moe_export.h) the weights carry
+// NLLB-MoE's names, experts one tensor each, and config.json is NLLB-MoE's,
+// so transformers' NllbMoeForConditionalGeneration.from_pretrained loads the
+// folder.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +46,10 @@ struct ExportOptions {
   std::string dtype = "fp32";  // fp32 | bf16 | fp16
   std::string tokenizer;   // empty: the one the checkpoint's config names
   int64_t max_shard_bytes = 5'000'000'000;
+  // moetrain | nllb-moe | auto (nllb-moe when the model is nllb_moe_compatible,
+  // else moetrain). nllb-moe for another architecture is a ConfigError naming
+  // the first mismatch.
+  std::string format = "auto";
 };
 
 struct ExportSummary {
@@ -50,6 +59,8 @@ struct ExportSummary {
   int64_t parameters = 0;
   int64_t bytes = 0;                 // tensor bytes written
   std::vector<std::string> files;    // under out
+  std::string format;                // the names and config.json written: moetrain or nllb-moe
+  std::string format_reason;         // auto and moetrain written: why not nllb-moe
 };
 
 // Throws ConfigError / CheckpointError / std::runtime_error naming what is

@@ -50,11 +50,14 @@ bool decays(const optim::OptimConfig& cfg, const std::string& name, const torch:
   return true;
 }
 
-bool is_frozen(const FinetuneConfig& cfg, const std::string& name) {
-  for (const auto& pattern : cfg.freeze) {
-    if (name.find(pattern) != std::string::npos) return true;
+// LoRA trains the adapters alone; full fine-tuning everything but the
+// parameters finetune.freeze names.
+bool is_trainable(const Config& cfg, const std::string& name) {
+  if (cfg.finetune.mode == FinetuneMode::Lora) return models::is_lora_parameter(name);
+  for (const auto& pattern : cfg.finetune.freeze) {
+    if (name.find(pattern) != std::string::npos) return false;
   }
-  return false;
+  return true;
 }
 
 }  // namespace
@@ -69,8 +72,11 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
-Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
-    : config_(std::move(config)), world_(std::move(world)), device_(select_device(config_.train.device)) {
+Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world, PhaseInfo phase)
+    : config_(std::move(config)),
+      phase_(std::move(phase)),
+      world_(std::move(world)),
+      device_(select_device(config_.train.device)) {
   if (config_.model.vocab_size <= 0) {
     throw ConfigError("model.vocab_size must be known before the model is built");
   }
@@ -112,9 +118,17 @@ Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
   // do not draw the same masks).
   torch::manual_seed(config_.train.seed);
   model_ = models::Seq2SeqTransformer(config_.model);
+  if (config_.finetune.mode == FinetuneMode::Lora) {
+    try {
+      lora_projections_ = model_->add_lora(config_.lora);
+    } catch (const std::invalid_argument& e) {
+      throw ConfigError(std::string("lora.targets: ") + e.what());
+    }
+  }
   if (pp_rank > 0) torch::manual_seed(config_.train.seed + 1000003 * static_cast<uint64_t>(pp_rank));
   for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
-    if (!is_frozen(config_.finetune, item.key())) model_numel_ += item.value().numel();
+    total_numel_ += item.value().numel();
+    if (is_trainable(config_, item.key())) model_numel_ += item.value().numel();
   }
   // Stages from the whole model's parameter counts (the same on every rank).
   stage_starts_ = resolve_pp_cuts(config_);
@@ -131,8 +145,10 @@ Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
     model_->parallelize({tp_comm_.get(), tp_rng_.get(), ep_comm_.get()});
   }
   // A stage keeps only the parameters its units use: the others are freed
-  // and never reach the optimizer. (Module::to below moves the kept ones in
-  // place, so the handles in `named` stay the model's parameters.)
+  // and never reach the optimizer. Frozen parameters stay in the model, in
+  // the compute dtype, with no gradient, master copy or optimizer state.
+  // (Module::to below moves the kept ones in place, so the handles in
+  // `named` and frozen_ stay the model's parameters.)
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (auto& item : model_->named_parameters(/*recurse=*/true)) {
     if (!model_->pipeline_units_use(stage_begin_, stage_end_, item.key())) {
@@ -140,10 +156,18 @@ Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
       item.value().set_data(torch::empty({0}, item.value().options()));
       continue;
     }
-    if (is_frozen(config_.finetune, item.key())) item.value().set_requires_grad(false);
+    if (!is_trainable(config_, item.key())) {
+      item.value().set_requires_grad(false);
+      frozen_.emplace_back(item.key(), item.value());
+      continue;
+    }
     named.emplace_back(item.key(), item.value());
   }
   model_->to(device_);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& [name, p] : frozen_) p.set_data(p.to(to_scalar_type(config_.precision.compute)));
+  }
   const int64_t zero = config_.parallel.zero_stage;
   optim::ShardingOptions sharding;
   sharding.shards = grid_->dp_size();
@@ -182,7 +206,9 @@ Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world)
                                               params_->master_decay_segments(), params_->master().options());
   scaler_ = std::make_unique<optim::DynamicLossScaler>(
       config_.precision.loss_scale, config_.precision.compute == ComputeDtype::FP16);
-  schedule_ = std::make_unique<optim::LrSchedule>(config_.optim, config_.train.max_steps);
+  // The schedule runs over the phase (the whole run without phases).
+  const int64_t schedule_end = phase_.in_phases() ? phase_.end : config_.train.max_steps;
+  schedule_ = std::make_unique<optim::LrSchedule>(config_.optim, schedule_end - phase_.start);
 }
 
 OptimizerMemory Trainer::optimizer_memory() const {
@@ -192,6 +218,7 @@ OptimizerMemory Trainer::optimizer_memory() const {
   m.moment_bytes = optimizer_->state_bytes();
   m.grad_bytes = params_->grads().numel() * 4 + (local_grads_.defined() ? local_grads_.numel() * 4 : 0);
   m.param_bytes = params_->resident_param_bytes();
+  for (const auto& [name, p] : frozen_) m.frozen_bytes += p.numel() * p.element_size();
   return m;
 }
 
@@ -353,6 +380,14 @@ nlohmann::json Trainer::checkpoint_layout() const {
   return {{"world", world_->size()}, {"dp", grid_->dp_size()},         {"tp", grid_->tp_size()},
           {"pp", grid_->pp_size()},  {"pp_stage_starts", stage_starts_}, {"ep", grid_->ep_size()},
           {"zero_stage", config_.parallel.zero_stage}};
+}
+
+bool Trainer::writes_frozen_in_checkpoint(const std::string& name) const {
+  if (tied_comm_ && grid_->pp_rank() == grid_->pp_size() - 1 && name == "embed_tokens.weight") return false;
+  if (tp_comm_ && tp_comm_->rank() != 0 && !model_->parameter_slices().count(name)) return false;
+  // Replicated over the data-parallel group (experts: the expert-data-parallel one).
+  const bool expert = grid_->ep_size() > 1 && optim::is_expert_parameter(name);
+  return (expert ? *edp_ : *dp_).rank() == 0;
 }
 
 bool Trainer::writes_in_checkpoint(const optim::FlatParameterEntry& e) const {
@@ -532,7 +567,7 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
                             std::to_string(scaler_->scale()) + ") at step " + std::to_string(step + 1) +
                             "; first non-finite gradient: " + first_nonfinite_parameter());
       }
-      r.lr = schedule_->lr_at(step);
+      r.lr = schedule_->lr_at(step - phase_.start);
       return r;
     }
     throw TrainingError("non-finite " + std::string(std::isfinite(r.loss) ? "gradient" : "loss") +
@@ -544,7 +579,7 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
   //    rank's shard under ZeRO), and bring the model weights up to date
   //    (ZeRO 3: nothing to do, the next use gathers from the master).
   optim::clip_grads(grads, r.grad_norm, config_.optim.grad_clip);
-  r.lr = schedule_->lr_at(step);
+  r.lr = schedule_->lr_at(step - phase_.start);
   optimizer_->step(params_->master(), grads, r.lr);
   refresh_model_from_master();
   scaler_->update(/*overflow=*/false);
@@ -581,8 +616,10 @@ int Trainer::run(const TrainOptions& options) {
   output_dir_ = options.output_dir;
   if (leader) {
     fs::create_directories(options.output_dir);
-    std::ofstream out(fs::path(options.output_dir) / "config.yaml", std::ios::trunc);
-    out << config_to_yaml(cfg);
+    if (!phase_.in_phases()) {  // a run of phases writes its whole config itself
+      std::ofstream out(fs::path(options.output_dir) / "config.yaml", std::ios::trunc);
+      out << config_to_yaml(cfg);
+    }
   }
   world_->barrier();
   const std::string checkpoints_dir = (fs::path(options.output_dir) / "checkpoints").string();
@@ -598,16 +635,25 @@ int Trainer::run(const TrainOptions& options) {
   }
 
   // Resume: --resume, else the newest complete checkpoint of this output dir.
-  int64_t start_step = 0;
+  // In a run of phases, a checkpoint of an earlier phase (its last step)
+  // starts this one instead: its weights, a fresh optimizer.
+  int64_t start_step = phase_.start;
   std::optional<std::string> resume_dir;
+  std::string init_from = options.init_from;
   if (!options.resume.empty()) {
     resume_dir = resolve_checkpoint_path(options.resume);
   } else {
     resume_dir = find_latest_checkpoint(checkpoints_dir);
   }
+  if (resume_dir && phase_.in_phases() && checkpoint_phase(*resume_dir) < phase_.index) {
+    init_from = *resume_dir;
+    resume_dir.reset();
+  }
   if (resume_dir) {
-    const auto loaded =
-        load_checkpoint(*resume_dir, *params_, optimizer_.get(), world_->rank(), &model_->parameter_slices());
+    ExtraWeights extra;
+    extra.frozen = frozen_;
+    const auto loaded = load_checkpoint(*resume_dir, *params_, optimizer_.get(), world_->rank(),
+                                        &model_->parameter_slices(), extra);
     refresh_model_from_master();
     start_step = loaded.step;
     scaler_->set_state(loaded.scaler);
@@ -631,23 +677,44 @@ int Trainer::run(const TrainOptions& options) {
                   << std::endl;
       }
       const int64_t saved_batch = loaded.meta.value("data", nlohmann::json::object()).value("samples_consumed", -1);
-      if (saved_batch >= 0 && saved_batch != start_step * cfg.train.global_batch) {
+      const int64_t position = (start_step - phase_.start) * cfg.train.global_batch;
+      if (saved_batch >= 0 && saved_batch != position) {
         std::cout << "train.global_batch changed: the checkpoint consumed " << saved_batch << " samples in "
-                  << start_step << " steps; this run continues at sample " << start_step * cfg.train.global_batch
+                  << start_step - phase_.start << " steps; this run continues at sample " << position
                   << " (the data position is step x global_batch)" << std::endl;
       }
     }
-  } else if (!options.init_from.empty()) {
-    load_checkpoint(resolve_checkpoint_path(options.init_from), *params_, nullptr, world_->rank(),
-                    &model_->parameter_slices());
+  } else if (!init_from.empty()) {
+    // Weights only (the optimizer starts afresh). A LoRA run keeps its fresh
+    // adapters when the checkpoint has none; a full fine-tune of a LoRA
+    // checkpoint folds the adapters into the weights.
+    const std::string dir = resolve_checkpoint_path(init_from);
+    const bool lora = cfg.finetune.mode == FinetuneMode::Lora;
+    ExtraWeights extra;
+    extra.frozen = frozen_;
+    extra.adapters_may_be_absent = lora;
+    if (!lora) extra.merge_lora_scale = checkpoint_lora_scale(dir);
+    load_checkpoint(dir, *params_, nullptr, world_->rank(), &model_->parameter_slices(), extra);
     refresh_model_from_master();
-    if (leader) std::cout << "initialised weights from " << options.init_from << std::endl;
+    if (leader) {
+      std::cout << "initialised weights from " << init_from;
+      if (extra.merge_lora_scale > 0) std::cout << " (its LoRA adapters merged into the weights)";
+      std::cout << std::endl;
+    }
   }
 
   const int64_t max_steps = cfg.train.max_steps;
   const int64_t global_batch = cfg.train.global_batch;
   const int64_t dp_rank = grid_->dp_rank(), dp_size = grid_->dp_size();
   if (leader) {
+    if (cfg.finetune.mode == FinetuneMode::Lora) {
+      std::cout << "LoRA: rank " << cfg.lora.r << ", scale " << cfg.lora.scale() << " on " << lora_projections_
+                << " projections; " << model_numel_ << " adapter parameters train, " << total_numel_ - model_numel_
+                << " base parameters frozen" << std::endl;
+    } else if (model_numel_ < total_numel_) {
+      std::cout << "finetune.freeze: " << total_numel_ - model_numel_ << " of " << total_numel_
+                << " parameters frozen" << std::endl;
+    }
     std::cout << "model: " << model_numel_ << " trainable parameters (" << params_->numel() << " on rank 0), "
               << train_data.num_samples()
               << " training samples per epoch, " << global_batch / (cfg.train.micro_batch * dp_size)
@@ -679,6 +746,9 @@ int Trainer::run(const TrainOptions& options) {
     c.step = step;
     c.writes_entry = [this](const optim::FlatParameterEntry& e) { return writes_in_checkpoint(e); };
     c.params = params_.get();
+    for (const auto& [name, p] : frozen_) {
+      if (writes_frozen_in_checkpoint(name)) c.frozen.emplace_back(name, p);
+    }
     c.optimizer = optimizer_.get();
     c.scaler = scaler_->state();
     c.rng_state = cpu_generator().get_state();
@@ -688,12 +758,20 @@ int Trainer::run(const TrainOptions& options) {
       auto generator = at::globalContext().defaultGenerator(device_);
       c.cuda_rng_state = generator.get_state();
     }
+    const int64_t data_step = step - phase_.start;  // steps on this phase's data
+    nlohmann::json mixture = nlohmann::json::object();
+    const auto drawn = train_data.mixture_position(data_step, global_batch);
+    for (size_t d = 0; d < drawn.size(); ++d) mixture[train_data.dataset_names()[d]] = drawn[d];
     c.meta = {{"config", config_to_yaml(cfg)},
               {"compute_dtype", to_string(cfg.precision.compute)},
               {"data", {{"next_step", step},
-                        {"samples_consumed", step * global_batch},
-                        {"epoch", train_data.epoch_of(step, global_batch)}}},
+                        {"samples_consumed", data_step * global_batch},
+                        {"epoch", train_data.epoch_of(data_step, global_batch)},
+                        {"mixture_position", mixture}}},
               {"layout", checkpoint_layout()}};
+    if (phase_.in_phases()) {
+      c.meta["phase"] = {{"index", phase_.index}, {"name", phase_.name}, {"start", phase_.start}, {"end", phase_.end}};
+    }
     return save_checkpoint(checkpoints_dir, c, cfg.checkpoint.keep, *world_);
   };
 
@@ -702,7 +780,8 @@ int Trainer::run(const TrainOptions& options) {
   int64_t steps_this_run = 0;
   for (int64_t step = start_step; step < max_steps; ++step) {
     const auto step_t0 = std::chrono::steady_clock::now();
-    const auto batches = train_data.step_batches(step, dp_rank, dp_size, global_batch, cfg.train.micro_batch);
+    const auto batches =
+        train_data.step_batches(step - phase_.start, dp_rank, dp_size, global_batch, cfg.train.micro_batch);
     const StepResult r = train_step(batches, step);
     const double step_s = seconds_since(step_t0);
     ++steps_this_run;
@@ -761,6 +840,50 @@ int Trainer::run(const TrainOptions& options) {
   if (leader) {
     std::cout << "training done: " << max_steps << " steps in " << format_duration(seconds_since(t0))
               << std::endl;
+  }
+  return 0;
+}
+
+int train_run(const Config& config, std::shared_ptr<parallel::Communicator> world, const TrainOptions& options) {
+  if (config.phases.empty()) {
+    Trainer trainer(config, world);
+    return trainer.run(options);
+  }
+  const bool leader = world->rank() == 0;
+  if (leader) {
+    fs::create_directories(options.output_dir);
+    std::ofstream out(fs::path(options.output_dir) / "config.yaml", std::ios::trunc);
+    out << config_to_yaml(config);
+  }
+  // The phase holding the next step of the newest checkpoint (the first
+  // phase of a new run).
+  const std::string checkpoints_dir = (fs::path(options.output_dir) / "checkpoints").string();
+  const std::optional<std::string> latest =
+      options.resume.empty() ? find_latest_checkpoint(checkpoints_dir) : resolve_checkpoint_path(options.resume);
+  size_t first = 0;
+  if (latest) {
+    const int64_t step = read_checkpoint_meta(*latest).value("step", int64_t{0});
+    while (first + 1 < config.phases.size() && phase_start(config, first + 1) <= step) ++first;
+  }
+  for (size_t i = first; i < config.phases.size(); ++i) {
+    const int64_t start = phase_start(config, i);
+    if (start >= config.train.max_steps) break;
+    const Config phase = phase_config(config, i);
+    if (leader) {
+      std::cout << "phase " << i << " (" << config.phases[i].name << "): steps " << start + 1 << " to "
+                << phase.train.max_steps << ", "
+                << (phase.finetune.mode == FinetuneMode::Lora ? "LoRA" : "full") << " fine-tuning, lr "
+                << phase.optim.lr << std::endl;
+    }
+    TrainOptions phase_options = options;
+    if (i > first) phase_options.resume.clear();  // the previous phase's last checkpoint starts it
+    int rc = 0;
+    {
+      const PhaseInfo info{static_cast<int64_t>(i), config.phases[i].name, start, start + config.phases[i].steps};
+      Trainer trainer(phase, world, info);
+      rc = trainer.run(phase_options);
+    }
+    if (rc != 0 || ShutdownSignal::requested()) return rc;
   }
   return 0;
 }

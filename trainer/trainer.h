@@ -49,6 +49,18 @@ class TrainingError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Where a Trainer sits in a run of phases (Config::phases): the phase spans
+// steps [start, end) (its learning-rate schedule too); this Trainer trains up
+// to config.train.max_steps, which may stop it earlier. index -1: a run
+// without phases.
+struct PhaseInfo {
+  int64_t index = -1;
+  std::string name;
+  int64_t start = 0;
+  int64_t end = 0;
+  bool in_phases() const { return index >= 0; }
+};
+
 struct TrainOptions {
   std::string output_dir;
   std::string resume;     // checkpoint (or run) to resume from; empty: OUTPUT's newest
@@ -78,13 +90,16 @@ struct OptimizerMemory {
   // ZeRO 0-2 (with fp32 compute and ZeRO 0 it is the master itself), none for
   // ZeRO 3, whose only resident copy is the master shard.
   int64_t param_bytes = 0;
+  // Frozen weights (LoRA's base, finetune.freeze): compute dtype, no master,
+  // gradient or moments.
+  int64_t frozen_bytes = 0;
 };
 
 class Trainer {
  public:
   // config.model.vocab_size must be set (the CLI fills it from the tokenizer).
   // `world` spans every rank of the job (size 1 for a single process).
-  Trainer(Config config, std::shared_ptr<parallel::Communicator> world);
+  Trainer(Config config, std::shared_ptr<parallel::Communicator> world, PhaseInfo phase = {});
 
   // The training loop on config.data; returns the process exit code.
   int run(const TrainOptions& options);
@@ -164,11 +179,13 @@ class Trainer {
   // Whether this rank writes parameter e in a checkpoint (replicas: only the
   // first rank of the group holding it).
   bool writes_in_checkpoint(const optim::FlatParameterEntry& e) const;
+  bool writes_frozen_in_checkpoint(const std::string& name) const;
   // The layout a checkpoint records (sizes, ZeRO stage, pipeline stages).
   nlohmann::json checkpoint_layout() const;
   bool is_leader() const { return world_->rank() == 0; }
 
   Config config_;
+  PhaseInfo phase_;
   std::string output_dir_;  // run()'s; where train.dump_grads_step writes
   std::shared_ptr<parallel::Communicator> world_;
   parallel::Communicator* dp_ = nullptr;   // the data-parallel group (the world itself for one rank)
@@ -185,6 +202,10 @@ class Trainer {
   std::unique_ptr<parallel::TensorParallelRng> tp_rng_;  // tp > 1 or ep > 1
   parallel::PipelineSchedule pipeline_schedule_ = parallel::PipelineSchedule::OneFOneB;
   int64_t model_numel_ = 0;  // trainable parameters of the whole model
+  int64_t total_numel_ = 0;  // all parameters of the whole model (LoRA adapters included)
+  int64_t lora_projections_ = 0;  // projections carrying a LoRA adapter
+  // This stage's frozen parameters (the model's own tensors, compute dtype).
+  std::vector<std::pair<std::string, torch::Tensor>> frozen_;
   std::vector<int64_t> stage_starts_;
   int64_t stage_begin_ = 0, stage_end_ = 0;
   parallel::PipelineStats pipeline_stats_;
@@ -201,5 +222,13 @@ class Trainer {
 };
 
 torch::ScalarType to_scalar_type(ComputeDtype dtype);
+
+// `moetrain train`: the whole run of `config` from where its output
+// directory (or options.resume) left off: one Trainer, or with phases one
+// Trainer per phase in turn, each started from the previous phase's last
+// checkpoint (its weights, with LoRA adapters merged when the next phase
+// fine-tunes fully; a fresh optimizer and data position). options.init_from
+// starts the first phase. Returns the exit code.
+int train_run(const Config& config, std::shared_ptr<parallel::Communicator> world, const TrainOptions& options);
 
 }  // namespace moetrain::trainer

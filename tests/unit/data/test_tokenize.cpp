@@ -215,6 +215,90 @@ TEST_F(TokenizeTest, BadInputIsAOneLineErrorAndTouchesNothing) {
   EXPECT_THROW(tokenize_corpus(options), std::invalid_argument);
 }
 
+// Two real corpora, tokenized with one tokenizer, as a weighted mixture: the
+// proportions, each sample from its own corpus, and a corpus tokenized with
+// another vocabulary refused by name.
+TEST_F(TokenizeTest, MixtureOfTwoRealCorpora) {
+  MOETRAIN_REQUIRE_SHARED("spam_assassin.jsonl");
+  TempDir dir;
+  write_brown_subset(dir.file("brown.jsonl"), 60);
+  {
+    std::ofstream mail(dir.file("mail.jsonl"));
+    for (const auto& text : test_support::read_jsonl_field("spam_assassin.jsonl", "text", 80))
+      mail << nlohmann::json{{"text", text}}.dump() << "\n";
+  }
+  TokenizeOptions brown;
+  brown.inputs = {dir.file("brown.jsonl")};
+  brown.output_dir = dir.file("brown");
+  brown.vocab_size = 800;
+  const TokenizeSummary brown_summary = tokenize_corpus(brown);
+  TokenizeOptions mail = brown;
+  mail.inputs = {dir.file("mail.jsonl")};
+  mail.output_dir = dir.file("mail");
+  mail.tokenizer_model = brown_summary.tokenizer_path;
+  tokenize_corpus(mail);
+  const Tokenizer tok = Tokenizer::load(brown_summary.tokenizer_path);
+
+  DataConfig cfg;
+  cfg.src_len = 64;
+  cfg.tgt_len = 24;
+  cfg.mixture = {{dir.file("brown"), 3, ""}, {dir.file("mail"), 1, ""}};
+  EXPECT_EQ(resolve_tokenizer_path(cfg), brown_summary.tokenizer_path);
+  BatchSource mixed(cfg, tok.special_tokens(), 5, "train");
+  EXPECT_EQ(mixed.dataset_names(), (std::vector<std::string>{"brown", "mail"}));
+  EXPECT_EQ(mixed.dataset_weights(), (std::vector<double>{0.75, 0.25}));
+  EXPECT_EQ(mixed.mixture_position(50, 8), (std::vector<int64_t>{300, 100}));
+  EXPECT_EQ(mixed.step_batches(3, 1, 2, 8, 2).size(), 2u);
+
+  // The first dataset keeps the run's seed: its samples are those of a run
+  // on that corpus alone, in its own order. Listed first, the mail corpus
+  // shows the same for itself.
+  DataConfig brown_only = cfg;
+  brown_only.mixture.clear();
+  brown_only.train = dir.file("brown");
+  BatchSource plain_brown(brown_only, tok.special_tokens(), 5, "train");
+  DataConfig mail_first = cfg;
+  std::swap(mail_first.mixture[0], mail_first.mixture[1]);
+  BatchSource mixed_mail_first(mail_first, tok.special_tokens(), 5, "train");
+  DataConfig mail_only = brown_only;
+  mail_only.train = dir.file("mail");
+  BatchSource plain_mail(mail_only, tok.special_tokens(), 5, "train");
+  int64_t from_brown = 0, from_mail = 0;
+  for (int64_t k = 0; k < 400; ++k) {
+    const SampleOrigin o = mixed.origin(k);
+    if (o.dataset == 0) {
+      ++from_brown;
+      const Seq2SeqSample a = mixed.sample(k), b = plain_brown.sample(o.draw);
+      ASSERT_EQ(a.source, b.source) << "sample " << k;
+      ASSERT_EQ(a.target, b.target) << "sample " << k;
+    }
+    const SampleOrigin m = mixed_mail_first.origin(k);
+    if (m.dataset == 0) {
+      ++from_mail;
+      const Seq2SeqSample a = mixed_mail_first.sample(k), b = plain_mail.sample(m.draw);
+      ASSERT_EQ(a.source, b.source) << "sample " << k;
+      ASSERT_EQ(a.target, b.target) << "sample " << k;
+    }
+  }
+  EXPECT_EQ(from_brown, 300);
+  EXPECT_EQ(from_mail, 100);
+
+  // The mail corpus tokenized with a tokenizer of its own: refused by name.
+  TokenizeOptions own = mail;
+  own.tokenizer_model.clear();
+  own.vocab_size = 600;
+  own.output_dir = dir.file("mail-own");
+  tokenize_corpus(own);
+  cfg.mixture[1].path = dir.file("mail-own");
+  try {
+    BatchSource bad(cfg, tok.special_tokens(), 5, "train");
+    ADD_FAILURE() << "a mixture of two vocabularies was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("dataset 'mail-own'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("vocab_size 600, dataset 'brown' has 800"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Tokenize, CmudictPairs) {
   MOETRAIN_REQUIRE_SHARED("cmudict/dict.txt");
   TempDir dir;

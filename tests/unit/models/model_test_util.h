@@ -78,6 +78,7 @@ inline std::string position_name(PositionType p) {
     case PositionType::Sinusoidal: return "Sinusoidal";
     case PositionType::Learned: return "Learned";
     case PositionType::Rotary: return "Rotary";
+    case PositionType::SinusoidalFairseq: return "SinusoidalFairseq";
   }
   return "Unknown";
 }

@@ -64,7 +64,8 @@ TEST_P(DecoderCausality, PerturbingTargetTokenNeverChangesEarlierLogits) {
 
 INSTANTIATE_TEST_SUITE_P(
     PositionsAndAttention, DecoderCausality,
-    ::testing::Combine(::testing::Values(PositionType::Sinusoidal, PositionType::Learned, PositionType::Rotary),
+    ::testing::Combine(::testing::Values(PositionType::Sinusoidal, PositionType::Learned, PositionType::Rotary,
+                                         PositionType::SinusoidalFairseq),
                        ::testing::Values(AttentionType::Global, AttentionType::Local, AttentionType::Dynamic)),
     [](const auto& info) {
       return testing::position_name(std::get<0>(info.param)) + testing::attention_name(std::get<1>(info.param));
@@ -276,7 +277,8 @@ TEST_P(LowPrecision, Bf16ParametersRunForwardAndBackward) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Positions, LowPrecision,
-                         ::testing::Values(PositionType::Sinusoidal, PositionType::Learned, PositionType::Rotary),
+                         ::testing::Values(PositionType::Sinusoidal, PositionType::Learned, PositionType::Rotary,
+                                           PositionType::SinusoidalFairseq),
                          [](const auto& info) { return testing::position_name(info.param); });
 
 TEST(Seq2SeqTransformer, ActivationCheckpointingGivesTheSameLossAndGradients) {

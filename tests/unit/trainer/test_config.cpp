@@ -124,4 +124,83 @@ TEST(Config, ResolvedYamlRoundTrips) {
   EXPECT_EQ(config_to_yaml(again), text);
   EXPECT_DOUBLE_EQ(again.optim.lr, 0.005);
   EXPECT_EQ(again.finetune.freeze, std::vector<std::string>{"encoder.layers.0"});
+
+  // A data mixture round-trips too (a checkpoint records its run's config).
+  const auto mixed = load_config(kTiny, {"data.train=\"\"", "data.mixture=[{path: /a/web, weight: 0.7}, "
+                                                         "{path: /b/code, weight: 0.3, name: source}]"});
+  const auto mixed_text = config_to_yaml(mixed);
+  const auto mixed_again = load_config_text(mixed_text, "meta.json");
+  EXPECT_EQ(config_to_yaml(mixed_again), mixed_text);
+  ASSERT_EQ(mixed_again.data.mixture.size(), 2u);
+  EXPECT_TRUE(mixed_again.data.train.empty());
+  EXPECT_EQ(mixed_again.data.mixture[0].path, "/a/web");
+  EXPECT_DOUBLE_EQ(mixed_again.data.mixture[0].weight, 0.7);
+  EXPECT_EQ(mixed_again.data.mixture[0].name, "");
+  EXPECT_EQ(mixed_again.data.mixture[1].path, "/b/code");
+  EXPECT_DOUBLE_EQ(mixed_again.data.mixture[1].weight, 0.3);
+  EXPECT_EQ(mixed_again.data.mixture[1].name, "source");
+}
+
+// data.mixture: a list of {path, weight, name}; exactly one of data.train and
+// data.mixture; every error names the key (the item's index) and its line.
+TEST(Config, DataMixture) {
+  const std::string dir = std::string(MOETRAIN_SOURCE_DIR) + "/configs";
+  const std::string docs = std::string(MOETRAIN_SOURCE_DIR) + "/docs";
+  auto check = [](const std::string& name, const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+    const auto path = write_temp(name, yaml);
+    ConfigSource src;
+    std::string msg = error_of([&] {
+      const auto c = load_config(path, overrides, &src);
+      validate_config(c, 1, src);
+    });
+    return std::make_pair(path, msg);
+  };
+
+  const auto ok_path = write_temp("mixture-ok.yaml", "data:\n  mixture:\n    - path: " + dir +
+                                                         "\n      weight: 3\n    - {path: " + docs +
+                                                         ", weight: 1, name: manual}\n");
+  ConfigSource src;
+  const auto ok = load_config(ok_path, {}, &src);
+  EXPECT_EQ(error_of([&] { validate_config(ok, 1, src); }), "(no error)");
+  ASSERT_EQ(ok.data.mixture.size(), 2u);
+  EXPECT_EQ(ok.data.mixture[0].path, dir);
+  EXPECT_DOUBLE_EQ(ok.data.mixture[0].weight, 3.0);
+  EXPECT_EQ(moetrain::data::mixture_entry_name(ok.data.mixture[0]), "configs");
+  EXPECT_EQ(moetrain::data::mixture_entry_name(ok.data.mixture[1]), "manual");
+  EXPECT_EQ(src.where("data.mixture[1].weight"), " (" + ok_path + ":5)");
+
+  auto [both, both_msg] = check("mixture-both.yaml", "data:\n  train: " + dir + "\n  mixture:\n    - path: " + dir + "\n");
+  EXPECT_EQ(both_msg, "data.mixture: give either data.train or data.mixture, not both (data.train is " + dir + ") (" +
+                          both + ":4)");
+  auto [zero, zero_msg] = check("mixture-zero.yaml", "data:\n  mixture:\n    - path: " + dir +
+                                                         "\n      weight: 1\n    - path: " + docs + "\n      weight: 0\n");
+  EXPECT_EQ(zero_msg, "data.mixture[1].weight: must be a positive number, got 0 (" + zero + ":6)");
+  auto [negative, negative_msg] = check("mixture-set.yaml", "model:\n  d_model: 512\n",
+                                        {"data.mixture=[{path: " + dir + ", weight: -1}]"});
+  EXPECT_EQ(negative_msg, "data.mixture[0].weight: must be a positive number, got -1 (--set data.mixture=[{path: " +
+                              dir + ", weight: -1}])");
+  auto [no_path, no_path_msg] = check("mixture-nopath.yaml", "data:\n  mixture:\n    - path: " + dir +
+                                                                 "\n    - weight: 2\n");
+  EXPECT_EQ(no_path_msg, "data.mixture[1].path: is required (a directory written by `moetrain tokenize`) (" + no_path +
+                             ":4)");
+  auto [missing, missing_msg] = check("mixture-missing.yaml", "data:\n  mixture:\n    - path: /nonexistent\n");
+  EXPECT_EQ(missing_msg, "data.mixture[0].path: no such file or directory: /nonexistent (" + missing + ":3)");
+  auto [empty, empty_msg] = check("mixture-empty.yaml", "data:\n  mixture: []\n");
+  EXPECT_EQ(empty_msg, "data.mixture: is empty (list datasets as {path: DIR, weight: W}, or give data.train) (" +
+                           empty + ":2)");
+  auto [neither, neither_msg] = check("mixture-neither.yaml", "data:\n  src_len: 64\n");
+  EXPECT_EQ(neither_msg, "data.train: is required (a directory written by `moetrain tokenize`), or data.mixture "
+                         "(datasets with weights) (" + neither + ")");
+  auto [twice, twice_msg] = check("mixture-twice.yaml", "data:\n  mixture:\n    - path: " + dir +
+                                                            "\n    - path: " + dir + "/\n");
+  EXPECT_EQ(twice_msg, "data.mixture[1].name: 'configs' is also the name of data.mixture[0] (give each dataset its "
+                       "own name) (" + twice + ":4)");
+  auto [typo, typo_msg] = check("mixture-typo.yaml", "data:\n  mixture:\n    - path: " + dir + "\n      wieght: 2\n");
+  EXPECT_EQ(typo_msg, "unknown key 'data.mixture[0].wieght' (did you mean 'data.mixture[0].weight'?) (" + typo + ":4)");
+  auto [type, type_msg] = check("mixture-type.yaml", "data:\n  mixture:\n    - path: " + dir + "\n      weight: heavy\n");
+  EXPECT_EQ(type_msg, "data.mixture[0].weight: expected a number, got 'heavy' (" + type + ":4)");
+  auto [scalar, scalar_msg] = check("mixture-scalar.yaml", "data:\n  mixture: " + dir + "\n");
+  EXPECT_EQ(scalar_msg, "data.mixture: expected a list of mappings (" + scalar + ":2)");
+  auto [item, item_msg] = check("mixture-item.yaml", "data:\n  mixture:\n    - " + dir + "\n");
+  EXPECT_EQ(item_msg, "data.mixture[0]: expected a mapping of keys (" + item + ":3)");
 }
