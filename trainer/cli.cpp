@@ -4,10 +4,12 @@
 
 #include <boost/program_options.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -26,6 +28,7 @@
 #include "trainer/config.h"
 #include "eval/generate.h"
 #include "eval/metrics.h"
+#include "kernels/cross_entropy.h"
 #include "trainer/export.h"
 #include "trainer/trainer.h"
 
@@ -45,7 +48,7 @@ constexpr const char* kUsage =
     "  augment    write augmented copies of records (EDA operations, name swaps)\n"
     "  export     write a checkpoint as model.safetensors, config.json and the tokenizer for serving\n"
     "  generate   generate from a checkpoint: greedy, beam search or sampling, one output line per input line\n"
-    "  eval       score hypotheses against references: BLEU, chrF, chrF++, ROUGE-L, WER, PER\n"
+    "  eval       score hypotheses against references (BLEU, chrF, chrF++, ROUGE-L, WER, PER), or a checkpoint's loss and perplexity on a dataset\n"
     "  bench      benchmarks: `moetrain bench comm` (collective latency and bandwidth)\n"
     "\n"
     "`moetrain <command> --help` lists the options of a command.\n";
@@ -217,7 +220,10 @@ int cmd_export(int argc, char** argv) {
        "split model.safetensors into shards of at most this many bytes, with an index")
       ("format", po::value(&o.format)->default_value(o.format),
        "auto, moetrain or nllb-moe: parameter names and config.json (auto: NLLB-MoE's when the architecture is "
-       "NLLB-MoE's)");
+       "NLLB-MoE's)")
+      ("adapter-only", po::bool_switch(&o.adapter_only),
+       "a LoRA checkpoint's adapters alone, PEFT-style (adapter_config.json, adapter_model.safetensors); without "
+       "it LoRA is merged into the weights");
   const auto vm = parse_command_line(argc, argv, options, "export");
   if (vm.count("help")) return 0;
   if (o.checkpoint.empty() || o.out.empty()) throw UsageError("export: --checkpoint DIR and --out DIR are required");
@@ -230,6 +236,11 @@ int cmd_export(int argc, char** argv) {
   for (const auto& f : s.files) std::cout << " " << f;
   std::cout << std::endl;
   if (!s.format_reason.empty()) std::cout << "not in the nllb-moe format: " << s.format_reason << std::endl;
+  if (s.lora_scale > 0) {
+    std::cout << (o.adapter_only ? "LoRA adapters written alone (PEFT layout), scale "
+                                 : "LoRA adapters merged into the weights in fp32: W + scale * B A, scale ")
+              << s.lora_scale << std::endl;
+  }
   return 0;
 }
 
@@ -313,12 +324,62 @@ int cmd_generate(int argc, char** argv) {
   return 0;
 }
 
+// `moetrain eval --checkpoint --data`: the model's mean cross-entropy per
+// target token over every pair (or span-corruption window) of a split, in
+// order, and its perplexity.
+int eval_dataset_loss(const std::string& checkpoint, const std::string& data_path, const std::string& split,
+                      const std::string& tokenizer, int64_t batch_size, int64_t max_samples) {
+  if (batch_size < 1) throw UsageError("eval: --batch-size must be at least 1");
+  CheckpointModel m = load_checkpoint_model(checkpoint, tokenizer);
+  const auto special = data::Tokenizer::load(m.tokenizer).special_tokens();
+  data::DataConfig cfg = m.config.data;
+  cfg.train = data_path;
+  cfg.valid = data_path;
+  cfg.mixture.clear();
+  cfg.shuffle = false;
+  std::optional<data::BatchSource> source;
+  try {
+    source.emplace(cfg, special, m.config.train.seed, split);
+  } catch (const std::runtime_error& e) {
+    throw UsageError(std::string("eval: --data: ") + e.what());
+  }
+  int64_t n = source->num_samples();
+  if (max_samples > 0) n = std::min(n, max_samples);
+  torch::NoGradGuard no_grad;
+  double loss_sum = 0;
+  int64_t tokens = 0;
+  for (int64_t first = 0; first < n; first += batch_size) {
+    std::vector<data::Seq2SeqSample> samples;
+    for (int64_t k = first; k < std::min(n, first + batch_size); ++k) samples.push_back(source->sample(k));
+    const auto b = data::BatchSource::collate(samples, special);
+    const auto logits = m.model->forward(b.src_tokens, b.src_mask, b.tgt_in, b.tgt_mask).logits;
+    const auto ce = kernels::softmax_cross_entropy(logits.reshape({-1, logits.size(-1)}), b.tgt_out.reshape({-1}),
+                                                   b.tgt_mask.reshape({-1}), 0.0);
+    loss_sum += ce.loss_sum.item<double>();
+    tokens += ce.num_tokens;
+  }
+  const double loss = loss_sum / static_cast<double>(std::max<int64_t>(tokens, 1));
+  std::cout << std::fixed << std::setprecision(4) << "loss " << loss << " per target token, perplexity "
+            << std::exp(loss) << " (" << tokens << " target tokens in " << n << " samples of the " << split
+            << " split of " << data_path << ", checkpoint " << m.checkpoint << ")\n";
+  return 0;
+}
+
 int cmd_eval(int argc, char** argv) {
   std::string hypotheses, metrics = "bleu,chrf,chrf++,rouge-l,wer,per";
   std::vector<std::string> references;
+  std::string checkpoint, data_path, split = "valid", tokenizer;
+  int64_t batch_size = 64, max_samples = 0;
   po::options_description options("eval options");
   options.add_options()
       ("help,h", "show this help")
+      ("checkpoint", po::value(&checkpoint),
+       "with --data: report this checkpoint's loss and perplexity (a checkpoint or run directory)")
+      ("data", po::value(&data_path), "token shards as `moetrain tokenize` writes them (a directory, .h5 or glob)")
+      ("split", po::value(&split)->default_value(split), "valid or train: which shards of --data")
+      ("batch-size", po::value(&batch_size)->default_value(batch_size), "samples per forward pass")
+      ("max-samples", po::value(&max_samples)->default_value(max_samples), "score only the first N samples (0: all)")
+      ("tokenizer", po::value(&tokenizer), "SentencePiece model (default: the one the run's config names)")
       ("hypotheses", po::value(&hypotheses), "text file: one output per line")
       ("references", po::value(&references)->composing(),
        "text file: one reference per line (repeatable for several references; ROUGE-L uses the first; for WER, PER "
@@ -328,8 +389,13 @@ int cmd_eval(int argc, char** argv) {
        "over space-separated symbols, e.g. phonemes), ser (share of lines not exactly right)");
   const auto vm = parse_command_line(argc, argv, options, "eval");
   if (vm.count("help")) return 0;
+  if (!checkpoint.empty() || !data_path.empty()) {
+    if (checkpoint.empty() || data_path.empty()) throw UsageError("eval: --checkpoint DIR and --data PATH go together");
+    if (split != "valid" && split != "train") throw UsageError("eval: --split must be valid or train, got " + split);
+    return eval_dataset_loss(checkpoint, data_path, split, tokenizer, batch_size, max_samples);
+  }
   if (hypotheses.empty() || references.empty()) {
-    throw UsageError("eval: --hypotheses FILE and --references FILE are required");
+    throw UsageError("eval: --hypotheses FILE and --references FILE are required (or --checkpoint and --data)");
   }
   const auto hyps = read_lines(hypotheses, "eval: --hypotheses");
   std::vector<std::vector<std::string>> refs;

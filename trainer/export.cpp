@@ -5,12 +5,14 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "data/atomic_file.h"
 #include "data/batch_source.h"
 #include "data/safetensors.h"
 #include "data/tokenizer.h"
+#include "models/lora.h"
 #include "models/seq2seq_transformer.h"
 #include "optim/flat_parameters.h"
 #include "trainer/checkpoint.h"
@@ -70,6 +72,51 @@ bool use_nllb_moe_format(const std::string& format, const models::ModelConfig& m
   }
   if (!compatible) *reason = why;
   return compatible;
+}
+
+// The adapters of `named` (a LoRA model's parameters) as a PEFT adapter in
+// `out`: adapter_model.safetensors and adapter_config.json, with the
+// module names of the export format.
+void write_peft_adapter(const std::string& out, const data::NamedTensors& named, const Config& config, bool nllb,
+                        torch::ScalarType dtype, ExportSummary& summary) {
+  data::NamedTensors adapters;
+  std::set<std::string> modules;
+  for (const auto& [name, value] : named) {
+    if (!models::is_lora_parameter(name)) continue;
+    const std::string which = name.substr(name.size() - std::string("lora_A").size());
+    // Named as the weight it adapts, so the format's naming (and its
+    // splitting of stacked experts) applies to it.
+    data::NamedTensors as_weight = {{models::lora_base_weight_name(name), value.to(dtype).contiguous()}};
+    if (nllb) as_weight = to_nllb_moe_names(as_weight, config.model);
+    for (const auto& [weight, tensor] : as_weight) {
+      // "P.q_proj.weight" -> module "P.q_proj"; a stacked expert weight
+      // kept whole ("P.moe.experts_fc1_weight") -> "P.moe.experts_fc1".
+      const std::string module = weight.substr(0, weight.size() - std::string(".weight").size());
+      modules.insert(module);
+      adapters.emplace_back("base_model.model." + module + "." + which + ".weight", tensor);
+      summary.parameters += tensor.numel();
+      summary.bytes += static_cast<int64_t>(tensor.nbytes());
+    }
+  }
+  summary.tensors = static_cast<int64_t>(adapters.size());
+  data::write_safetensors((fs::path(out) / "adapter_model.safetensors").string(), adapters, {{"format", "pt"}});
+  summary.files = {"adapter_model.safetensors"};
+  const auto& l = config.lora;
+  const nlohmann::ordered_json cfg = {{"peft_type", "LORA"},
+                                      {"task_type", "SEQ_2_SEQ_LM"},
+                                      {"r", l.r},
+                                      {"lora_alpha", l.alpha},
+                                      {"lora_dropout", l.dropout},
+                                      {"use_rslora", l.rslora},
+                                      {"target_modules", std::vector<std::string>(modules.begin(), modules.end())},
+                                      {"bias", "none"},
+                                      {"fan_in_fan_out", false},
+                                      {"inference_mode", true},
+                                      {"init_lora_weights", true},
+                                      {"modules_to_save", nullptr},
+                                      {"base_model_name_or_path", nullptr}};
+  data::write_file_atomically((fs::path(out) / "adapter_config.json").string(), cfg.dump(2) + "\n");
+  summary.files.push_back("adapter_config.json");
 }
 
 }  // namespace
@@ -132,17 +179,28 @@ ExportSummary export_checkpoint(const ExportOptions& options) {
   const bool nllb = use_nllb_moe_format(options.format, config.model, special, &summary.format_reason);
   summary.format = nllb ? "nllb-moe" : "moetrain";
   torch::NoGradGuard no_grad;
+  const bool lora = config.finetune.mode == FinetuneMode::Lora;
+  if (options.adapter_only && !lora) {
+    throw ConfigError("export: --adapter-only: " + m.checkpoint + " holds no LoRA adapters (finetune.mode is full)");
+  }
+  if (lora) summary.lora_scale = config.lora.scale();
+  data::NamedTensors named;
+  for (const auto& item : m.model->named_parameters(/*recurse=*/true)) named.emplace_back(item.key(), item.value().detach());
+  fs::create_directories(options.out);
+  if (options.adapter_only) {
+    write_peft_adapter(options.out, named, config, nllb, dtype, summary);
+    return summary;
+  }
+  if (lora) named = models::merge_lora(named, summary.lora_scale);  // in fp32, before the cast
   data::NamedTensors tensors;
-  for (const auto& item : m.model->named_parameters(/*recurse=*/true)) {
-    const torch::Tensor& param = item.value();
-    tensors.emplace_back(item.key(), param.detach().to(dtype).contiguous());
-    summary.parameters += param.numel();
+  for (const auto& [name, value] : named) {
+    tensors.emplace_back(name, value.to(dtype).contiguous());
+    summary.parameters += value.numel();
     summary.bytes += static_cast<int64_t>(tensors.back().second.nbytes());
   }
   if (nllb) tensors = to_nllb_moe_names(tensors, config.model);
   summary.tensors = static_cast<int64_t>(tensors.size());
 
-  fs::create_directories(options.out);
   summary.files = data::write_safetensors_sharded(options.out, "model", tensors, options.max_shard_bytes,
                                                   {{"format", "pt"}});
 

@@ -7,6 +7,8 @@
 //   config.json: the model's architecture (moetrain's model section as JSON,
 //     with model_type "moetrain", torch_dtype and tie_word_embeddings);
 //   tokenizer.model: the run's SentencePiece model.
+// A LoRA checkpoint is exported merged, or with --adapter-only as a PEFT
+// adapter (see ExportOptions::adapter_only).
 // In the nllb-moe format (--format nllb-moe, or auto for a model with
 // NLLB-MoE's architecture: trainer/nllb_moe_export.h) the weights carry
 // NLLB-MoE's names, experts one tensor each, and config.json is NLLB-MoE's,
@@ -50,6 +52,13 @@ struct ExportOptions {
   // else moetrain). nllb-moe for another architecture is a ConfigError naming
   // the first mismatch.
   std::string format = "auto";
+  // A LoRA checkpoint's adapters alone, PEFT-style: adapter_config.json and
+  // adapter_model.safetensors (keys base_model.model.<module>.lora_A.weight
+  // and .lora_B.weight, in the chosen format's module names; experts one
+  // module each in the nllb-moe format). Without it a LoRA checkpoint is
+  // exported with its adapters merged: W + scale * B A, computed in fp32,
+  // then cast to dtype.
+  bool adapter_only = false;
 };
 
 struct ExportSummary {
@@ -61,6 +70,7 @@ struct ExportSummary {
   std::vector<std::string> files;    // under out
   std::string format;                // the names and config.json written: moetrain or nllb-moe
   std::string format_reason;         // auto and moetrain written: why not nllb-moe
+  double lora_scale = 0;             // > 0: a LoRA checkpoint, merged or (adapter_only) not
 };
 
 // Throws ConfigError / CheckpointError / std::runtime_error naming what is

@@ -150,7 +150,8 @@ TEST(NllbMoeExport, AnUntiedModelWritesItsSharedEmbeddingForEncoderAndDecoderAnd
   const data::NamedTensors out = to_nllb_moe_names({{"embed_tokens.weight", embedding}, {"lm_head.weight", head}}, cfg);
   ASSERT_EQ(out.size(), 4u);
   std::map<std::string, torch::Tensor> mapped(out.begin(), out.end());
-  for (const char* name : {"model.shared.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"}) {
+  for (const char* name :
+       {"model.shared.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"}) {
     ASSERT_TRUE(mapped.count(name)) << name;
     EXPECT_TRUE(mapped.at(name).equal(embedding)) << name;
   }
