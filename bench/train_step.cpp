@@ -191,6 +191,17 @@ void run_one(const std::string& name, trainer::Config cfg, int64_t vocab, int64_
   std::printf("%-12s %12lld %8lld %10.1f %12.0f %10.0f\n", name.c_str(),
               static_cast<long long>(t.params().numel()), static_cast<long long>(tokens), median,
               static_cast<double>(tokens) / (median / 1000.0), peak_rss_mib());
+  {
+    // Where a rank's parameter memory goes: trainable weights and their
+    // optimizer, and frozen weights (LoRA's base, finetune.freeze), which
+    // carry no master copy, moments or gradient buffer.
+    const auto mem = t.optimizer_memory();
+    auto mib = [](int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); };
+    std::printf("  memory, rank 0: trainable weights %.2f MiB, fp32 master %.2f MiB, Adam moments %.2f MiB, "
+                "gradient buffers %.2f MiB, frozen weights %.2f MiB\n",
+                mib(mem.param_bytes), mib(mem.master_bytes), mib(mem.moment_bytes), mib(mem.grad_bytes),
+                mib(mem.frozen_bytes));
+  }
   if (t.world().size() > 1 || cfg.parallel.zero_stage > 0) {
     // The ZeRO paper's per-rank traffic per step: 2 psi for stages 0-2, 3 psi
     // for stage 3 (psi: parameter bytes in the fp32 reduction dtype), and

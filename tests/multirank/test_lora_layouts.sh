@@ -9,7 +9,9 @@
 #   TP2 (adapters split with their layers' TP split);
 #   PP2;
 #   DP2 x EP2 with ZeRO 2 (expert adapters sharded over expert-DP);
-#   DP2 x TP2 x PP2 with ZeRO 3 (8 ranks).
+#   DP2 x TP2 x PP2 with ZeRO 3 (8 ranks);
+# and the TP2 run's checkpoint at step 4 resumes in one process (resharded)
+# with the single-process losses of steps 5-8.
 # The frozen base weights of every run's checkpoint equal the base model's.
 work="$MOETRAIN_E2E_WORK/lora_layouts"
 source "$(dirname "$0")/layout_lib.sh"
@@ -17,13 +19,22 @@ source "$(dirname "$0")/layout_lib.sh"
 train_tiny --output-dir "$work/base" --max-steps 6 --set train.eval_every=0 --set model.moe.capacity_factor=0 \
   --set train.global_batch=8 --set train.micro_batch=2 --set train.threads=1 > "$work.base.log"
 lora=(--init-from "$work/base" --set finetune.mode=lora --set lora.r=4 --set lora.alpha=8
-      --set "lora.targets=[all-linear]" --set optim.lr=0.01)
+      --set "lora.targets=[all-linear]" --set optim.lr=0.01 --set checkpoint.every=4 --set checkpoint.keep=0)
 
 run_single single "${lora[@]}"
 grep -q "LoRA: rank 4, scale 2 on" "$work.single.log" || fail "no LoRA summary line: $(cat "$work.single.log")"
 
 run_layout tp2 2 "${lora[@]}" --set parallel.tp=2
 compare_with_single tp2 "LoRA, TP2"
+
+# The TP2 run's step-4 checkpoint (adapters split, frozen base in TP pieces)
+# resumed in one process continues as the single-process run does.
+mkdir -p "$work/tp2-resumed/checkpoints"
+cp -r "$work/tp2/checkpoints/step-000004" "$work/tp2-resumed/checkpoints/"
+run_single tp2-resumed "${lora[@]}"
+grep -q "layout changed from" "$work.tp2-resumed.log" || fail "the TP2 checkpoint was not resharded"
+"$MOETRAIN_PYTHON" "$(dirname "$0")/compare_runs.py" "$work/single" "$work/tp2-resumed" --steps 8 --first-step 5 \
+  || fail "the LoRA checkpoint saved under TP2 does not resume in one process"
 
 run_layout pp2 2 "${lora[@]}" --set parallel.pp=2
 compare_with_single pp2 "LoRA, PP2"
