@@ -8,9 +8,9 @@
 // Registered parameter names (checkpoint and export code rely on them):
 //   embed_tokens.weight                 shared by encoder, decoder and, when
 //                                       tie_embeddings, the output projection
-//   embed_positions.weight              learned positions only (sinusoidal:
-//                                       the buffer embed_positions.table;
-//                                       rotary: no module)
+//   embed_positions.weight              learned positions only (sinusoidal and
+//                                       sinusoidal_fairseq: the buffer
+//                                       embed_positions.table; rotary: no module)
 //   encoder.layers.N.{self_attn_norm, self_attn.{q,k,v,o}_proj[, self_attn.gate],
 //                     ffn_norm, ffn.fc1/fc2 | moe.router, moe.experts_*}
 //   encoder.final_norm.{weight,bias}
@@ -18,6 +18,8 @@
 //                     ffn_norm, ffn.* | moe.*}
 //   decoder.final_norm.{weight,bias}
 //   lm_head.weight                      only when not tied (no bias)
+//   ....lora_A, ....lora_B, moe.experts_fc{1,2}_lora_{A,B}
+//                                       LoRA adapters, after add_lora (models/lora.h)
 //
 // Dtype: every parameter may be swapped for a bf16/fp16 tensor
 // (param.set_data(...)); the model then computes in that dtype, keeping the

@@ -513,9 +513,11 @@ Config config_from_yaml(YAML::Node root, const std::string& origin, const std::v
     total_steps += phase.steps;
     // A phase that names one kind of training data drops the other.
     const YAML::Node data = read_root["phases"][i]["data"];
-    if (data.IsMap() && data["mixture"]) {
+    const bool names_mixture = data.IsMap() && data["mixture"] && data["mixture"].size() > 0;
+    const bool names_train = data.IsMap() && data["train"] && !data["train"].IsNull() && !phase.data.train.empty();
+    if (names_mixture) {
       phase.data.train.clear();
-    } else if (data.IsMap() && data["train"]) {
+    } else if (names_train) {
       phase.data.mixture.clear();
     }
   }

@@ -722,6 +722,15 @@ int Trainer::run(const TrainOptions& options) {
               << " data-parallel rank(s), ZeRO stage " << cfg.parallel.zero_stage << ", tensor parallel "
               << grid_->tp_size() << ", expert parallel " << grid_->ep_size() << ", pipeline parallel "
               << grid_->pp_size() << ", device " << device_ << std::endl;
+    if (train_data.num_datasets() > 1) {
+      std::cout << "data: a mixture of";
+      for (int64_t d = 0; d < train_data.num_datasets(); ++d) {
+        std::cout << (d ? ", " : " ") << train_data.dataset_names()[static_cast<size_t>(d)] << " (weight "
+                  << train_data.dataset_weights()[static_cast<size_t>(d)] << ", " << train_data.num_samples(d)
+                  << " samples)";
+      }
+      std::cout << std::endl;
+    }
     if (grid_->pp_size() > 1) {
       std::cout << "pipeline: " << grid_->pp_size() << " stages, schedule " << cfg.parallel.schedule << ", "
                 << global_batch / (cfg.train.micro_batch * dp_size) << " micro-batches per step";

@@ -28,6 +28,8 @@ train_tiny --output-dir "$work/whole" "${common[@]}" --set "phases=$phases" --in
 grep -q "phase 0 (adapt): steps 1 to 4, LoRA fine-tuning, lr 0.005" "$work/whole.log" || fail "no phase 0 line"
 grep -q "phase 1 (polish): steps 5 to 7, full fine-tuning, lr 0.0001" "$work/whole.log" || fail "no phase 1 line"
 grep -q "LoRA adapters merged into the weights" "$work/whole.log" || fail "phase 1 did not merge the adapters"
+grep -q "data: a mixture of brown (weight 0.75, .* samples), again (weight 0.25, " "$work/whole.log" \
+  || fail "phase 0 does not print its mixture"
 [[ $(grep -c '"step":' "$work/whole/metrics.jsonl") -ge 7 ]] || fail "metrics.jsonl lacks steps"
 
 # Interrupted inside phase 0 and at its end, then resumed.

@@ -204,3 +204,39 @@ TEST(Config, DataMixture) {
   auto [item, item_msg] = check("mixture-item.yaml", "data:\n  mixture:\n    - " + dir + "\n");
   EXPECT_EQ(item_msg, "data.mixture[0]: expected a mapping of keys (" + item + ":3)");
 }
+
+TEST(Config, PhasesInheritTheRunsSectionsAndRoundTrip) {
+  const std::string preset = std::string(MOETRAIN_SOURCE_DIR) + "/configs/finetune-lora.yaml";
+  const auto c = load_config(preset, {});
+  ASSERT_EQ(c.phases.size(), 2u);
+  EXPECT_EQ(c.train.max_steps, 200);  // the phases' total: max_steps is not in the file
+  EXPECT_EQ(c.phases[0].name, "lora");
+  EXPECT_EQ(c.phases[0].finetune.mode, FinetuneMode::Lora);
+  EXPECT_EQ(c.phases[0].lora.r, 8);  // the run's lora section
+  EXPECT_DOUBLE_EQ(c.phases[0].optim.lr, 1e-3);
+  EXPECT_EQ(c.phases[1].finetune.mode, FinetuneMode::Full);
+  EXPECT_DOUBLE_EQ(c.phases[1].optim.lr, 1e-5);
+  EXPECT_DOUBLE_EQ(c.phases[1].optim.grad_clip, 1.0);  // keys a phase does not name are the run's
+  EXPECT_EQ(phase_start(c, 1), 150);
+  const Config second = phase_config(c, 1);
+  EXPECT_TRUE(second.phases.empty());
+  EXPECT_EQ(second.train.max_steps, 200);
+  EXPECT_DOUBLE_EQ(second.optim.lr, 1e-5);
+  // A smaller max_steps stops the run inside the phases.
+  EXPECT_EQ(load_config(preset, {"train.max_steps=120"}).train.max_steps, 120);
+  EXPECT_EQ(phase_config(load_config(preset, {"train.max_steps=120"}), 0).train.max_steps, 120);
+  // The recorded config reads back the same.
+  const auto again = load_config_text(config_to_yaml(c), "round trip");
+  ASSERT_EQ(again.phases.size(), 2u);
+  EXPECT_EQ(again.train.max_steps, 200);
+  EXPECT_EQ(again.phases[1].name, "full");
+  EXPECT_DOUBLE_EQ(again.phases[1].optim.lr, 1e-5);
+  EXPECT_EQ(again.phases[0].lora.targets, std::vector<std::string>{"all-linear"});
+  EXPECT_EQ(config_to_yaml(again), config_to_yaml(c));
+  // A phase's unknown key names the phase's path and the file's line.
+  const auto path = write_temp("phases.yaml", "phases:\n  - steps: 3\n    optim:\n      lrr: 1\n");
+  EXPECT_EQ(error_of([&] { load_config(path, {}); }),
+            "unknown key 'phases[0].optim.lrr' (did you mean 'phases[0].optim.lr'?) (" + path + ":4)");
+  const auto model = write_temp("phases-model.yaml", "phases:\n  - steps: 3\n    model: {d_model: 8}\n");
+  EXPECT_NE(error_of([&] { load_config(model, {}); }).find("unknown key 'phases[0].model'"), std::string::npos);
+}
