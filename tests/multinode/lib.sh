@@ -29,6 +29,35 @@ mn_hosts_up() {
              --mca btl tcp,self)
 }
 
+# Runs `MN_LAUNCH ARGS...` into LOG under a TIMEOUT_S limit and returns its
+# exit code. Open MPI's rsh launch across the namespaces sometimes never
+# starts one host's daemon, and then the job hangs before any rank runs (the
+# launch harness, not the program under test): when nothing but the
+# wrapper's own lines has reached LOG after 90 s, the job is killed and
+# launched once more, saying so.
+mn_launch() {  # LOG TIMEOUT_S ARGS...
+  local log=$1 limit=$2; shift 2
+  local attempt pid waited rc
+  for attempt in 1 2; do
+    timeout -k 10 "$limit" "${MN_LAUNCH[@]}" "$@" >"$log" 2>&1 &
+    pid=$!
+    waited=0
+    while kill -0 "$pid" 2>/dev/null && ! grep -qv '^moetrain-mpirun:' "$log" && (( waited < 90 )); do
+      sleep 1
+      waited=$((waited + 1))
+    done
+    if (( attempt == 1 )) && kill -0 "$pid" 2>/dev/null && ! grep -qv '^moetrain-mpirun:' "$log"; then
+      echo "launch stalled: no rank wrote anything within 90 s; killing the job and launching it again"
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+      continue
+    fi
+    rc=0
+    wait "$pid" || rc=$?
+    return $rc
+  done
+}
+
 # Seconds since the epoch, with a fraction.
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$2"; }

@@ -11,8 +11,7 @@ log="$run.log"
 rm -rf "$run"
 start=$(now)
 rc=0
-timeout -k 10 600 "${MN_LAUNCH[@]}" --np 4 -- "$MOETRAIN_BIN" "${TRAIN_ARGS[@]}" \
-  --output-dir "$run" --max-steps 12 >"$log" 2>&1 || rc=$?
+mn_launch "$log" 600 --np 4 -- "$MOETRAIN_BIN" "${TRAIN_ARGS[@]}" --output-dir "$run" --max-steps 12 || rc=$?
 echo "exit code $rc after $(elapsed "$start" "$(now)") s; last lines:"
 tail -n 30 "$log"
 [[ $rc -ne 124 && $rc -ne 137 ]] || fail "training did not finish within 600 s"
