@@ -15,10 +15,29 @@ log="$run.log"
 rm -rf "$run"
 
 # 1. Train (400 steps: far more than it will get through) in the background.
-(exec timeout -k 10 600 "${MN_LAUNCH[@]}" --np 4 -- "$MOETRAIN_BIN" "${TRAIN_ARGS[@]}" \
-   --output-dir "$run" --max-steps 400 >"$log" 2>&1) &
-pid=$!
-netns_hosts_on_exit "kill -9 -- -$pid 2>/dev/null || kill -9 $pid 2>/dev/null || true"  # timeout leads its own process group
+#    A launch whose ranks never start within 90 s (Open MPI's rsh launch
+#    across the namespaces sometimes never starts one host's daemon) is
+#    killed and launched once more, saying so.
+for attempt in 1 2; do
+  (exec timeout -k 10 600 "${MN_LAUNCH[@]}" --np 4 -- "$MOETRAIN_BIN" "${TRAIN_ARGS[@]}" \
+     --output-dir "$run" --max-steps 400 >"$log" 2>&1) &
+  pid=$!
+  netns_hosts_on_exit "kill -9 -- -$pid 2>/dev/null || kill -9 $pid 2>/dev/null || true"  # timeout leads its own process group
+  for _ in $(seq 1 90); do
+    grep -qv '^moetrain-mpirun:' "$log" 2>/dev/null && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 1
+  done
+  grep -qv '^moetrain-mpirun:' "$log" 2>/dev/null && break
+  if (( attempt == 1 )) && kill -0 $pid 2>/dev/null; then
+    echo "launch stalled: no rank wrote anything within 90 s; killing the job and launching it again"
+    kill -9 -- -"$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -rf "$run"
+  else
+    break
+  fi
+done
 
 # 2. Wait (up to 300 s) for a complete checkpoint at step 4 or later.
 first=""
@@ -66,8 +85,8 @@ netns_link_up 2
 left=$(ip netns pids "${NETNS_NAMES[1]}" 2>/dev/null | xargs -r ps -o pid=,comm= -p | tr '\n' ' ' || true)
 [[ -z "$left" ]] || echo "still running on host 2 from the cut job: $left"
 rc=0
-timeout -k 10 600 "${MN_LAUNCH[@]}" --np 4 -- "$MOETRAIN_BIN" "${TRAIN_ARGS[@]}" \
-  --output-dir "$run" --max-steps $((step + 4)) >"$run.resume.log" 2>&1 || rc=$?
+mn_launch "$run.resume.log" 600 --np 4 -- "$MOETRAIN_BIN" "${TRAIN_ARGS[@]}" --output-dir "$run" \
+  --max-steps $((step + 4)) || rc=$?
 echo "rerun exit code $rc; last lines:"
 tail -n 12 "$run.resume.log"
 [[ $rc -eq 0 ]] || fail "the rerun exited $rc"
