@@ -1,5 +1,6 @@
 #include "models/lora.h"
 
+#include <algorithm>
 #include <map>
 #include <stdexcept>
 
@@ -61,11 +62,13 @@ std::vector<std::pair<std::string, torch::Tensor>> merge_lora(
     out.emplace_back(name, t.to(torch::kFloat) + scale * delta);
     ++merged;
   }
+  // Every adapter found its weight above, or names one the model lacks.
   if (merged != a.size() || merged != b.size()) {
-    for (const auto& [name, unused] : a) {
-      bool found = false;
-      for (const auto& item : named) found = found || item.first == name;
-      if (!found) throw std::invalid_argument("LoRA: adapter without its weight " + name);
+    for (const auto* adapters : {&a, &b}) {
+      for (const auto& [weight, unused] : *adapters) {
+        const bool found = std::any_of(named.begin(), named.end(), [&](const auto& x) { return x.first == weight; });
+        if (!found) throw std::invalid_argument("LoRA: adapter without its weight " + weight);
+      }
     }
   }
   return out;
