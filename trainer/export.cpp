@@ -126,13 +126,7 @@ CheckpointModel load_checkpoint_model(const std::string& checkpoint, const std::
   CheckpointModel m;
   m.checkpoint = resolve_checkpoint_path(checkpoint);
   const fs::path meta_path = fs::path(m.checkpoint) / "meta.json";
-  nlohmann::json meta;
-  try {
-    std::ifstream in(meta_path);
-    meta = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw CheckpointError(meta_path.string() + ": malformed: " + e.what());
-  }
+  const nlohmann::json meta = read_checkpoint_meta(m.checkpoint);
   if (!meta.contains("config") || !meta["config"].is_string()) {
     throw CheckpointError(meta_path.string() + ": no run config recorded (written by an older moetrain?)");
   }
