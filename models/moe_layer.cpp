@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/moe_permute.h"
 #include "models/feed_forward.h"
 #include "parallel/expert_dispatch.h"
 
@@ -130,7 +131,7 @@ PermutedTokens permute_tokens(const torch::Tensor& x, const RoutingResult& routi
   PermutedTokens p;
   p.token_index = flat_token.index_select(0, source);
   p.gates = routing.gates.reshape({-1}).index_select(0, source);
-  p.hidden = x.index_select(0, p.token_index);
+  p.hidden = kernels::permute_rows(x, p.token_index);
   const torch::Tensor counts = routing.tokens_per_expert.to(torch::kCPU).contiguous();
   p.tokens_per_expert.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + counts.numel());
   return p;
@@ -143,11 +144,7 @@ torch::Tensor unpermute_tokens(const torch::Tensor& expert_output, const Permute
                                 std::to_string(permuted.token_index.size(0)) + ", D], got " +
                                 c10::str(expert_output.sizes()));
   }
-  const torch::Tensor weighted = expert_output.to(torch::kFloat) * permuted.gates.unsqueeze(1);
-  const torch::Tensor y =
-      torch::zeros({num_tokens, expert_output.size(1)}, weighted.options())
-          .index_add(0, permuted.token_index, weighted);
-  return y.to(expert_output.scalar_type());
+  return kernels::unpermute_rows(expert_output, permuted.gates, permuted.token_index, num_tokens);
 }
 
 MoELayerImpl::MoELayerImpl(const ModelConfig& cfg)

@@ -1,11 +1,12 @@
 // MoELayer: the Mixture-of-Experts FFN that replaces the dense FFN in every
 // `moe.every`-th layer. One forward is four steps, kept as separate functions
-// because expert parallelism will put an all-to-all between them and a fused
-// CUDA kernel will replace the permutation:
+// because expert parallelism puts an all-to-all between them:
 //   1. route_tokens:     fp32 router softmax, top-k, capacity (GShard priority);
-//   2. permute_tokens:   copy each kept (token, choice) row, grouped by expert;
+//   2. permute_tokens:   copy each kept (token, choice) row, grouped by expert
+//                        (kernels::permute_rows, fused on CUDA);
 //   3. expert_forward:   each expert's FFN on its contiguous segment;
-//   4. unpermute_tokens: scale by the gate and index_add back to [N, D].
+//   4. unpermute_tokens: scale by the gate and sum back to [N, D] in fp32
+//                        (kernels::unpermute_rows, fused on CUDA).
 // Dropped assignments contribute nothing: the residual connection around the
 // layer carries the token unchanged.
 //

@@ -3,6 +3,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/layer_norm.h"
+
 namespace moetrain::models {
 
 NormImpl::NormImpl(NormType type, int64_t dim, double eps) : type_(type), dim_(dim), eps_(eps) {
@@ -16,15 +18,9 @@ torch::Tensor NormImpl::forward(const torch::Tensor& x) {
     throw std::invalid_argument("Norm: expected input [..., " + std::to_string(dim_) + "], got " +
                                 c10::str(x.sizes()));
   }
-  const torch::Tensor x32 = x.to(torch::kFloat);
-  const torch::Tensor w32 = weight.to(torch::kFloat);
-  torch::Tensor y;
-  if (type_ == NormType::LayerNorm) {
-    y = torch::layer_norm(x32, {dim_}, w32, bias.to(torch::kFloat), eps_);
-  } else {
-    y = x32 * torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_) * w32;
-  }
-  return y.to(x.scalar_type());
+  // bias is undefined for RMSNorm.
+  return kernels::layer_norm_activation(x, weight, bias, eps_, kernels::NormActivation::None,
+                                        /*rms=*/type_ == NormType::RMSNorm);
 }
 
 }  // namespace moetrain::models

@@ -1,33 +1,81 @@
 #include "optim/adamw.h"
 
-#include <cmath>
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/adamw.h"
 
 namespace moetrain::optim {
 
+namespace {
+
+// [0, numel) as consecutive runs: the decay segments (decayed when
+// `weight_decay` is on) and the gaps between them (never decayed), with
+// neighbours of the same setting merged.
+std::vector<DecaySegment> update_runs(std::vector<DecaySegment> segments, int64_t numel, bool weight_decay) {
+  std::sort(segments.begin(), segments.end(),
+            [](const DecaySegment& a, const DecaySegment& b) { return a.begin < b.begin; });
+  std::vector<DecaySegment> runs;
+  auto add = [&runs](int64_t begin, int64_t end, bool decay) {
+    if (begin >= end) return;
+    if (!runs.empty() && runs.back().weight_decay == decay && runs.back().end == begin) {
+      runs.back().end = end;
+    } else {
+      runs.push_back({begin, end, decay});
+    }
+  };
+  int64_t cursor = 0;
+  for (const DecaySegment& s : segments) {
+    if (s.begin < cursor || s.end < s.begin || s.end > numel) {
+      throw std::invalid_argument("AdamW: decay segment [" + std::to_string(s.begin) + ", " +
+                                  std::to_string(s.end) + ") overlaps another or leaves [0, " +
+                                  std::to_string(numel) + ")");
+    }
+    add(cursor, s.begin, false);
+    add(s.begin, s.end, weight_decay && s.weight_decay);
+    cursor = s.end;
+  }
+  add(cursor, numel, false);
+  return runs;
+}
+
+}  // namespace
+
 AdamW::AdamW(const OptimConfig& config, int64_t numel, std::vector<DecaySegment> segments,
              const torch::TensorOptions& options)
-    : config_(config), segments_(std::move(segments)) {
+    : config_(config),
+      segments_(std::move(segments)),
+      update_runs_(update_runs(segments_, numel, config.weight_decay != 0.0)) {
   exp_avg_ = torch::zeros({numel}, options.dtype(torch::kFloat32));
   exp_avg_sq_ = torch::zeros({numel}, options.dtype(torch::kFloat32));
 }
 
 void AdamW::step(torch::Tensor& master, const torch::Tensor& grads, double lr) {
+  const int64_t numel = exp_avg_.numel();
+  if (master.numel() != numel || grads.numel() != numel) {
+    throw std::invalid_argument("AdamW::step: expected master and grads of " + std::to_string(numel) +
+                                " elements, got " + std::to_string(master.numel()) + " and " +
+                                std::to_string(grads.numel()));
+  }
   torch::NoGradGuard no_grad;
   ++step_;
-  auto& p = master;
-  const auto& g = grads;
 
-  if (config_.weight_decay != 0.0) {
-    for (const auto& s : segments_) {
-      if (s.weight_decay) p.narrow(0, s.begin, s.end - s.begin).mul_(1.0 - lr * config_.weight_decay);
-    }
+  std::vector<kernels::AdamWTensors> groups;
+  groups.reserve(update_runs_.size());
+  for (const DecaySegment& r : update_runs_) {
+    const int64_t len = r.end - r.begin;
+    groups.push_back({master.narrow(0, r.begin, len), grads.narrow(0, r.begin, len),
+                      exp_avg_.narrow(0, r.begin, len), exp_avg_sq_.narrow(0, r.begin, len), r.weight_decay});
   }
-  exp_avg_.mul_(config_.beta1).add_(g, 1.0 - config_.beta1);
-  exp_avg_sq_.mul_(config_.beta2).addcmul_(g, g, 1.0 - config_.beta2);
-  const double bc1 = 1.0 - std::pow(config_.beta1, static_cast<double>(step_));
-  const double bc2 = 1.0 - std::pow(config_.beta2, static_cast<double>(step_));
-  const auto denom = (exp_avg_sq_.sqrt() / std::sqrt(bc2)).add_(config_.eps);
-  p.addcdiv_(exp_avg_, denom, -lr / bc1);
+  kernels::AdamWHyperparameters h;
+  h.lr = lr;
+  h.beta1 = config_.beta1;
+  h.beta2 = config_.beta2;
+  h.eps = config_.eps;
+  h.weight_decay = config_.weight_decay;
+  h.step = step_;
+  kernels::adamw_update(groups, h);
 }
 
 int64_t AdamW::state_bytes() const {

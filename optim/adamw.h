@@ -4,6 +4,8 @@
 // model without ZeRO, this rank's shard with it) and updates it in place.
 // The update matches torch.optim.AdamW:
 //   p -= lr*wd*p;  m, v updated;  p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps).
+// It runs as kernels::adamw_update over the buffer cut into runs of one decay
+// setting (the decay segments, and the elements between them without decay).
 #pragma once
 
 #include <torch/torch.h>
@@ -17,7 +19,8 @@ namespace moetrain::optim {
 
 class AdamW {
  public:
-  // `segments` say which elements of the master buffer get weight decay.
+  // `segments` say which elements of the master buffer get weight decay;
+  // they must lie in [0, numel) and not overlap.
   AdamW(const OptimConfig& config, int64_t numel, std::vector<DecaySegment> segments,
         const torch::TensorOptions& options);
 
@@ -35,6 +38,8 @@ class AdamW {
  private:
   OptimConfig config_;
   std::vector<DecaySegment> segments_;
+  // [0, numel) cut into consecutive runs, each decayed or not as a whole.
+  std::vector<DecaySegment> update_runs_;
   torch::Tensor exp_avg_, exp_avg_sq_;
   int64_t step_ = 0;
 };
