@@ -1,25 +1,44 @@
 // bench_train_step: times whole optimizer steps (forward, backward, AdamW) of
-// a config on random tokens and prints ms/step, tokens/s and peak RSS. Under
-// mpirun it also prints one step's communication (rank 0's bytes per
-// collective as in the ZeRO paper's accounting, and with --layout every
-// group's bytes per collective type summed over all ranks) and, with
-// pipeline parallelism, each stage's idle fraction next to the ideal bubble.
+// a config on random tokens and prints ms/step, tokens/s and peak memory (RSS
+// on the CPU, the caching allocator's peak on CUDA). With --peak-tflops or
+// --measure-matmul it also prints model FLOPs utilisation (bench/flops.h says
+// what is counted). Under mpirun it also prints one step's communication
+// (rank 0's bytes per collective as in the ZeRO paper's accounting, and with
+// --layout every group's bytes per collective type summed over all ranks)
+// and, with pipeline parallelism, each stage's idle fraction next to the
+// ideal bubble.
 //
-//   bench_train_step [--preset tiny|base-small]... [--config F] [--set k=v]...
-//                    [--steps N] [--warmup N] [--vocab V] [--layout]
+//   bench_train_step [--preset tiny|base-small]... [--config F [--name N]] [--set k=v]...
+//                    [--device cpu|cuda] [--kernels fused|reference] [--steps N] [--warmup N]
+//                    [--vocab V] [--layout] [--json] [--peak-tflops X | --measure-matmul]
+//   bench_train_step --matmul-only [--device cpu|cuda] [--matmul-size N] [--json]
 //
 // Presets: `tiny` is configs/tiny.yaml; `base-small` is the 12/6-layer,
 // 8-expert top-2 shape of configs/base-moe.yaml at d_model 128 on the CPU.
+// scripts/bench-gpu.sh runs the GPU presets (full-width configs) through
+// --config and --set, next to the Python peers in bench/peers/.
+//
+// --json prints one JSON object per run instead of the table: impl, preset,
+// device, tokens_per_step, ms_per_step (median), tokens_per_s,
+// peak_mem_bytes, params, active_params, flops_per_step, mfu, ...
 #include <sys/resource.h>
 
 #include <boost/program_options.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 
+#ifdef MOETRAIN_BENCH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include "bench/flops.h"
+#include "kernels/dispatch.h"
 #include "parallel/mpi_communicator.h"
 #include "trainer/config.h"
 #include "trainer/trainer.h"
@@ -137,10 +156,116 @@ void print_layout(trainer::Trainer& t, int64_t zero_stage, const std::vector<dou
   }
 }
 
-void run_one(const std::string& name, trainer::Config cfg, int64_t vocab, int64_t steps, int64_t warmup,
-             bool layout) {
+// Everything a run needs besides its config.
+struct BenchOptions {
+  int64_t steps = 10, warmup = 2, vocab = 8000;
+  bool layout = false, json = false;
+  double peak_tflops = 0;  // the MFU denominator; 0: no MFU
+  std::string kernels;     // as set (for the record)
+};
+
+bool on_cuda(const torch::Device& device) { return device.is_cuda(); }
+
+// Waits for the device's queued work, so wall-clock time covers it.
+void synchronize(const torch::Device& device) {
+  if (on_cuda(device)) torch::cuda::synchronize(device.index() < 0 ? -1 : device.index());
+}
+
+std::string device_name(const torch::Device& device) {
+#ifdef MOETRAIN_BENCH_CUDA
+  if (on_cuda(device)) return at::cuda::getCurrentDeviceProperties()->name;
+#endif
+  return on_cuda(device) ? "CUDA" : "CPU";
+}
+
+// The caching allocator's peak since the last reset (bytes of live tensors),
+// and the peak it reserved from the driver.
+struct CudaMemory {
+  int64_t allocated = 0, reserved = 0;
+};
+
+void reset_cuda_peak(const torch::Device& device) {
+#ifdef MOETRAIN_BENCH_CUDA
+  if (on_cuda(device)) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+#else
+  (void)device;
+#endif
+}
+
+CudaMemory cuda_peak(const torch::Device& device) {
+  CudaMemory m;
+#ifdef MOETRAIN_BENCH_CUDA
+  if (on_cuda(device)) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+    const auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    m.allocated = stats.allocated_bytes[all].peak;
+    m.reserved = stats.reserved_bytes[all].peak;
+  }
+#else
+  (void)device;
+#endif
+  return m;
+}
+
+// The median rate of n x n x n bf16 matmuls on `device` (random operands,
+// never zeros), in TFLOP/s, after warm-up.
+double measure_matmul_tflops(const torch::Device& device, int64_t n, int64_t reps) {
+  torch::NoGradGuard no_grad;
+  const auto options = torch::TensorOptions().dtype(torch::kBFloat16).device(device);
+  const torch::Tensor a = torch::randn({n, n}, options), b = torch::randn({n, n}, options);
+  torch::Tensor c;
+  for (int i = 0; i < 3; ++i) c = torch::matmul(a, b);
+  synchronize(device);
+  std::vector<double> seconds;
+  for (int64_t i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    c = torch::matmul(a, b);
+    synchronize(device);
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  if (!std::isfinite(c.abs().max().item<double>())) throw std::runtime_error("matmul benchmark: non-finite result");
+  std::sort(seconds.begin(), seconds.end());
+  return 2.0 * static_cast<double>(n) * n * n / seconds[seconds.size() / 2] / 1e12;
+}
+
+// The model's own parameter count, to check count_parameters against
+// (a single rank holds the whole model).
+int64_t model_parameters(trainer::Trainer& t) {
+  int64_t n = 0;
+  for (const auto& p : t.model()->parameters(/*recurse=*/true)) n += p.numel();
+  return n;
+}
+
+// The table's header, once, before the first row.
+void print_header(const torch::Device& device, const BenchOptions& o) {
+  static bool printed = false;
+  if (printed) return;
+  printed = true;
+  const bool cuda = on_cuda(device);
+  if (cuda) {
+    std::printf("# %s, kernels %s (fused CUDA kernels %s), median of %lld steps after %lld warm-up\n",
+                device_name(device).c_str(), o.kernels.c_str(),
+                kernels::cuda_kernels_compiled() ? "compiled" : "not compiled", static_cast<long long>(o.steps),
+                static_cast<long long>(o.warmup));
+  } else {
+    std::printf("# CPU, %d intra-op threads, median of %lld steps after %lld warm-up\n", at::get_num_threads(),
+                static_cast<long long>(o.steps), static_cast<long long>(o.warmup));
+  }
+  std::printf("%-12s %12s %8s %10s %12s %10s", "preset", "params", "tokens", "ms/step", "tokens/s",
+              cuda ? "peak GPU MiB" : "peak RSS MiB");
+  if (cuda || o.peak_tflops > 0) {
+    std::printf(" %8s", "TFLOP/s");
+    if (o.peak_tflops > 0) std::printf(" %7s", "MFU");
+  }
+  std::printf("\n");
+}
+
+void run_one(const std::string& name, trainer::Config cfg, const BenchOptions& o) {
+  const int64_t vocab = o.vocab, steps = o.steps, warmup = o.warmup;
+  const bool layout = o.layout;
   cfg.model.vocab_size = vocab;
   trainer::Trainer t(cfg, parallel::make_world_communicator(cfg.parallel.timeout_s));
+  const torch::Device device = t.device();
   const int64_t micro = cfg.train.micro_batch;
   // This rank's share of the global batch.
   const int64_t n_micro = cfg.train.global_batch / (micro * t.grid().dp_size());
@@ -152,8 +277,11 @@ void run_one(const std::string& name, trainer::Config cfg, int64_t vocab, int64_
   int64_t tokens = 0;
   double pipeline_compute_s = 0, pipeline_total_s = 0;
   for (int64_t s = 0; s < warmup + steps; ++s) {
+    if (s == warmup) reset_cuda_peak(device);
+    synchronize(device);
     const auto t0 = std::chrono::steady_clock::now();
     const auto r = t.train_step(batches, s);
+    synchronize(device);
     const double elapsed = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (s >= warmup) {
       ms.push_back(elapsed);
@@ -162,6 +290,7 @@ void run_one(const std::string& name, trainer::Config cfg, int64_t vocab, int64_
     }
     tokens = r.tokens;
   }
+  const CudaMemory cuda_memory = cuda_peak(device);
   // One more step with fresh counters: the communication of exactly one step.
   t.reset_comm_stats();
   t.train_step(batches, warmup + steps);
@@ -177,20 +306,76 @@ void run_one(const std::string& name, trainer::Config cfg, int64_t vocab, int64_
 
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
-  if (layout) {
-    if (t.world().rank() == 0) {
-      std::printf("%-12s %12lld %8lld %10.1f %12.0f %10.0f\n", name.c_str(),
-                  static_cast<long long>(t.params().numel()), static_cast<long long>(tokens), median,
-                  static_cast<double>(tokens) / (median / 1000.0), peak_rss_mib());
+  const double tokens_per_s = static_cast<double>(tokens) / (median / 1000.0);
+  // Model FLOPs of the global batch, against the peak of every rank's device.
+  const bench::ParameterCounts counts = bench::count_parameters(cfg.model);
+  const double flops = bench::train_step_flops(cfg.model, cfg.train.global_batch, cfg.data.src_len, cfg.data.tgt_len);
+  const double achieved_tflops = flops / (median / 1000.0) / 1e12;
+  const double mfu = o.peak_tflops > 0 ? achieved_tflops / (o.peak_tflops * static_cast<double>(t.world().size())) : 0;
+  if (t.world().size() == 1 && cfg.finetune.mode != trainer::FinetuneMode::Lora &&
+      model_parameters(t) != counts.total) {
+    std::cerr << "bench_train_step: warning: the model has " << model_parameters(t)
+              << " parameters, bench/flops.cpp counts " << counts.total << "; FLOPs and MFU are off" << std::endl;
+  }
+  const double peak_mib = on_cuda(device) ? static_cast<double>(cuda_memory.allocated) / (1024.0 * 1024.0) : peak_rss_mib();
+  if (o.json) {
+    if (t.world().rank() != 0) return;
+    nlohmann::ordered_json j{
+        {"impl", "moetrain"},
+        {"preset", name},
+        {"device", device_name(device)},
+        {"kernels", o.kernels},
+        {"cuda_kernels_compiled", kernels::cuda_kernels_compiled()},
+        {"dtype", trainer::to_string(cfg.precision.compute)},
+        {"activation_checkpointing", cfg.model.activation_checkpointing},
+        {"world_size", t.world().size()},
+        {"micro_batch", micro},
+        {"micro_batches", n_micro},
+        {"src_len", cfg.data.src_len},
+        {"tgt_len", cfg.data.tgt_len},
+        {"vocab", vocab},
+        {"steps", steps},
+        {"warmup", warmup},
+        {"tokens_per_step", tokens},
+        {"ms_per_step", median},
+        {"ms_min", ms.front()},
+        {"ms_max", ms.back()},
+        {"tokens_per_s", tokens_per_s},
+        {"peak_mem_bytes", on_cuda(device) ? cuda_memory.allocated : static_cast<int64_t>(peak_rss_mib() * 1024 * 1024)},
+        {"peak_mem_kind", on_cuda(device) ? "cuda_allocated" : "rss"},
+        {"peak_reserved_bytes", cuda_memory.reserved},
+        {"params", counts.total},
+        {"active_params", counts.active},
+        {"flops_per_step", flops},
+        {"achieved_tflops", achieved_tflops},
+        {"peak_tflops", o.peak_tflops},
+        {"mfu", mfu},
+    };
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+    return;
+  }
+  // The table's row; on CUDA, and whenever a peak is known, with model
+  // TFLOP/s and MFU after the memory column.
+  auto print_row = [&]() {
+    print_header(device, o);
+    std::printf("%-12s %12lld %8lld %10.1f %12.0f %10.0f", name.c_str(),
+                static_cast<long long>(t.params().numel()), static_cast<long long>(tokens), median, tokens_per_s,
+                peak_mib);
+    if (on_cuda(device) || o.peak_tflops > 0) {
+      std::printf(" %8.3g", achieved_tflops);
+      if (o.peak_tflops > 0) std::printf(" %6.1f%%", 100.0 * mfu);
     }
+    std::printf("\n");
+  };
+  if (layout) {
+    if (t.world().rank() == 0) print_row();
     print_layout(t, cfg.parallel.zero_stage, totals, pipeline_compute_s, pipeline_total_s, steps, n_micro);
     std::fflush(stdout);
     return;
   }
   if (t.world().rank() != 0) return;
-  std::printf("%-12s %12lld %8lld %10.1f %12.0f %10.0f\n", name.c_str(),
-              static_cast<long long>(t.params().numel()), static_cast<long long>(tokens), median,
-              static_cast<double>(tokens) / (median / 1000.0), peak_rss_mib());
+  print_row();
   {
     // Where a rank's parameter memory goes: trainable weights and their
     // optimizer, and frozen weights (LoRA's base, finetune.freeze), which
@@ -238,25 +423,42 @@ void run_one(const std::string& name, trainer::Config cfg, int64_t vocab, int64_
 
 int main(int argc, char** argv) {
   std::vector<std::string> preset_names, overrides;
-  std::string config_path, source_dir = MOETRAIN_SOURCE_DIR;
-  int64_t steps = 10, warmup = 2, vocab = 8000, threads = 0;
-  bool layout = false;
+  std::string config_path, run_name, device_arg, kernels_arg, source_dir = MOETRAIN_SOURCE_DIR;
+  int64_t threads = 0, matmul_size = 8192, matmul_reps = 10;
+  bool measure_matmul = false, matmul_only = false;
+  BenchOptions o;
   po::options_description options("bench_train_step options");
   options.add_options()("help,h", "show this help")(
       "preset", po::value(&preset_names)->composing(), "tiny | base-small (repeatable; default: both)")(
       "config", po::value(&config_path), "a YAML config instead of a preset")(
+      "name", po::value(&run_name), "the run's name in the output (default: the preset or config path)")(
       "set", po::value(&overrides)->composing(), "override a config key (repeatable)")(
-      "steps", po::value(&steps), "timed steps (default 10)")("warmup", po::value(&warmup), "untimed steps first (default 2)")(
-      "vocab", po::value(&vocab), "vocabulary size (default 8000)")(
+      "device", po::value(&device_arg), "cpu | cuda (train.device; default: the config's)")(
+      "kernels", po::value(&kernels_arg),
+      "fused | reference: the fused CUDA kernels or their ATen references (default: MOETRAIN_KERNELS, else fused)")(
+      "steps", po::value(&o.steps), "timed steps (default 10)")("warmup", po::value(&o.warmup), "untimed steps first (default 2)")(
+      "vocab", po::value(&o.vocab), "vocabulary size (default 8000)")(
       "threads", po::value(&threads), "intra-op threads (default: LibTorch's)")(
-      "layout", po::bool_switch(&layout),
+      "json", po::bool_switch(&o.json), "print one JSON object per run instead of the table")(
+      "peak-tflops", po::value(&o.peak_tflops), "the device's bf16 matmul rate in TFLOP/s, the MFU denominator")(
+      "measure-matmul", po::bool_switch(&measure_matmul),
+      "measure the bf16 matmul rate first (median of timed N^3 matmuls) and use it as --peak-tflops")(
+      "matmul-only", po::bool_switch(&matmul_only), "only measure and print the bf16 matmul rate")(
+      "matmul-size", po::value(&matmul_size), "N of the N^3 matmul (default 8192)")(
+      "matmul-reps", po::value(&matmul_reps), "timed matmuls (default 10)")(
+      "layout", po::bool_switch(&o.layout),
       "print the parallel layout, every group's bytes per collective summed over all ranks, and the pipeline "
       "stages' idle time, instead of rank 0's ZeRO accounting");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, options), vm);
     po::notify(vm);
-  } catch (const po::error& e) {
+    if (o.steps < 1 || o.warmup < 0) throw po::error("--steps must be >= 1 and --warmup >= 0");
+    if (!device_arg.empty() && device_arg != "cpu" && device_arg != "cuda") {
+      throw po::error("--device must be cpu or cuda, got '" + device_arg + "'");
+    }
+    if (!kernels_arg.empty()) kernels::set_kernel_backend(kernels::parse_kernel_backend(kernels_arg));
+  } catch (const std::exception& e) {
     std::cerr << "bench_train_step: " << e.what() << std::endl;
     return 2;
   }
@@ -265,17 +467,34 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  o.kernels = kernels::kernel_backend_name(kernels::kernel_backend());
+  // --device goes last, over the preset's and the user's settings.
+  if (!device_arg.empty()) overrides.push_back("train.device=" + device_arg);
+  const bool cuda = device_arg == "cuda";
+  const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
   // Under mpirun only the first rank prints the header (the launcher names the rank).
   const char* launcher_rank = std::getenv("OMPI_COMM_WORLD_RANK");
-  if (launcher_rank == nullptr || std::string(launcher_rank) == "0") {
-    std::printf("# CPU, %d intra-op threads, median of %lld steps after %lld warm-up\n", at::get_num_threads(),
-                static_cast<long long>(steps), static_cast<long long>(warmup));
-    std::printf("%-12s %12s %8s %10s %12s %10s\n", "preset", "params", "tokens", "ms/step", "tokens/s",
-                "peak RSS MiB");
-  }
+  const bool leader = launcher_rank == nullptr || std::string(launcher_rank) == "0";
   try {
+    if (cuda && !torch::cuda::is_available()) throw std::runtime_error("--device cuda: no CUDA device is available");
+    if (matmul_only || measure_matmul) {
+      const double rate = measure_matmul_tflops(device, matmul_size, matmul_reps);
+      if (o.peak_tflops <= 0) o.peak_tflops = rate;
+      if (leader) {
+        if (o.json) {
+          nlohmann::ordered_json j{{"impl", "matmul"}, {"device", device_name(device)}, {"dtype", "bf16"},
+                                   {"size", matmul_size}, {"reps", matmul_reps}, {"tflops", rate}};
+          std::printf("%s\n", j.dump().c_str());
+        } else {
+          std::printf("# %s bf16 matmul %lld^3: %.4g TFLOP/s (median of %lld)\n", device_name(device).c_str(),
+                      static_cast<long long>(matmul_size), rate, static_cast<long long>(matmul_reps));
+        }
+        std::fflush(stdout);
+      }
+      if (matmul_only) return 0;
+    }
     if (!config_path.empty()) {
-      run_one(config_path, trainer::load_config(config_path, overrides), vocab, steps, warmup, layout);
+      run_one(run_name.empty() ? config_path : run_name, trainer::load_config(config_path, overrides), o);
       return 0;
     }
     if (preset_names.empty()) preset_names = {"tiny", "base-small"};
@@ -284,9 +503,9 @@ int main(int argc, char** argv) {
       for (const auto& p : presets(source_dir)) {
         if (p.name != wanted) continue;
         found = true;
-        auto o = p.overrides;
-        o.insert(o.end(), overrides.begin(), overrides.end());
-        run_one(p.name, trainer::load_config(p.config, o), vocab, steps, warmup, layout);
+        auto preset_overrides = p.overrides;
+        preset_overrides.insert(preset_overrides.end(), overrides.begin(), overrides.end());
+        run_one(run_name.empty() ? p.name : run_name, trainer::load_config(p.config, preset_overrides), o);
       }
       if (!found) {
         std::cerr << "bench_train_step: unknown preset '" << wanted << "'" << std::endl;

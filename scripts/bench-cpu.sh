@@ -6,4 +6,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/${MOETRAIN_BUILD_DIR:-build}/bin/bench_train_step"
 "$BIN" --preset tiny "$@"
-"$BIN" --preset base-small "$@" | grep -v '^#' | tail -n 1
+"$BIN" --preset base-small "$@" | grep -v '^#' | tail -n +2   # its rows, without the header
