@@ -22,18 +22,13 @@ TORCH_VERSION="2.11.0"
 log() { printf '[setup] %s\n' "$*"; }
 
 # --- 1. Debian packages -----------------------------------------------------
+# The toolchain here; the libraries in scripts/debian-libraries.txt.
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   python3 python3-venv python3-pip
-  libopenmpi-dev openmpi-bin
-  libhdf5-dev hdf5-tools
-  libyaml-cpp-dev libboost-program-options-dev
-  libsentencepiece-dev sentencepiece
-  libgtest-dev libgmock-dev
-  nlohmann-json3-dev libsimdjson-dev libzstd-dev zstd
-  libxxhash-dev libre2-dev libutf8proc-dev libfasttext-dev
   iproute2 iputils-ping
 )
+mapfile -t -O "${#PACKAGES[@]}" PACKAGES < <(sed 's/#.*//' "$ROOT/scripts/debian-libraries.txt" | tr -s ' \t' '\n' | sed '/^$/d')
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -115,4 +110,9 @@ if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
 fi
 log "building (ninja -C $BUILD_DIR)"
 cmake --build "$BUILD_DIR" -j "$(nproc)"
+if grep -q '^MOETRAIN_WITH_CUDA_KERNELS:BOOL=ON' "$BUILD_DIR/CMakeCache.txt"; then
+  log "CUDA sources compiled (fused kernels for sm $(sed -n 's/^MOETRAIN_CUDA_ARCHITECTURES:STRING=//p' "$BUILD_DIR/CMakeCache.txt"))"
+else
+  log "CUDA sources not compiled (no nvcc, or LibTorch without CUDA): every op runs its ATen reference"
+fi
 log "done: $BUILD_DIR/bin/moetrain"
