@@ -35,11 +35,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mapfile -t PACKAGES < <(sed 's/#.*//' "$ROOT/scripts/debian-libraries.txt" | tr -s ' \t' '\n' | sed '/^$/d')
 PACKAGES+=(pkgconf ccache)
 
-# A build node has a C/C++ toolchain (it compiles CUDA) and a base system:
+# A build node has a C/C++ toolchain (it compiles CUDA) and a Debian base
+# system (dpkg, which `install` uses, among it):
 # these come with the dependency closure but are left out of the bundle (the
 # runtime libraries of bundled -dev packages, zlib, zstd and OpenSSL, stay in:
 # their CMake and pkg-config files name them inside the prefix).
-TOOLCHAIN_AND_BASE='^(gcc-[0-9]+|gcc|g\+\+-[0-9]+|g\+\+|cpp-[0-9]+|cpp|gfortran-[0-9]+|gfortran|binutils.*|libbinutils|libctf.*|libgprofng.*|libjansson.*|libc6|libc6-dev|libc-dev-bin|linux-libc-dev|libcrypt.*|libstdc\+\+.*|libgcc-.*|gcc-[0-9]+-base|libasan.*|liblsan.*|libtsan.*|libubsan.*|libitm.*|libatomic.*|libgomp.*|libquadmath.*|libcc1-.*|libisl.*|libmpc.*|libmpfr.*|libgmp.*|libgfortran-[0-9]+-dev|perl|perl-base|perl-modules-.*|libperl.*|libgdbm.*|m4|autoconf|automake|autotools-dev|openssh-client|liblzma5|libbz2-.*|libselinux1|libpcre2-.*|libacl1|libaudit.*|libcap-ng.*|libdb5.3|libpam.*|libmd0|libbsd0|libtinfo6|libudev1|libsemanage.*|libsepol.*|libcom-err2|libkrb5.*|libk5crypto3|libkeyutils1|libgssapi-krb5-2|libedit2|libcbor.*|libfido2.*|libtirpc.*|libnsl.*|rpcsvc-proto|libuuid1|libffi8|libjs-jquery.*)$'
+TOOLCHAIN_AND_BASE='^(dpkg|debconf|debianutils|tar|passwd|adduser|gcc-[0-9]+|gcc|g\+\+-[0-9]+|g\+\+|cpp-[0-9]+|cpp|gfortran-[0-9]+|gfortran|binutils.*|libbinutils|libctf.*|libgprofng.*|libjansson.*|libc6|libc6-dev|libc-dev-bin|linux-libc-dev|libcrypt.*|libstdc\+\+.*|libgcc-.*|gcc-[0-9]+-base|libasan.*|liblsan.*|libtsan.*|libubsan.*|libitm.*|libatomic.*|libgomp.*|libquadmath.*|libcc1-.*|libisl.*|libmpc.*|libmpfr.*|libgmp.*|libgfortran-[0-9]+-dev|perl|perl-base|perl-modules-.*|libperl.*|libgdbm.*|m4|autoconf|automake|autotools-dev|openssh-client|liblzma5|libbz2-.*|libselinux1|libpcre2-.*|libacl1|libaudit.*|libcap-ng.*|libdb5.3|libpam.*|libmd0|libbsd0|libtinfo6|libudev1|libsemanage.*|libsepol.*|libcom-err2|libkrb5.*|libk5crypto3|libkeyutils1|libgssapi-krb5-2|libedit2|libcbor.*|libfido2.*|libtirpc.*|libnsl.*|rpcsvc-proto|libuuid1|libffi8|libjs-jquery.*)$'
 
 cmd_bundle() {
   local dir="${1:-}"
