@@ -19,15 +19,13 @@
 #include <string>
 #include <vector>
 
+#include "bench/device_stats.h"
 #include "kernels/adamw.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/dispatch.h"
 #include "kernels/layer_norm.h"
 #include "kernels/moe_permute.h"
 
-#ifdef MOETRAIN_CUDA_KERNELS
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
 
 namespace po = boost::program_options;
 using namespace moetrain;
@@ -41,45 +39,6 @@ struct Options {
   std::string only;
 };
 
-void synchronize(const torch::Device& d) {
-  if (d.is_cuda()) torch::cuda::synchronize(d.index());
-}
-
-void reset_peak(const torch::Device& d) {
-#ifdef MOETRAIN_CUDA_KERNELS
-  if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.index());
-#else
-  (void)d;
-#endif
-}
-
-// Peak bytes allocated since reset_peak, above what was allocated then.
-int64_t peak_bytes(const torch::Device& d, int64_t baseline) {
-#ifdef MOETRAIN_CUDA_KERNELS
-  if (d.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index());
-    const auto& s = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
-    return s.peak - baseline;
-  }
-#else
-  (void)d;
-#endif
-  (void)baseline;
-  return 0;
-}
-
-int64_t allocated_bytes(const torch::Device& d) {
-#ifdef MOETRAIN_CUDA_KERNELS
-  if (d.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index());
-    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].current;
-  }
-#else
-  (void)d;
-#endif
-  return 0;
-}
-
 struct Timing {
   double ms = 0;
   int64_t peak = 0;
@@ -89,20 +48,20 @@ struct Timing {
 Timing time_op(const Options& opt, kernels::KernelBackend backend, const std::function<void()>& fn) {
   kernels::set_kernel_backend(backend);
   for (int64_t i = 0; i < opt.warmup; ++i) fn();
-  synchronize(opt.device);
-  const int64_t baseline = allocated_bytes(opt.device);
-  reset_peak(opt.device);
+  bench::synchronize(opt.device);
+  const int64_t baseline = bench::cuda_memory_stats(opt.device).allocated_now;
+  bench::reset_cuda_peak(opt.device);
   std::vector<double> ms;
   for (int64_t i = 0; i < opt.iters; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     fn();
-    synchronize(opt.device);
+    bench::synchronize(opt.device);
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(ms.begin(), ms.end());
   Timing t;
   t.ms = ms[ms.size() / 2];
-  t.peak = peak_bytes(opt.device, baseline);
+  t.peak = bench::cuda_memory_stats(opt.device).allocated_peak - baseline;
   kernels::set_kernel_backend(kernels::KernelBackend::Fused);
   return t;
 }

@@ -34,9 +34,9 @@
 
 #ifdef MOETRAIN_BENCH_CUDA
 #include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include "bench/device_stats.h"
 #include "bench/flops.h"
 #include "kernels/dispatch.h"
 #include "parallel/mpi_communicator.h"
@@ -166,45 +166,11 @@ struct BenchOptions {
 
 bool on_cuda(const torch::Device& device) { return device.is_cuda(); }
 
-// Waits for the device's queued work, so wall-clock time covers it.
-void synchronize(const torch::Device& device) {
-  if (on_cuda(device)) torch::cuda::synchronize(device.index() < 0 ? -1 : device.index());
-}
-
 std::string device_name(const torch::Device& device) {
 #ifdef MOETRAIN_BENCH_CUDA
   if (on_cuda(device)) return at::cuda::getCurrentDeviceProperties()->name;
 #endif
   return on_cuda(device) ? "CUDA" : "CPU";
-}
-
-// The caching allocator's peak since the last reset (bytes of live tensors),
-// and the peak it reserved from the driver.
-struct CudaMemory {
-  int64_t allocated = 0, reserved = 0;
-};
-
-void reset_cuda_peak(const torch::Device& device) {
-#ifdef MOETRAIN_BENCH_CUDA
-  if (on_cuda(device)) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
-#else
-  (void)device;
-#endif
-}
-
-CudaMemory cuda_peak(const torch::Device& device) {
-  CudaMemory m;
-#ifdef MOETRAIN_BENCH_CUDA
-  if (on_cuda(device)) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
-    const auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
-    m.allocated = stats.allocated_bytes[all].peak;
-    m.reserved = stats.reserved_bytes[all].peak;
-  }
-#else
-  (void)device;
-#endif
-  return m;
 }
 
 // The median rate of n x n x n bf16 matmuls on `device` (random operands,
@@ -215,12 +181,12 @@ double measure_matmul_tflops(const torch::Device& device, int64_t n, int64_t rep
   const torch::Tensor a = torch::randn({n, n}, options), b = torch::randn({n, n}, options);
   torch::Tensor c;
   for (int i = 0; i < 3; ++i) c = torch::matmul(a, b);
-  synchronize(device);
+  bench::synchronize(device);
   std::vector<double> seconds;
   for (int64_t i = 0; i < reps; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     c = torch::matmul(a, b);
-    synchronize(device);
+    bench::synchronize(device);
     seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   if (!std::isfinite(c.abs().max().item<double>())) throw std::runtime_error("matmul benchmark: non-finite result");
@@ -277,11 +243,11 @@ void run_one(const std::string& name, trainer::Config cfg, const BenchOptions& o
   int64_t tokens = 0;
   double pipeline_compute_s = 0, pipeline_total_s = 0;
   for (int64_t s = 0; s < warmup + steps; ++s) {
-    if (s == warmup) reset_cuda_peak(device);
-    synchronize(device);
+    if (s == warmup) bench::reset_cuda_peak(device);
+    bench::synchronize(device);
     const auto t0 = std::chrono::steady_clock::now();
     const auto r = t.train_step(batches, s);
-    synchronize(device);
+    bench::synchronize(device);
     const double elapsed = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (s >= warmup) {
       ms.push_back(elapsed);
@@ -290,7 +256,7 @@ void run_one(const std::string& name, trainer::Config cfg, const BenchOptions& o
     }
     tokens = r.tokens;
   }
-  const CudaMemory cuda_memory = cuda_peak(device);
+  const bench::CudaMemory cuda_memory = bench::cuda_memory_stats(device);
   // One more step with fresh counters: the communication of exactly one step.
   t.reset_comm_stats();
   t.train_step(batches, warmup + steps);
@@ -317,7 +283,7 @@ void run_one(const std::string& name, trainer::Config cfg, const BenchOptions& o
     std::cerr << "bench_train_step: warning: the model has " << model_parameters(t)
               << " parameters, bench/flops.cpp counts " << counts.total << "; FLOPs and MFU are off" << std::endl;
   }
-  const double peak_mib = on_cuda(device) ? static_cast<double>(cuda_memory.allocated) / (1024.0 * 1024.0) : peak_rss_mib();
+  const double peak_mib = on_cuda(device) ? static_cast<double>(cuda_memory.allocated_peak) / (1024.0 * 1024.0) : peak_rss_mib();
   if (o.json) {
     if (t.world().rank() != 0) return;
     nlohmann::ordered_json j{
@@ -341,9 +307,9 @@ void run_one(const std::string& name, trainer::Config cfg, const BenchOptions& o
         {"ms_min", ms.front()},
         {"ms_max", ms.back()},
         {"tokens_per_s", tokens_per_s},
-        {"peak_mem_bytes", on_cuda(device) ? cuda_memory.allocated : static_cast<int64_t>(peak_rss_mib() * 1024 * 1024)},
+        {"peak_mem_bytes", on_cuda(device) ? cuda_memory.allocated_peak : static_cast<int64_t>(peak_rss_mib() * 1024 * 1024)},
         {"peak_mem_kind", on_cuda(device) ? "cuda_allocated" : "rss"},
-        {"peak_reserved_bytes", cuda_memory.reserved},
+        {"peak_reserved_bytes", cuda_memory.reserved_peak},
         {"params", counts.total},
         {"active_params", counts.active},
         {"flops_per_step", flops},

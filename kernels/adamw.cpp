@@ -83,10 +83,8 @@ void adamw_update_cuda(std::vector<AdamWTensors>& groups, const AdamWHyperparame
 
 #endif  // MOETRAIN_CUDA_KERNELS
 
-}  // namespace
-
-void adamw_update_reference(std::vector<AdamWTensors>& groups, const AdamWHyperparameters& h) {
-  check_arguments(groups, h);
+// The reference on arguments already checked.
+void adamw_update_aten(std::vector<AdamWTensors>& groups, const AdamWHyperparameters& h) {
   torch::NoGradGuard no_grad;
   const double bc1 = bias_correction(h.beta1, h.step);
   const double bc2 = bias_correction(h.beta2, h.step);
@@ -99,6 +97,13 @@ void adamw_update_reference(std::vector<AdamWTensors>& groups, const AdamWHyperp
   }
 }
 
+}  // namespace
+
+void adamw_update_reference(std::vector<AdamWTensors>& groups, const AdamWHyperparameters& h) {
+  check_arguments(groups, h);
+  adamw_update_aten(groups, h);
+}
+
 void adamw_update(std::vector<AdamWTensors>& groups, const AdamWHyperparameters& h) {
   check_arguments(groups, h);
   if (groups.empty()) return;
@@ -108,7 +113,7 @@ void adamw_update(std::vector<AdamWTensors>& groups, const AdamWHyperparameters&
     return;
   }
 #endif
-  adamw_update_reference(groups, h);
+  adamw_update_aten(groups, h);
 }
 
 }  // namespace moetrain::kernels

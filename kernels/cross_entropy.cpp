@@ -64,11 +64,6 @@ class FusedSoftmaxCrossEntropy : public torch::autograd::Function<FusedSoftmaxCr
   }
 };
 
-bool fused_dtype(const torch::Tensor& t) {
-  const auto s = t.scalar_type();
-  return s == torch::kFloat32 || s == torch::kBFloat16 || s == torch::kFloat16;
-}
-
 // The kernel treats a counted row whose target lies outside [0, V) as masked
 // (it never reads outside the row); such a row is reported here instead, from
 // the same device-to-host copy that fetches the token count, so the check
@@ -127,7 +122,7 @@ CrossEntropyResult softmax_cross_entropy(const torch::Tensor& logits, const torc
     throw std::invalid_argument("softmax_cross_entropy: label_smoothing must be in [0, 1)");
   }
 #ifdef MOETRAIN_CUDA_KERNELS
-  if (use_cuda_kernel(logits) && fused_dtype(logits) && logits.size(1) > 0) {
+  if (use_cuda_kernel(logits) && cuda_kernel_dtype(logits) && logits.size(1) > 0) {
     return fused_softmax_cross_entropy(logits, targets, mask, label_smoothing);
   }
 #endif

@@ -51,8 +51,17 @@ bool use_cuda_kernel(const torch::Tensor& t) {
   return cuda_kernels_compiled() && t.defined() && t.is_cuda() && kernel_backend() == KernelBackend::Fused;
 }
 
+bool cuda_kernel_dtype(const torch::Tensor& t) {
+  const auto s = t.scalar_type();
+  return s == torch::kFloat || s == torch::kBFloat16 || s == torch::kHalf;
+}
+
+std::string describe_tensor(const torch::Tensor& t) {
+  return t.defined() ? c10::str(t.sizes(), " ", t.scalar_type(), " on ", t.device()) : std::string("undefined");
+}
+
 cuda::DType cuda_dtype(const torch::Tensor& t, const char* who) {
-  switch (t.scalar_type()) {
+  switch (t.scalar_type()) {  // the types cuda_kernel_dtype accepts
     case torch::kFloat: return cuda::DType::Float32;
     case torch::kBFloat16: return cuda::DType::BFloat16;
     case torch::kHalf: return cuda::DType::Float16;

@@ -24,8 +24,14 @@ const char* kernel_backend_name(KernelBackend backend);
 
 bool use_cuda_kernel(const torch::Tensor& t);
 
+// Whether the CUDA kernels take t's element type (float32, bfloat16, float16).
+bool cuda_kernel_dtype(const torch::Tensor& t);
+
 // The element type of a float tensor for the CUDA launchers; throws
 // std::invalid_argument naming `who` for other types.
 cuda::DType cuda_dtype(const torch::Tensor& t, const char* who);
+
+// "[sizes] dtype on device" (or "undefined"), for the ops' error messages.
+std::string describe_tensor(const torch::Tensor& t);
 
 }  // namespace moetrain::kernels

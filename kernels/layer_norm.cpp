@@ -19,18 +19,14 @@ namespace {
 
 constexpr const char* kOp = "layer_norm_activation";
 
-std::string describe(const torch::Tensor& t) {
-  return c10::str(t.sizes(), " ", t.scalar_type(), " on ", t.device());
-}
-
 void check_parameter(const char* name, const torch::Tensor& p, const torch::Tensor& x) {
   const int64_t dim = x.size(-1);
   if (p.dim() != 1 || p.size(0) != dim) {
     throw std::invalid_argument(std::string(kOp) + ": " + name + " must be [" + std::to_string(dim) + "], got " +
-                                describe(p));
+                                describe_tensor(p));
   }
   if (!p.is_floating_point()) {
-    throw std::invalid_argument(std::string(kOp) + ": " + name + " must be a float tensor, got " + describe(p));
+    throw std::invalid_argument(std::string(kOp) + ": " + name + " must be a float tensor, got " + describe_tensor(p));
   }
   if (p.device() != x.device()) {
     throw std::invalid_argument(std::string(kOp) + ": " + name + " is on " + c10::str(p.device()) +
@@ -41,10 +37,10 @@ void check_parameter(const char* name, const torch::Tensor& p, const torch::Tens
 void check_arguments(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, double eps) {
   if (!x.defined() || x.dim() < 1 || x.size(-1) == 0) {
     throw std::invalid_argument(std::string(kOp) + ": expected x [..., D] with D > 0, got " +
-                                (x.defined() ? describe(x) : std::string("an undefined tensor")));
+                                (x.defined() ? describe_tensor(x) : std::string("an undefined tensor")));
   }
   if (!x.is_floating_point()) {
-    throw std::invalid_argument(std::string(kOp) + ": x must be a float tensor, got " + describe(x));
+    throw std::invalid_argument(std::string(kOp) + ": x must be a float tensor, got " + describe_tensor(x));
   }
   if (!weight.defined()) throw std::invalid_argument(std::string(kOp) + ": weight is undefined");
   check_parameter("weight", weight, x);
@@ -158,10 +154,11 @@ const char* norm_activation_name(NormActivation act) {
   return "?";
 }
 
-torch::Tensor layer_norm_activation_reference(const torch::Tensor& x, const torch::Tensor& weight,
-                                              const torch::Tensor& bias, double eps, NormActivation act,
-                                              bool rms) {
-  check_arguments(x, weight, bias, eps);
+namespace {
+
+// The reference on arguments already checked.
+torch::Tensor layer_norm_activation_aten(const torch::Tensor& x, const torch::Tensor& weight,
+                                         const torch::Tensor& bias, double eps, NormActivation act, bool rms) {
   const int64_t dim = x.size(-1);
   const torch::Tensor x32 = x.to(torch::kFloat);
   const torch::Tensor w32 = weight.to(torch::kFloat);
@@ -176,6 +173,15 @@ torch::Tensor layer_norm_activation_reference(const torch::Tensor& x, const torc
   return apply_activation(y, act).to(x.scalar_type());
 }
 
+}  // namespace
+
+torch::Tensor layer_norm_activation_reference(const torch::Tensor& x, const torch::Tensor& weight,
+                                              const torch::Tensor& bias, double eps, NormActivation act,
+                                              bool rms) {
+  check_arguments(x, weight, bias, eps);
+  return layer_norm_activation_aten(x, weight, bias, eps, act, rms);
+}
+
 torch::Tensor layer_norm_activation(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                                     double eps, NormActivation act, bool rms) {
   check_arguments(x, weight, bias, eps);
@@ -188,7 +194,7 @@ torch::Tensor layer_norm_activation(const torch::Tensor& x, const torch::Tensor&
     return FusedLayerNormActivation::apply(x, w32, b32, eps, act, rms);
   }
 #endif
-  return layer_norm_activation_reference(x, weight, bias, eps, act, rms);
+  return layer_norm_activation_aten(x, weight, bias, eps, act, rms);
 }
 
 }  // namespace moetrain::kernels

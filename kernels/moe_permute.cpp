@@ -16,21 +16,17 @@ namespace moetrain::kernels {
 
 namespace {
 
-std::string describe(const torch::Tensor& t) {
-  return t.defined() ? c10::str(t.sizes(), " ", t.scalar_type(), " on ", t.device()) : std::string("undefined");
-}
-
 void check_token_index(const torch::Tensor& token_index, const torch::Tensor& like, const char* who) {
   if (!token_index.defined() || token_index.dim() != 1 || token_index.scalar_type() != torch::kLong ||
       token_index.device() != like.device()) {
     throw std::invalid_argument(std::string(who) + ": expected token_index [M] int64 on " +
-                                c10::str(like.device()) + ", got " + describe(token_index));
+                                c10::str(like.device()) + ", got " + describe_tensor(token_index));
   }
 }
 
 void check_permute_args(const torch::Tensor& x, const torch::Tensor& token_index) {
   if (!x.defined() || x.dim() != 2 || !x.is_floating_point()) {
-    throw std::invalid_argument("permute_rows: expected x [N, D] floating point, got " + describe(x));
+    throw std::invalid_argument("permute_rows: expected x [N, D] floating point, got " + describe_tensor(x));
   }
   check_token_index(token_index, x, "permute_rows");
 }
@@ -39,7 +35,7 @@ void check_unpermute_args(const torch::Tensor& expert_output, const torch::Tenso
                           const torch::Tensor& token_index, int64_t num_tokens) {
   if (!expert_output.defined() || expert_output.dim() != 2 || !expert_output.is_floating_point()) {
     throw std::invalid_argument("unpermute_rows: expected expert_output [M, D] floating point, got " +
-                                describe(expert_output));
+                                describe_tensor(expert_output));
   }
   const int64_t m = expert_output.size(0);
   check_token_index(token_index, expert_output, "unpermute_rows");
@@ -50,7 +46,7 @@ void check_unpermute_args(const torch::Tensor& expert_output, const torch::Tenso
   if (!gates.defined() || gates.dim() != 1 || gates.size(0) != m || gates.scalar_type() != torch::kFloat ||
       gates.device() != expert_output.device()) {
     throw std::invalid_argument("unpermute_rows: expected gates [" + std::to_string(m) + "] float32 on " +
-                                c10::str(expert_output.device()) + ", got " + describe(gates));
+                                c10::str(expert_output.device()) + ", got " + describe_tensor(gates));
   }
   if (num_tokens < 0) {
     throw std::invalid_argument("unpermute_rows: num_tokens must be >= 0, got " + std::to_string(num_tokens));
@@ -58,11 +54,6 @@ void check_unpermute_args(const torch::Tensor& expert_output, const torch::Tenso
 }
 
 #ifdef MOETRAIN_CUDA_KERNELS
-
-bool fused_dtype(const torch::Tensor& t) {
-  const auto s = t.scalar_type();
-  return s == torch::kFloat || s == torch::kBFloat16 || s == torch::kHalf;
-}
 
 // The rows of each token, CSR style: token t's rows are
 // rows[offsets[t] .. offsets[t+1]), in increasing row order.
@@ -166,39 +157,49 @@ class UnpermuteRowsFunction : public torch::autograd::Function<UnpermuteRowsFunc
 
 #endif  // MOETRAIN_CUDA_KERNELS
 
-}  // namespace
-
-torch::Tensor permute_rows_reference(const torch::Tensor& x, const torch::Tensor& token_index) {
-  check_permute_args(x, token_index);
+// The references on arguments already checked.
+torch::Tensor permute_rows_aten(const torch::Tensor& x, const torch::Tensor& token_index) {
   return x.index_select(0, token_index);
 }
 
-torch::Tensor unpermute_rows_reference(const torch::Tensor& expert_output, const torch::Tensor& gates,
-                                       const torch::Tensor& token_index, int64_t num_tokens) {
-  check_unpermute_args(expert_output, gates, token_index, num_tokens);
+torch::Tensor unpermute_rows_aten(const torch::Tensor& expert_output, const torch::Tensor& gates,
+                                  const torch::Tensor& token_index, int64_t num_tokens) {
   const torch::Tensor weighted = expert_output.to(torch::kFloat) * gates.unsqueeze(1);
   const torch::Tensor y =
       torch::zeros({num_tokens, expert_output.size(1)}, weighted.options()).index_add(0, token_index, weighted);
   return y.to(expert_output.scalar_type());
 }
 
+}  // namespace
+
+torch::Tensor permute_rows_reference(const torch::Tensor& x, const torch::Tensor& token_index) {
+  check_permute_args(x, token_index);
+  return permute_rows_aten(x, token_index);
+}
+
+torch::Tensor unpermute_rows_reference(const torch::Tensor& expert_output, const torch::Tensor& gates,
+                                       const torch::Tensor& token_index, int64_t num_tokens) {
+  check_unpermute_args(expert_output, gates, token_index, num_tokens);
+  return unpermute_rows_aten(expert_output, gates, token_index, num_tokens);
+}
+
 torch::Tensor permute_rows(const torch::Tensor& x, const torch::Tensor& token_index) {
   check_permute_args(x, token_index);
 #ifdef MOETRAIN_CUDA_KERNELS
-  if (use_cuda_kernel(x) && fused_dtype(x)) return PermuteRowsFunction::apply(x, token_index);
+  if (use_cuda_kernel(x) && cuda_kernel_dtype(x)) return PermuteRowsFunction::apply(x, token_index);
 #endif
-  return permute_rows_reference(x, token_index);
+  return permute_rows_aten(x, token_index);
 }
 
 torch::Tensor unpermute_rows(const torch::Tensor& expert_output, const torch::Tensor& gates,
                              const torch::Tensor& token_index, int64_t num_tokens) {
   check_unpermute_args(expert_output, gates, token_index, num_tokens);
 #ifdef MOETRAIN_CUDA_KERNELS
-  if (use_cuda_kernel(expert_output) && fused_dtype(expert_output)) {
+  if (use_cuda_kernel(expert_output) && cuda_kernel_dtype(expert_output)) {
     return UnpermuteRowsFunction::apply(expert_output, gates, token_index, num_tokens);
   }
 #endif
-  return unpermute_rows_reference(expert_output, gates, token_index, num_tokens);
+  return unpermute_rows_aten(expert_output, gates, token_index, num_tokens);
 }
 
 }  // namespace moetrain::kernels

@@ -17,14 +17,6 @@ std::vector<DecaySegment> update_runs(std::vector<DecaySegment> segments, int64_
   std::sort(segments.begin(), segments.end(),
             [](const DecaySegment& a, const DecaySegment& b) { return a.begin < b.begin; });
   std::vector<DecaySegment> runs;
-  auto add = [&runs](int64_t begin, int64_t end, bool decay) {
-    if (begin >= end) return;
-    if (!runs.empty() && runs.back().weight_decay == decay && runs.back().end == begin) {
-      runs.back().end = end;
-    } else {
-      runs.push_back({begin, end, decay});
-    }
-  };
   int64_t cursor = 0;
   for (const DecaySegment& s : segments) {
     if (s.begin < cursor || s.end < s.begin || s.end > numel) {
@@ -32,11 +24,11 @@ std::vector<DecaySegment> update_runs(std::vector<DecaySegment> segments, int64_
                                   std::to_string(s.end) + ") overlaps another or leaves [0, " +
                                   std::to_string(numel) + ")");
     }
-    add(cursor, s.begin, false);
-    add(s.begin, s.end, weight_decay && s.weight_decay);
+    append_decay_segment(runs, cursor, s.begin, false);
+    append_decay_segment(runs, s.begin, s.end, weight_decay && s.weight_decay);
     cursor = s.end;
   }
-  add(cursor, numel, false);
+  append_decay_segment(runs, cursor, numel, false);
   return runs;
 }
 
@@ -44,9 +36,7 @@ std::vector<DecaySegment> update_runs(std::vector<DecaySegment> segments, int64_
 
 AdamW::AdamW(const OptimConfig& config, int64_t numel, std::vector<DecaySegment> segments,
              const torch::TensorOptions& options)
-    : config_(config),
-      segments_(std::move(segments)),
-      update_runs_(update_runs(segments_, numel, config.weight_decay != 0.0)) {
+    : config_(config), update_runs_(update_runs(std::move(segments), numel, config.weight_decay != 0.0)) {
   exp_avg_ = torch::zeros({numel}, options.dtype(torch::kFloat32));
   exp_avg_sq_ = torch::zeros({numel}, options.dtype(torch::kFloat32));
 }

@@ -37,7 +37,6 @@ class AdamW {
 
  private:
   OptimConfig config_;
-  std::vector<DecaySegment> segments_;
   // [0, numel) cut into consecutive runs, each decayed or not as a whole.
   std::vector<DecaySegment> update_runs_;
   torch::Tensor exp_avg_, exp_avg_sq_;

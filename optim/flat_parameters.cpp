@@ -134,19 +134,21 @@ FlatParameters::LocalPiece FlatParameters::local_piece(const FlatParameterEntry&
   return {lo - e.offset, hi - e.offset, u.local_offset + (lo - pb)};
 }
 
+void append_decay_segment(std::vector<DecaySegment>& segments, int64_t begin, int64_t end, bool weight_decay) {
+  if (begin >= end) return;
+  if (!segments.empty() && segments.back().weight_decay == weight_decay && segments.back().end == begin) {
+    segments.back().end = end;
+  } else {
+    segments.push_back({begin, end, weight_decay});
+  }
+}
+
 std::vector<DecaySegment> FlatParameters::master_decay_segments() const {
   std::vector<DecaySegment> segments;
-  auto add = [&segments](int64_t begin, int64_t end, bool decay) {
-    if (begin >= end) return;
-    if (!segments.empty() && segments.back().weight_decay == decay && segments.back().end == begin) {
-      segments.back().end = end;
-    } else {
-      segments.push_back({begin, end, decay});
-    }
-  };
   for (const auto& e : entries_) {
     const auto piece = local_piece(e);
-    add(piece.master_offset, piece.master_offset + (piece.end - piece.begin), e.weight_decay);
+    append_decay_segment(segments, piece.master_offset, piece.master_offset + (piece.end - piece.begin),
+                         e.weight_decay);
   }
   return segments;
 }

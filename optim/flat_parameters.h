@@ -69,6 +69,10 @@ struct DecaySegment {
   bool weight_decay = true;
 };
 
+// Appends [begin, end) to `segments`, extending the last segment instead when
+// it ends at `begin` with the same weight_decay; an empty range adds nothing.
+void append_decay_segment(std::vector<DecaySegment>& segments, int64_t begin, int64_t end, bool weight_decay);
+
 struct ShardingOptions {
   int64_t shards = 1;      // data-parallel ranks sharing the optimizer state
   int64_t rank = 0;        // this rank among them
