@@ -7,6 +7,24 @@ SKIP=77
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
+# A test keeps its files in `$work` (or `$run`) under MOETRAIN_E2E_WORK. When it
+# passes, they are removed on exit so a whole suite stays within a few GB of disk;
+# a failed or skipped test keeps them for inspection. Tests that need their own
+# cleanup (a trainer to kill) register it with on_exit rather than `trap`.
+_E2E_ON_EXIT=()
+on_exit() { _E2E_ON_EXIT+=("$1"); }
+_e2e_exit() {
+  local rc=$? cmd dir
+  for cmd in "${_E2E_ON_EXIT[@]}"; do eval "$cmd" || true; done
+  if [[ $rc -eq 0 ]]; then
+    for dir in "${work:-}" "${run:-}"; do
+      [[ -n "$dir" && "$dir" == "$MOETRAIN_E2E_WORK"/* && "$dir" != "$BROWN_DATA" ]] && rm -rf "$dir"
+    done
+  fi
+  return $rc
+}
+trap _e2e_exit EXIT
+
 need_brown() {
   if [[ ! -f "${MOETRAIN_SHARED_DATA:-}/brown.jsonl" ]]; then
     echo "SKIP: ${MOETRAIN_SHARED_DATA:-../shared/data}/brown.jsonl is absent"

@@ -14,9 +14,9 @@ if ! command -v apt-get > /dev/null; then
   echo "SKIP: apt-get is absent (not a Debian machine)"
   exit $SKIP
 fi
-# The bundle is kept between runs of this build (about 52 MB) and made again
-# when the script is newer than it.
-bundle="$work/bundle"
+# The bundle is kept between runs of this build (about 52 MB, beside `work`,
+# which a passing run removes) and made again when the script is newer than it.
+bundle="$MOETRAIN_E2E_WORK/offline_deps_bundle"
 if [[ ! -f "$bundle/packages.txt" || "$script" -nt "$bundle/packages.txt" ]]; then
   rm -rf "$bundle"
   if ! bash "$script" bundle "$bundle" > "$work/bundle.log" 2>&1; then

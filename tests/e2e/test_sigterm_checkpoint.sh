@@ -9,7 +9,7 @@ rm -rf "$run"
 (exec "$MOETRAIN_BIN" "${TINY_ARGS[@]}" --output-dir "$run" --max-steps 100000 --set log.every=1 \
    --set train.eval_every=0 > "$run.log" 2>&1) &
 pid=$!
-trap 'kill -9 $pid 2>/dev/null || true' EXIT  # never leave a trainer behind
+on_exit 'kill -9 $pid 2>/dev/null'  # never leave a trainer behind
 for _ in $(seq 1 600); do  # wait (up to 60 s) for three steps
   grep -q "^step 3/" "$run.log" 2>/dev/null && break
   sleep 0.1

@@ -20,7 +20,7 @@ launch "$work/straight" > "$work/straight.log" 2>&1 || { cat "$work/straight.log
 (exec $MOETRAIN_MPIRUN -np 2 "$MOETRAIN_BIN" "${TINY_ARGS[@]}" "${common[@]}" --output-dir "$work/killed" \
    > "$work/killed.log" 2>&1) &
 mpirun_pid=$!
-trap 'kill -9 $mpirun_pid 2>/dev/null || true' EXIT
+on_exit 'kill -9 $mpirun_pid 2>/dev/null'
 for _ in $(seq 1 1200); do  # up to 120 s for the step-8 checkpoint
   [[ -f "$work/killed/checkpoints/step-000008/meta.json" ]] && break
   sleep 0.1
