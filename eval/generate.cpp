@@ -15,24 +15,12 @@ void check_options(const GenerateOptions& o) {
   if (!(o.top_p > 0 && o.top_p <= 1)) throw std::invalid_argument("generate: top_p must be in (0, 1]");
 }
 
-// BOS followed by each row's tokens: [N, 1 + length].
-torch::Tensor prefixes(const std::vector<std::vector<int64_t>>& rows, int64_t bos) {
-  const int64_t length = rows.empty() ? 0 : static_cast<int64_t>(rows[0].size());
-  auto out = torch::full({static_cast<int64_t>(rows.size()), 1 + length}, bos, torch::kInt64);
-  auto acc = out.accessor<int64_t, 2>();
-  for (size_t r = 0; r < rows.size(); ++r) {
-    for (int64_t t = 0; t < length; ++t) acc[static_cast<int64_t>(r)][1 + t] = rows[r][static_cast<size_t>(t)];
-  }
-  return out;
-}
-
-// Log-probabilities of the next token after each prefix [N, t], fp32 [N, V].
-torch::Tensor next_log_probs(models::Seq2SeqTransformerImpl& model, const torch::Tensor& prefix,
-                             const torch::Tensor& encoded, const torch::Tensor& src_mask) {
-  const auto device = encoded.device();
-  const auto tgt = prefix.to(device);
-  const auto out = model.decode(tgt, torch::ones_like(tgt, torch::kBool), encoded, src_mask);
-  return torch::log_softmax(out.logits.select(1, -1).to(torch::kFloat32), -1).cpu();
+// Log-probabilities of the next token after each row's prefix, whose last
+// token is `tokens` [N] (the rest is in `state`, which this extends): fp32 [N, V].
+torch::Tensor next_log_probs(models::Seq2SeqTransformerImpl& model, models::DecoderState& state,
+                             const std::vector<int64_t>& tokens) {
+  const auto last = torch::tensor(tokens, torch::kInt64).to(state.cross_mask.device());
+  return torch::log_softmax(model.decode_step(state, last).to(torch::kFloat32), -1).cpu();
 }
 
 // Greedy and sampling: every row advances one token per step.
@@ -40,11 +28,12 @@ std::vector<Generated> generate_stepwise(models::Seq2SeqTransformerImpl& model, 
                                          const torch::Tensor& src_mask, const GenerateOptions& o) {
   const int64_t batch = encoded.size(0);
   std::vector<Generated> out(static_cast<size_t>(batch));
-  std::vector<std::vector<int64_t>> rows(static_cast<size_t>(batch));
+  std::vector<int64_t> last(static_cast<size_t>(batch), o.bos);
   std::vector<bool> done(static_cast<size_t>(batch), false);
+  auto state = model.start_decoding(encoded, src_mask);
   auto generator = at::make_generator<at::CPUGeneratorImpl>(o.seed);
   for (int64_t step = 0; step < o.max_length; ++step) {
-    const auto log_probs = next_log_probs(model, prefixes(rows, o.bos), encoded, src_mask);
+    const auto log_probs = next_log_probs(model, state, last);
     torch::Tensor chosen;
     if (o.method == DecodeMethod::Greedy) {
       chosen = log_probs.argmax(-1);
@@ -65,8 +54,9 @@ std::vector<Generated> generate_stepwise(models::Seq2SeqTransformerImpl& model, 
     bool all_done = true;
     for (int64_t b = 0; b < batch; ++b) {
       const auto i = static_cast<size_t>(b);
+      // A finished row keeps decoding padding, which no other row sees.
       const int64_t token = done[i] ? o.pad : ids[b];
-      rows[i].push_back(token);
+      last[i] = token;
       if (done[i]) continue;
       out[i].log_prob += lp[b][token];
       if (token == o.eos) {
@@ -97,12 +87,11 @@ Generated beam_search(models::Seq2SeqTransformerImpl& model, const torch::Tensor
                       const torch::Tensor& src_mask, const GenerateOptions& o) {
   const int64_t k = o.beam_size;
   std::vector<Hypothesis> beams(1), finished;
+  // Row r of the decoder state holds beams[r]'s prefix but its last token.
+  auto state = model.start_decoding(encoded, src_mask);
+  std::vector<int64_t> last{o.bos};
   for (int64_t step = 0; step < o.max_length && !beams.empty(); ++step) {
-    std::vector<std::vector<int64_t>> rows;
-    for (const auto& h : beams) rows.push_back(h.tokens);
-    const int64_t n = static_cast<int64_t>(beams.size());
-    const auto log_probs = next_log_probs(model, prefixes(rows, o.bos), encoded.expand({n, -1, -1}),
-                                          src_mask.expand({n, -1}));
+    const auto log_probs = next_log_probs(model, state, last);
     const int64_t vocab = log_probs.size(1);
     std::vector<double> base;
     for (const auto& h : beams) base.push_back(h.log_prob);
@@ -110,6 +99,8 @@ Generated beam_search(models::Seq2SeqTransformerImpl& model, const torch::Tensor
     const int64_t candidates = std::min<int64_t>(2 * k, scores.numel());
     const auto [top, index] = scores.topk(candidates);
     std::vector<Hypothesis> next;
+    std::vector<int64_t> parents;
+    last.clear();
     for (int64_t c = 0; c < candidates && static_cast<int64_t>(next.size()) < k; ++c) {
       const int64_t i = index[c].item<int64_t>();
       const auto& parent = beams[static_cast<size_t>(i / vocab)];
@@ -124,8 +115,11 @@ Generated beam_search(models::Seq2SeqTransformerImpl& model, const torch::Tensor
       }
       h.tokens.push_back(i % vocab);
       next.push_back(std::move(h));
+      parents.push_back(i / vocab);
+      last.push_back(i % vocab);
     }
     beams = std::move(next);
+    if (!beams.empty()) state.select_rows(torch::tensor(parents, torch::kInt64));
     // Done when k hypotheses have finished and no open beam can still beat
     // the k-th best of them (exact for penalty 0: scores only fall).
     if (static_cast<int64_t>(finished.size()) >= k && !beams.empty()) {

@@ -1,9 +1,10 @@
 // Autoregressive generation with the encoder-decoder: greedy, beam search,
 // and sampling with temperature and nucleus (top-p) truncation, batched.
 //
-// The source is encoded once; each step runs the decoder over the target
-// prefix (no key/value cache yet, so a step costs the whole prefix) and
-// takes the last position's logits. Generation of a sequence ends at EOS
+// The source is encoded once and projected once per decoder layer for
+// cross-attention; each step runs the decoder on the newest token only,
+// against the keys and values of the earlier ones
+// (Seq2SeqTransformerImpl::decode_step), so a step costs one position. Generation of a sequence ends at EOS
 // (not included in the output) or after max_length tokens.
 #pragma once
 

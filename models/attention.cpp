@@ -87,7 +87,8 @@ MultiHeadAttentionImpl::MultiHeadAttentionImpl(const ModelConfig& cfg, Attention
       head_dim_(cfg.n_heads > 0 ? cfg.d_model / cfg.n_heads : 0),
       rope_theta_(cfg.rope_theta),
       max_positions_(cfg.max_positions),
-      attention_dropout_(cfg.attention_dropout) {
+      attention_dropout_(cfg.attention_dropout),
+      local_window_(cfg.local_window) {
   if (n_heads_ <= 0 || d_model_ % n_heads_ != 0) {
     throw std::invalid_argument("MultiHeadAttention: n_heads " + std::to_string(n_heads_) +
                                 " must divide d_model " + std::to_string(d_model_));
@@ -149,17 +150,23 @@ torch::Tensor MultiHeadAttentionImpl::forward(const torch::Tensor& query_states,
   if (type_ != AttentionType::Local) check_mask(masks.global, b, tq, tk, "global");
   if (type_ != AttentionType::Global) check_mask(masks.local, b, tq, tk, "local");
 
-  auto heads = [&](const torch::Tensor& t, int64_t len) {
-    return t.view({b, len, n_heads_, head_dim_}).transpose(1, 2);  // [B, H, T, hd]
-  };
-  torch::Tensor q = heads(q_proj(query_states), tq);
-  torch::Tensor k = heads(k_proj(key_value_states), tk);
-  const torch::Tensor v = heads(v_proj(key_value_states), tk);
+  torch::Tensor q = project_heads(q_proj, query_states);
+  torch::Tensor k = project_heads(k_proj, key_value_states);
+  const torch::Tensor v = project_heads(v_proj, key_value_states);
   if (rotary_) {
     q = apply_rotary(q, rope_theta_, max_positions_);
     k = apply_rotary(k, rope_theta_, max_positions_);
   }
+  return attend_and_project(q, k, v, masks, query_states);
+}
 
+torch::Tensor MultiHeadAttentionImpl::project_heads(Linear& proj, const torch::Tensor& x) {
+  return proj(x).view({x.size(0), x.size(1), n_heads_, head_dim_}).transpose(1, 2);
+}
+
+torch::Tensor MultiHeadAttentionImpl::attend_and_project(const torch::Tensor& q, const torch::Tensor& k,
+                                                         const torch::Tensor& v, const AttentionMasks& masks,
+                                                         const torch::Tensor& query_states) {
   torch::Tensor out;
   switch (type_) {
     case AttentionType::Global:
@@ -177,7 +184,69 @@ torch::Tensor MultiHeadAttentionImpl::forward(const torch::Tensor& query_states,
       break;
     }
   }
+  const int64_t b = query_states.size(0);
+  const int64_t tq = query_states.size(1);
   return o_proj(out.transpose(1, 2).reshape({b, tq, n_heads_ * head_dim_}));
+}
+
+void KeyValueCache::select_rows(const torch::Tensor& index) {
+  if (!k.defined()) return;
+  k = k.index_select(0, index.to(k.device()));
+  v = v.index_select(0, index.to(v.device()));
+}
+
+KeyValueCache MultiHeadAttentionImpl::project_key_values(const torch::Tensor& key_value_states) {
+  if (key_value_states.dim() != 3 || key_value_states.size(2) != d_model_) {
+    throw std::invalid_argument("MultiHeadAttention: expected key/value [B, S, " + std::to_string(d_model_) +
+                                "], got " + c10::str(key_value_states.sizes()));
+  }
+  return {project_heads(k_proj, key_value_states), project_heads(v_proj, key_value_states)};
+}
+
+torch::Tensor MultiHeadAttentionImpl::forward_cached(const torch::Tensor& query_states,
+                                                     const KeyValueCache& cache, const AttentionMasks& masks) {
+  if (query_states.dim() != 3 || query_states.size(2) != d_model_ || cache.length() == 0 ||
+      cache.k.size(0) != query_states.size(0)) {
+    throw std::invalid_argument("MultiHeadAttention: expected query [B, Tq, " + std::to_string(d_model_) +
+                                "] and a cache of B rows, got " + c10::str(query_states.sizes()) + " and " +
+                                (cache.k.defined() ? c10::str(cache.k.sizes()) : std::string("none")));
+  }
+  const int64_t b = query_states.size(0);
+  const int64_t tq = query_states.size(1);
+  if (type_ != AttentionType::Local) check_mask(masks.global, b, tq, cache.length(), "global");
+  if (type_ != AttentionType::Global) check_mask(masks.local, b, tq, cache.length(), "local");
+  return attend_and_project(project_heads(q_proj, query_states), cache.k, cache.v, masks, query_states);
+}
+
+torch::Tensor MultiHeadAttentionImpl::forward_step(const torch::Tensor& query_states, KeyValueCache& cache) {
+  if (query_states.dim() != 3 || query_states.size(1) != 1 || query_states.size(2) != d_model_ ||
+      (cache.k.defined() && cache.k.size(0) != query_states.size(0))) {
+    throw std::invalid_argument("MultiHeadAttention::forward_step: expected query [B, 1, " +
+                                std::to_string(d_model_) + "] matching the cache's rows, got " +
+                                c10::str(query_states.sizes()));
+  }
+  const int64_t position = cache.length();
+  torch::Tensor q = project_heads(q_proj, query_states);
+  torch::Tensor k = project_heads(k_proj, query_states);
+  const torch::Tensor v = project_heads(v_proj, query_states);
+  if (rotary_) {
+    q = apply_rotary(q, rope_theta_, max_positions_, position);
+    k = apply_rotary(k, rope_theta_, max_positions_, position);
+  }
+  cache.k = cache.k.defined() ? torch::cat({cache.k, k}, 2) : k;
+  cache.v = cache.v.defined() ? torch::cat({cache.v, v}, 2) : v;
+  // The new position sees every earlier one (global), or those within the
+  // window, i - local_window < j <= i (local), as make_self_attention_mask.
+  const int64_t b = query_states.size(0);
+  const int64_t keys = position + 1;
+  const auto opts = torch::TensorOptions().dtype(torch::kBool).device(query_states.device());
+  AttentionMasks masks;
+  if (type_ != AttentionType::Local) masks.global = torch::ones({b, 1, 1, keys}, opts);
+  if (type_ != AttentionType::Global) {
+    const auto j = torch::arange(keys, opts.dtype(torch::kLong));
+    masks.local = (position - j < local_window_).view({1, 1, 1, keys}).expand({b, 1, 1, keys});
+  }
+  return attend_and_project(q, cache.k, cache.v, masks, query_states);
 }
 
 }  // namespace moetrain::models

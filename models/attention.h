@@ -55,6 +55,18 @@ torch::Tensor make_cross_attention_mask(const torch::Tensor& src_padding_mask, i
 AttentionMasks make_self_attention_masks(AttentionType type, int64_t local_window,
                                          const torch::Tensor& padding_mask, bool causal);
 
+// Keys and values of one attention kept for incremental decoding, each
+// [B, H, T, head_dim] (this rank's heads): for self-attention the positions
+// decoded so far (undefined before the first step), for cross-attention the
+// projected source.
+struct KeyValueCache {
+  torch::Tensor k;
+  torch::Tensor v;
+  int64_t length() const { return k.defined() ? k.size(2) : 0; }
+  // Keeps batch rows `index` [N] int64 (repeats allowed): beam search's reordering.
+  void select_rows(const torch::Tensor& index);
+};
+
 class MultiHeadAttentionImpl : public torch::nn::Module {
  public:
   // type: the kind of this attention (cross-attention is built with Global);
@@ -65,6 +77,21 @@ class MultiHeadAttentionImpl : public torch::nn::Module {
   // self-attention) -> [B, Tq, D]. masks must hold what `type` needs.
   torch::Tensor forward(const torch::Tensor& query_states, const torch::Tensor& key_value_states,
                         const AttentionMasks& masks);
+
+  // Incremental decoding, for generation (the results equal forward()'s rows
+  // for the same positions):
+  //   - project_key_values: k and v of key_value_states [B, S, D], computed
+  //     once per source for cross-attention (never rotated);
+  //   - forward_cached: query_states [B, Tq, D] attending over such a cache,
+  //     masks as for forward() with Tk = cache length;
+  //   - forward_step: causal self-attention for one new position,
+  //     query_states [B, 1, D] at position cache.length(): appends its k and v
+  //     to `cache`, then attends over every cached position (global), the last
+  //     local_window of them (local), or both mixed by the gate (dynamic).
+  KeyValueCache project_key_values(const torch::Tensor& key_value_states);
+  torch::Tensor forward_cached(const torch::Tensor& query_states, const KeyValueCache& cache,
+                               const AttentionMasks& masks);
+  torch::Tensor forward_step(const torch::Tensor& query_states, KeyValueCache& cache);
 
   AttentionType type() const { return type_; }
 
@@ -83,6 +110,12 @@ class MultiHeadAttentionImpl : public torch::nn::Module {
   // [B, H, Tq, hd] per-head outputs of SDPA under one mask.
   torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                        const torch::Tensor& mask);
+  // x [B, T, D] -> [B, H, T, hd] through `proj`.
+  torch::Tensor project_heads(Linear& proj, const torch::Tensor& x);
+  // q, k, v [B, H, T, hd] (rotated already) -> [B, Tq, D]: attention under
+  // the masks `type` needs, the dynamic gate (from query_states), o_proj.
+  torch::Tensor attend_and_project(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                   const AttentionMasks& masks, const torch::Tensor& query_states);
 
   AttentionType type_;
   bool rotary_;
@@ -92,6 +125,7 @@ class MultiHeadAttentionImpl : public torch::nn::Module {
   double rope_theta_;
   int64_t max_positions_;
   double attention_dropout_;
+  int64_t local_window_;
   parallel::TensorParallelRng* tp_rng_ = nullptr;
 };
 TORCH_MODULE(MultiHeadAttention);

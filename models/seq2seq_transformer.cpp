@@ -14,6 +14,26 @@ namespace moetrain::models {
 
 namespace {
 
+// encoder_hidden [batch, S, d_model] and src_mask [batch, S] bool, as decode() takes them.
+void check_encoder_output(const torch::Tensor& encoder_hidden, const torch::Tensor& src_mask, int64_t batch,
+                          int64_t d_model, const char* who) {
+  if (!encoder_hidden.defined() || encoder_hidden.dim() != 3 || encoder_hidden.size(2) != d_model ||
+      encoder_hidden.size(0) != batch) {
+    throw std::invalid_argument(std::string("Seq2SeqTransformer::") + who + ": expected encoder_hidden [" +
+                                std::to_string(batch) + ", S, " + std::to_string(d_model) + "], got " +
+                                (encoder_hidden.defined() ? c10::str(encoder_hidden.sizes())
+                                                          : std::string("undefined")));
+  }
+  if (!src_mask.defined() || src_mask.scalar_type() != torch::kBool || src_mask.dim() != 2 ||
+      src_mask.size(0) != encoder_hidden.size(0) || src_mask.size(1) != encoder_hidden.size(1)) {
+    throw std::invalid_argument(std::string("Seq2SeqTransformer::") + who + ": src_mask must be bool [" +
+                                std::to_string(encoder_hidden.size(0)) + ", " +
+                                std::to_string(encoder_hidden.size(1)) + "], got " +
+                                (src_mask.defined() ? c10::str(src_mask.sizes(), " ", src_mask.scalar_type())
+                                                    : std::string("undefined")));
+  }
+}
+
 void check_tokens(const torch::Tensor& tokens, const torch::Tensor& mask, const char* which) {
   if (!tokens.defined() || tokens.dim() != 2 || tokens.scalar_type() != torch::kLong) {
     throw std::invalid_argument(std::string("Seq2SeqTransformer: ") + which +
@@ -237,22 +257,7 @@ Seq2SeqOutput Seq2SeqTransformerImpl::decode(const torch::Tensor& tgt_in, const 
                                              const torch::Tensor& encoder_hidden,
                                              const torch::Tensor& src_mask) {
   check_tokens(tgt_in, tgt_mask, "target");
-  if (!encoder_hidden.defined() || encoder_hidden.dim() != 3 || encoder_hidden.size(2) != cfg_.d_model ||
-      encoder_hidden.size(0) != tgt_in.size(0)) {
-    throw std::invalid_argument("Seq2SeqTransformer::decode: expected encoder_hidden [" +
-                                std::to_string(tgt_in.size(0)) + ", S, " + std::to_string(cfg_.d_model) +
-                                "], got " +
-                                (encoder_hidden.defined() ? c10::str(encoder_hidden.sizes())
-                                                          : std::string("undefined")));
-  }
-  if (!src_mask.defined() || src_mask.scalar_type() != torch::kBool || src_mask.dim() != 2 ||
-      src_mask.size(0) != encoder_hidden.size(0) || src_mask.size(1) != encoder_hidden.size(1)) {
-    throw std::invalid_argument("Seq2SeqTransformer::decode: src_mask must be bool [" +
-                                std::to_string(encoder_hidden.size(0)) + ", " +
-                                std::to_string(encoder_hidden.size(1)) + "], got " +
-                                (src_mask.defined() ? c10::str(src_mask.sizes(), " ", src_mask.scalar_type())
-                                                    : std::string("undefined")));
-  }
+  check_encoder_output(encoder_hidden, src_mask, tgt_in.size(0), cfg_.d_model, "decode");
   const AttentionMasks self_masks =
       make_self_attention_masks(cfg_.attention, cfg_.local_window, tgt_mask, /*causal=*/true);
   const torch::Tensor cross_mask = make_cross_attention_mask(src_mask, tgt_in.size(1));
@@ -268,6 +273,49 @@ Seq2SeqOutput Seq2SeqTransformerImpl::decode(const torch::Tensor& tgt_in, const 
   }
   y = decoder->final_norm(y);
   return {project_to_vocab(y), collect_moe_stats(moe, cfg_.moe.num_experts, y.device())};
+}
+
+void DecoderState::select_rows(const torch::Tensor& index) {
+  for (auto& layer : layers) {
+    layer.self.select_rows(index);
+    layer.cross.select_rows(index);
+  }
+  cross_mask = cross_mask.index_select(0, index.to(cross_mask.device()));
+}
+
+DecoderState Seq2SeqTransformerImpl::start_decoding(const torch::Tensor& encoder_hidden,
+                                                    const torch::Tensor& src_mask) {
+  if (layer_runner_) {
+    throw std::logic_error("Seq2SeqTransformer::start_decoding: incremental decoding runs without a layer runner");
+  }
+  const int64_t batch = encoder_hidden.defined() && encoder_hidden.dim() == 3 ? encoder_hidden.size(0) : 0;
+  check_encoder_output(encoder_hidden, src_mask, batch, cfg_.d_model, "start_decoding");
+  DecoderState state;
+  state.cross_mask = make_cross_attention_mask(src_mask, 1);
+  for (int64_t i = 0; i < decoder->num_layers(); ++i) {
+    state.layers.push_back(decoder->layers->ptr<DecoderLayerImpl>(i)->start_cache(encoder_hidden));
+  }
+  return state;
+}
+
+torch::Tensor Seq2SeqTransformerImpl::decode_step(DecoderState& state, const torch::Tensor& tokens) {
+  if (layer_runner_) {
+    throw std::logic_error("Seq2SeqTransformer::decode_step: incremental decoding runs without a layer runner");
+  }
+  if (tokens.dim() != 1 || tokens.scalar_type() != torch::kLong || tokens.size(0) != state.batch() ||
+      static_cast<int64_t>(state.layers.size()) != decoder->num_layers()) {
+    throw std::invalid_argument("Seq2SeqTransformer::decode_step: expected tokens [" +
+                                std::to_string(state.batch()) + "] int64 and a state from start_decoding, got " +
+                                c10::str(tokens.sizes(), " ", tokens.scalar_type()));
+  }
+  torch::Tensor y = embed(tokens.unsqueeze(1), state.length);
+  for (int64_t i = 0; i < decoder->num_layers(); ++i) {
+    y = decoder->layers->ptr<DecoderLayerImpl>(i)
+            ->forward_step(y, state.layers[static_cast<size_t>(i)], state.cross_mask)
+            .hidden;
+  }
+  ++state.length;
+  return project_to_vocab(decoder->final_norm(y)).squeeze(1);
 }
 
 bool Seq2SeqTransformerImpl::pipeline_units_use(int64_t begin, int64_t end, const std::string& name) const {

@@ -87,6 +87,17 @@ struct StageOutput {
   MoEStats moe;                  // this stage's MoE layers only
 };
 
+// The decoder's state while generating one token at a time: per layer, the
+// keys and values of the target positions so far and of the source.
+struct DecoderState {
+  std::vector<DecoderLayerCache> layers;
+  torch::Tensor cross_mask;  // [B, 1, 1, S]
+  int64_t length = 0;        // target positions decoded so far
+  int64_t batch() const { return cross_mask.defined() ? cross_mask.size(0) : 0; }
+  // Keeps batch rows `index` [N] int64 (repeats allowed): beam search's reordering.
+  void select_rows(const torch::Tensor& index);
+};
+
 // A stack of layers plus its final norm; the model loops over the layers
 // itself (so stages and checkpointing can cut between them).
 class TransformerEncoderImpl : public torch::nn::Module {
@@ -134,6 +145,16 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
   // stats cover the decoder's MoE layers only.
   Seq2SeqOutput decode(const torch::Tensor& tgt_in, const torch::Tensor& tgt_mask,
                        const torch::Tensor& encoder_hidden, const torch::Tensor& src_mask);
+
+  // Incremental decoding, for generation in eval mode on the whole model:
+  // start_decoding projects the encoder output once per layer for
+  // cross-attention; decode_step embeds tokens [B] int64 at target position
+  // state.length, runs them through the decoder against the cache (extending
+  // it), and returns the next-token logits [B, V]: what decode() gives at that
+  // position for the same prefix, at the cost of one position instead of all.
+  // Throws std::logic_error under a layer runner (ZeRO 3) or pipeline stages.
+  DecoderState start_decoding(const torch::Tensor& encoder_hidden, const torch::Tensor& src_mask);
+  torch::Tensor decode_step(DecoderState& state, const torch::Tensor& tokens);
 
   // tokens [B, L] -> embed_tokens * sqrt(d_model) (if scale_embeddings) +
   // absolute positions offset..offset+L-1, then dropout. [B, L, D].

@@ -124,6 +124,24 @@ LayerOutput DecoderLayerImpl::forward(const torch::Tensor& y, const torch::Tenso
   return out;
 }
 
+DecoderLayerCache DecoderLayerImpl::start_cache(const torch::Tensor& memory) {
+  return {KeyValueCache{}, cross_attn->project_key_values(memory)};
+}
+
+LayerOutput DecoderLayerImpl::forward_step(const torch::Tensor& y, DecoderLayerCache& cache,
+                                           const torch::Tensor& cross_mask) {
+  const auto padding_mask = torch::ones({y.size(0), 1}, torch::TensorOptions().dtype(torch::kBool).device(y.device()));
+  check_hidden(y, padding_mask, self_attn_norm->weight.size(0), "DecoderLayer::forward_step");
+  LayerOutput out;
+  torch::Tensor hidden = y + torch::dropout(self_attn->forward_step(self_attn_norm(y), cache.self), dropout_,
+                                            is_training());
+  torch::Tensor h = cross_attn->forward_cached(cross_attn_norm(hidden), cache.cross, AttentionMasks{cross_mask, {}});
+  hidden = hidden + torch::dropout(h, dropout_, is_training());
+  h = feed_forward(ffn, moe, ffn_norm(hidden), padding_mask, out.moe);
+  out.hidden = hidden + torch::dropout(h, dropout_, is_training());
+  return out;
+}
+
 LayerOutput run_layer(const EncoderLayer& layer, const torch::Tensor& x, const AttentionMasks& self_masks,
                       const torch::Tensor& padding_mask, bool checkpointed, const LayerRunner& runner,
                       const std::string& unit) {

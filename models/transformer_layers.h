@@ -54,6 +54,12 @@ class EncoderLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(EncoderLayer);
 
+// A decoder layer's state during incremental decoding (generation).
+struct DecoderLayerCache {
+  KeyValueCache self;   // the target positions decoded so far
+  KeyValueCache cross;  // the projected encoder output
+};
+
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const ModelConfig& cfg, int64_t layer_index);
@@ -64,6 +70,13 @@ class DecoderLayerImpl : public torch::nn::Module {
   LayerOutput forward(const torch::Tensor& y, const torch::Tensor& memory,
                       const AttentionMasks& self_masks, const torch::Tensor& cross_mask,
                       const torch::Tensor& padding_mask);
+
+  // Incremental decoding: start_cache projects memory [B, S, D] for
+  // cross-attention once; forward_step runs y [B, 1, D], the next target
+  // position, against the cache (extending its self-attention part) and
+  // returns what forward() returns for that position. cross_mask [B, 1, 1, S].
+  DecoderLayerCache start_cache(const torch::Tensor& memory);
+  LayerOutput forward_step(const torch::Tensor& y, DecoderLayerCache& cache, const torch::Tensor& cross_mask);
 
   bool is_moe() const { return !moe.is_empty(); }
   // Splits the layer for tensor and expert parallelism (see the sublayers).
