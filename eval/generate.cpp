@@ -82,61 +82,105 @@ double normalized(const Hypothesis& h, double penalty) {
   return penalty == 0 ? h.log_prob : h.log_prob / std::pow(std::max(length, 1.0), penalty);
 }
 
-// Beam search for one source row (encoded [1, S, D]).
-Generated beam_search(models::Seq2SeqTransformerImpl& model, const torch::Tensor& encoded,
-                      const torch::Tensor& src_mask, const GenerateOptions& o) {
-  const int64_t k = o.beam_size;
-  std::vector<Hypothesis> beams(1), finished;
-  // Row r of the decoder state holds beams[r]'s prefix but its last token.
-  auto state = model.start_decoding(encoded, src_mask);
-  std::vector<int64_t> last{o.bos};
-  for (int64_t step = 0; step < o.max_length && !beams.empty(); ++step) {
-    const auto log_probs = next_log_probs(model, state, last);
+// One source's beam search: its open beams and its finished hypotheses.
+struct BeamSearch {
+  std::vector<Hypothesis> beams{Hypothesis{}};
+  std::vector<Hypothesis> finished;
+  bool done = false;  // nothing left that could beat the finished ones
+
+  // Extends the beams with their next-token log-probabilities [n, V] (row r
+  // for beams[r]): the k best continuations stay open, an EOS among the k
+  // best candidates finishes its hypothesis. Returns each new beam's parent.
+  std::vector<int64_t> advance(const torch::Tensor& log_probs, int64_t k, int64_t eos) {
     const int64_t vocab = log_probs.size(1);
     std::vector<double> base;
     for (const auto& h : beams) base.push_back(h.log_prob);
-    const auto scores = (log_probs.to(torch::kFloat64) + torch::tensor(base, torch::kFloat64).unsqueeze(1)).reshape(-1);
+    const auto scores =
+        (log_probs.to(torch::kFloat64) + torch::tensor(base, torch::kFloat64).unsqueeze(1)).reshape(-1);
     const int64_t candidates = std::min<int64_t>(2 * k, scores.numel());
-    const auto [top, index] = scores.topk(candidates);
+    const auto [top_t, index_t] = scores.topk(candidates);
+    const auto top = top_t.accessor<double, 1>();
+    const auto index = index_t.accessor<int64_t, 1>();
     std::vector<Hypothesis> next;
     std::vector<int64_t> parents;
-    last.clear();
     for (int64_t c = 0; c < candidates && static_cast<int64_t>(next.size()) < k; ++c) {
-      const int64_t i = index[c].item<int64_t>();
-      const auto& parent = beams[static_cast<size_t>(i / vocab)];
-      Hypothesis h{parent.tokens, top[c].item<double>(), false};
-      if (i % vocab == o.eos) {
-        // An ending among the k best candidates is a finished hypothesis.
+      const int64_t parent = index[c] / vocab, token = index[c] % vocab;
+      Hypothesis h{beams[static_cast<size_t>(parent)].tokens, top[c], false};
+      if (token == eos) {
         if (c < k) {
           h.finished = true;
           finished.push_back(std::move(h));
         }
         continue;
       }
-      h.tokens.push_back(i % vocab);
+      h.tokens.push_back(token);
       next.push_back(std::move(h));
-      parents.push_back(i / vocab);
-      last.push_back(i % vocab);
+      parents.push_back(parent);
     }
     beams = std::move(next);
-    if (!beams.empty()) state.select_rows(torch::tensor(parents, torch::kInt64));
-    // Done when k hypotheses have finished and no open beam can still beat
-    // the k-th best of them (exact for penalty 0: scores only fall).
-    if (static_cast<int64_t>(finished.size()) >= k && !beams.empty()) {
-      std::vector<double> done;
-      for (const auto& h : finished) done.push_back(normalized(h, o.length_penalty));
-      std::nth_element(done.begin(), done.begin() + (k - 1), done.end(), std::greater<double>());
-      double best_open = -INFINITY;
-      for (const auto& h : beams) best_open = std::max(best_open, normalized(h, o.length_penalty));
-      if (best_open <= done[static_cast<size_t>(k - 1)]) break;
-    }
+    return parents;
   }
-  // Beams still open at max_length compete as they are.
-  for (auto& h : beams) finished.push_back(std::move(h));
-  const auto best = std::max_element(finished.begin(), finished.end(), [&](const Hypothesis& a, const Hypothesis& b) {
-    return normalized(a, o.length_penalty) < normalized(b, o.length_penalty);
-  });
-  return {best->tokens, best->log_prob};
+
+  // Done when no beam is open, or k hypotheses have finished and no open
+  // beam can still beat the k-th best of them (exact for penalty 0: scores
+  // only fall).
+  void check_done(int64_t k, double penalty) {
+    if (beams.empty()) {
+      done = true;
+      return;
+    }
+    if (static_cast<int64_t>(finished.size()) < k) return;
+    std::vector<double> scores;
+    for (const auto& h : finished) scores.push_back(normalized(h, penalty));
+    std::nth_element(scores.begin(), scores.begin() + (k - 1), scores.end(), std::greater<double>());
+    double best_open = -INFINITY;
+    for (const auto& h : beams) best_open = std::max(best_open, normalized(h, penalty));
+    done = best_open <= scores[static_cast<size_t>(k - 1)];
+  }
+
+  // The best hypothesis; beams still open compete as they are.
+  Generated best(double penalty) {
+    for (auto& h : beams) finished.push_back(std::move(h));
+    beams.clear();
+    const auto it = std::max_element(finished.begin(), finished.end(), [&](const Hypothesis& a, const Hypothesis& b) {
+      return normalized(a, penalty) < normalized(b, penalty);
+    });
+    return {it->tokens, it->log_prob};
+  }
+};
+
+// Beam search for every source row at once: the decoder state holds the
+// open beams of every unfinished search, search after search, so each step
+// is one decoder call however many sources there are.
+std::vector<Generated> beam_search(models::Seq2SeqTransformerImpl& model, const torch::Tensor& encoded,
+                                   const torch::Tensor& src_mask, const GenerateOptions& o) {
+  const int64_t k = o.beam_size;
+  std::vector<BeamSearch> searches(static_cast<size_t>(encoded.size(0)));
+  auto state = model.start_decoding(encoded, src_mask);  // row b: source b's first beam
+  std::vector<int64_t> last(searches.size(), o.bos);     // each row's newest token
+  for (int64_t step = 0; step < o.max_length && !last.empty(); ++step) {
+    const auto log_probs = next_log_probs(model, state, last);
+    std::vector<int64_t> rows;
+    last.clear();
+    int64_t first_row = 0;
+    for (auto& search : searches) {
+      if (search.done) continue;
+      const auto n = static_cast<int64_t>(search.beams.size());
+      const auto parents = search.advance(log_probs.narrow(0, first_row, n), k, o.eos);
+      search.check_done(k, o.length_penalty);
+      if (!search.done) {
+        for (size_t j = 0; j < parents.size(); ++j) {
+          rows.push_back(first_row + parents[j]);
+          last.push_back(search.beams[j].tokens.back());
+        }
+      }
+      first_row += n;
+    }
+    if (!rows.empty()) state.select_rows(torch::tensor(rows, torch::kInt64));
+  }
+  std::vector<Generated> out;
+  for (auto& search : searches) out.push_back(search.best(o.length_penalty));
+  return out;
 }
 
 }  // namespace
@@ -154,12 +198,8 @@ std::vector<Generated> generate(models::Seq2SeqTransformerImpl& model, const tor
   torch::NoGradGuard no_grad;
   model.eval();
   const auto encoded = model.encode(src_tokens, src_mask).hidden;
-  if (options.method != DecodeMethod::Beam) return generate_stepwise(model, encoded, src_mask, options);
-  std::vector<Generated> out;
-  for (int64_t b = 0; b < src_tokens.size(0); ++b) {
-    out.push_back(beam_search(model, encoded.narrow(0, b, 1), src_mask.narrow(0, b, 1), options));
-  }
-  return out;
+  if (options.method == DecodeMethod::Beam) return beam_search(model, encoded, src_mask, options);
+  return generate_stepwise(model, encoded, src_mask, options);
 }
 
 double sequence_log_prob(models::Seq2SeqTransformerImpl& model, const torch::Tensor& src_tokens,

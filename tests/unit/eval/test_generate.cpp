@@ -4,11 +4,13 @@
 // other; beam search with a beam wide enough to hold every prefix finds the
 // most probable output of an exhaustive search, and with one beam is greedy;
 // sampling follows softmax(logits / temperature), keeps to the nucleus under
-// top-p, and with a vanishing top-p is greedy.
+// top-p, and with a vanishing top-p is greedy; beam search over a batch
+// gives each source what it gets alone.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <map>
+#include <set>
 
 #include "eval/generate.h"
 
@@ -124,6 +126,31 @@ TEST(Generate, WideBeamFindsTheExhaustiveBestAndOneBeamIsGreedy) {
     greedy.method = DecodeMethod::Greedy;
     EXPECT_EQ(generate(*model, tokens, mask, o)[0].tokens, generate(*model, tokens, mask, greedy)[0].tokens);
   }
+}
+
+TEST(Generate, BeamSearchOverABatchEqualsEachSourceAlone) {
+  const int64_t vocab = 8;
+  auto model = small_model(vocab, true);
+  const auto src = sources(5, 6, vocab);  // row 1 padded
+  GenerateOptions o;
+  o.method = DecodeMethod::Beam;
+  o.beam_size = 3;
+  o.max_length = 12;
+  // An EOS that row 0's search (without one) emits mid-way, so that row ends
+  // early while others run to max_length.
+  o.eos = -1;
+  o.eos = generate(*model, src.tokens.narrow(0, 0, 1), src.mask.narrow(0, 0, 1), o)[0].tokens.at(5);
+  const auto batched = generate(*model, src.tokens, src.mask, o);
+  ASSERT_EQ(batched.size(), 5u);
+  std::set<size_t> lengths;
+  for (int64_t row = 0; row < 5; ++row) {
+    const auto alone = generate(*model, src.tokens.narrow(0, row, 1), src.mask.narrow(0, row, 1), o)[0];
+    EXPECT_EQ(batched[static_cast<size_t>(row)].tokens, alone.tokens) << "row " << row;
+    EXPECT_NEAR(batched[static_cast<size_t>(row)].log_prob, alone.log_prob, 1e-4) << "row " << row;
+    lengths.insert(alone.tokens.size());
+  }
+  // The searches end at different steps, so rows leave the batch mid-way.
+  EXPECT_GE(lengths.size(), 2u);
 }
 
 TEST(Generate, SamplingFollowsTemperatureAndNucleus) {
