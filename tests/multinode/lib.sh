@@ -29,33 +29,48 @@ mn_hosts_up() {
              --mca btl tcp,self)
 }
 
-# Runs `MN_LAUNCH ARGS...` into LOG under a TIMEOUT_S limit and returns its
-# exit code. Open MPI's rsh launch across the namespaces sometimes never
-# starts one host's daemon, and then the job hangs before any rank runs (the
-# launch harness, not the program under test): when nothing but the
-# wrapper's own lines has reached LOG after 90 s, the job is killed and
-# launched once more, saying so.
-mn_launch() {  # LOG TIMEOUT_S ARGS...
-  local log=$1 limit=$2; shift 2
-  local attempt pid waited rc
+# mn_launch_background LOG TIMEOUT_S STARTED WAIT_S ARGS...: starts
+# `MN_LAUNCH ARGS...` in the background, into LOG under a TIMEOUT_S limit, and
+# sets MN_PID; the job is killed when the test exits. Open MPI's rsh launch
+# across the namespaces sometimes never starts one host's daemon, and then the
+# job hangs before any rank runs (the launch harness, not the program under
+# test): when the job still runs after WAIT_S seconds and `STARTED LOG` (a
+# command) has not yet succeeded, the job is killed and launched once more,
+# saying so; MN_ON_RELAUNCH (a command, if set) runs in between.
+mn_launch_background() {
+  local log=$1 limit=$2 started=$3 wait_s=$4; shift 4
+  local attempt tenths
   for attempt in 1 2; do
-    timeout -k 10 "$limit" "${MN_LAUNCH[@]}" "$@" >"$log" 2>&1 &
-    pid=$!
-    waited=0
-    while kill -0 "$pid" 2>/dev/null && ! grep -qv '^moetrain-mpirun:' "$log" && (( waited < 90 )); do
-      sleep 1
-      waited=$((waited + 1))
+    (exec timeout -k 10 "$limit" "${MN_LAUNCH[@]}" "$@" >"$log" 2>&1) &
+    MN_PID=$!
+    # timeout leads its own process group: kill the whole job.
+    netns_hosts_on_exit "kill -9 -- -$MN_PID 2>/dev/null || kill -9 $MN_PID 2>/dev/null || true"
+    tenths=0
+    while kill -0 "$MN_PID" 2>/dev/null && ! "$started" "$log" && (( tenths < wait_s * 10 )); do
+      sleep 0.1
+      tenths=$((tenths + 1))
     done
-    if (( attempt == 1 )) && kill -0 "$pid" 2>/dev/null && ! grep -qv '^moetrain-mpirun:' "$log"; then
-      echo "launch stalled: no rank wrote anything within 90 s; killing the job and launching it again"
-      kill "$pid" 2>/dev/null || true
-      wait "$pid" 2>/dev/null || true
+    if (( attempt == 1 )) && kill -0 "$MN_PID" 2>/dev/null && ! "$started" "$log"; then
+      echo "launch stalled: the job had not started ($started) within $wait_s s; killing it and launching it again"
+      kill -9 -- -"$MN_PID" 2>/dev/null || kill -9 "$MN_PID" 2>/dev/null || true
+      wait "$MN_PID" 2>/dev/null || true
+      if [[ -n "${MN_ON_RELAUNCH:-}" ]]; then eval "$MN_ON_RELAUNCH"; fi
       continue
     fi
-    rc=0
-    wait "$pid" || rc=$?
-    return $rc
+    return 0
   done
+}
+
+# A job has started once a rank wrote a line to its LOG (not the wrapper).
+mn_ranks_wrote() { grep -qv '^moetrain-mpirun:' "$1" 2>/dev/null; }
+
+# Runs `MN_LAUNCH ARGS...` into LOG under a TIMEOUT_S limit, relaunching a
+# stalled launch once as mn_launch_background does, and returns its exit code.
+mn_launch() {  # LOG TIMEOUT_S ARGS...
+  local log=$1 limit=$2 rc=0; shift 2
+  mn_launch_background "$log" "$limit" mn_ranks_wrote 90 "$@"
+  wait "$MN_PID" || rc=$?
+  return $rc
 }
 
 # Seconds since the epoch, with a fraction.

@@ -8,24 +8,9 @@ source "$(dirname "$0")/lib.sh"
 : "${MOETRAIN_MULTINODE_PROBE:?}"
 mn_hosts_up 2 2
 log="$MOETRAIN_MULTINODE_WORK/cut_link_mpi-$NETNS_ID.log"
-# Open MPI's rsh launch across the namespaces sometimes never starts one
-# host's daemon (the harness, not what is tested here): a job whose loop has
-# not started within 30 s is killed and launched once more, saying so.
-for attempt in 1 2; do
-  (exec timeout -k 10 90 "${MN_LAUNCH[@]}" --np 4 -- "$MOETRAIN_MULTINODE_PROBE" loop 600 >"$log" 2>&1) &
-  pid=$!
-  netns_hosts_on_exit "kill -9 -- -$pid 2>/dev/null || kill -9 $pid 2>/dev/null || true"  # timeout leads its own process group
-  for _ in $(seq 1 300); do  # up to 30 s for the loop to run
-    grep -q "^iteration" "$log" 2>/dev/null && break
-    sleep 0.1
-  done
-  grep -q "^iteration" "$log" && break
-  if (( attempt == 1 )); then
-    echo "launch stalled: the all-reduce loop did not start within 30 s; killing the job and launching it again"
-    kill -9 -- -"$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-done
+loop_started() { grep -q "^iteration" "$1" 2>/dev/null; }
+mn_launch_background "$log" 90 loop_started 30 --np 4 -- "$MOETRAIN_MULTINODE_PROBE" loop 600
+pid=$MN_PID
 grep -q "^iteration" "$log" || { cat "$log"; fail "the all-reduce loop did not start within 30 s"; }
 sleep 2
 cut=$(now)

@@ -14,30 +14,13 @@ run="$MOETRAIN_MULTINODE_WORK/cut_link_train-$NETNS_ID"
 log="$run.log"
 rm -rf "$run"
 
-# 1. Train (400 steps: far more than it will get through) in the background.
-#    A launch whose ranks never start within 90 s (Open MPI's rsh launch
-#    across the namespaces sometimes never starts one host's daemon) is
-#    killed and launched once more, saying so.
-for attempt in 1 2; do
-  (exec timeout -k 10 600 "${MN_LAUNCH[@]}" --np 4 -- "$MOETRAIN_BIN" "${TRAIN_ARGS[@]}" \
-     --output-dir "$run" --max-steps 400 >"$log" 2>&1) &
-  pid=$!
-  netns_hosts_on_exit "kill -9 -- -$pid 2>/dev/null || kill -9 $pid 2>/dev/null || true"  # timeout leads its own process group
-  for _ in $(seq 1 90); do
-    grep -qv '^moetrain-mpirun:' "$log" 2>/dev/null && break
-    kill -0 $pid 2>/dev/null || break
-    sleep 1
-  done
-  grep -qv '^moetrain-mpirun:' "$log" 2>/dev/null && break
-  if (( attempt == 1 )) && kill -0 $pid 2>/dev/null; then
-    echo "launch stalled: no rank wrote anything within 90 s; killing the job and launching it again"
-    kill -9 -- -"$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    rm -rf "$run"
-  else
-    break
-  fi
-done
+# 1. Train (400 steps: far more than it will get through) in the background
+#    (a stalled launch starts over with an empty run folder).
+MN_ON_RELAUNCH='rm -rf "$run"'
+mn_launch_background "$log" 600 mn_ranks_wrote 90 --np 4 -- "$MOETRAIN_BIN" "${TRAIN_ARGS[@]}" \
+  --output-dir "$run" --max-steps 400
+pid=$MN_PID
+unset MN_ON_RELAUNCH  # the resume below must never empty the run folder
 
 # 2. Wait (up to 300 s) for a complete checkpoint at step 4 or later.
 first=""
