@@ -197,9 +197,11 @@ std::vector<Generated> generate(models::Seq2SeqTransformerImpl& model, const tor
   check_options(options);
   torch::NoGradGuard no_grad;
   model.eval();
-  const auto encoded = model.encode(src_tokens, src_mask).hidden;
-  if (options.method == DecodeMethod::Beam) return beam_search(model, encoded, src_mask, options);
-  return generate_stepwise(model, encoded, src_mask, options);
+  const auto device = model.embed_tokens->weight.device();
+  const auto mask = src_mask.to(device);
+  const auto encoded = model.encode(src_tokens.to(device), mask).hidden;
+  if (options.method == DecodeMethod::Beam) return beam_search(model, encoded, mask, options);
+  return generate_stepwise(model, encoded, mask, options);
 }
 
 double sequence_log_prob(models::Seq2SeqTransformerImpl& model, const torch::Tensor& src_tokens,
@@ -207,14 +209,16 @@ double sequence_log_prob(models::Seq2SeqTransformerImpl& model, const torch::Ten
                          const GenerateOptions& options) {
   torch::NoGradGuard no_grad;
   model.eval();
-  const auto encoded = model.encode(src_tokens, src_mask).hidden;
+  const auto device = model.embed_tokens->weight.device();
+  const auto mask = src_mask.to(device);
+  const auto encoded = model.encode(src_tokens.to(device), mask).hidden;
   auto targets = tokens;
   if (with_eos) targets.push_back(options.eos);
   std::vector<int64_t> inputs{options.bos};
   inputs.insert(inputs.end(), tokens.begin(), tokens.end());
   inputs.resize(targets.size());
   const auto tgt = torch::tensor(inputs, torch::kInt64).unsqueeze(0).to(encoded.device());
-  const auto out = model.decode(tgt, torch::ones_like(tgt, torch::kBool), encoded, src_mask);
+  const auto out = model.decode(tgt, torch::ones_like(tgt, torch::kBool), encoded, mask);
   const auto log_probs = torch::log_softmax(out.logits[0].to(torch::kFloat32), -1).cpu();
   double sum = 0;
   for (size_t t = 0; t < targets.size(); ++t) sum += log_probs[static_cast<int64_t>(t)][targets[t]].item<double>();

@@ -42,7 +42,7 @@ struct Generated {
 };
 
 // One result per row of src_tokens [B, S] (src_mask [B, S], true = real
-// token). The model is put in eval mode. Throws std::invalid_argument for
+// token; both moved to the model's device). The model is put in eval mode. Throws std::invalid_argument for
 // bad options (max_length < 1, beam_size < 1, temperature <= 0, top_p
 // outside (0, 1]).
 std::vector<Generated> generate(models::Seq2SeqTransformerImpl& model, const torch::Tensor& src_tokens,

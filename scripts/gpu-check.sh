@@ -10,7 +10,7 @@
 #   build    configure (LibTorch from python3's torch, tests on) and build into
 #            MOETRAIN_BUILD_DIR (default build-gpu) with every core
 #   test     the unit suites with GPU tests (kernels, models, optim, trainer,
-#            parallel): OUT/test-<suite>.log, failures listed in OUT/test-summary.txt
+#            parallel, eval): OUT/test-<suite>.log, failures listed in OUT/test-summary.txt
 #   kernels  bench_kernels: OUT/kernels.txt
 #   bench    scripts/bench-gpu.sh: OUT/bench/report.md (and results.jsonl, logs/)
 #
@@ -60,7 +60,7 @@ stage_build() {
 stage_test() {
   : > "$out/test-summary.txt"
   local suite failed=0
-  for suite in kernels models optim trainer parallel; do
+  for suite in kernels models optim trainer parallel eval; do
     local bin="$build/bin/unit_$suite"
     [[ -x "$bin" ]] || { log "no $bin (run the build stage)"; exit 1; }
     local rc=0

@@ -258,7 +258,7 @@ std::vector<std::string> read_lines(const std::string& path, const std::string& 
 }
 
 int cmd_generate(int argc, char** argv) {
-  std::string checkpoint, input, output, method = "greedy", tokenizer;
+  std::string checkpoint, input, output, method = "greedy", tokenizer, device = "cpu", dtype = "fp32";
   eval::GenerateOptions g;
   int64_t batch_size = 32;
   po::options_description options("generate options");
@@ -276,6 +276,8 @@ int cmd_generate(int argc, char** argv) {
       ("max-length", po::value(&g.max_length)->default_value(g.max_length), "most tokens generated per output")
       ("batch-size", po::value(&batch_size)->default_value(batch_size), "sources per batch")
       ("seed", po::value(&g.seed)->default_value(g.seed), "sampling seed")
+      ("device", po::value(&device)->default_value(device), "cpu or cuda (the first GPU)")
+      ("dtype", po::value(&dtype)->default_value(dtype), "fp32, bf16 or fp16: the dtype the model computes in")
       ("tokenizer", po::value(&tokenizer), "SentencePiece model (default: the one the run's config names)");
   const auto vm = parse_command_line(argc, argv, options, "generate");
   if (vm.count("help")) return 0;
@@ -287,9 +289,24 @@ int cmd_generate(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string("generate: --method: ") + e.what());
   }
+  if (device != "cpu" && device != "cuda") throw UsageError("generate: --device must be cpu or cuda, got '" + device + "'");
+  if (device == "cuda" && !torch::cuda::is_available()) {
+    throw UsageError("generate: --device cuda, but no CUDA device is available");
+  }
+  if (dtype != "fp32" && dtype != "bf16" && dtype != "fp16") {
+    throw UsageError("generate: --dtype must be fp32, bf16 or fp16, got '" + dtype + "'");
+  }
   const auto sources = read_lines(input, "generate: --input");
   // Dropless MoE: an output does not depend on the rest of its batch.
   CheckpointModel m = load_checkpoint_model(checkpoint, tokenizer, /*dropless_moe=*/true);
+  {
+    // Parameters in the compute dtype (the model keeps norms, router and
+    // softmax in fp32 itself; its position tables stay fp32 buffers).
+    torch::NoGradGuard no_grad;
+    m.model->to(device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU));
+    const auto scalar = dtype == "bf16" ? torch::kBFloat16 : dtype == "fp16" ? torch::kFloat16 : torch::kFloat32;
+    for (auto& p : m.model->parameters()) p.set_data(p.to(scalar));
+  }
   const auto tok = data::Tokenizer::load(m.tokenizer);
   const auto& special = tok.special_tokens();
   g.bos = special.bos;

@@ -3,7 +3,8 @@
 # (span corruption, so its outputs are sentinel-and-word soup):
 # greedy outputs are the same in batches of 1 and of 4 (MoE runs dropless in
 # generation), beam search with one beam equals greedy, sampling with a seed
-# repeats itself; `eval` prints BLEU/chrF (equal to sacrebleu's when it is
+# repeats itself; bf16 generation writes every line and GPU generation (where
+# there is a GPU) equals the CPU's; `eval` prints BLEU/chrF (equal to sacrebleu's when it is
 # installed) and WER/PER/SER on hand-counted pairs; bad arguments exit 2 with
 # one line.
 source "$(dirname "$0")/lib.sh"
@@ -35,6 +36,17 @@ gen --method sample --top-p 0.9 --temperature 0.8 --seed 5 --output "$work/sampl
 gen --method sample --top-p 0.9 --temperature 0.8 --seed 5 --output "$work/sample-b.txt"
 cmp -s "$work/sample-a.txt" "$work/sample-b.txt" || fail "sampling with one seed is not repeatable"
 echo "greedy:"; cat "$work/greedy1.txt"
+# The model computing in bf16 still writes one output per source.
+gen --dtype bf16 --output "$work/greedy-bf16.txt"
+[[ $(wc -l < "$work/greedy-bf16.txt") -eq 5 ]] || fail "bf16: wanted 5 output lines"
+echo "greedy in bf16:"; cat "$work/greedy-bf16.txt"
+if "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  gen --device cuda --output "$work/greedy-cuda.txt"
+  cmp -s "$work/greedy1.txt" "$work/greedy-cuda.txt" || fail "greedy outputs on the GPU differ from the CPU's"
+  echo "greedy on the GPU equals the CPU's"
+else
+  expect_error "no CUDA device is available" generate --checkpoint "$work/run" --input "$work/src.txt" --device cuda
+fi
 
 # WER/PER/SER on hand-counted lines: 1 edit in 6 symbols, 1 of 2 lines wrong.
 printf 'K AE T\nD AO G Z\n' > "$work/hyp.txt"
@@ -62,6 +74,8 @@ PY
 fi
 
 expect_error "unknown decoding method 'topk'" generate --checkpoint "$work/run" --input "$work/src.txt" --method topk
+expect_error "dtype must be fp32, bf16 or fp16, got 'fp8'" generate --checkpoint "$work/run" --input "$work/src.txt" --dtype fp8
+expect_error "device must be cpu or cuda" generate --checkpoint "$work/run" --input "$work/src.txt" --device tpu
 expect_error "cannot read $work/none.txt" generate --checkpoint "$work/run" --input "$work/none.txt"
 expect_error "has 2 lines but" eval --hypotheses "$work/src.txt" --references "$work/ref.txt"
 expect_error "unknown metric 'meteor'" eval --hypotheses "$work/hyp.txt" --references "$work/ref.txt" --metrics meteor

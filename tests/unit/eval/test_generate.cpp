@@ -153,6 +153,27 @@ TEST(Generate, BeamSearchOverABatchEqualsEachSourceAlone) {
   EXPECT_GE(lengths.size(), 2u);
 }
 
+TEST(Generate, OnTheGpuMatchesTheCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const int64_t vocab = 16;
+  auto model = small_model(vocab, true);
+  const auto src = sources(3, 6, vocab);  // stays on the CPU: generate moves it
+  GenerateOptions o;
+  o.max_length = 10;
+  o.eos = 1;
+  for (const auto method : {DecodeMethod::Greedy, DecodeMethod::Beam}) {
+    o.method = method;
+    model->to(torch::kCPU);
+    const auto cpu = generate(*model, src.tokens, src.mask, o);
+    model->to(torch::Device(torch::kCUDA, 0));
+    const auto gpu = generate(*model, src.tokens, src.mask, o);
+    for (size_t r = 0; r < cpu.size(); ++r) {
+      EXPECT_EQ(gpu[r].tokens, cpu[r].tokens) << "row " << r;
+      EXPECT_NEAR(gpu[r].log_prob, cpu[r].log_prob, 1e-3) << "row " << r;
+    }
+  }
+}
+
 TEST(Generate, SamplingFollowsTemperatureAndNucleus) {
   const int64_t vocab = 12, rows = 4000;
   auto model = small_model(vocab, false);

@@ -90,6 +90,30 @@ INSTANTIATE_TEST_SUITE_P(
                                          PositionType::SinusoidalFairseq)),
     case_name);
 
+// In bf16 (the dtype generation usually runs in on a GPU) the cached steps
+// agree with the whole-prefix decoder to bf16's precision.
+TEST(IncrementalDecodingBf16, StepsMatchTheWholePrefixDecoder) {
+  torch::NoGradGuard no_grad;
+  ModelConfig c = tiny_config();
+  c.attention = AttentionType::Dynamic;
+  c.position = PositionType::Rotary;
+  torch::manual_seed(11);
+  Seq2SeqTransformer m(c);
+  m->eval();
+  for (auto& p : m->parameters()) p.set_data(p.to(torch::kBFloat16));
+  const auto b = testing::make_batch(c, /*src_len=*/7, kSteps, /*src_pad=*/3, /*tgt_pad=*/0);
+  const auto encoded = m->encode(b.src, b.src_mask).hidden;
+  const auto whole = m->decode(b.tgt, b.tgt_mask, encoded, b.src_mask).logits.to(torch::kFloat32);
+  auto state = m->start_decoding(encoded, b.src_mask);
+  for (int64_t t = 0; t < kSteps; ++t) {
+    const auto step = m->decode_step(state, b.tgt.select(1, t));
+    ASSERT_EQ(step.scalar_type(), torch::kBFloat16);
+    const auto expected = whole.select(1, t);
+    const double scale = expected.abs().max().item<double>();
+    EXPECT_LE((step.to(torch::kFloat32) - expected).abs().max().item<double>(), 0.02 * scale) << "step " << t;
+  }
+}
+
 TEST(IncrementalDecodingErrors, RefusesBadTokensAndPositionsPastTheTable) {
   torch::NoGradGuard no_grad;
   ModelConfig c = tiny_config();
