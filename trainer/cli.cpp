@@ -257,8 +257,44 @@ std::vector<std::string> read_lines(const std::string& path, const std::string& 
   return lines;
 }
 
+// Where generate and eval run the model: --device cpu|cuda, --dtype fp32|bf16|fp16.
+struct Placement {
+  std::string device = "cpu", dtype = "fp32";
+  torch::Device where() const { return device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU); }
+};
+
+void add_placement_options(po::options_description& options, Placement& p) {
+  options.add_options()
+      ("device", po::value(&p.device)->default_value(p.device), "cpu or cuda (the first GPU)")
+      ("dtype", po::value(&p.dtype)->default_value(p.dtype), "fp32, bf16 or fp16: the dtype the model computes in");
+}
+
+// Checks --device and --dtype before anything is loaded (UsageError naming `command`).
+void check_placement(const Placement& p, const std::string& command) {
+  if (p.device != "cpu" && p.device != "cuda") {
+    throw UsageError(command + ": --device must be cpu or cuda, got '" + p.device + "'");
+  }
+  if (p.device == "cuda" && !torch::cuda::is_available()) {
+    throw UsageError(command + ": --device cuda, but no CUDA device is available");
+  }
+  if (p.dtype != "fp32" && p.dtype != "bf16" && p.dtype != "fp16") {
+    throw UsageError(command + ": --dtype must be fp32, bf16 or fp16, got '" + p.dtype + "'");
+  }
+}
+
+// Moves the model to the device with its parameters in the dtype (the model
+// keeps norms, router and softmax in fp32, and its position tables as fp32
+// buffers).
+void place_model(models::Seq2SeqTransformerImpl& model, const Placement& p) {
+  torch::NoGradGuard no_grad;
+  model.to(p.where());
+  const auto dtype = p.dtype == "bf16" ? torch::kBFloat16 : p.dtype == "fp16" ? torch::kFloat16 : torch::kFloat32;
+  for (auto& param : model.parameters()) param.set_data(param.to(dtype));
+}
+
 int cmd_generate(int argc, char** argv) {
-  std::string checkpoint, input, output, method = "greedy", tokenizer, device = "cpu", dtype = "fp32";
+  std::string checkpoint, input, output, method = "greedy", tokenizer;
+  Placement placement;
   eval::GenerateOptions g;
   int64_t batch_size = 32;
   po::options_description options("generate options");
@@ -276,9 +312,8 @@ int cmd_generate(int argc, char** argv) {
       ("max-length", po::value(&g.max_length)->default_value(g.max_length), "most tokens generated per output")
       ("batch-size", po::value(&batch_size)->default_value(batch_size), "sources per batch")
       ("seed", po::value(&g.seed)->default_value(g.seed), "sampling seed")
-      ("device", po::value(&device)->default_value(device), "cpu or cuda (the first GPU)")
-      ("dtype", po::value(&dtype)->default_value(dtype), "fp32, bf16 or fp16: the dtype the model computes in")
       ("tokenizer", po::value(&tokenizer), "SentencePiece model (default: the one the run's config names)");
+  add_placement_options(options, placement);
   const auto vm = parse_command_line(argc, argv, options, "generate");
   if (vm.count("help")) return 0;
   if (checkpoint.empty() || input.empty()) throw UsageError("generate: --checkpoint DIR and --input FILE are required");
@@ -289,24 +324,11 @@ int cmd_generate(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string("generate: --method: ") + e.what());
   }
-  if (device != "cpu" && device != "cuda") throw UsageError("generate: --device must be cpu or cuda, got '" + device + "'");
-  if (device == "cuda" && !torch::cuda::is_available()) {
-    throw UsageError("generate: --device cuda, but no CUDA device is available");
-  }
-  if (dtype != "fp32" && dtype != "bf16" && dtype != "fp16") {
-    throw UsageError("generate: --dtype must be fp32, bf16 or fp16, got '" + dtype + "'");
-  }
+  check_placement(placement, "generate");
   const auto sources = read_lines(input, "generate: --input");
   // Dropless MoE: an output does not depend on the rest of its batch.
   CheckpointModel m = load_checkpoint_model(checkpoint, tokenizer, /*dropless_moe=*/true);
-  {
-    // Parameters in the compute dtype (the model keeps norms, router and
-    // softmax in fp32 itself; its position tables stay fp32 buffers).
-    torch::NoGradGuard no_grad;
-    m.model->to(device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU));
-    const auto scalar = dtype == "bf16" ? torch::kBFloat16 : dtype == "fp16" ? torch::kFloat16 : torch::kFloat32;
-    for (auto& p : m.model->parameters()) p.set_data(p.to(scalar));
-  }
+  place_model(*m.model, placement);
   const auto tok = data::Tokenizer::load(m.tokenizer);
   const auto& special = tok.special_tokens();
   g.bos = special.bos;
@@ -345,9 +367,13 @@ int cmd_generate(int argc, char** argv) {
 // target token over every pair (or span-corruption window) of a split, in
 // order, and its perplexity.
 int eval_dataset_loss(const std::string& checkpoint, const std::string& data_path, const std::string& split,
-                      const std::string& tokenizer, int64_t batch_size, int64_t max_samples) {
+                      const std::string& tokenizer, int64_t batch_size, int64_t max_samples,
+                      const Placement& placement) {
   if (batch_size < 1) throw UsageError("eval: --batch-size must be at least 1");
+  check_placement(placement, "eval");
   CheckpointModel m = load_checkpoint_model(checkpoint, tokenizer);
+  place_model(*m.model, placement);
+  const auto device = placement.where();
   const auto special = data::Tokenizer::load(m.tokenizer).special_tokens();
   data::DataConfig cfg = m.config.data;
   cfg.train = data_path;
@@ -369,9 +395,11 @@ int eval_dataset_loss(const std::string& checkpoint, const std::string& data_pat
     std::vector<data::Seq2SeqSample> samples;
     for (int64_t k = first; k < std::min(n, first + batch_size); ++k) samples.push_back(source->sample(k));
     const auto b = data::BatchSource::collate(samples, special);
-    const auto logits = m.model->forward(b.src_tokens, b.src_mask, b.tgt_in, b.tgt_mask).logits;
-    const auto ce = kernels::softmax_cross_entropy(logits.reshape({-1, logits.size(-1)}), b.tgt_out.reshape({-1}),
-                                                   b.tgt_mask.reshape({-1}), 0.0);
+    const auto tgt_mask = b.tgt_mask.to(device);
+    const auto logits =
+        m.model->forward(b.src_tokens.to(device), b.src_mask.to(device), b.tgt_in.to(device), tgt_mask).logits;
+    const auto ce = kernels::softmax_cross_entropy(logits.reshape({-1, logits.size(-1)}),
+                                                   b.tgt_out.to(device).reshape({-1}), tgt_mask.reshape({-1}), 0.0);
     loss_sum += ce.loss_sum.item<double>();
     tokens += ce.num_tokens;
   }
@@ -387,6 +415,7 @@ int cmd_eval(int argc, char** argv) {
   std::vector<std::string> references;
   std::string checkpoint, data_path, split = "valid", tokenizer;
   int64_t batch_size = 64, max_samples = 0;
+  Placement placement;
   po::options_description options("eval options");
   options.add_options()
       ("help,h", "show this help")
@@ -404,12 +433,13 @@ int cmd_eval(int argc, char** argv) {
       ("metrics", po::value(&metrics)->default_value(metrics),
        "comma-separated: bleu, chrf, chrf++, rouge-l, wer (word edit distance / reference words), per (the same "
        "over space-separated symbols, e.g. phonemes), ser (share of lines not exactly right)");
+  add_placement_options(options, placement);  // --checkpoint with --data
   const auto vm = parse_command_line(argc, argv, options, "eval");
   if (vm.count("help")) return 0;
   if (!checkpoint.empty() || !data_path.empty()) {
     if (checkpoint.empty() || data_path.empty()) throw UsageError("eval: --checkpoint DIR and --data PATH go together");
     if (split != "valid" && split != "train") throw UsageError("eval: --split must be valid or train, got " + split);
-    return eval_dataset_loss(checkpoint, data_path, split, tokenizer, batch_size, max_samples);
+    return eval_dataset_loss(checkpoint, data_path, split, tokenizer, batch_size, max_samples, placement);
   }
   if (hypotheses.empty() || references.empty()) {
     throw UsageError("eval: --hypotheses FILE and --references FILE are required (or --checkpoint and --data)");
