@@ -11,7 +11,7 @@
 #            MOETRAIN_BUILD_DIR (default build-gpu) with every core
 #   test     the unit suites with GPU tests (kernels, models, optim, trainer,
 #            parallel, eval): OUT/test-<suite>.log, failures listed in OUT/test-summary.txt
-#   kernels  bench_kernels: OUT/kernels.txt
+#   kernels  bench_kernels: OUT/kernels.txt; bench_generate (bf16, base-moe): OUT/generate.txt
 #   bench    scripts/bench-gpu.sh: OUT/bench/report.md (and results.jsonl, logs/)
 #
 # Environment: MOETRAIN_DEPS_PREFIX (set by the offline bundle's env.sh, see
@@ -83,6 +83,9 @@ stage_kernels() {
   local bin="$build/bin/bench_kernels"
   [[ -x "$bin" ]] || { log "no $bin (run the build stage)"; exit 1; }
   "$bin" | tee "$out/kernels.txt"
+  # Generation on the GPU in bf16: the key/value cache against the whole-prefix decoder.
+  "$build/bin/bench_generate" --device cuda --dtype bf16 --config "$ROOT/configs/base-moe.yaml" \
+    --batch 32 --src-len 128 --length 64 | tee "$out/generate.txt"
 }
 
 stage_bench() {

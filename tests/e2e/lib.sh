@@ -39,16 +39,22 @@ BROWN_DATA="$MOETRAIN_E2E_WORK/brown"
 TINY_ARGS=(train --config "$MOETRAIN_SOURCE_DIR/configs/tiny.yaml"
            --set data.train="$BROWN_DATA" --set data.valid="$BROWN_DATA" --set model.dropout=0.0)
 
-# Runs `moetrain ARGS...` expecting a usage or config error: exit code 2 and
+# Runs `PROGRAM ARGS...` expecting a usage or config error: exit code 2 and
 # one line on stderr containing PATTERN (grep). Needs `work` set.
+expect_program_error() {  # PATTERN PROGRAM ARGS...
+  local pattern=$1 program=$2; shift 2
+  local rc=0
+  "$program" "$@" > "$work/out" 2> "$work/err" || rc=$?
+  echo "[$rc] $(cat "$work/err")"
+  [[ $rc -eq 2 ]] || fail "exit code $rc, wanted 2, for: $program $*"
+  [[ $(wc -l < "$work/err") -eq 1 ]] || fail "wanted one line on stderr, got $(wc -l < "$work/err") for: $program $*"
+  grep -q -- "$pattern" "$work/err" || fail "stderr lacks '$pattern': $(cat "$work/err")"
+}
+
+# The same for `moetrain ARGS...`.
 expect_error() {  # PATTERN ARGS...
   local pattern=$1; shift
-  local rc=0
-  "$MOETRAIN_BIN" "$@" > "$work/out" 2> "$work/err" || rc=$?
-  echo "[$rc] $(cat "$work/err")"
-  [[ $rc -eq 2 ]] || fail "exit code $rc, wanted 2, for: $*"
-  [[ $(wc -l < "$work/err") -eq 1 ]] || fail "wanted one line on stderr, got $(wc -l < "$work/err") for: $*"
-  grep -q -- "$pattern" "$work/err" || fail "stderr lacks '$pattern': $(cat "$work/err")"
+  expect_program_error "$pattern" "$MOETRAIN_BIN" "$@"
 }
 
 # Runs the tiny config; extra args go to train.

@@ -20,14 +20,8 @@ sys.exit(0 if len(ms) >= 2 and float(ms[0]) > 0 and float(ms[1]) > 0 else 1)
 PY
 done
 
-expect_bad() {
-  local rc=0
-  "$bench" "$@" > "$work/o" 2> "$work/e" || rc=$?
-  echo "[$rc] $(cat "$work/e")"
-  [[ $rc -eq 2 && $(wc -l < "$work/e") -eq 1 ]] || fail "wanted exit 2 and one line for: $*"
-}
-expect_bad --device tpu
-expect_bad --iters 0
+expect_program_error "device" "$bench" --device tpu
+expect_program_error "iters" "$bench" --iters 0
 if ! "$(dirname "$MOETRAIN_BIN")/bench_kernels" --help | grep -q -- --only; then fail "--help lacks --only"; fi
-if [[ ! -e /dev/nvidia0 ]]; then expect_bad --device cuda; fi
+if [[ ! -e /dev/nvidia0 ]]; then expect_program_error "cuda" "$bench" --device cuda; fi
 echo PASS
