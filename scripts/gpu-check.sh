@@ -10,7 +10,9 @@
 #   build    configure (LibTorch from python3's torch, tests on) and build into
 #            MOETRAIN_BUILD_DIR (default build-gpu) with every core
 #   test     the unit suites with GPU tests (kernels, models, optim, trainer,
-#            parallel, eval): OUT/test-<suite>.log, failures listed in OUT/test-summary.txt
+#            parallel, eval) and the script tests test_cuda_ranks and
+#            test_bench_generate_smoke: OUT/test-*.log, failures listed in
+#            OUT/test-summary.txt
 #   kernels  bench_kernels: OUT/kernels.txt; bench_generate (bf16, base-moe): OUT/generate.txt
 #   bench    scripts/bench-gpu.sh: OUT/bench/report.md (and results.jsonl, logs/)
 #
@@ -71,6 +73,13 @@ stage_test() {
     grep -E '^\[  FAILED  \] [A-Za-z]' "$out/test-$suite.log" >> "$out/test-summary.txt" || true
     [[ $rc -eq 0 ]] || failed=1
   done
+  # Script tests with a GPU side that need no ../shared/data (the Brown fixture left out).
+  local rc=0
+  ctest --test-dir "$build" -R 'test_cuda_ranks|test_bench_generate_smoke' -FA brown_tokens --output-on-failure \
+    > "$out/test-ctest.log" 2>&1 || rc=$?
+  echo "ctest (test_cuda_ranks, test_bench_generate_smoke): exit $rc; $(grep -E 'tests passed' "$out/test-ctest.log")" \
+    | tee -a "$out/test-summary.txt"
+  [[ $rc -eq 0 ]] || failed=1
   if [[ $failed -eq 0 ]]; then
     log "tests: all passed"
   else

@@ -80,6 +80,14 @@ Trainer::Trainer(Config config, std::shared_ptr<parallel::Communicator> world, P
   if (config_.model.vocab_size <= 0) {
     throw ConfigError("model.vocab_size must be known before the model is built");
   }
+  // Collectives go through the MPI communicator, which takes CPU tensors: a
+  // CUDA run is one process on one GPU (NCCL groups for several GPUs are not
+  // wired into the trainer).
+  if (device_.is_cuda() && world_->size() > 1) {
+    throw ConfigError("train.device: " + config_.train.device + " selects CUDA, but training on CUDA runs as one "
+                      "rank and this job has " + std::to_string(world_->size()) +
+                      " (several GPUs are not supported yet); start one rank, or set train.device: cpu");
+  }
   grid_ = std::make_unique<parallel::ProcessGrid>(world_->size(), world_->rank(), config_.parallel);
   // Splits are collective: every rank takes part in each (with its own group).
   dp_ = world_.get();
@@ -792,6 +800,8 @@ int Trainer::run(const TrainOptions& options) {
     const auto batches =
         train_data.step_batches(step - phase_.start, dp_rank, dp_size, global_batch, cfg.train.micro_batch);
     const StepResult r = train_step(batches, step);
+    // The optimizer's kernels may still be queued: count them in this step.
+    if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
     const double step_s = seconds_since(step_t0);
     ++steps_this_run;
     const int64_t done = step + 1;
