@@ -23,16 +23,18 @@ torch::Tensor next_log_probs(models::Seq2SeqTransformerImpl& model, models::Deco
   return torch::log_softmax(model.decode_step(state, last).to(torch::kFloat32), -1).cpu();
 }
 
-// Greedy and sampling: every row advances one token per step.
+// Greedy and sampling: every unfinished row advances one token per step; a
+// row that reaches EOS leaves the decoder's batch.
 std::vector<Generated> generate_stepwise(models::Seq2SeqTransformerImpl& model, const torch::Tensor& encoded,
                                          const torch::Tensor& src_mask, const GenerateOptions& o) {
   const int64_t batch = encoded.size(0);
   std::vector<Generated> out(static_cast<size_t>(batch));
-  std::vector<int64_t> last(static_cast<size_t>(batch), o.bos);
-  std::vector<bool> done(static_cast<size_t>(batch), false);
+  std::vector<int64_t> active(static_cast<size_t>(batch));  // the source of each decoder row
+  for (int64_t b = 0; b < batch; ++b) active[static_cast<size_t>(b)] = b;
+  std::vector<int64_t> last(active.size(), o.bos);  // each decoder row's newest token
   auto state = model.start_decoding(encoded, src_mask);
   auto generator = at::make_generator<at::CPUGeneratorImpl>(o.seed);
-  for (int64_t step = 0; step < o.max_length; ++step) {
+  for (int64_t step = 0; step < o.max_length && !active.empty(); ++step) {
     const auto log_probs = next_log_probs(model, state, last);
     torch::Tensor chosen;
     if (o.method == DecodeMethod::Greedy) {
@@ -51,22 +53,20 @@ std::vector<Generated> generate_stepwise(models::Seq2SeqTransformerImpl& model, 
     }
     auto ids = chosen.accessor<int64_t, 1>();
     auto lp = log_probs.accessor<float, 2>();
-    bool all_done = true;
-    for (int64_t b = 0; b < batch; ++b) {
-      const auto i = static_cast<size_t>(b);
-      // A finished row keeps decoding padding, which no other row sees.
-      const int64_t token = done[i] ? o.pad : ids[b];
-      last[i] = token;
-      if (done[i]) continue;
-      out[i].log_prob += lp[b][token];
-      if (token == o.eos) {
-        done[i] = true;
-      } else {
-        out[i].tokens.push_back(token);
-      }
-      all_done = all_done && done[i];
+    std::vector<int64_t> keep, still_active;
+    last.clear();
+    for (int64_t r = 0; r < static_cast<int64_t>(active.size()); ++r) {
+      auto& result = out[static_cast<size_t>(active[static_cast<size_t>(r)])];
+      const int64_t token = ids[r];
+      result.log_prob += lp[r][token];
+      if (token == o.eos) continue;
+      result.tokens.push_back(token);
+      keep.push_back(r);
+      still_active.push_back(active[static_cast<size_t>(r)]);
+      last.push_back(token);
     }
-    if (all_done) break;
+    if (keep.size() < active.size() && !keep.empty()) state.select_rows(torch::tensor(keep, torch::kInt64));
+    active = std::move(still_active);
   }
   return out;
 }

@@ -4,8 +4,8 @@
 // other; beam search with a beam wide enough to hold every prefix finds the
 // most probable output of an exhaustive search, and with one beam is greedy;
 // sampling follows softmax(logits / temperature), keeps to the nucleus under
-// top-p, and with a vanishing top-p is greedy; beam search over a batch
-// gives each source what it gets alone.
+// top-p, and with a vanishing top-p is greedy; greedy and beam search over a
+// batch whose rows end at different steps give each source what it gets alone.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -51,6 +51,26 @@ Source sources(int64_t rows, int64_t length, int64_t vocab) {
   return s;
 }
 
+// Decodes the 5 rows of `src` (row 1 padded) as one batch and each alone, with
+// EOS set to the token row 0 emits at `eos_at` when decoded without one, so
+// rows end at different steps and leave the batch while others go on.
+// Expects the same output either way, and at least two output lengths.
+void expect_batch_equals_each_alone(models::Seq2SeqTransformerImpl& model, const Source& src, GenerateOptions o,
+                                    size_t eos_at) {
+  o.eos = -1;
+  o.eos = generate(model, src.tokens.narrow(0, 0, 1), src.mask.narrow(0, 0, 1), o)[0].tokens.at(eos_at);
+  const auto batched = generate(model, src.tokens, src.mask, o);
+  ASSERT_EQ(batched.size(), 5u);
+  std::set<size_t> lengths;
+  for (int64_t row = 0; row < 5; ++row) {
+    const auto alone = generate(model, src.tokens.narrow(0, row, 1), src.mask.narrow(0, row, 1), o)[0];
+    EXPECT_EQ(batched[static_cast<size_t>(row)].tokens, alone.tokens) << "row " << row;
+    EXPECT_NEAR(batched[static_cast<size_t>(row)].log_prob, alone.log_prob, 1e-4) << "row " << row;
+    lengths.insert(alone.tokens.size());
+  }
+  EXPECT_GE(lengths.size(), 2u);
+}
+
 TEST(Generate, GreedyTakesEachStepsArgmaxAndRowsAreIndependent) {
   for (bool moe : {false, true}) {
     auto model = small_model(12, moe);
@@ -80,6 +100,13 @@ TEST(Generate, GreedyTakesEachStepsArgmaxAndRowsAreIndependent) {
       EXPECT_NEAR(alone.log_prob, sequence_log_prob(*model, row_tokens, row_mask, expected, ended, o), 1e-4);
     }
   }
+}
+
+TEST(Generate, GreedyRowsThatEndEarlyLeaveTheBatchUnchanged) {
+  auto model = small_model(8, true);
+  GenerateOptions o;
+  o.max_length = 12;
+  expect_batch_equals_each_alone(*model, sources(5, 6, 8), o, /*eos_at=*/3);
 }
 
 TEST(Generate, WideBeamFindsTheExhaustiveBestAndOneBeamIsGreedy) {
@@ -129,28 +156,12 @@ TEST(Generate, WideBeamFindsTheExhaustiveBestAndOneBeamIsGreedy) {
 }
 
 TEST(Generate, BeamSearchOverABatchEqualsEachSourceAlone) {
-  const int64_t vocab = 8;
-  auto model = small_model(vocab, true);
-  const auto src = sources(5, 6, vocab);  // row 1 padded
+  auto model = small_model(8, true);
   GenerateOptions o;
   o.method = DecodeMethod::Beam;
   o.beam_size = 3;
   o.max_length = 12;
-  // An EOS that row 0's search (without one) emits mid-way, so that row ends
-  // early while others run to max_length.
-  o.eos = -1;
-  o.eos = generate(*model, src.tokens.narrow(0, 0, 1), src.mask.narrow(0, 0, 1), o)[0].tokens.at(5);
-  const auto batched = generate(*model, src.tokens, src.mask, o);
-  ASSERT_EQ(batched.size(), 5u);
-  std::set<size_t> lengths;
-  for (int64_t row = 0; row < 5; ++row) {
-    const auto alone = generate(*model, src.tokens.narrow(0, row, 1), src.mask.narrow(0, row, 1), o)[0];
-    EXPECT_EQ(batched[static_cast<size_t>(row)].tokens, alone.tokens) << "row " << row;
-    EXPECT_NEAR(batched[static_cast<size_t>(row)].log_prob, alone.log_prob, 1e-4) << "row " << row;
-    lengths.insert(alone.tokens.size());
-  }
-  // The searches end at different steps, so rows leave the batch mid-way.
-  EXPECT_GE(lengths.size(), 2u);
+  expect_batch_equals_each_alone(*model, sources(5, 6, 8), o, /*eos_at=*/5);
 }
 
 TEST(Generate, OnTheGpuMatchesTheCpu) {
