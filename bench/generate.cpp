@@ -104,7 +104,9 @@ int main(int argc, char** argv) {
       throw po::error("--vocab must be >= 8 and --batch, --src-len, --length, --beam-size, --repeats >= 1");
     }
     if (o.device != "cpu" && o.device != "cuda") throw po::error("--device must be cpu or cuda, got '" + o.device + "'");
-    if (o.dtype != "fp32" && o.dtype != "bf16" && o.dtype != "fp16") {
+    try {
+      trainer::parse_compute_dtype(o.dtype);
+    } catch (const std::invalid_argument&) {
       throw po::error("--dtype must be fp32, bf16 or fp16, got '" + o.dtype + "'");
     }
   } catch (const std::exception& e) {
@@ -132,12 +134,7 @@ int main(int argc, char** argv) {
     torch::manual_seed(0);
     models::Seq2SeqTransformer model(cfg);
     model->eval();
-    model->to(device);
-    {
-      torch::NoGradGuard no_grad;
-      const auto dtype = o.dtype == "bf16" ? torch::kBFloat16 : o.dtype == "fp16" ? torch::kFloat16 : torch::kFloat32;
-      for (auto& p : model->parameters()) p.set_data(p.to(dtype));
-    }
+    model->place(device, trainer::to_scalar_type(trainer::parse_compute_dtype(o.dtype)));
     int64_t params = 0;
     for (const auto& p : model->parameters()) params += p.numel();
     const auto src = torch::randint(4, o.vocab, {o.batch, o.src_len}, torch::kInt64);

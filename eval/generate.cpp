@@ -15,6 +15,18 @@ void check_options(const GenerateOptions& o) {
   if (!(o.top_p > 0 && o.top_p <= 1)) throw std::invalid_argument("generate: top_p must be in (0, 1]");
 }
 
+// The encoder output and the source mask, both on the model's device.
+struct Encoded {
+  torch::Tensor hidden, mask;
+};
+
+Encoded encode_on_model_device(models::Seq2SeqTransformerImpl& model, const torch::Tensor& src_tokens,
+                               const torch::Tensor& src_mask) {
+  const auto device = model.embed_tokens->weight.device();
+  const auto mask = src_mask.to(device);
+  return {model.encode(src_tokens.to(device), mask).hidden, mask};
+}
+
 // Log-probabilities of the next token after each row's prefix, whose last
 // token is `tokens` [N] (the rest is in `state`, which this extends): fp32 [N, V].
 torch::Tensor next_log_probs(models::Seq2SeqTransformerImpl& model, models::DecoderState& state,
@@ -197,11 +209,9 @@ std::vector<Generated> generate(models::Seq2SeqTransformerImpl& model, const tor
   check_options(options);
   torch::NoGradGuard no_grad;
   model.eval();
-  const auto device = model.embed_tokens->weight.device();
-  const auto mask = src_mask.to(device);
-  const auto encoded = model.encode(src_tokens.to(device), mask).hidden;
-  if (options.method == DecodeMethod::Beam) return beam_search(model, encoded, mask, options);
-  return generate_stepwise(model, encoded, mask, options);
+  const auto source = encode_on_model_device(model, src_tokens, src_mask);
+  if (options.method == DecodeMethod::Beam) return beam_search(model, source.hidden, source.mask, options);
+  return generate_stepwise(model, source.hidden, source.mask, options);
 }
 
 double sequence_log_prob(models::Seq2SeqTransformerImpl& model, const torch::Tensor& src_tokens,
@@ -209,16 +219,14 @@ double sequence_log_prob(models::Seq2SeqTransformerImpl& model, const torch::Ten
                          const GenerateOptions& options) {
   torch::NoGradGuard no_grad;
   model.eval();
-  const auto device = model.embed_tokens->weight.device();
-  const auto mask = src_mask.to(device);
-  const auto encoded = model.encode(src_tokens.to(device), mask).hidden;
+  const auto source = encode_on_model_device(model, src_tokens, src_mask);
   auto targets = tokens;
   if (with_eos) targets.push_back(options.eos);
   std::vector<int64_t> inputs{options.bos};
   inputs.insert(inputs.end(), tokens.begin(), tokens.end());
   inputs.resize(targets.size());
-  const auto tgt = torch::tensor(inputs, torch::kInt64).unsqueeze(0).to(encoded.device());
-  const auto out = model.decode(tgt, torch::ones_like(tgt, torch::kBool), encoded, mask);
+  const auto tgt = torch::tensor(inputs, torch::kInt64).unsqueeze(0).to(source.hidden.device());
+  const auto out = model.decode(tgt, torch::ones_like(tgt, torch::kBool), source.hidden, source.mask);
   const auto log_probs = torch::log_softmax(out.logits[0].to(torch::kFloat32), -1).cpu();
   double sum = 0;
   for (size_t t = 0; t < targets.size(); ++t) sum += log_probs[static_cast<int64_t>(t)][targets[t]].item<double>();

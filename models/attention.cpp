@@ -32,6 +32,17 @@ void check_mask(const torch::Tensor& mask, int64_t batch, int64_t tq, int64_t tk
   }
 }
 
+// Whether queries at positions q may see keys at positions k (int64 tensors
+// that broadcast against each other): causal (k <= q) and the window as the
+// header defines it (window <= 0: none). Bool, of the broadcast shape.
+torch::Tensor visible_keys(const torch::Tensor& q, const torch::Tensor& k, bool causal, int64_t window) {
+  const torch::Tensor distance = q - k;
+  torch::Tensor allowed = torch::ones_like(distance, torch::kBool);
+  if (causal) allowed = allowed & (distance >= 0);
+  if (window > 0) allowed = allowed & (causal ? (distance < window) : (distance.abs() <= window / 2));
+  return allowed;
+}
+
 }  // namespace
 
 torch::Tensor make_self_attention_mask(const torch::Tensor& padding_mask, bool causal,
@@ -41,11 +52,7 @@ torch::Tensor make_self_attention_mask(const torch::Tensor& padding_mask, bool c
   const auto opts = torch::TensorOptions().dtype(torch::kLong).device(padding_mask.device());
   const torch::Tensor q = torch::arange(t, opts).unsqueeze(1);  // [T, 1]
   const torch::Tensor k = torch::arange(t, opts).unsqueeze(0);  // [1, T]
-  torch::Tensor allowed = torch::ones({t, t}, opts.dtype(torch::kBool));
-  if (causal) allowed = allowed & (k <= q);
-  if (window > 0) {
-    allowed = allowed & (causal ? (q - k < window) : ((q - k).abs() <= window / 2));
-  }
+  const torch::Tensor allowed = visible_keys(q, k, causal, window);  // [T, T]
   torch::Tensor mask = allowed.unsqueeze(0) & padding_mask.unsqueeze(1);  // [B, T, T]
   // A padded query may have no visible key at all; letting it see itself keeps
   // softmax finite and cannot change an unpadded row (its diagonal is visible).
@@ -235,17 +242,18 @@ torch::Tensor MultiHeadAttentionImpl::forward_step(const torch::Tensor& query_st
   }
   cache.k = cache.k.defined() ? torch::cat({cache.k, k}, 2) : k;
   cache.v = cache.v.defined() ? torch::cat({cache.v, v}, 2) : v;
-  // The new position sees every earlier one (global), or those within the
-  // window, i - local_window < j <= i (local), as make_self_attention_mask.
+  // The new position's row of the causal masks (every key is a real token).
   const int64_t b = query_states.size(0);
   const int64_t keys = position + 1;
-  const auto opts = torch::TensorOptions().dtype(torch::kBool).device(query_states.device());
+  const auto j = torch::arange(keys, torch::TensorOptions().dtype(torch::kLong).device(query_states.device()));
+  const auto row = [&](int64_t window) {
+    return visible_keys(torch::full({1}, position, j.options()), j, /*causal=*/true, window)
+        .view({1, 1, 1, keys})
+        .expand({b, 1, 1, keys});
+  };
   AttentionMasks masks;
-  if (type_ != AttentionType::Local) masks.global = torch::ones({b, 1, 1, keys}, opts);
-  if (type_ != AttentionType::Global) {
-    const auto j = torch::arange(keys, opts.dtype(torch::kLong));
-    masks.local = (position - j < local_window_).view({1, 1, 1, keys}).expand({b, 1, 1, keys});
-  }
+  if (type_ != AttentionType::Local) masks.global = row(0);
+  if (type_ != AttentionType::Global) masks.local = row(local_window_);
   return attend_and_project(q, cache.k, cache.v, masks, query_states);
 }
 

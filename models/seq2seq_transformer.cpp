@@ -275,6 +275,12 @@ Seq2SeqOutput Seq2SeqTransformerImpl::decode(const torch::Tensor& tgt_in, const 
   return {project_to_vocab(y), collect_moe_stats(moe, cfg_.moe.num_experts, y.device())};
 }
 
+void Seq2SeqTransformerImpl::place(const torch::Device& device, torch::ScalarType parameter_dtype) {
+  torch::NoGradGuard no_grad;
+  to(device);
+  for (auto& p : parameters()) p.set_data(p.to(parameter_dtype));
+}
+
 void DecoderState::select_rows(const torch::Tensor& index) {
   for (auto& layer : layers) {
     layer.self.select_rows(index);

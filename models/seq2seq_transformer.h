@@ -156,6 +156,11 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
   DecoderState start_decoding(const torch::Tensor& encoder_hidden, const torch::Tensor& src_mask);
   torch::Tensor decode_step(DecoderState& state, const torch::Tensor& tokens);
 
+  // For inference: moves the model to `device` with every parameter in
+  // `parameter_dtype` (the model then computes in it; the position tables
+  // stay fp32 buffers, cast at use).
+  void place(const torch::Device& device, torch::ScalarType parameter_dtype);
+
   // tokens [B, L] -> embed_tokens * sqrt(d_model) (if scale_embeddings) +
   // absolute positions offset..offset+L-1, then dropout. [B, L, D].
   torch::Tensor embed(const torch::Tensor& tokens, int64_t position_offset = 0);

@@ -261,6 +261,7 @@ std::vector<std::string> read_lines(const std::string& path, const std::string& 
 struct Placement {
   std::string device = "cpu", dtype = "fp32";
   torch::Device where() const { return device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU); }
+  torch::ScalarType scalar_type() const { return to_scalar_type(parse_compute_dtype(dtype)); }
 };
 
 void add_placement_options(po::options_description& options, Placement& p) {
@@ -277,19 +278,11 @@ void check_placement(const Placement& p, const std::string& command) {
   if (p.device == "cuda" && !torch::cuda::is_available()) {
     throw UsageError(command + ": --device cuda, but no CUDA device is available");
   }
-  if (p.dtype != "fp32" && p.dtype != "bf16" && p.dtype != "fp16") {
+  try {
+    p.scalar_type();
+  } catch (const std::invalid_argument&) {
     throw UsageError(command + ": --dtype must be fp32, bf16 or fp16, got '" + p.dtype + "'");
   }
-}
-
-// Moves the model to the device with its parameters in the dtype (the model
-// keeps norms, router and softmax in fp32, and its position tables as fp32
-// buffers).
-void place_model(models::Seq2SeqTransformerImpl& model, const Placement& p) {
-  torch::NoGradGuard no_grad;
-  model.to(p.where());
-  const auto dtype = p.dtype == "bf16" ? torch::kBFloat16 : p.dtype == "fp16" ? torch::kFloat16 : torch::kFloat32;
-  for (auto& param : model.parameters()) param.set_data(param.to(dtype));
 }
 
 int cmd_generate(int argc, char** argv) {
@@ -328,7 +321,7 @@ int cmd_generate(int argc, char** argv) {
   const auto sources = read_lines(input, "generate: --input");
   // Dropless MoE: an output does not depend on the rest of its batch.
   CheckpointModel m = load_checkpoint_model(checkpoint, tokenizer, /*dropless_moe=*/true);
-  place_model(*m.model, placement);
+  m.model->place(placement.where(), placement.scalar_type());
   const auto tok = data::Tokenizer::load(m.tokenizer);
   const auto& special = tok.special_tokens();
   g.bos = special.bos;
@@ -372,7 +365,7 @@ int eval_dataset_loss(const std::string& checkpoint, const std::string& data_pat
   if (batch_size < 1) throw UsageError("eval: --batch-size must be at least 1");
   check_placement(placement, "eval");
   CheckpointModel m = load_checkpoint_model(checkpoint, tokenizer);
-  place_model(*m.model, placement);
+  m.model->place(placement.where(), placement.scalar_type());
   const auto device = placement.where();
   const auto special = data::Tokenizer::load(m.tokenizer).special_tokens();
   data::DataConfig cfg = m.config.data;

@@ -487,6 +487,24 @@ std::string to_string(ComputeDtype dtype) {
   return "fp32";
 }
 
+torch::ScalarType to_scalar_type(ComputeDtype dtype) {
+  switch (dtype) {
+    case ComputeDtype::BF16: return torch::kBFloat16;
+    case ComputeDtype::FP16: return torch::kFloat16;
+    case ComputeDtype::FP32: break;
+  }
+  return torch::kFloat32;
+}
+
+ComputeDtype parse_compute_dtype(const std::string& name) {
+  std::string allowed;
+  for (const auto& [choice, value] : kDtypes) {
+    if (name == choice) return value;
+    allowed += std::string(allowed.empty() ? "" : ", ") + choice;
+  }
+  throw std::invalid_argument("'" + name + "' is not one of: " + allowed);
+}
+
 std::string ConfigSource::where(const std::string& key) const {
   const auto it = locations.find(key);
   if (it != locations.end()) return " (" + it->second + ")";

@@ -7,6 +7,8 @@
 // ConfigError with one line of text; the CLI prints it and exits with code 2.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -27,6 +29,9 @@ class ConfigError : public std::runtime_error {
 
 enum class ComputeDtype { FP32, BF16, FP16 };
 std::string to_string(ComputeDtype dtype);  // "fp32" | "bf16" | "fp16"
+// The inverse; throws std::invalid_argument "'NAME' is not one of: fp32, bf16, fp16".
+ComputeDtype parse_compute_dtype(const std::string& name);
+torch::ScalarType to_scalar_type(ComputeDtype dtype);
 
 struct PrecisionConfig {
   ComputeDtype compute = ComputeDtype::FP32;

@@ -26,10 +26,11 @@ namespace moetrain::trainer {
 namespace {
 
 torch::ScalarType export_dtype(const std::string& name) {
-  if (name == "fp32") return torch::kFloat32;
-  if (name == "bf16") return torch::kBFloat16;
-  if (name == "fp16") return torch::kFloat16;
-  throw ConfigError("export: --dtype '" + name + "' is not one of: fp32, bf16, fp16");
+  try {
+    return to_scalar_type(parse_compute_dtype(name));
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(std::string("export: --dtype ") + e.what());
+  }
 }
 
 // A YAML scalar as the JSON value it reads as (integer, number, boolean or

@@ -21,15 +21,6 @@ namespace fs = std::filesystem;
 
 namespace moetrain::trainer {
 
-torch::ScalarType to_scalar_type(ComputeDtype dtype) {
-  switch (dtype) {
-    case ComputeDtype::BF16: return torch::kBFloat16;
-    case ComputeDtype::FP16: return torch::kFloat16;
-    case ComputeDtype::FP32: break;
-  }
-  return torch::kFloat32;
-}
-
 namespace {
 
 torch::Device select_device(const std::string& name) {

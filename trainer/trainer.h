@@ -221,8 +221,6 @@ class Trainer {
   std::unique_ptr<optim::GradReducer> reducer_;  // ZeRO 0-2 with DP > 1 and overlap on
 };
 
-torch::ScalarType to_scalar_type(ComputeDtype dtype);
-
 // `moetrain train`: the whole run of `config` from where its output
 // directory (or options.resume) left off: one Trainer, or with phases one
 // Trainer per phase in turn, each started from the previous phase's last

@@ -100,7 +100,7 @@ TEST(IncrementalDecodingBf16, StepsMatchTheWholePrefixDecoder) {
   torch::manual_seed(11);
   Seq2SeqTransformer m(c);
   m->eval();
-  for (auto& p : m->parameters()) p.set_data(p.to(torch::kBFloat16));
+  m->place(torch::kCPU, torch::kBFloat16);
   const auto b = testing::make_batch(c, /*src_len=*/7, kSteps, /*src_pad=*/3, /*tgt_pad=*/0);
   const auto encoded = m->encode(b.src, b.src_mask).hidden;
   const auto whole = m->decode(b.tgt, b.tgt_mask, encoded, b.src_mask).logits.to(torch::kFloat32);
