@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <optional>
 #include <regex>
 #include <set>
 #include <stdexcept>
@@ -191,52 +190,43 @@ void remove_stale_shards(const std::string& dir, const std::set<std::string>& ke
   }
 }
 
-}  // namespace
-
-TokenizeSummary tokenize_corpus(const TokenizeOptions& options) {
-  check_options(options);
-  const bool pairs = !options.source_field.empty();
-  const RecordFields fields = fields_of(options);
-  TokenizeSummary summary;
-  summary.kind = pairs ? "pairs" : "documents";
-  summary.output_dir = options.output_dir;
-
-  // Pass 1: validate, count, sample training sentences.
-  const bool train_tokenizer = options.tokenizer_model.empty();
-  SentenceSampler sampler(options.max_training_sentences,
-                          combine_seeds({options.seed, kSentenceSampleTag}));
+// Pass 1: validates and counts the records and, when `sampler` is given, samples
+// the lines the tokenizer is trained on.
+int64_t count_records(const TokenizeOptions& options, const RecordFields& fields, bool pairs,
+                      SentenceSampler* sampler) {
   int64_t n_records = 0;
   for (const auto& input : options.inputs) {
     JsonlReader reader(input, fields);
     TextRecord record;
     while (reader.next(record)) {
       ++n_records;
-      if (train_tokenizer) {
-        sampler.add_text(record.text);
-        if (pairs) sampler.add_text(record.target);
+      if (sampler) {
+        sampler->add_text(record.text);
+        if (pairs) sampler->add_text(record.target);
       }
     }
   }
-  if (n_records == 0) throw std::runtime_error("tokenize: the inputs hold no records");
-  summary.input_records = n_records;
+  return n_records;
+}
 
-  std::optional<Tokenizer> tokenizer;
-  if (train_tokenizer) {
-    if (sampler.sentences().empty()) throw std::runtime_error("tokenize: the inputs hold no text");
-    TokenizerTrainOptions t;
-    t.vocab_size = options.vocab_size;
-    t.model_type = options.model_type;
-    t.seed = options.seed;
-    summary.training_sentences = static_cast<int64_t>(sampler.sentences().size());
-    tokenizer = Tokenizer::train(sampler.sentences(), t);
-    sampler.sentences() = {};  // free the sample before encoding
-    summary.trained_tokenizer = true;
-  } else {
-    tokenizer = Tokenizer::load(options.tokenizer_model);
-  }
-  summary.vocab_size = tokenizer->vocab_size();
+// Trains the tokenizer on the sampled sentences (freeing the sample before encoding).
+Tokenizer train_tokenizer_on(SentenceSampler& sampler, const TokenizeOptions& options,
+                             TokenizeSummary& summary) {
+  if (sampler.sentences().empty()) throw std::runtime_error("tokenize: the inputs hold no text");
+  TokenizerTrainOptions t;
+  t.vocab_size = options.vocab_size;
+  t.model_type = options.model_type;
+  t.seed = options.seed;
+  summary.training_sentences = static_cast<int64_t>(sampler.sentences().size());
+  Tokenizer tokenizer = Tokenizer::train(sampler.sentences(), t);
+  sampler.sentences() = {};  // free the sample before encoding
+  summary.trained_tokenizer = true;
+  return tokenizer;
+}
 
-  // From here on output_dir changes.
+// Creates output_dir, removes an old dataset.json (so a failed run leaves none
+// behind) and saves the tokenizer; from here on output_dir changes.
+void prepare_output_dir(const TokenizeOptions& options, const Tokenizer& tokenizer, TokenizeSummary& summary) {
   std::error_code ec;
   fs::create_directories(options.output_dir, ec);
   if (ec) throw std::runtime_error("cannot create output directory " + options.output_dir + ": " + ec.message());
@@ -244,17 +234,21 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& options) {
   summary.dataset_json = (out_dir / "dataset.json").string();
   fs::remove(summary.dataset_json, ec);
   summary.tokenizer_path = (out_dir / "tokenizer.model").string();
-  tokenizer->save(summary.tokenizer_path);
+  tokenizer.save(summary.tokenizer_path);
+}
 
-  // Pass 2: encode and write.
+// Pass 2: encodes every record into the train and valid shards and fills
+// summary.train, summary.valid, skipped_empty and the valid_inputs' records.
+void encode_records(const TokenizeOptions& options, const RecordFields& fields, bool pairs, int64_t n_records,
+                    const Tokenizer& tokenizer, TokenizeSummary& summary) {
   const std::vector<bool> is_valid = choose_valid(n_records, options.valid_fraction, options.seed);
   ShardWriter train(options.output_dir, "train", pairs, options.docs_per_shard, summary.vocab_size);
   ShardWriter valid(options.output_dir, "valid", pairs, options.docs_per_shard, summary.vocab_size);
   // Encodes a record and adds it to `split`, or counts it as empty.
   auto write = [&](const TextRecord& record, ShardWriter& split) {
-    std::vector<int32_t> source = tokenizer->encode(record.text);
+    std::vector<int32_t> source = tokenizer.encode(record.text);
     std::vector<int32_t> target;
-    if (pairs) target = tokenizer->encode(record.target);
+    if (pairs) target = tokenizer.encode(record.target);
     if (source.empty() || (pairs && target.empty())) {
       ++summary.skipped_empty;
     } else {
@@ -286,14 +280,11 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& options) {
   valid.flush();
   summary.train = train.summary();
   summary.valid = valid.summary();
-  if (summary.train.records == 0)
-    throw std::runtime_error("tokenize: no non-empty " + summary.kind + " left for the train split");
+}
 
-  std::set<std::string> keep(summary.train.shards.begin(), summary.train.shards.end());
-  keep.insert(summary.valid.shards.begin(), summary.valid.shards.end());
-  remove_stale_shards(options.output_dir, keep);
-
-  const SpecialTokens& special = tokenizer->special_tokens();
+// The dataset.json manifest describing the finished run.
+nlohmann::json make_manifest(const TokenizeOptions& options, const TokenizeSummary& summary,
+                             const SpecialTokens& special, bool pairs) {
   nlohmann::json manifest = {
       {"format_version", kTokenShardFormatVersion},
       {"kind", summary.kind},
@@ -327,6 +318,43 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& options) {
   }
   manifest["splits"]["train"] = split_json(summary.train, pairs);
   if (!summary.valid.shards.empty()) manifest["splits"]["valid"] = split_json(summary.valid, pairs);
+  return manifest;
+}
+
+}  // namespace
+
+TokenizeSummary tokenize_corpus(const TokenizeOptions& options) {
+  check_options(options);
+  const bool pairs = !options.source_field.empty();
+  const RecordFields fields = fields_of(options);
+  TokenizeSummary summary;
+  summary.kind = pairs ? "pairs" : "documents";
+  summary.output_dir = options.output_dir;
+
+  // Pass 1: validate, count, sample training sentences.
+  const bool train_tokenizer = options.tokenizer_model.empty();
+  SentenceSampler sampler(options.max_training_sentences,
+                          combine_seeds({options.seed, kSentenceSampleTag}));
+  const int64_t n_records = count_records(options, fields, pairs, train_tokenizer ? &sampler : nullptr);
+  if (n_records == 0) throw std::runtime_error("tokenize: the inputs hold no records");
+  summary.input_records = n_records;
+
+  const Tokenizer tokenizer = train_tokenizer ? train_tokenizer_on(sampler, options, summary)
+                                              : Tokenizer::load(options.tokenizer_model);
+  summary.vocab_size = tokenizer.vocab_size();
+
+  prepare_output_dir(options, tokenizer, summary);
+
+  // Pass 2: encode and write.
+  encode_records(options, fields, pairs, n_records, tokenizer, summary);
+  if (summary.train.records == 0)
+    throw std::runtime_error("tokenize: no non-empty " + summary.kind + " left for the train split");
+
+  std::set<std::string> keep(summary.train.shards.begin(), summary.train.shards.end());
+  keep.insert(summary.valid.shards.begin(), summary.valid.shards.end());
+  remove_stale_shards(options.output_dir, keep);
+
+  const nlohmann::json manifest = make_manifest(options, summary, tokenizer.special_tokens(), pairs);
   write_file_atomically(summary.dataset_json, manifest.dump(2) + "\n");
   return summary;
 }

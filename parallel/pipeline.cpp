@@ -109,6 +109,121 @@ void exchange(Communicator& pp_group, const std::vector<torch::Tensor>& sends, i
   for (const torch::Tensor& t : recvs) stats.bytes_received += t.nbytes();
 }
 
+// One stage's side of run_pipeline(): the micro-batches between their forward
+// and backward, and the tensors waiting for the exchange that sends them.
+class StageRunner {
+ public:
+  StageRunner(Communicator& pp_group, const PipelineStageCallbacks& callbacks, PipelineStats& stats)
+      : pp_group_(pp_group), callbacks_(callbacks), stats_(stats), stage_(stats.stage),
+        first_(stats.stage == 0), last_(stats.stage == stats.stages - 1) {}
+
+  // Sends the queued tensors the action's send names and receives what its recv names.
+  void run_exchange(const PipelineAction& action) {
+    std::vector<torch::Tensor> sends, recvs;
+    int64_t dst = -1, src = -1;
+    if (action.send) {
+      auto& outbox = action.send->kind == MessageKind::Activation ? activations_out_ : gradients_out_;
+      sends = std::move(outbox.at(action.send->micro_batch));
+      outbox.erase(action.send->micro_batch);
+      dst = action.send->peer;
+    }
+    // Gradients come back for the floating-point tensors only; `grad_slots`
+    // says which output each received gradient belongs to.
+    std::vector<size_t> grad_slots;
+    if (action.recv) {
+      recvs = receive_buffers(*action.recv, grad_slots);
+      src = action.recv->peer;
+    }
+    if (sends.empty()) dst = -1;
+    if (recvs.empty()) src = -1;
+    if (dst != -1 || src != -1) exchange(pp_group_, sends, dst, recvs, src, stats_);
+    if (action.recv) store_received(*action.recv, recvs, grad_slots);
+  }
+
+  // Runs the forward callback of micro-batch `mb` and queues its outputs for the next stage.
+  void run_forward(int64_t mb) {
+    MicroBatchState& state = live_[mb];
+    const auto forward_start = Clock::now();
+    state.outputs = callbacks_.forward(mb, state.inputs);
+    stats_.forward_s += seconds_since(forward_start);
+    require_defined(state.outputs, "run_pipeline: forward", stage_, mb);
+    if (!last_) {
+      std::vector<torch::Tensor> outbox;
+      for (const torch::Tensor& t : state.outputs) outbox.push_back(t.detach().contiguous());
+      activations_out_[mb] = std::move(outbox);
+    }
+    stats_.max_in_flight = std::max(stats_.max_in_flight, static_cast<int64_t>(live_.size()));
+  }
+
+  // Runs the backward callback of micro-batch `mb`, queues its input gradients
+  // for the previous stage and drops the micro-batch's activations and graph.
+  void run_backward(int64_t mb) {
+    auto it = live_.find(mb);
+    MicroBatchState& state = it->second;
+    const auto backward_start = Clock::now();
+    callbacks_.backward(mb, state.outputs, state.output_grads);
+    if (!first_) {
+      std::vector<torch::Tensor> outbox;
+      for (const torch::Tensor& input : state.inputs) {
+        if (!input.is_floating_point()) continue;
+        const torch::Tensor& grad = input.grad();
+        outbox.push_back(grad.defined() ? grad.detach().contiguous() : torch::zeros_like(input));
+      }
+      gradients_out_[mb] = std::move(outbox);
+    }
+    stats_.backward_s += seconds_since(backward_start);
+    live_.erase(it);
+  }
+
+ private:
+  // The buffers `message` is received into: the input_buffers callback's for
+  // activations, fresh ones for the gradients of floating-point outputs.
+  std::vector<torch::Tensor> receive_buffers(const PipelineMessage& message, std::vector<size_t>& grad_slots) {
+    const int64_t mb = message.micro_batch;
+    std::vector<torch::Tensor> recvs;
+    if (message.kind == MessageKind::Activation) {
+      recvs = callbacks_.input_buffers(mb);
+      require_defined(recvs, "run_pipeline: input_buffers", stage_, mb);
+      return recvs;
+    }
+    const std::vector<torch::Tensor>& outputs = live_.at(mb).outputs;
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      if (!outputs[i].is_floating_point()) continue;
+      recvs.push_back(torch::empty(outputs[i].sizes(),
+                                   torch::TensorOptions().dtype(outputs[i].dtype()).device(outputs[i].device())));
+      grad_slots.push_back(i);
+    }
+    return recvs;
+  }
+
+  // Files the received tensors into the micro-batch's state.
+  void store_received(const PipelineMessage& message, std::vector<torch::Tensor>& recvs,
+                      const std::vector<size_t>& grad_slots) {
+    MicroBatchState& state = live_[message.micro_batch];
+    if (message.kind == MessageKind::Activation) {
+      // Fresh leaves: the backward callback's autograd stops here and
+      // leaves each input's gradient in its grad().
+      for (torch::Tensor& t : recvs) {
+        torch::Tensor leaf = t.detach();
+        if (leaf.is_floating_point()) leaf.requires_grad_(true);
+        state.inputs.push_back(leaf);
+      }
+    } else {
+      state.output_grads.assign(state.outputs.size(), torch::Tensor());
+      for (size_t j = 0; j < grad_slots.size(); ++j) state.output_grads[grad_slots[j]] = recvs[j];
+    }
+  }
+
+  Communicator& pp_group_;
+  const PipelineStageCallbacks& callbacks_;
+  PipelineStats& stats_;
+  const int64_t stage_;
+  const bool first_, last_;
+  std::map<int64_t, MicroBatchState> live_;
+  // Tensors waiting for the exchange that sends them, by micro-batch.
+  std::map<int64_t, std::vector<torch::Tensor>> activations_out_, gradients_out_;
+};
+
 }  // namespace
 
 std::string schedule_name(PipelineSchedule schedule) {
@@ -205,7 +320,6 @@ PipelineStats run_pipeline(PipelineSchedule schedule, int64_t micro_batches, Com
   const int64_t stages = stats.stages;
   const int64_t stage = stats.stage;
   const bool first = stage == 0;
-  const bool last = stage == stages - 1;
   if (!callbacks.forward || !callbacks.backward) {
     throw std::invalid_argument("run_pipeline: the forward and backward callbacks must both be set");
   }
@@ -214,90 +328,14 @@ PipelineStats run_pipeline(PipelineSchedule schedule, int64_t micro_batches, Com
                                 " receives inputs, so the input_buffers callback must be set");
   }
 
-  std::map<int64_t, MicroBatchState> live;
-  // Tensors waiting for the exchange that sends them, by micro-batch.
-  std::map<int64_t, std::vector<torch::Tensor>> activations_out, gradients_out;
-
+  StageRunner runner(pp_group, callbacks, stats);
   for (const PipelineAction& action : pipeline_plan(schedule, stages, stage, micro_batches)) {
     if (action.type == PipelineAction::Type::Exchange) {
-      std::vector<torch::Tensor> sends, recvs;
-      int64_t dst = -1, src = -1;
-      if (action.send) {
-        auto& outbox = action.send->kind == MessageKind::Activation ? activations_out : gradients_out;
-        sends = std::move(outbox.at(action.send->micro_batch));
-        outbox.erase(action.send->micro_batch);
-        dst = action.send->peer;
-      }
-      // Gradients come back for the floating-point tensors only; `grad_slots`
-      // says which output each received gradient belongs to.
-      std::vector<size_t> grad_slots;
-      if (action.recv) {
-        const int64_t mb = action.recv->micro_batch;
-        if (action.recv->kind == MessageKind::Activation) {
-          recvs = callbacks.input_buffers(mb);
-          require_defined(recvs, "run_pipeline: input_buffers", stage, mb);
-        } else {
-          const std::vector<torch::Tensor>& outputs = live.at(mb).outputs;
-          for (size_t i = 0; i < outputs.size(); ++i) {
-            if (!outputs[i].is_floating_point()) continue;
-            recvs.push_back(torch::empty(outputs[i].sizes(),
-                                         torch::TensorOptions().dtype(outputs[i].dtype()).device(outputs[i].device())));
-            grad_slots.push_back(i);
-          }
-        }
-        src = action.recv->peer;
-      }
-      if (sends.empty()) dst = -1;
-      if (recvs.empty()) src = -1;
-      if (dst != -1 || src != -1) exchange(pp_group, sends, dst, recvs, src, stats);
-      if (action.recv) {
-        MicroBatchState& state = live[action.recv->micro_batch];
-        if (action.recv->kind == MessageKind::Activation) {
-          // Fresh leaves: the backward callback's autograd stops here and
-          // leaves each input's gradient in its grad().
-          for (torch::Tensor& t : recvs) {
-            torch::Tensor leaf = t.detach();
-            if (leaf.is_floating_point()) leaf.requires_grad_(true);
-            state.inputs.push_back(leaf);
-          }
-        } else {
-          state.output_grads.assign(state.outputs.size(), torch::Tensor());
-          for (size_t j = 0; j < grad_slots.size(); ++j) state.output_grads[grad_slots[j]] = recvs[j];
-        }
-      }
-      continue;
-    }
-
-    const int64_t mb = action.step.micro_batch;
-    if (action.step.kind == StepKind::Forward) {
-      MicroBatchState& state = live[mb];
-      const auto forward_start = Clock::now();
-      state.outputs = callbacks.forward(mb, state.inputs);
-      stats.forward_s += seconds_since(forward_start);
-      require_defined(state.outputs, "run_pipeline: forward", stage, mb);
-      if (!last) {
-        std::vector<torch::Tensor> outbox;
-        for (const torch::Tensor& t : state.outputs) outbox.push_back(t.detach().contiguous());
-        activations_out[mb] = std::move(outbox);
-      }
-      stats.max_in_flight = std::max(stats.max_in_flight, static_cast<int64_t>(live.size()));
+      runner.run_exchange(action);
+    } else if (action.step.kind == StepKind::Forward) {
+      runner.run_forward(action.step.micro_batch);
     } else {
-      auto it = live.find(mb);
-      MicroBatchState& state = it->second;
-      const auto backward_start = Clock::now();
-      callbacks.backward(mb, state.outputs, state.output_grads);
-      if (!first) {
-        std::vector<torch::Tensor> outbox;
-        for (const torch::Tensor& input : state.inputs) {
-          if (!input.is_floating_point()) continue;
-          const torch::Tensor& grad = input.grad();
-          outbox.push_back(grad.defined() ? grad.detach().contiguous() : torch::zeros_like(input));
-        }
-        gradients_out[mb] = std::move(outbox);
-      }
-      stats.backward_s += seconds_since(backward_start);
-      // Drops the micro-batch's activations and graph.
-      live.erase(it);
+      runner.run_backward(action.step.micro_batch);
     }
   }
   stats.total_s = seconds_since(start);

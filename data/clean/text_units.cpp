@@ -166,15 +166,9 @@ bool looks_like_url_or_email(std::string_view t) {
   return at != std::string_view::npos && at > 0 && at + 1 < t.size() && t.find('.', at) != std::string_view::npos;
 }
 
-// One whitespace-separated token without CJK characters, split the way
-// common English word tokenizers do (spaCy's rules, approximately): leading
-// and trailing punctuation one mark at a time ("!!!" is three tokens; hyphen
-// and dot runs stay whole), contractions ("do" "n't"), a final period except
-// after abbreviations ("U.S.", "Mr.", single letters), hyphens and a few
-// other marks between letters ("well-known" -> "well" "-" "known"), and a
-// unit after a number ("5kg" -> "5" "kg").
-void split_token(std::string_view tok, std::vector<std::string_view>& out) {
-  std::vector<std::string_view> suffixes;  // collected from the end
+// Moves leading punctuation of `tok` to `out` one mark at a time ('' and a run
+// of dots go as one token); sticky marks, a period and a last character stay.
+void split_leading_punctuation(std::string_view& tok, std::vector<std::string_view>& out) {
   while (tok.size() > 1 && !kept_whole(tok)) {
     if (starts_with(tok, "''")) {
       out.push_back(tok.substr(0, 2));
@@ -194,45 +188,56 @@ void split_token(std::string_view tok, std::vector<std::string_view>& out) {
     out.push_back(tok.substr(0, j));
     tok.remove_prefix(j);
   }
-  if (kept_whole(tok)) {
-    out.push_back(tok);
-    return;
-  }
-  const bool link = looks_like_url_or_email(tok);
-  while (tok.size() > 1) {
-    bool cut = false;
-    if (!link) {
-      for (std::string_view contraction : {"n't", "'s", "'m", "'re", "'ve", "'ll", "'d", "\xE2\x80\x99s"}) {
-        if (ends_with_ci(tok, contraction) && is_ascii_letter(tok[tok.size() - contraction.size() - 1])) {
-          suffixes.push_back(tok.substr(tok.size() - contraction.size()));
-          tok.remove_suffix(contraction.size());
-          cut = true;
-          break;
-        }
-      }
-      if (cut) continue;
+}
+
+// Cuts a contraction after a letter ("n't", "'s", ...) off the end of `tok`
+// into `suffixes`; false when there is none.
+bool split_contraction(std::string_view& tok, std::vector<std::string_view>& suffixes) {
+  for (std::string_view contraction : {"n't", "'s", "'m", "'re", "'ve", "'ll", "'d", "\xE2\x80\x99s"}) {
+    if (ends_with_ci(tok, contraction) && is_ascii_letter(tok[tok.size() - contraction.size() - 1])) {
+      suffixes.push_back(tok.substr(tok.size() - contraction.size()));
+      tok.remove_suffix(contraction.size());
+      return true;
     }
+  }
+  return false;
+}
+
+// `tok` ends in a period that starts at `at`: cuts it (or a trailing run of
+// dots) into `suffixes`, or returns false when it stays with the word (all
+// dots, dotted letters, abbreviations).
+bool split_final_period(std::string_view& tok, size_t at, std::vector<std::string_view>& suffixes) {
+  if (tok.find_first_not_of('.') == std::string_view::npos) return false;  // "..", "...."
+  if (tok.size() >= 3 && tok[tok.size() - 2] == '.') {  // a trailing run of dots is one token
+    size_t from = tok.size();
+    while (from > 0 && tok[from - 1] == '.') --from;
+    suffixes.push_back(tok.substr(from));
+    tok.remove_suffix(tok.size() - from);
+    return true;
+  }
+  const std::string_view core = tok.substr(0, at);
+  if (dotted_letters(core)) return false;  // "U.S.", "p.m.", initials "J."
+  static const char* const kAbbreviations[] = {"Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Mt", "Jan", "Feb",
+                                               "Aug", "Sept", "Oct", "Nov", "Dec", "Inc", "Co", "Corp", "Ltd",
+                                               "vs", "Gen", "Gov", "Rev", "Sen", "Rep", "Prof", "Ft", "Ave"};
+  bool abbreviation = false;
+  for (const char* a : kAbbreviations) abbreviation = abbreviation || core == a;
+  if (abbreviation) return false;
+  suffixes.push_back(tok.substr(at));
+  tok.remove_suffix(tok.size() - at);
+  return true;
+}
+
+// Cuts contractions, final periods and trailing punctuation off the end of
+// `tok` into `suffixes` (in reverse order). A URL or e-mail address only loses
+// marks that cannot end one.
+void split_trailing_punctuation(std::string_view& tok, bool link, std::vector<std::string_view>& suffixes) {
+  while (tok.size() > 1) {
+    if (!link && split_contraction(tok, suffixes)) continue;
     size_t at = 0;
     const char32_t c = last_code_point(tok, at);
     if (c == '.') {
-      if (tok.find_first_not_of('.') == std::string_view::npos) break;  // "..", "...."
-      if (tok.size() >= 3 && tok[tok.size() - 2] == '.') {  // a trailing run of dots is one token
-        size_t from = tok.size();
-        while (from > 0 && tok[from - 1] == '.') --from;
-        suffixes.push_back(tok.substr(from));
-        tok.remove_suffix(tok.size() - from);
-        continue;
-      }
-      const std::string_view core = tok.substr(0, at);
-      if (dotted_letters(core)) break;  // "U.S.", "p.m.", initials "J."
-      static const char* const kAbbreviations[] = {"Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Mt", "Jan", "Feb",
-                                                   "Aug", "Sept", "Oct", "Nov", "Dec", "Inc", "Co", "Corp", "Ltd",
-                                                   "vs", "Gen", "Gov", "Rev", "Sen", "Rep", "Prof", "Ft", "Ave"};
-      bool abbreviation = false;
-      for (const char* a : kAbbreviations) abbreviation = abbreviation || core == a;
-      if (abbreviation) break;
-      suffixes.push_back(tok.substr(at));
-      tok.remove_suffix(tok.size() - at);
+      if (!split_final_period(tok, at, suffixes)) break;
       continue;
     }
     const bool splits = link ? (c == ',' || c == ';' || c == ':' || c == '!' || c == '?' || c == ')' || c == '"' ||
@@ -243,56 +248,83 @@ void split_token(std::string_view tok, std::vector<std::string_view>& out) {
     suffixes.push_back(tok.substr(at));
     tok.remove_suffix(tok.size() - at);
   }
-  if (!link && !tok.empty()) {
-    // Infixes: hyphens (and -- and dashes) between letters or digits; '=',
-    // ':', ',', '/' between letters.
-    size_t piece = 0, i = 0;
-    while (i < tok.size()) {
-      const size_t at = i;
-      const char32_t c = next_code_point(tok, i);
-      if (at == 0 || i >= tok.size()) continue;
-      const char before = tok[at - 1];
-      size_t end = i;
-      if (c == '-') {
-        while (end < tok.size() && tok[end] == '-') ++end;  // "--"
-      }
-      if (end >= tok.size()) continue;
-      const char after = tok[end];
-      const bool letters = is_ascii_letter(before) && is_ascii_letter(after);
-      const bool alnum = (is_ascii_letter(before) || is_ascii_digit(before)) &&
-                         (is_ascii_letter(after) || is_ascii_digit(after));
-      const bool dash = c == '-' || c == 0x2013 || c == 0x2014;
-      const bool dots = c == '.' && end == i && i + 1 < tok.size() && tok[i] == '.' ;
-      if (dots) {  // "x...y"
-        size_t e = i;
-        while (e < tok.size() && tok[e] == '.') ++e;
-        if (e < tok.size() && is_ascii_letter(before)) {
-          out.push_back(tok.substr(piece, at - piece));
-          out.push_back(tok.substr(at, e - at));
-          piece = e;
-          i = e;
-        }
-        continue;
-      }
-      if ((dash && alnum) || ((c == '=' || c == ':' || c == ',' || c == '/' || c == '<' || c == '>') && letters)) {
+}
+
+// Splits `tok` at infixes, moving every piece but the last to `out`: hyphens
+// (and -- and dashes) between letters or digits; '=', ':', ',', '/' between
+// letters; a run of dots after a letter ("x...y").
+void split_infixes(std::string_view& tok, std::vector<std::string_view>& out) {
+  size_t piece = 0, i = 0;
+  while (i < tok.size()) {
+    const size_t at = i;
+    const char32_t c = next_code_point(tok, i);
+    if (at == 0 || i >= tok.size()) continue;
+    const char before = tok[at - 1];
+    size_t end = i;
+    if (c == '-') {
+      while (end < tok.size() && tok[end] == '-') ++end;  // "--"
+    }
+    if (end >= tok.size()) continue;
+    const char after = tok[end];
+    const bool letters = is_ascii_letter(before) && is_ascii_letter(after);
+    const bool alnum = (is_ascii_letter(before) || is_ascii_digit(before)) &&
+                       (is_ascii_letter(after) || is_ascii_digit(after));
+    const bool dash = c == '-' || c == 0x2013 || c == 0x2014;
+    const bool dots = c == '.' && end == i && i + 1 < tok.size() && tok[i] == '.' ;
+    if (dots) {  // "x...y"
+      size_t e = i;
+      while (e < tok.size() && tok[e] == '.') ++e;
+      if (e < tok.size() && is_ascii_letter(before)) {
         out.push_back(tok.substr(piece, at - piece));
-        out.push_back(tok.substr(at, end - at));
-        piece = end;
-        i = end;
+        out.push_back(tok.substr(at, e - at));
+        piece = e;
+        i = e;
       }
+      continue;
     }
-    tok.remove_prefix(piece);
-    // A number followed by a unit: "5kg", "10am".
-    size_t d = 0;
-    while (d < tok.size() && is_ascii_digit(tok[d])) ++d;
-    if (d > 0 && d < tok.size()) {
-      size_t l = d;
-      while (l < tok.size() && is_ascii_letter(tok[l])) ++l;
-      if (l == tok.size()) {
-        out.push_back(tok.substr(0, d));
-        tok.remove_prefix(d);
-      }
+    if ((dash && alnum) || ((c == '=' || c == ':' || c == ',' || c == '/' || c == '<' || c == '>') && letters)) {
+      out.push_back(tok.substr(piece, at - piece));
+      out.push_back(tok.substr(at, end - at));
+      piece = end;
+      i = end;
     }
+  }
+  tok.remove_prefix(piece);
+}
+
+// A number followed by a unit: moves the number of "5kg", "10am" to `out`.
+void split_number_unit(std::string_view& tok, std::vector<std::string_view>& out) {
+  size_t d = 0;
+  while (d < tok.size() && is_ascii_digit(tok[d])) ++d;
+  if (d > 0 && d < tok.size()) {
+    size_t l = d;
+    while (l < tok.size() && is_ascii_letter(tok[l])) ++l;
+    if (l == tok.size()) {
+      out.push_back(tok.substr(0, d));
+      tok.remove_prefix(d);
+    }
+  }
+}
+
+// One whitespace-separated token without CJK characters, split the way
+// common English word tokenizers do (spaCy's rules, approximately): leading
+// and trailing punctuation one mark at a time ("!!!" is three tokens; hyphen
+// and dot runs stay whole), contractions ("do" "n't"), a final period except
+// after abbreviations ("U.S.", "Mr.", single letters), hyphens and a few
+// other marks between letters ("well-known" -> "well" "-" "known"), and a
+// unit after a number ("5kg" -> "5" "kg").
+void split_token(std::string_view tok, std::vector<std::string_view>& out) {
+  split_leading_punctuation(tok, out);
+  if (kept_whole(tok)) {
+    out.push_back(tok);
+    return;
+  }
+  const bool link = looks_like_url_or_email(tok);
+  std::vector<std::string_view> suffixes;  // collected from the end
+  split_trailing_punctuation(tok, link, suffixes);
+  if (!link && !tok.empty()) {
+    split_infixes(tok, out);
+    split_number_unit(tok, out);
   }
   if (!tok.empty()) out.push_back(tok);
   out.insert(out.end(), suffixes.rbegin(), suffixes.rend());
