@@ -26,7 +26,8 @@
 #include "bench/device_stats.h"
 #include "eval/generate.h"
 #include "models/seq2seq_transformer.h"
-#include "trainer/config.h"
+#include "config/config.h"
+#include "config/load.h"
 
 namespace po = boost::program_options;
 using namespace moetrain;
@@ -105,7 +106,7 @@ int main(int argc, char** argv) {
     }
     if (o.device != "cpu" && o.device != "cuda") throw po::error("--device must be cpu or cuda, got '" + o.device + "'");
     try {
-      trainer::parse_compute_dtype(o.dtype);
+      config::parse_compute_dtype(o.dtype);
     } catch (const std::invalid_argument&) {
       throw po::error("--dtype must be fp32, bf16 or fp16, got '" + o.dtype + "'");
     }
@@ -123,7 +124,7 @@ int main(int argc, char** argv) {
       throw std::runtime_error("--device cuda: no CUDA device is available");
     }
     const torch::Device device = o.device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
-    auto cfg = trainer::load_config(config_path, overrides).model;
+    auto cfg = config::load_config(config_path, overrides).model;
     cfg.vocab_size = o.vocab;
     cfg.dropout = 0;
     cfg.moe.capacity_factor = 0;  // dropless, as generate runs
@@ -134,7 +135,7 @@ int main(int argc, char** argv) {
     torch::manual_seed(0);
     models::Seq2SeqTransformer model(cfg);
     model->eval();
-    model->place(device, trainer::to_scalar_type(trainer::parse_compute_dtype(o.dtype)));
+    model->place(device, config::to_scalar_type(config::parse_compute_dtype(o.dtype)));
     int64_t params = 0;
     for (const auto& p : model->parameters()) params += p.numel();
     const auto src = torch::randint(4, o.vocab, {o.batch, o.src_len}, torch::kInt64);

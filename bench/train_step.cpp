@@ -40,8 +40,9 @@
 #include "bench/flops.h"
 #include "kernels/dispatch.h"
 #include "parallel/mpi_communicator.h"
-#include "trainer/config.h"
-#include "trainer/trainer.h"
+#include "config/config.h"
+#include "config/load.h"
+#include "train/trainer.h"
 
 namespace po = boost::program_options;
 using namespace moetrain;
@@ -92,7 +93,7 @@ const char* const kOps[] = {"all_reduce", "reduce_scatter", "all_gather", "broad
                             "send", "recv", "send_recv", "barrier"};
 
 // This rank's calls and bytes per (group, op), summed over the world.
-std::vector<double> world_comm_totals(trainer::Trainer& t) {
+std::vector<double> world_comm_totals(train::Trainer& t) {
   const auto stats = t.comm_stats();
   std::vector<double> v;
   for (const char* g : kGroups) {
@@ -111,7 +112,7 @@ std::vector<double> world_comm_totals(trainer::Trainer& t) {
 // (`totals` from world_comm_totals) and, under pipeline parallelism, each
 // stage's idle time over the timed steps (`compute_s` and `total_s` are this
 // rank's pipeline compute and whole-pipeline seconds summed over `steps`).
-void print_layout(trainer::Trainer& t, int64_t zero_stage, const std::vector<double>& totals, double compute_s,
+void print_layout(train::Trainer& t, int64_t zero_stage, const std::vector<double>& totals, double compute_s,
                   double total_s, int64_t steps, int64_t micro_batches) {
   const auto& g = t.grid();
   auto mine = torch::tensor({compute_s, total_s}, torch::kFloat64);
@@ -196,7 +197,7 @@ double measure_matmul_tflops(const torch::Device& device, int64_t n, int64_t rep
 
 // The model's own parameter count, to check count_parameters against
 // (a single rank holds the whole model).
-int64_t model_parameters(trainer::Trainer& t) {
+int64_t model_parameters(train::Trainer& t) {
   int64_t n = 0;
   for (const auto& p : t.model()->parameters(/*recurse=*/true)) n += p.numel();
   return n;
@@ -226,22 +227,19 @@ void print_header(const torch::Device& device, const BenchOptions& o) {
   std::printf("\n");
 }
 
-void run_one(const std::string& name, trainer::Config cfg, const BenchOptions& o) {
-  const int64_t vocab = o.vocab, steps = o.steps, warmup = o.warmup;
-  const bool layout = o.layout;
-  cfg.model.vocab_size = vocab;
-  trainer::Trainer t(cfg, parallel::make_world_communicator(cfg.parallel.timeout_s));
+// What the timed steps measured on this rank.
+struct StepTimings {
+  std::vector<double> ms;  // per timed step
+  int64_t tokens = 0;      // of the last step
+  double pipeline_compute_s = 0, pipeline_total_s = 0;  // summed over the timed steps
+};
+
+// Runs `warmup` untimed and then `steps` timed optimizer steps on `batches`;
+// the CUDA peak memory counts from the first timed step on.
+StepTimings time_steps(train::Trainer& t, const std::vector<data::Seq2SeqBatch>& batches, int64_t warmup,
+                       int64_t steps) {
   const torch::Device device = t.device();
-  const int64_t micro = cfg.train.micro_batch;
-  // This rank's share of the global batch.
-  const int64_t n_micro = cfg.train.global_batch / (micro * t.grid().dp_size());
-  std::vector<data::Seq2SeqBatch> batches;
-  for (int64_t i = 0; i < n_micro; ++i) {
-    batches.push_back(random_batch(micro, cfg.data.src_len, cfg.data.tgt_len, vocab));
-  }
-  std::vector<double> ms;
-  int64_t tokens = 0;
-  double pipeline_compute_s = 0, pipeline_total_s = 0;
+  StepTimings timings;
   for (int64_t s = 0; s < warmup + steps; ++s) {
     if (s == warmup) bench::reset_cuda_peak(device);
     bench::synchronize(device);
@@ -250,17 +248,17 @@ void run_one(const std::string& name, trainer::Config cfg, const BenchOptions& o
     bench::synchronize(device);
     const double elapsed = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (s >= warmup) {
-      ms.push_back(elapsed);
-      pipeline_compute_s += t.pipeline_stats().compute_s();
-      pipeline_total_s += t.pipeline_stats().total_s;
+      timings.ms.push_back(elapsed);
+      timings.pipeline_compute_s += t.pipeline_stats().compute_s();
+      timings.pipeline_total_s += t.pipeline_stats().total_s;
     }
-    tokens = r.tokens;
+    timings.tokens = r.tokens;
   }
-  const bench::CudaMemory cuda_memory = bench::cuda_memory_stats(device);
-  // One more step with fresh counters: the communication of exactly one step.
-  t.reset_comm_stats();
-  t.train_step(batches, warmup + steps);
-  // Rank 0's figures, every group together (the ZeRO accounting).
+  return timings;
+}
+
+// Rank 0's figures per operation, every group together (the ZeRO accounting).
+parallel::CommStats comm_stats_by_op(train::Trainer& t) {
   parallel::CommStats stats;
   for (const auto& [key, op] : t.comm_stats()) {
     auto& s = stats[key.substr(key.find(' ') + 1)];
@@ -268,219 +266,306 @@ void run_one(const std::string& name, trainer::Config cfg, const BenchOptions& o
     s.bytes += op.bytes;
     s.seconds += op.seconds;
   }
-  const auto totals = world_comm_totals(t);
+  return stats;
+}
 
+// A run's measurements and the figures derived from them.
+struct RunFigures {
+  StepTimings timings;  // timings.ms sorted
+  bench::CudaMemory cuda_memory;
+  double median = 0;  // ms per step
+  double tokens_per_s = 0;
+  bench::ParameterCounts counts;
+  double flops = 0, achieved_tflops = 0, mfu = 0;
+  double peak_mib = 0;
+};
+
+// Fills the derived figures of `f` from its timings; warns when the model's
+// parameter count disagrees with bench/flops.cpp's.
+void derive_figures(train::Trainer& t, const config::Config& cfg, const BenchOptions& o, RunFigures& f) {
+  std::vector<double>& ms = f.timings.ms;
   std::sort(ms.begin(), ms.end());
-  const double median = ms[ms.size() / 2];
-  const double tokens_per_s = static_cast<double>(tokens) / (median / 1000.0);
+  f.median = ms[ms.size() / 2];
+  f.tokens_per_s = static_cast<double>(f.timings.tokens) / (f.median / 1000.0);
   // Model FLOPs of the global batch, against the peak of every rank's device.
-  const bench::ParameterCounts counts = bench::count_parameters(cfg.model);
-  const double flops = bench::train_step_flops(cfg.model, cfg.train.global_batch, cfg.data.src_len, cfg.data.tgt_len);
-  const double achieved_tflops = flops / (median / 1000.0) / 1e12;
-  const double mfu = o.peak_tflops > 0 ? achieved_tflops / (o.peak_tflops * static_cast<double>(t.world().size())) : 0;
-  if (t.world().size() == 1 && cfg.finetune.mode != trainer::FinetuneMode::Lora &&
-      model_parameters(t) != counts.total) {
+  f.counts = bench::count_parameters(cfg.model);
+  f.flops = bench::train_step_flops(cfg.model, cfg.train.global_batch, cfg.data.src_len, cfg.data.tgt_len);
+  f.achieved_tflops = f.flops / (f.median / 1000.0) / 1e12;
+  f.mfu = o.peak_tflops > 0 ? f.achieved_tflops / (o.peak_tflops * static_cast<double>(t.world().size())) : 0;
+  if (t.world().size() == 1 && cfg.finetune.mode != config::FinetuneMode::Lora &&
+      model_parameters(t) != f.counts.total) {
     std::cerr << "bench_train_step: warning: the model has " << model_parameters(t)
-              << " parameters, bench/flops.cpp counts " << counts.total << "; FLOPs and MFU are off" << std::endl;
+              << " parameters, bench/flops.cpp counts " << f.counts.total << "; FLOPs and MFU are off" << std::endl;
   }
-  const double peak_mib = on_cuda(device) ? static_cast<double>(cuda_memory.allocated_peak) / (1024.0 * 1024.0) : peak_rss_mib();
+  f.peak_mib = on_cuda(t.device()) ? static_cast<double>(f.cuda_memory.allocated_peak) / (1024.0 * 1024.0)
+                                   : peak_rss_mib();
+}
+
+// The run as one JSON object on stdout (--json).
+void print_json(const std::string& name, train::Trainer& t, const config::Config& cfg, const BenchOptions& o,
+                int64_t n_micro, const RunFigures& f) {
+  const torch::Device device = t.device();
+  nlohmann::ordered_json j{
+      {"impl", "moetrain"},
+      {"preset", name},
+      {"device", device_name(device)},
+      {"kernels", o.kernels},
+      {"cuda_kernels_compiled", kernels::cuda_kernels_compiled()},
+      {"dtype", config::to_string(cfg.precision.compute)},
+      {"activation_checkpointing", cfg.model.activation_checkpointing},
+      {"world_size", t.world().size()},
+      {"micro_batch", cfg.train.micro_batch},
+      {"micro_batches", n_micro},
+      {"src_len", cfg.data.src_len},
+      {"tgt_len", cfg.data.tgt_len},
+      {"vocab", o.vocab},
+      {"steps", o.steps},
+      {"warmup", o.warmup},
+      {"tokens_per_step", f.timings.tokens},
+      {"ms_per_step", f.median},
+      {"ms_min", f.timings.ms.front()},
+      {"ms_max", f.timings.ms.back()},
+      {"tokens_per_s", f.tokens_per_s},
+      {"peak_mem_bytes",
+       on_cuda(device) ? f.cuda_memory.allocated_peak : static_cast<int64_t>(peak_rss_mib() * 1024 * 1024)},
+      {"peak_mem_kind", on_cuda(device) ? "cuda_allocated" : "rss"},
+      {"peak_reserved_bytes", f.cuda_memory.reserved_peak},
+      {"params", f.counts.total},
+      {"active_params", f.counts.active},
+      {"flops_per_step", f.flops},
+      {"achieved_tflops", f.achieved_tflops},
+      {"peak_tflops", o.peak_tflops},
+      {"mfu", f.mfu},
+  };
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
+// The table's row (after the header, once); on CUDA, and whenever a peak is
+// known, with model TFLOP/s and MFU after the memory column.
+void print_row(const std::string& name, train::Trainer& t, const BenchOptions& o, const RunFigures& f) {
+  const torch::Device device = t.device();
+  print_header(device, o);
+  std::printf("%-12s %12lld %8lld %10.1f %12.0f %10.0f", name.c_str(), static_cast<long long>(t.params().numel()),
+              static_cast<long long>(f.timings.tokens), f.median, f.tokens_per_s, f.peak_mib);
+  if (on_cuda(device) || o.peak_tflops > 0) {
+    std::printf(" %8.3g", f.achieved_tflops);
+    if (o.peak_tflops > 0) std::printf(" %6.1f%%", 100.0 * f.mfu);
+  }
+  std::printf("\n");
+}
+
+// Where a rank's parameter memory goes: trainable weights and their
+// optimizer, and frozen weights (LoRA's base, finetune.freeze), which carry
+// no master copy, moments or gradient buffer.
+void print_memory(train::Trainer& t) {
+  const auto mem = t.optimizer_memory();
+  auto mib = [](int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); };
+  std::printf("  memory, rank 0: trainable weights %.2f MiB, fp32 master %.2f MiB, Adam moments %.2f MiB, "
+              "gradient buffers %.2f MiB, frozen weights %.2f MiB\n",
+              mib(mem.param_bytes), mib(mem.master_bytes), mib(mem.moment_bytes), mib(mem.grad_bytes),
+              mib(mem.frozen_bytes));
+}
+
+// Rank 0's communication (`stats`, from comm_stats_by_op) and optimizer state
+// next to the ZeRO paper's per-rank figures: 2 psi of traffic per step for
+// stages 0-2, 3 psi for stage 3 (psi: parameter bytes in the fp32 reduction
+// dtype), and 12 bytes per parameter / N of optimizer state (fp32 master, m,
+// v) for stages >= 1.
+void print_zero_accounting(train::Trainer& t, int64_t zero_stage, const parallel::CommStats& stats) {
+  const int64_t n = t.world().size();
+  const double psi = static_cast<double>(t.params().numel()) * 4.0;
+  const double expected = (zero_stage == 3 ? 3.0 : 2.0) * psi;
+  int64_t total = 0;
+  std::printf("  communication per step, rank 0 (world %lld, ZeRO %lld):\n", static_cast<long long>(n),
+              static_cast<long long>(zero_stage));
+  for (const auto& [op, s] : stats) {
+    std::printf("    %-15s %6lld calls %14lld bytes\n", op.c_str(), static_cast<long long>(s.calls),
+                static_cast<long long>(s.bytes));
+    total += s.bytes;
+  }
+  std::printf("    total %lld bytes = %.4f psi (ZeRO paper: %.0f psi; psi = %.0f bytes)\n",
+              static_cast<long long>(total), static_cast<double>(total) / psi, expected / psi, psi);
+  const auto mem = t.optimizer_memory();
+  const double state = static_cast<double>(mem.master_bytes + mem.moment_bytes);
+  const double zero_state = 12.0 * static_cast<double>(t.params().numel()) / static_cast<double>(n);
+  std::printf("    optimizer state per rank %.0f bytes (12 bytes x params / N = %.0f, ratio %.4f); "
+              "fp32 gradient buffers %lld bytes\n",
+              state, zero_state, state / zero_state, static_cast<long long>(mem.grad_bytes));
+  // ZeRO 3 keeps no model copy between steps (only the master shard).
+  std::printf("    model weights resident between steps %lld bytes (%.4f x params x 4 bytes)\n",
+              static_cast<long long>(mem.param_bytes),
+              static_cast<double>(mem.param_bytes) / psi);
+}
+
+// Builds a Trainer for `cfg` (vocabulary from `o`), times its steps on random
+// batches and prints the results: a table row, a JSON object or the layout.
+void run_one(const std::string& name, config::Config cfg, const BenchOptions& o) {
+  cfg.model.vocab_size = o.vocab;
+  train::Trainer t(cfg, parallel::make_world_communicator(cfg.parallel.timeout_s));
+  const torch::Device device = t.device();
+  const int64_t micro = cfg.train.micro_batch;
+  // This rank's share of the global batch.
+  const int64_t n_micro = cfg.train.global_batch / (micro * t.grid().dp_size());
+  std::vector<data::Seq2SeqBatch> batches;
+  for (int64_t i = 0; i < n_micro; ++i) {
+    batches.push_back(random_batch(micro, cfg.data.src_len, cfg.data.tgt_len, o.vocab));
+  }
+  RunFigures f;
+  f.timings = time_steps(t, batches, o.warmup, o.steps);
+  f.cuda_memory = bench::cuda_memory_stats(device);
+  // One more step with fresh counters: the communication of exactly one step.
+  t.reset_comm_stats();
+  t.train_step(batches, o.warmup + o.steps);
+  const parallel::CommStats stats = comm_stats_by_op(t);
+  const auto totals = world_comm_totals(t);
+  derive_figures(t, cfg, o, f);
+
   if (o.json) {
-    if (t.world().rank() != 0) return;
-    nlohmann::ordered_json j{
-        {"impl", "moetrain"},
-        {"preset", name},
-        {"device", device_name(device)},
-        {"kernels", o.kernels},
-        {"cuda_kernels_compiled", kernels::cuda_kernels_compiled()},
-        {"dtype", trainer::to_string(cfg.precision.compute)},
-        {"activation_checkpointing", cfg.model.activation_checkpointing},
-        {"world_size", t.world().size()},
-        {"micro_batch", micro},
-        {"micro_batches", n_micro},
-        {"src_len", cfg.data.src_len},
-        {"tgt_len", cfg.data.tgt_len},
-        {"vocab", vocab},
-        {"steps", steps},
-        {"warmup", warmup},
-        {"tokens_per_step", tokens},
-        {"ms_per_step", median},
-        {"ms_min", ms.front()},
-        {"ms_max", ms.back()},
-        {"tokens_per_s", tokens_per_s},
-        {"peak_mem_bytes", on_cuda(device) ? cuda_memory.allocated_peak : static_cast<int64_t>(peak_rss_mib() * 1024 * 1024)},
-        {"peak_mem_kind", on_cuda(device) ? "cuda_allocated" : "rss"},
-        {"peak_reserved_bytes", cuda_memory.reserved_peak},
-        {"params", counts.total},
-        {"active_params", counts.active},
-        {"flops_per_step", flops},
-        {"achieved_tflops", achieved_tflops},
-        {"peak_tflops", o.peak_tflops},
-        {"mfu", mfu},
-    };
-    std::printf("%s\n", j.dump().c_str());
-    std::fflush(stdout);
+    if (t.world().rank() == 0) print_json(name, t, cfg, o, n_micro, f);
     return;
   }
-  // The table's row; on CUDA, and whenever a peak is known, with model
-  // TFLOP/s and MFU after the memory column.
-  auto print_row = [&]() {
-    print_header(device, o);
-    std::printf("%-12s %12lld %8lld %10.1f %12.0f %10.0f", name.c_str(),
-                static_cast<long long>(t.params().numel()), static_cast<long long>(tokens), median, tokens_per_s,
-                peak_mib);
-    if (on_cuda(device) || o.peak_tflops > 0) {
-      std::printf(" %8.3g", achieved_tflops);
-      if (o.peak_tflops > 0) std::printf(" %6.1f%%", 100.0 * mfu);
-    }
-    std::printf("\n");
-  };
-  if (layout) {
-    if (t.world().rank() == 0) print_row();
-    print_layout(t, cfg.parallel.zero_stage, totals, pipeline_compute_s, pipeline_total_s, steps, n_micro);
+  if (o.layout) {
+    if (t.world().rank() == 0) print_row(name, t, o, f);
+    print_layout(t, cfg.parallel.zero_stage, totals, f.timings.pipeline_compute_s, f.timings.pipeline_total_s,
+                 o.steps, n_micro);
     std::fflush(stdout);
     return;
   }
   if (t.world().rank() != 0) return;
-  print_row();
-  {
-    // Where a rank's parameter memory goes: trainable weights and their
-    // optimizer, and frozen weights (LoRA's base, finetune.freeze), which
-    // carry no master copy, moments or gradient buffer.
-    const auto mem = t.optimizer_memory();
-    auto mib = [](int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); };
-    std::printf("  memory, rank 0: trainable weights %.2f MiB, fp32 master %.2f MiB, Adam moments %.2f MiB, "
-                "gradient buffers %.2f MiB, frozen weights %.2f MiB\n",
-                mib(mem.param_bytes), mib(mem.master_bytes), mib(mem.moment_bytes), mib(mem.grad_bytes),
-                mib(mem.frozen_bytes));
-  }
-  if (t.world().size() > 1 || cfg.parallel.zero_stage > 0) {
-    // The ZeRO paper's per-rank traffic per step: 2 psi for stages 0-2, 3 psi
-    // for stage 3 (psi: parameter bytes in the fp32 reduction dtype), and
-    // 12 bytes per parameter / N of optimizer state (fp32 master, m, v) for
-    // stages >= 1.
-    const int64_t n = t.world().size();
-    const double psi = static_cast<double>(t.params().numel()) * 4.0;
-    const double expected = (cfg.parallel.zero_stage == 3 ? 3.0 : 2.0) * psi;
-    int64_t total = 0;
-    std::printf("  communication per step, rank 0 (world %lld, ZeRO %lld):\n", static_cast<long long>(n),
-                static_cast<long long>(cfg.parallel.zero_stage));
-    for (const auto& [op, s] : stats) {
-      std::printf("    %-15s %6lld calls %14lld bytes\n", op.c_str(), static_cast<long long>(s.calls),
-                  static_cast<long long>(s.bytes));
-      total += s.bytes;
-    }
-    std::printf("    total %lld bytes = %.4f psi (ZeRO paper: %.0f psi; psi = %.0f bytes)\n",
-                static_cast<long long>(total), static_cast<double>(total) / psi, expected / psi, psi);
-    const auto mem = t.optimizer_memory();
-    const double state = static_cast<double>(mem.master_bytes + mem.moment_bytes);
-    const double zero_state = 12.0 * static_cast<double>(t.params().numel()) / static_cast<double>(n);
-    std::printf("    optimizer state per rank %.0f bytes (12 bytes x params / N = %.0f, ratio %.4f); "
-                "fp32 gradient buffers %lld bytes\n",
-                state, zero_state, state / zero_state, static_cast<long long>(mem.grad_bytes));
-    // ZeRO 3 keeps no model copy between steps (only the master shard).
-    std::printf("    model weights resident between steps %lld bytes (%.4f x params x 4 bytes)\n",
-                static_cast<long long>(mem.param_bytes),
-                static_cast<double>(mem.param_bytes) / psi);
-  }
+  print_row(name, t, o, f);
+  print_memory(t);
+  if (t.world().size() > 1 || cfg.parallel.zero_stage > 0) print_zero_accounting(t, cfg.parallel.zero_stage, stats);
   std::fflush(stdout);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// The command line: BenchOptions and what picks the runs and the matmul measurement.
+struct CommandLine {
   std::vector<std::string> preset_names, overrides;
   std::string config_path, run_name, device_arg, kernels_arg, source_dir = MOETRAIN_SOURCE_DIR;
   int64_t threads = 0, matmul_size = 8192, matmul_reps = 10;
   bool measure_matmul = false, matmul_only = false;
   BenchOptions o;
-  po::options_description options("bench_train_step options");
+};
+
+// Declares the options, bound to the fields of `c`.
+void add_options(po::options_description& options, CommandLine& c) {
+  BenchOptions& o = c.o;
   options.add_options()("help,h", "show this help")(
-      "preset", po::value(&preset_names)->composing(), "tiny | base-small (repeatable; default: both)")(
-      "config", po::value(&config_path), "a YAML config instead of a preset")(
-      "name", po::value(&run_name), "the run's name in the output (default: the preset or config path)")(
-      "set", po::value(&overrides)->composing(), "override a config key (repeatable)")(
-      "device", po::value(&device_arg), "cpu | cuda (train.device; default: the config's)")(
-      "kernels", po::value(&kernels_arg),
+      "preset", po::value(&c.preset_names)->composing(), "tiny | base-small (repeatable; default: both)")(
+      "config", po::value(&c.config_path), "a YAML config instead of a preset")(
+      "name", po::value(&c.run_name), "the run's name in the output (default: the preset or config path)")(
+      "set", po::value(&c.overrides)->composing(), "override a config key (repeatable)")(
+      "device", po::value(&c.device_arg), "cpu | cuda (train.device; default: the config's)")(
+      "kernels", po::value(&c.kernels_arg),
       "fused | reference: the fused CUDA kernels or their ATen references (default: MOETRAIN_KERNELS, else fused)")(
-      "steps", po::value(&o.steps), "timed steps (default 10)")("warmup", po::value(&o.warmup), "untimed steps first (default 2)")(
+      "steps", po::value(&o.steps), "timed steps (default 10)")(
+      "warmup", po::value(&o.warmup), "untimed steps first (default 2)")(
       "vocab", po::value(&o.vocab), "vocabulary size (default 8000)")(
-      "threads", po::value(&threads), "intra-op threads (default: LibTorch's)")(
+      "threads", po::value(&c.threads), "intra-op threads (default: LibTorch's)")(
       "json", po::bool_switch(&o.json), "print one JSON object per run instead of the table")(
       "peak-tflops", po::value(&o.peak_tflops), "the device's bf16 matmul rate in TFLOP/s, the MFU denominator")(
-      "measure-matmul", po::bool_switch(&measure_matmul),
+      "measure-matmul", po::bool_switch(&c.measure_matmul),
       "measure the bf16 matmul rate first (median of timed N^3 matmuls) and use it as --peak-tflops")(
-      "matmul-only", po::bool_switch(&matmul_only), "only measure and print the bf16 matmul rate")(
-      "matmul-size", po::value(&matmul_size), "N of the N^3 matmul (default 8192)")(
-      "matmul-reps", po::value(&matmul_reps), "timed matmuls (default 10)")(
+      "matmul-only", po::bool_switch(&c.matmul_only), "only measure and print the bf16 matmul rate")(
+      "matmul-size", po::value(&c.matmul_size), "N of the N^3 matmul (default 8192)")(
+      "matmul-reps", po::value(&c.matmul_reps), "timed matmuls (default 10)")(
       "layout", po::bool_switch(&o.layout),
       "print the parallel layout, every group's bytes per collective summed over all ranks, and the pipeline "
       "stages' idle time, instead of rank 0's ZeRO accounting");
-  po::variables_map vm;
+}
+
+// Parses and checks the command line into `c` and `vm` and selects the kernel
+// backend; false (after printing why) on a bad command line.
+bool parse_command_line(int argc, char** argv, const po::options_description& options, CommandLine& c,
+                        po::variables_map& vm) {
   try {
     po::store(po::parse_command_line(argc, argv, options), vm);
     po::notify(vm);
-    if (o.steps < 1 || o.warmup < 0) throw po::error("--steps must be >= 1 and --warmup >= 0");
-    if (!device_arg.empty() && device_arg != "cpu" && device_arg != "cuda") {
-      throw po::error("--device must be cpu or cuda, got '" + device_arg + "'");
+    if (c.o.steps < 1 || c.o.warmup < 0) throw po::error("--steps must be >= 1 and --warmup >= 0");
+    if (!c.device_arg.empty() && c.device_arg != "cpu" && c.device_arg != "cuda") {
+      throw po::error("--device must be cpu or cuda, got '" + c.device_arg + "'");
     }
-    if (!kernels_arg.empty()) kernels::set_kernel_backend(kernels::parse_kernel_backend(kernels_arg));
+    if (!c.kernels_arg.empty()) kernels::set_kernel_backend(kernels::parse_kernel_backend(c.kernels_arg));
   } catch (const std::exception& e) {
     std::cerr << "bench_train_step: " << e.what() << std::endl;
-    return 2;
+    return false;
   }
+  return true;
+}
+
+// Measures the bf16 matmul rate (the MFU denominator unless --peak-tflops set
+// one); the leader prints it.
+void measure_matmul(const torch::Device& device, bool leader, CommandLine& c) {
+  const double rate = measure_matmul_tflops(device, c.matmul_size, c.matmul_reps);
+  if (c.o.peak_tflops <= 0) c.o.peak_tflops = rate;
+  if (!leader) return;
+  if (c.o.json) {
+    nlohmann::ordered_json j{{"impl", "matmul"}, {"device", device_name(device)}, {"dtype", "bf16"},
+                             {"size", c.matmul_size}, {"reps", c.matmul_reps}, {"tflops", rate}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("# %s bf16 matmul %lld^3: %.4g TFLOP/s (median of %lld)\n", device_name(device).c_str(),
+                static_cast<long long>(c.matmul_size), rate, static_cast<long long>(c.matmul_reps));
+  }
+  std::fflush(stdout);
+}
+
+// Runs --config, or else the presets (default: tiny and base-small); the exit
+// code, 2 for an unknown preset.
+int run_configs(CommandLine& c) {
+  if (!c.config_path.empty()) {
+    run_one(c.run_name.empty() ? c.config_path : c.run_name, config::load_config(c.config_path, c.overrides), c.o);
+    return 0;
+  }
+  if (c.preset_names.empty()) c.preset_names = {"tiny", "base-small"};
+  for (const auto& wanted : c.preset_names) {
+    bool found = false;
+    for (const auto& p : presets(c.source_dir)) {
+      if (p.name != wanted) continue;
+      found = true;
+      auto preset_overrides = p.overrides;
+      preset_overrides.insert(preset_overrides.end(), c.overrides.begin(), c.overrides.end());
+      run_one(c.run_name.empty() ? p.name : c.run_name, config::load_config(p.config, preset_overrides), c.o);
+    }
+    if (!found) {
+      std::cerr << "bench_train_step: unknown preset '" << wanted << "'" << std::endl;
+      return 2;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CommandLine c;
+  po::options_description options("bench_train_step options");
+  add_options(options, c);
+  po::variables_map vm;
+  if (!parse_command_line(argc, argv, options, c, vm)) return 2;
   if (vm.count("help")) {
     std::cout << options << std::endl;
     return 0;
   }
-  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
-  o.kernels = kernels::kernel_backend_name(kernels::kernel_backend());
+  if (c.threads > 0) at::set_num_threads(static_cast<int>(c.threads));
+  c.o.kernels = kernels::kernel_backend_name(kernels::kernel_backend());
   // --device goes last, over the preset's and the user's settings.
-  if (!device_arg.empty()) overrides.push_back("train.device=" + device_arg);
-  const bool cuda = device_arg == "cuda";
+  if (!c.device_arg.empty()) c.overrides.push_back("train.device=" + c.device_arg);
+  const bool cuda = c.device_arg == "cuda";
   const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
   // Under mpirun only the first rank prints the header (the launcher names the rank).
   const char* launcher_rank = std::getenv("OMPI_COMM_WORLD_RANK");
   const bool leader = launcher_rank == nullptr || std::string(launcher_rank) == "0";
   try {
     if (cuda && !torch::cuda::is_available()) throw std::runtime_error("--device cuda: no CUDA device is available");
-    if (matmul_only || measure_matmul) {
-      const double rate = measure_matmul_tflops(device, matmul_size, matmul_reps);
-      if (o.peak_tflops <= 0) o.peak_tflops = rate;
-      if (leader) {
-        if (o.json) {
-          nlohmann::ordered_json j{{"impl", "matmul"}, {"device", device_name(device)}, {"dtype", "bf16"},
-                                   {"size", matmul_size}, {"reps", matmul_reps}, {"tflops", rate}};
-          std::printf("%s\n", j.dump().c_str());
-        } else {
-          std::printf("# %s bf16 matmul %lld^3: %.4g TFLOP/s (median of %lld)\n", device_name(device).c_str(),
-                      static_cast<long long>(matmul_size), rate, static_cast<long long>(matmul_reps));
-        }
-        std::fflush(stdout);
-      }
-      if (matmul_only) return 0;
+    if (c.matmul_only || c.measure_matmul) {
+      measure_matmul(device, leader, c);
+      if (c.matmul_only) return 0;
     }
-    if (!config_path.empty()) {
-      run_one(run_name.empty() ? config_path : run_name, trainer::load_config(config_path, overrides), o);
-      return 0;
-    }
-    if (preset_names.empty()) preset_names = {"tiny", "base-small"};
-    for (const auto& wanted : preset_names) {
-      bool found = false;
-      for (const auto& p : presets(source_dir)) {
-        if (p.name != wanted) continue;
-        found = true;
-        auto preset_overrides = p.overrides;
-        preset_overrides.insert(preset_overrides.end(), overrides.begin(), overrides.end());
-        run_one(run_name.empty() ? p.name : run_name, trainer::load_config(p.config, preset_overrides), o);
-      }
-      if (!found) {
-        std::cerr << "bench_train_step: unknown preset '" << wanted << "'" << std::endl;
-        return 2;
-      }
-    }
+    return run_configs(c);
   } catch (const std::exception& e) {
     std::cerr << "bench_train_step: " << e.what() << std::endl;
     return 1;
   }
-  return 0;
 }

@@ -24,7 +24,7 @@ void check_tensor(const torch::Tensor& t, const char* what, size_t group, int64_
   if (t.scalar_type() != torch::kFloat || !t.is_contiguous() || t.numel() != numel || t.device() != device) {
     throw std::invalid_argument(where + ": expected a contiguous float32 tensor of " + std::to_string(numel) +
                                 " elements on " + c10::str(device) + ", got " +
-                                c10::str(t.sizes(), " ", t.scalar_type(), " on ", t.device()) +
+                                describe_tensor(t) +
                                 (t.is_contiguous() ? "" : " (not contiguous)"));
   }
 }

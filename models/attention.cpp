@@ -4,6 +4,7 @@
 #include <string>
 
 #include "models/positions.h"
+#include "kernels/dispatch.h"
 
 namespace moetrain::models {
 
@@ -12,8 +13,7 @@ namespace {
 void check_padding_mask(const torch::Tensor& mask, const char* who) {
   if (!mask.defined() || mask.dim() != 2 || mask.scalar_type() != torch::kBool) {
     throw std::invalid_argument(std::string(who) + ": expected a padding mask [B, T] of bool, got " +
-                                (mask.defined() ? c10::str(mask.sizes(), " ", mask.scalar_type())
-                                                : std::string("undefined")));
+                                kernels::describe_tensor(mask));
   }
 }
 

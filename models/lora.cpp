@@ -12,6 +12,16 @@ const std::vector<std::string>& lora_target_names() {
   return names;
 }
 
+void check_lora_targets(const std::vector<std::string>& targets) {
+  const auto& known = lora_target_names();
+  for (const auto& t : targets) {
+    if (std::find(known.begin(), known.end(), t) != known.end()) continue;
+    std::string list;
+    for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+    throw std::invalid_argument("unknown LoRA target '" + t + "' (one of: " + list + ")");
+  }
+}
+
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {

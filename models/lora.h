@@ -54,6 +54,9 @@ struct LoraConfig {
 
 // The module names LoraConfig::targets may hold.
 const std::vector<std::string>& lora_target_names();
+// Throws std::invalid_argument "unknown LoRA target 'x' (one of: ...)" for a
+// target not in lora_target_names().
+void check_lora_targets(const std::vector<std::string>& targets);
 
 // Whether a (full) parameter name is a LoRA adapter's A or B.
 bool is_lora_parameter(const std::string& name);

@@ -8,6 +8,7 @@
 #include "kernels/moe_permute.h"
 #include "models/feed_forward.h"
 #include "parallel/expert_dispatch.h"
+#include "kernels/dispatch.h"
 
 namespace moetrain::models {
 
@@ -18,17 +19,14 @@ void check_token_mask(const torch::Tensor& token_mask, int64_t n, const char* wh
       token_mask.size(0) != n) {
     throw std::invalid_argument(std::string(who) + ": expected token_mask [" + std::to_string(n) +
                                 "] bool, got " +
-                                (token_mask.defined()
-                                     ? c10::str(token_mask.sizes(), " ", token_mask.scalar_type())
-                                     : std::string("undefined")));
+                                kernels::describe_tensor(token_mask));
   }
 }
 
 void check_fp32_matrix(const torch::Tensor& t, const char* who, const char* what) {
   if (!t.defined() || t.dim() != 2 || t.scalar_type() != torch::kFloat) {
     throw std::invalid_argument(std::string(who) + ": expected " + what + " [N, E] float32, got " +
-                                (t.defined() ? c10::str(t.sizes(), " ", t.scalar_type())
-                                             : std::string("undefined")));
+                                kernels::describe_tensor(t));
   }
 }
 

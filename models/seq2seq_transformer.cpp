@@ -9,6 +9,7 @@
 #include <string>
 
 #include "models/attention.h"
+#include "kernels/dispatch.h"
 
 namespace moetrain::models {
 
@@ -21,16 +22,14 @@ void check_encoder_output(const torch::Tensor& encoder_hidden, const torch::Tens
       encoder_hidden.size(0) != batch) {
     throw std::invalid_argument(std::string("Seq2SeqTransformer::") + who + ": expected encoder_hidden [" +
                                 std::to_string(batch) + ", S, " + std::to_string(d_model) + "], got " +
-                                (encoder_hidden.defined() ? c10::str(encoder_hidden.sizes())
-                                                          : std::string("undefined")));
+                                kernels::describe_tensor(encoder_hidden));
   }
   if (!src_mask.defined() || src_mask.scalar_type() != torch::kBool || src_mask.dim() != 2 ||
       src_mask.size(0) != encoder_hidden.size(0) || src_mask.size(1) != encoder_hidden.size(1)) {
     throw std::invalid_argument(std::string("Seq2SeqTransformer::") + who + ": src_mask must be bool [" +
                                 std::to_string(encoder_hidden.size(0)) + ", " +
                                 std::to_string(encoder_hidden.size(1)) + "], got " +
-                                (src_mask.defined() ? c10::str(src_mask.sizes(), " ", src_mask.scalar_type())
-                                                    : std::string("undefined")));
+                                kernels::describe_tensor(src_mask));
   }
 }
 
@@ -38,14 +37,12 @@ void check_tokens(const torch::Tensor& tokens, const torch::Tensor& mask, const 
   if (!tokens.defined() || tokens.dim() != 2 || tokens.scalar_type() != torch::kLong) {
     throw std::invalid_argument(std::string("Seq2SeqTransformer: ") + which +
                                 " tokens must be [B, L] int64, got " +
-                                (tokens.defined() ? c10::str(tokens.sizes(), " ", tokens.scalar_type())
-                                                  : std::string("undefined")));
+                                kernels::describe_tensor(tokens));
   }
   if (!mask.defined() || mask.scalar_type() != torch::kBool || mask.sizes() != tokens.sizes()) {
     throw std::invalid_argument(std::string("Seq2SeqTransformer: ") + which + " mask must be bool " +
                                 c10::str(tokens.sizes()) + " like its tokens, got " +
-                                (mask.defined() ? c10::str(mask.sizes(), " ", mask.scalar_type())
-                                                : std::string("undefined")));
+                                kernels::describe_tensor(mask));
   }
   if (tokens.size(0) == 0 || tokens.size(1) == 0) {
     throw std::invalid_argument(std::string("Seq2SeqTransformer: empty ") + which + " batch " +
@@ -155,16 +152,9 @@ void Seq2SeqTransformerImpl::parallelize(const ModelParallelism& mp) {
 int64_t Seq2SeqTransformerImpl::add_lora(const LoraConfig& lora) {
   if (!slices_.empty()) throw std::logic_error("Seq2SeqTransformer::add_lora after parallelize");
   if (lora.r < 1) throw std::invalid_argument("LoRA rank must be at least 1, got " + std::to_string(lora.r));
-  const auto& known = lora_target_names();
+  check_lora_targets(lora.targets);
   std::map<std::string, int64_t> matches;
-  for (const auto& t : lora.targets) {
-    if (std::find(known.begin(), known.end(), t) == known.end()) {
-      std::string list;
-      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-      throw std::invalid_argument("unknown LoRA target '" + t + "' (one of: " + list + ")");
-    }
-    matches[t] = 0;
-  }
+  for (const auto& t : lora.targets) matches[t] = 0;
   // The target that adapts a module called `name` (or its broader forms), if any.
   auto wanted = [&](std::initializer_list<const char*> names) -> int64_t* {
     for (const char* n : names) {
@@ -204,8 +194,7 @@ int64_t Seq2SeqTransformerImpl::add_lora(const LoraConfig& lora) {
 torch::Tensor Seq2SeqTransformerImpl::embed(const torch::Tensor& tokens, int64_t position_offset) {
   if (!tokens.defined() || tokens.dim() != 2 || tokens.scalar_type() != torch::kLong) {
     throw std::invalid_argument("Seq2SeqTransformer::embed: tokens must be [B, L] int64, got " +
-                                (tokens.defined() ? c10::str(tokens.sizes(), " ", tokens.scalar_type())
-                                                  : std::string("undefined")));
+                                kernels::describe_tensor(tokens));
   }
   // Checked for every position kind, rotary included, so an over-long batch
   // fails here with one clear message.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "parallel/collective_checks.h"
+#include "kernels/dispatch.h"
 
 namespace moetrain::parallel {
 
@@ -114,7 +115,7 @@ void check_rows(const char* who, const torch::Tensor& t, const char* what, int64
                 const char* expected_what) {
   if (!t.defined() || t.dim() < 1) {
     throw std::invalid_argument(std::string(who) + ": " + what + " must be a tensor of rows [n, ...], got " +
-                                (t.defined() ? c10::str(t.sizes()) : std::string("undefined")));
+                                kernels::describe_tensor(t));
   }
   if (t.size(0) != expected) {
     throw std::invalid_argument(std::string(who) + ": " + what + " has " + std::to_string(t.size(0)) +

@@ -89,6 +89,8 @@ bool mpi_finalized() {
   return flag != 0;
 }
 
+bool mpi_running() { return rank_for_messages() >= 0; }
+
 void abort_job(const std::string& message, int code) {
   const int rank = rank_for_messages();
   // One write so that lines of different ranks do not interleave mid-line.

@@ -46,6 +46,10 @@ void mpi_finalize();
 // True once MPI_Finalize has run (communicators check it before freeing).
 bool mpi_finalized();
 
+// True while MPI is initialised and not yet finalised (world_rank and
+// world_size may then be asked without starting MPI).
+bool mpi_running();
+
 // Prints `moetrain: rank R: <message>` as one line to stderr, then ends the
 // whole job with MPI_Abort(MPI_COMM_WORLD, code). Never returns; if MPI cannot
 // abort (not initialised, or finalised) the process exits with `code`.

@@ -111,7 +111,7 @@ kernels::CrossEntropyResult vocab_parallel_cross_entropy(const torch::Tensor& lo
                                                          const torch::Tensor& mask, const VocabShard& shard,
                                                          double label_smoothing, Communicator* group);
 
-// Dropout generators for tensor-parallel regions (DESIGN.md section 5):
+// Dropout generators for tensor-parallel regions (seeded as Megatron does):
 // activations split across TP ranks (attention probabilities, the FFN/expert
 // hidden layer) need masks that DIFFER per TP rank, while the replicated
 // residual stream keeps using the default generator, identical on all TP

@@ -9,7 +9,7 @@
 # Stages (default: all of them, in this order):
 #   build    configure (LibTorch from python3's torch, tests on) and build into
 #            MOETRAIN_BUILD_DIR (default build-gpu) with every core
-#   test     the unit suites with GPU tests (kernels, models, optim, trainer,
+#   test     the unit suites with GPU tests (kernels, models, optim, train, checkpoint, export,
 #            parallel, eval) and the script tests test_cuda_ranks and
 #            test_bench_generate_smoke: OUT/test-*.log, failures listed in
 #            OUT/test-summary.txt
@@ -62,7 +62,7 @@ stage_build() {
 stage_test() {
   : > "$out/test-summary.txt"
   local suite failed=0
-  for suite in kernels models optim trainer parallel eval; do
+  for suite in kernels models optim train checkpoint export parallel eval; do
     local bin="$build/bin/unit_$suite"
     [[ -x "$bin" ]] || { log "no $bin (run the build stage)"; exit 1; }
     local rc=0

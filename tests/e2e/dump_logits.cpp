@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "data/batch_source.h"
-#include "data/safetensors.h"
+#include "export/safetensors.h"
 #include "data/tokenizer.h"
-#include "trainer/export.h"
+#include "export/checkpoint_model.h"
 
 namespace {
 
@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    trainer::CheckpointModel m = trainer::load_checkpoint_model(argv[1], "", /*dropless_moe=*/true);
+    exporting::CheckpointModel m = exporting::load_checkpoint_model(argv[1], "", /*dropless_moe=*/true);
     const data::Tokenizer tok = data::Tokenizer::load(m.tokenizer);
     const data::SpecialTokens& special = tok.special_tokens();
     const auto sources = read_lines(argv[2]);
@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
       return m.model->forward(b.src_tokens, b.src_mask, b.tgt_in, b.tgt_mask).logits.to(torch::kFloat).contiguous();
     };
     const data::Seq2SeqBatch batch = data::BatchSource::collate(samples, special);
-    data::NamedTensors out = {{"src_tokens", batch.src_tokens},
+    exporting::NamedTensors out = {{"src_tokens", batch.src_tokens},
                               {"src_mask", batch.src_mask.to(torch::kLong)},
                               {"tgt_in", batch.tgt_in},
                               {"tgt_mask", batch.tgt_mask.to(torch::kLong)},
@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
       out.emplace_back("row_" + std::to_string(i) + ".logits",
                        logits_of(data::BatchSource::collate({samples[i]}, special)));
     }
-    data::write_safetensors(argv[4], out);
+    exporting::write_safetensors(argv[4], out);
     std::cout << "wrote the logits of " << samples.size() << " pairs (batch " << c10::str(batch.src_tokens.sizes())
               << " -> " << c10::str(batch.tgt_in.sizes()) << ") to " << argv[4] << std::endl;
     return 0;

@@ -129,7 +129,7 @@ torch::Tensor grad_or_zeros(const torch::Tensor& p) {
   return p.grad().defined() ? p.grad().clone() : torch::zeros_like(p);
 }
 
-// rtol 1e-5 (DESIGN's tolerance for layouts against the single process). The
+// rtol 1e-5 (the tolerance of every layout against the single process). The
 // atol, 1e-6 of the tensor's largest entry, covers entries that are sums with
 // cancellation: summed over the group in another order (one matmul over every
 // source's rows here, per-rank sums added afterwards in the reference), they

@@ -1,0 +1,95 @@
+// `moetrain generate`: greedy, beam or sampled outputs of a checkpoint, one per input line.
+#include "app/commands.h"
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "app/command_line.h"
+#include "app/placement.h"
+#include "data/batch_source.h"
+#include "data/tokenizer.h"
+#include "eval/generate.h"
+#include "export/checkpoint_model.h"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace moetrain::app {
+
+int generate_command(int argc, char** argv) {
+  std::string checkpoint, input, output, method = "greedy", tokenizer;
+  Placement placement;
+  eval::GenerateOptions g;
+  int64_t batch_size = 32;
+  po::options_description options("generate options");
+  options.add_options()("help,h", "show this help")("checkpoint", po::value(&checkpoint),
+                                                    "checkpoint directory, or a run directory (its newest checkpoint)")(
+      "input", po::value(&input), "text file: one source per line")(
+      "output", po::value(&output), "where to write one output per line (default: standard output)")(
+      "method", po::value(&method)->default_value(method), "greedy, beam or sample")(
+      "beam-size", po::value(&g.beam_size)->default_value(g.beam_size), "beams (beam search)")(
+      "length-penalty", po::value(&g.length_penalty)->default_value(g.length_penalty),
+      "beam search ranks log-probability / length^penalty")(
+      "temperature", po::value(&g.temperature)->default_value(g.temperature), "sampling temperature")(
+      "top-p", po::value(&g.top_p)->default_value(g.top_p), "sampling nucleus mass (1: no truncation)")(
+      "max-length", po::value(&g.max_length)->default_value(g.max_length), "most tokens generated per output")(
+      "batch-size", po::value(&batch_size)->default_value(batch_size), "sources per batch")(
+      "seed", po::value(&g.seed)->default_value(g.seed), "sampling seed")(
+      "tokenizer", po::value(&tokenizer), "SentencePiece model (default: the one the run's config names)");
+  add_placement_options(options, placement);
+  const auto vm = parse_command_line(argc, argv, options, "generate");
+  if (vm.count("help")) return 0;
+  if (checkpoint.empty() || input.empty()) throw UsageError("generate: --checkpoint DIR and --input FILE are required");
+  if (!fs::exists(checkpoint)) throw UsageError("generate: --checkpoint: not found: " + checkpoint);
+  if (batch_size < 1) throw UsageError("generate: --batch-size must be at least 1");
+  try {
+    g.method = eval::parse_decode_method(method);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("generate: --method: ") + e.what());
+  }
+  check_placement(placement, "generate");
+  const auto sources = read_lines(input, "generate: --input");
+  // Dropless MoE: an output does not depend on the rest of its batch.
+  exporting::CheckpointModel m = exporting::load_checkpoint_model(checkpoint, tokenizer, /*dropless_moe=*/true);
+  m.model->place(placement.where(), placement.scalar_type());
+  const auto tok = data::Tokenizer::load(m.tokenizer);
+  const auto& special = tok.special_tokens();
+  g.bos = special.bos;
+  g.eos = special.eos;
+  g.pad = special.pad;
+  std::ofstream file;
+  if (!output.empty()) {
+    file.open(output);
+    if (!file) throw UsageError("generate: --output: cannot write " + output);
+  }
+  std::ostream& out = output.empty() ? std::cout : file;
+  const int64_t max_source = std::max<int64_t>(m.config.data.src_len, 2);
+  for (size_t first = 0; first < sources.size(); first += static_cast<size_t>(batch_size)) {
+    const size_t last = std::min(sources.size(), first + static_cast<size_t>(batch_size));
+    // Each source as in training: its tokens, cut to src_len - 1, then EOS.
+    std::vector<data::Seq2SeqSample> samples;
+    for (size_t i = first; i < last; ++i) {
+      const auto ids = tok.encode(sources[i]);
+      data::Seq2SeqSample sample;
+      sample.source.assign(ids.begin(),
+                           ids.begin() + std::min<int64_t>(static_cast<int64_t>(ids.size()), max_source - 1));
+      sample.source.push_back(special.eos);
+      sample.target = {special.eos};
+      samples.push_back(std::move(sample));
+    }
+    const auto batch = data::BatchSource::collate(samples, special);
+    for (const auto& generated : eval::generate(*m.model, batch.src_tokens, batch.src_mask, g)) {
+      out << tok.decode(generated.tokens) << "\n";
+    }
+    out.flush();
+  }
+  return 0;
+}
+
+}  // namespace moetrain::app

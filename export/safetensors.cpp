@@ -1,0 +1,168 @@
+#include "export/safetensors.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <stdexcept>
+
+#include "data/atomic_file.h"
+
+namespace moetrain::exporting {
+
+namespace {
+
+const std::vector<std::pair<torch::ScalarType, std::string>>& dtype_names() {
+  static const std::vector<std::pair<torch::ScalarType, std::string>> names = {
+      {torch::kFloat64, "F64"}, {torch::kFloat32, "F32"}, {torch::kFloat16, "F16"}, {torch::kBFloat16, "BF16"},
+      {torch::kInt64, "I64"},   {torch::kInt32, "I32"},   {torch::kInt16, "I16"},   {torch::kInt8, "I8"},
+      {torch::kUInt8, "U8"},    {torch::kBool, "BOOL"}};
+  return names;
+}
+
+torch::ScalarType dtype_from_name(const std::string& name, const std::string& path) {
+  for (const auto& [dtype, n] : dtype_names()) {
+    if (n == name) return dtype;
+  }
+  throw std::runtime_error(path + ": unsupported safetensors dtype '" + name + "'");
+}
+
+}  // namespace
+
+std::string safetensors_dtype(torch::ScalarType dtype) {
+  for (const auto& [d, name] : dtype_names()) {
+    if (d == dtype) return name;
+  }
+  throw std::invalid_argument(std::string("safetensors has no dtype for ") + c10::toString(dtype));
+}
+
+void write_safetensors(const std::string& path, const NamedTensors& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::vector<torch::Tensor> data;
+  std::set<std::string> names;
+  int64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    if (!names.insert(name).second) throw std::invalid_argument("write_safetensors: duplicate tensor " + name);
+    const auto host = tensor.detach().to(torch::kCPU).contiguous();
+    const int64_t bytes = static_cast<int64_t>(host.nbytes());
+    header[name] = {{"dtype", safetensors_dtype(host.scalar_type())},
+                    {"shape", host.sizes().vec()},
+                    {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+    data.push_back(host);
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  const std::string tmp = data::temporary_path_for(path);
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(errno));
+  uint8_t size_bytes[8];
+  for (int i = 0; i < 8; ++i) size_bytes[i] = static_cast<uint8_t>((text.size() >> (8 * i)) & 0xFF);
+  bool ok = std::fwrite(size_bytes, 1, 8, f) == 8 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  for (const auto& t : data) {
+    ok = ok && std::fwrite(t.data_ptr(), 1, t.nbytes(), f) == t.nbytes();
+  }
+  ok = std::fflush(f) == 0 && ok;
+  const std::string reason = ok ? "" : std::strerror(errno);
+  ok = std::fclose(f) == 0 && ok;
+  if (!ok) {
+    std::remove(tmp.c_str());
+    throw std::runtime_error("cannot write " + path + ": " + (reason.empty() ? "close failed" : reason));
+  }
+  data::commit_temporary(tmp, path);
+}
+
+SafetensorsFile read_safetensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(path + ": cannot open");
+  in.seekg(0, std::ios::end);
+  const int64_t file_size = in.tellg();
+  in.seekg(0);
+  uint8_t size_bytes[8];
+  if (file_size < 8 || !in.read(reinterpret_cast<char*>(size_bytes), 8)) {
+    throw std::runtime_error(path + ": truncated (no header length)");
+  }
+  uint64_t header_size = 0;
+  for (int i = 0; i < 8; ++i) header_size |= static_cast<uint64_t>(size_bytes[i]) << (8 * i);
+  if (header_size > static_cast<uint64_t>(file_size - 8)) {
+    throw std::runtime_error(path + ": header length " + std::to_string(header_size) + " runs past the file");
+  }
+  std::string text(header_size, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(header_size));
+  nlohmann::ordered_json header;
+  try {
+    header = nlohmann::ordered_json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(path + ": the header is not JSON: " + e.what());
+  }
+  if (!header.is_object()) throw std::runtime_error(path + ": the header is not a JSON object");
+  const int64_t data_start = 8 + static_cast<int64_t>(header_size);
+  const int64_t data_size = file_size - data_start;
+  SafetensorsFile out;
+  for (const auto& [name, entry] : header.items()) {
+    try {
+      if (name == "__metadata__") {
+        out.metadata = entry.get<std::map<std::string, std::string>>();
+        continue;
+      }
+      const auto dtype = dtype_from_name(entry.at("dtype").get<std::string>(), path);
+      const auto shape = entry.at("shape").get<std::vector<int64_t>>();
+      const auto offsets = entry.at("data_offsets").get<std::vector<int64_t>>();
+      auto tensor = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+      if (offsets.size() != 2 || offsets[0] < 0 || offsets[1] > data_size ||
+          offsets[1] - offsets[0] != static_cast<int64_t>(tensor.nbytes())) {
+        throw std::runtime_error(path + ": " + name + ": its byte range does not fit its dtype and shape or the file");
+      }
+      in.seekg(data_start + offsets[0]);
+      if (!in.read(static_cast<char*>(tensor.data_ptr()), static_cast<std::streamsize>(tensor.nbytes()))) {
+        throw std::runtime_error(path + ": " + name + ": truncated");
+      }
+      out.tensors.emplace_back(name, tensor);
+    } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error(path + ": " + name + ": malformed header entry: " + e.what());
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> write_safetensors_sharded(const std::string& dir, const std::string& stem,
+                                                   const NamedTensors& tensors, int64_t max_shard_bytes,
+                                                   const std::map<std::string, std::string>& metadata) {
+  std::vector<NamedTensors> shards(1);
+  int64_t total = 0, in_shard = 0;
+  for (const auto& item : tensors) {
+    const auto bytes = static_cast<int64_t>(item.second.nbytes());
+    if (in_shard > 0 && in_shard + bytes > max_shard_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().push_back(item);
+    in_shard += bytes;
+    total += bytes;
+  }
+  if (shards.size() == 1) {
+    write_safetensors(dir + "/" + stem + ".safetensors", tensors, metadata);
+    return {stem + ".safetensors"};
+  }
+  std::vector<std::string> files;
+  nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+  for (size_t k = 0; k < shards.size(); ++k) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "-%05zu-of-%05zu.safetensors", k + 1, shards.size());
+    const std::string file = stem + name;
+    write_safetensors(dir + "/" + file, shards[k], metadata);
+    for (const auto& item : shards[k]) weight_map[item.first] = file;
+    files.push_back(file);
+  }
+  const nlohmann::ordered_json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+  data::write_file_atomically(dir + "/" + stem + ".safetensors.index.json", index.dump(2) + "\n");
+  files.push_back(stem + ".safetensors.index.json");
+  return files;
+}
+
+}  // namespace moetrain::exporting

@@ -1,0 +1,59 @@
+#include "parallel/process_groups.h"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace moetrain::parallel {
+
+ProcessGroups::ProcessGroups(std::shared_ptr<Communicator> world, const ParallelConfig& config, bool tied_embeddings)
+    : grid_(world->size(), world->rank(), config), world_(std::move(world)) {
+  // Splits are collective: every rank takes part in each (with its own
+  // group), in this order. DP and PP get groups of their own whenever the
+  // world has more than one rank, so each group's traffic is counted apart.
+  dp_ = world_.get();
+  if (grid_.tp_size() > 1) tp_comm_ = world_->split(grid_.tp_group());
+  if (world_->size() > 1) {
+    dp_comm_ = world_->split(grid_.dp_group());
+    dp_ = dp_comm_.get();
+  }
+  edp_ = dp_;
+  if (grid_.ep_size() > 1) {
+    ep_comm_ = world_->split(grid_.ep_group());
+    edp_comm_ = world_->split(grid_.expert_dp_group());
+    edp_ = edp_comm_.get();
+  }
+  pp_ = world_.get();
+  if (world_->size() > 1) {
+    pp_comm_ = world_->split(grid_.pp_group());
+    pp_ = pp_comm_.get();
+  }
+  const int64_t pp = grid_.pp_size(), pp_rank = grid_.pp_rank();
+  if (pp > 1 && tied_embeddings) {
+    std::vector<int64_t> pair{grid_.rank_of(grid_.dp_rank(), 0, grid_.tp_rank()),
+                              grid_.rank_of(grid_.dp_rank(), pp - 1, grid_.tp_rank())};
+    if (pp_rank != 0 && pp_rank != pp - 1) pair = {world_->rank()};
+    tied_comm_ = world_->split(pair);
+  }
+}
+
+CommStats ProcessGroups::stats() const {
+  CommStats all;
+  const std::pair<const char*, const Communicator*> groups[] = {
+      {"world", world_.get()}, {"dp", dp_comm_.get()},   {"tp", tp_comm_.get()},    {"pp", pp_comm_.get()},
+      {"ep", ep_comm_.get()},  {"edp", edp_comm_.get()}, {"tied", tied_comm_.get()}};
+  for (const auto& [name, comm] : groups) {
+    if (!comm) continue;
+    for (const auto& [op, op_stats] : comm->stats()) all[std::string(name) + " " + op] = op_stats;
+  }
+  return all;
+}
+
+void ProcessGroups::reset_stats() {
+  for (auto* comm : {world_.get(), dp_comm_.get(), tp_comm_.get(), pp_comm_.get(), ep_comm_.get(), edp_comm_.get(),
+                     tied_comm_.get()}) {
+    if (comm) comm->reset_stats();
+  }
+}
+
+}  // namespace moetrain::parallel

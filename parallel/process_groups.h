@@ -1,0 +1,59 @@
+// ProcessGroups: every communicator a training run uses, split from the
+// world in one place by the ProcessGrid's arithmetic, with the traffic of
+// each counted apart.
+//
+//   world  every rank of the job
+//   dp     the data-parallel group (the world itself for one rank)
+//   edp    expert data parallel: the DP ranks holding the same experts (dp
+//          while ep = 1)
+//   pp     this rank's pipeline: the stages holding the same DP/TP piece
+//   tp     tensor parallel (null while tp = 1)
+//   ep     the expert all-to-all group (null while ep = 1)
+//   tied   the first and last pipeline stages, which both hold the tied
+//          embedding (null unless pp > 1 with tied embeddings; ranks of the
+//          middle stages get a group of their own)
+//
+// Construction is collective: every rank of the world builds its
+// ProcessGroups at the same point, each split in the same order. The groups
+// live as long as this object.
+#pragma once
+
+#include <memory>
+
+#include "parallel/communicator.h"
+#include "parallel/parallel_config.h"
+#include "parallel/process_grid.h"
+
+namespace moetrain::parallel {
+
+class ProcessGroups {
+ public:
+  ProcessGroups(std::shared_ptr<Communicator> world, const ParallelConfig& config, bool tied_embeddings);
+
+  const ProcessGrid& grid() const { return grid_; }
+  Communicator& world() const { return *world_; }
+  Communicator& dp() const { return *dp_; }
+  Communicator& edp() const { return *edp_; }
+  Communicator& pp() const { return *pp_; }
+  Communicator* tp() const { return tp_comm_.get(); }
+  Communicator* ep() const { return ep_comm_.get(); }
+  Communicator* tied() const { return tied_comm_.get(); }
+  // The group a flat-parameter unit is replicated (and ZeRO-sharded) over:
+  // edp for expert units, dp for the rest.
+  Communicator& replicas(bool expert_unit) const { return expert_unit ? *edp_ : *dp_; }
+
+  // Communication since the last reset, per group and operation: keys
+  // "<group> <op>" with group one of world, dp, tp, pp, ep, edp, tied.
+  CommStats stats() const;
+  void reset_stats();
+
+ private:
+  ProcessGrid grid_;
+  std::shared_ptr<Communicator> world_;
+  std::unique_ptr<Communicator> tp_comm_, dp_comm_, ep_comm_, edp_comm_, pp_comm_, tied_comm_;
+  Communicator* dp_ = nullptr;
+  Communicator* edp_ = nullptr;
+  Communicator* pp_ = nullptr;
+};
+
+}  // namespace moetrain::parallel

@@ -1,0 +1,64 @@
+#include "train/phases.h"
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+
+#include "checkpoint/checkpoint.h"
+#include "config/load.h"
+#include "train/shutdown_signal.h"
+#include "train/training_loop.h"
+
+namespace fs = std::filesystem;
+
+namespace moetrain::train {
+
+int train_run(const config::Config& config, std::shared_ptr<parallel::Communicator> world,
+              const TrainOptions& options) {
+  if (config.phases.empty()) {
+    Trainer trainer(config, world);
+    return run_training(trainer, options);
+  }
+  const bool leader = world->rank() == 0;
+  if (leader) {
+    fs::create_directories(options.output_dir);
+    std::ofstream out(fs::path(options.output_dir) / "config.yaml", std::ios::trunc);
+    out << config::config_to_yaml(config);
+  }
+  // The phase holding the next step of the newest checkpoint (the first
+  // phase of a new run).
+  const std::string checkpoints_dir = (fs::path(options.output_dir) / "checkpoints").string();
+  const std::optional<std::string> latest = options.resume.empty()
+                                                ? checkpoint::find_latest_checkpoint(checkpoints_dir)
+                                                : checkpoint::resolve_checkpoint_path(options.resume);
+  size_t first = 0;
+  if (latest) {
+    const int64_t step = checkpoint::read_checkpoint_meta(*latest).value("step", int64_t{0});
+    while (first + 1 < config.phases.size() && config::phase_start(config, first + 1) <= step) ++first;
+  }
+  for (size_t i = first; i < config.phases.size(); ++i) {
+    const int64_t start = config::phase_start(config, i);
+    if (start >= config.train.max_steps) break;
+    const config::Config phase = config::phase_config(config, i);
+    if (leader) {
+      std::cout << "phase " << i << " (" << config.phases[i].name << "): steps " << start + 1 << " to "
+                << phase.train.max_steps << ", "
+                << (phase.finetune.mode == config::FinetuneMode::Lora ? "LoRA" : "full") << " fine-tuning, lr "
+                << phase.optim.lr << std::endl;
+    }
+    TrainOptions phase_options = options;
+    if (i > first) phase_options.resume.clear();  // the previous phase's last checkpoint starts it
+    int rc = 0;
+    {
+      const PhaseInfo info{static_cast<int64_t>(i), config.phases[i].name, start, start + config.phases[i].steps};
+      Trainer trainer(phase, world, info);
+      rc = run_training(trainer, phase_options);
+    }
+    if (rc != 0 || ShutdownSignal::requested()) return rc;
+  }
+  return 0;
+}
+
+}  // namespace moetrain::train

@@ -1,0 +1,283 @@
+#include "train/training_loop.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "checkpoint/checkpoint.h"
+#include "config/load.h"
+#include "data/batch_source.h"
+#include "data/tokenizer.h"
+#include "monitor/metrics_logger.h"
+#include "train/shutdown_signal.h"
+
+namespace fs = std::filesystem;
+
+namespace moetrain::train {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// One run of the loop: its data, where it writes, and where it starts.
+class TrainingLoop {
+ public:
+  TrainingLoop(Trainer& trainer, const TrainOptions& options);
+  int run();
+
+ private:
+  // The step to start from: a checkpoint's (resumed), or the phase's first.
+  int64_t resume_or_initialise();
+  void print_resume_notes(const checkpoint::LoadedCheckpoint& loaded, int64_t start_step) const;
+  void print_banner() const;
+  void log_step(const StepResult& r, int64_t done, double step_s, int64_t steps_this_run);
+  void evaluate(int64_t done);
+  std::string save(int64_t step);
+  // Ranks may see a signal at different moments: they agree before acting.
+  bool agree_to_stop();
+
+  Trainer& trainer_;
+  const config::Config& cfg_;
+  const PhaseInfo& phase_;
+  TrainOptions options_;
+  bool leader_;
+  std::string checkpoints_dir_;
+  std::optional<data::BatchSource> train_data_, valid_data_;
+  std::optional<monitor::MetricsLogger> metrics_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+TrainingLoop::TrainingLoop(Trainer& trainer, const TrainOptions& options)
+    : trainer_(trainer),
+      cfg_(trainer.config()),
+      phase_(trainer.phase()),
+      options_(options),
+      leader_(trainer.world().rank() == 0),
+      checkpoints_dir_((fs::path(options.output_dir) / "checkpoints").string()) {
+  trainer_.set_output_dir(options.output_dir);
+  if (leader_) {
+    fs::create_directories(options.output_dir);
+    if (!phase_.in_phases()) {  // a run of phases writes its whole config itself
+      std::ofstream out(fs::path(options.output_dir) / "config.yaml", std::ios::trunc);
+      out << config::config_to_yaml(cfg_);
+    }
+  }
+  trainer_.world().barrier();
+  const auto tokenizer = data::Tokenizer::load(data::resolve_tokenizer_path(cfg_.data));
+  const auto special = tokenizer.special_tokens();
+  train_data_.emplace(cfg_.data, special, cfg_.train.seed, "train");
+  if (!cfg_.data.valid.empty()) {
+    data::DataConfig valid_cfg = cfg_.data;
+    valid_cfg.train = cfg_.data.valid;
+    valid_data_.emplace(valid_cfg, special, cfg_.train.seed, "valid");
+  }
+}
+
+int TrainingLoop::run() {
+  const int64_t start_step = resume_or_initialise();
+  const int64_t max_steps = cfg_.train.max_steps;
+  if (leader_) print_banner();
+  if (start_step >= max_steps) {
+    if (leader_) std::cout << "nothing to do: already at step " << start_step << " of " << max_steps << std::endl;
+    return 0;
+  }
+  if (leader_) metrics_.emplace(options_.output_dir, start_step);
+  ShutdownSignal::install();
+  t0_ = std::chrono::steady_clock::now();
+  const auto& grid = trainer_.grid();
+  for (int64_t step = start_step; step < max_steps; ++step) {
+    const auto step_t0 = std::chrono::steady_clock::now();
+    const auto batches = train_data_->step_batches(step - phase_.start, grid.dp_rank(), grid.dp_size(),
+                                                   cfg_.train.global_batch, cfg_.train.micro_batch);
+    const StepResult r = trainer_.train_step(batches, step);
+    // The optimizer's kernels may still be queued: count them in this step.
+    if (trainer_.device().is_cuda()) torch::cuda::synchronize(trainer_.device().index());
+    const int64_t done = step + 1;
+    log_step(r, done, seconds_since(step_t0), done - start_step);
+    if (valid_data_ && cfg_.train.eval_every > 0 && done % cfg_.train.eval_every == 0) evaluate(done);
+    const bool stop = agree_to_stop();
+    const bool interval = cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0;
+    if (interval || done == max_steps || stop) {
+      const auto dir = save(done);
+      if (leader_) metrics_->log_event(done, "checkpoint saved: " + dir);
+    }
+    if (stop) {
+      if (leader_) {
+        metrics_->log_event(done, std::string("stopping on ") +
+                                      (ShutdownSignal::requested() ? ShutdownSignal::name() : "a signal") +
+                                      " after step " + std::to_string(done));
+      }
+      return 0;
+    }
+  }
+  if (leader_) {
+    std::cout << "training done: " << max_steps << " steps in " << monitor::format_duration(seconds_since(t0_))
+              << std::endl;
+  }
+  return 0;
+}
+
+int64_t TrainingLoop::resume_or_initialise() {
+  // Resume: --resume, else the newest complete checkpoint of this output dir.
+  // In a run of phases, a checkpoint of an earlier phase (its last step)
+  // starts this one instead: its weights, a fresh optimizer.
+  std::optional<std::string> resume_dir = options_.resume.empty()
+                                              ? checkpoint::find_latest_checkpoint(checkpoints_dir_)
+                                              : checkpoint::resolve_checkpoint_path(options_.resume);
+  std::string init_from = options_.init_from;
+  if (resume_dir && phase_.in_phases() && checkpoint::checkpoint_phase(*resume_dir) < phase_.index) {
+    init_from = *resume_dir;
+    resume_dir.reset();
+  }
+  if (resume_dir) {
+    const auto loaded = trainer_.resume_from(*resume_dir);
+    if (leader_) {
+      std::cout << "resumed from " << *resume_dir << " at step " << loaded.step << std::endl;
+      print_resume_notes(loaded, loaded.step);
+    }
+    return loaded.step;
+  }
+  if (!init_from.empty()) {
+    const double merged = trainer_.init_weights_from(checkpoint::resolve_checkpoint_path(init_from));
+    if (leader_) {
+      std::cout << "initialised weights from " << init_from;
+      if (merged > 0) std::cout << " (its LoRA adapters merged into the weights)";
+      std::cout << std::endl;
+    }
+  }
+  return phase_.start;
+}
+
+void TrainingLoop::print_resume_notes(const checkpoint::LoadedCheckpoint& loaded, int64_t start_step) const {
+  const nlohmann::json layout = trainer_.layout();
+  const nlohmann::json saved_layout = loaded.meta.value("layout", nlohmann::json::object());
+  if (saved_layout != layout) {
+    std::cout << "layout changed from " << saved_layout.dump() << " to " << layout.dump()
+              << ": weights and optimizer state resharded; dropout generators start afresh from the seed" << std::endl;
+  }
+  const int64_t saved_batch = loaded.meta.value("data", nlohmann::json::object()).value("samples_consumed", -1);
+  const int64_t position = (start_step - phase_.start) * cfg_.train.global_batch;
+  if (saved_batch >= 0 && saved_batch != position) {
+    std::cout << "train.global_batch changed: the checkpoint consumed " << saved_batch << " samples in "
+              << start_step - phase_.start << " steps; this run continues at sample " << position
+              << " (the data position is step x global_batch)" << std::endl;
+  }
+}
+
+void TrainingLoop::print_banner() const {
+  const auto& grid = trainer_.grid();
+  const auto& model = trainer_.model();
+  const auto& data = *train_data_;
+  const int64_t trainable = trainer_.trainable_numel(), total = trainer_.total_numel();
+  const int64_t micro_batches = cfg_.train.global_batch / (cfg_.train.micro_batch * grid.dp_size());
+  if (cfg_.finetune.mode == config::FinetuneMode::Lora) {
+    std::cout << "LoRA: rank " << cfg_.lora.r << ", scale " << cfg_.lora.scale() << " on "
+              << trainer_.lora_projections() << " projections; " << trainable << " adapter parameters train, "
+              << total - trainable << " base parameters frozen" << std::endl;
+  } else if (trainable < total) {
+    std::cout << "finetune.freeze: " << total - trainable << " of " << total << " parameters frozen" << std::endl;
+  }
+  std::cout << "model: " << trainable << " trainable parameters (" << trainer_.params().numel() << " on rank 0), "
+            << data.num_samples() << " training samples per epoch, " << micro_batches << " micro-batch(es) of "
+            << cfg_.train.micro_batch << " per step on each of " << grid.dp_size()
+            << " data-parallel rank(s), ZeRO stage " << cfg_.parallel.zero_stage << ", tensor parallel "
+            << grid.tp_size() << ", expert parallel " << grid.ep_size() << ", pipeline parallel " << grid.pp_size()
+            << ", device " << trainer_.device() << std::endl;
+  if (data.num_datasets() > 1) {
+    std::cout << "data: a mixture of";
+    for (int64_t d = 0; d < data.num_datasets(); ++d) {
+      std::cout << (d ? ", " : " ") << data.dataset_names()[static_cast<size_t>(d)] << " (weight "
+                << data.dataset_weights()[static_cast<size_t>(d)] << ", " << data.num_samples(d) << " samples)";
+    }
+    std::cout << std::endl;
+  }
+  if (grid.pp_size() > 1) {
+    const auto& starts = trainer_.stage_starts();
+    std::cout << "pipeline: " << grid.pp_size() << " stages, schedule " << cfg_.parallel.schedule << ", "
+              << micro_batches << " micro-batches per step";
+    for (size_t st = 0; st < starts.size(); ++st) {
+      const int64_t begin = starts[st];
+      const int64_t end = st + 1 < starts.size() ? starts[st + 1] : model->num_pipeline_units();
+      std::cout << (st ? "; " : ": ") << "stage " << st << " = " << model->pipeline_unit_name(begin);
+      if (end - begin > 1) std::cout << " .. " << model->pipeline_unit_name(end - 1);
+    }
+    std::cout << std::endl;
+  }
+}
+
+void TrainingLoop::log_step(const StepResult& r, int64_t done, double step_s, int64_t steps_this_run) {
+  const int64_t max_steps = cfg_.train.max_steps;
+  if (!leader_ || !(done % cfg_.log.every == 0 || done == max_steps || steps_this_run == 1)) return;
+  monitor::StepMetrics m;
+  m.step = done;
+  m.max_steps = max_steps;
+  m.loss = r.loss;
+  m.aux_loss = r.aux_loss;
+  m.z_loss = r.z_loss;
+  m.lr = r.lr;
+  m.grad_norm = r.grad_norm;
+  m.loss_scale = r.loss_scale;
+  m.tokens = r.tokens;
+  m.tokens_per_s = static_cast<double>(r.tokens) / step_s;
+  m.step_ms = step_s * 1000.0;
+  m.dropped_tokens = r.dropped_tokens;
+  m.skipped = r.skipped;
+  // ETA from this run's pace, not from steps done before a resume.
+  m.elapsed_s = seconds_since(t0_);
+  m.eta_s = m.elapsed_s / static_cast<double>(steps_this_run) * static_cast<double>(max_steps - done);
+  metrics_->log_step(m);
+}
+
+void TrainingLoop::evaluate(int64_t done) {
+  const auto& grid = trainer_.grid();
+  std::vector<data::Seq2SeqBatch> batches;
+  for (int64_t e = 0; e < cfg_.train.eval_batches; ++e) {
+    auto b =
+        valid_data_->step_batches(e, grid.dp_rank(), grid.dp_size(), cfg_.train.global_batch, cfg_.train.micro_batch);
+    batches.insert(batches.end(), b.begin(), b.end());
+  }
+  const auto [loss, tokens] = trainer_.evaluate(batches);
+  if (leader_) metrics_->log_eval(done, loss, tokens);
+}
+
+std::string TrainingLoop::save(int64_t step) {
+  checkpoint::CheckpointContents c = trainer_.checkpoint_contents(step);
+  const int64_t global_batch = cfg_.train.global_batch;
+  const int64_t data_step = step - phase_.start;  // steps on this phase's data
+  nlohmann::json mixture = nlohmann::json::object();
+  const auto drawn = train_data_->mixture_position(data_step, global_batch);
+  for (size_t d = 0; d < drawn.size(); ++d) mixture[train_data_->dataset_names()[d]] = drawn[d];
+  c.meta = {{"config", config::config_to_yaml(cfg_)},
+            {"compute_dtype", config::to_string(cfg_.precision.compute)},
+            {"data",
+             {{"next_step", step},
+              {"samples_consumed", data_step * global_batch},
+              {"epoch", train_data_->epoch_of(data_step, global_batch)},
+              {"mixture_position", mixture}}},
+            {"layout", trainer_.layout()}};
+  if (phase_.in_phases()) {
+    c.meta["phase"] = {{"index", phase_.index}, {"name", phase_.name}, {"start", phase_.start}, {"end", phase_.end}};
+  }
+  return checkpoint::save_checkpoint(checkpoints_dir_, c, cfg_.checkpoint.keep, trainer_.world());
+}
+
+bool TrainingLoop::agree_to_stop() {
+  bool stop = ShutdownSignal::requested();
+  if (trainer_.world().size() > 1) {
+    auto flag = torch::tensor({stop ? 1 : 0}, torch::kInt32);
+    trainer_.world().all_reduce(flag, parallel::ReduceOp::Max);
+    stop = flag.item<int>() != 0;
+  }
+  return stop;
+}
+
+}  // namespace
+
+int run_training(Trainer& trainer, const TrainOptions& options) { return TrainingLoop(trainer, options).run(); }
+
+}  // namespace moetrain::train

@@ -1,0 +1,16 @@
+// The training loop around one Trainer: resume (or initialise weights),
+// then step, log, evaluate and checkpoint on their intervals until
+// train.max_steps or a stop signal. Every rank calls it; rank 0 prints and
+// writes OUTPUT/config.yaml and OUTPUT/metrics.jsonl.
+#pragma once
+
+#include "train/trainer.h"
+
+namespace moetrain::train {
+
+// Trains `trainer` on its config's data from where options.output_dir (or
+// options.resume) left off. Returns the process exit code (0, also after a
+// SIGTERM/SIGINT that ended the run with a checkpoint).
+int run_training(Trainer& trainer, const TrainOptions& options);
+
+}  // namespace moetrain::train
