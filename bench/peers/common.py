@@ -8,7 +8,7 @@ Precision: the model's weights are bf16 (or fp16/fp32: precision.compute),
 and the optimizer keeps fp32 master weights: after the backward each
 gradient is copied into an fp32 buffer, clipped by the global norm, AdamW
 (torch.optim.AdamW, fused on CUDA) steps the masters and the model's weights
-are copied back from them. That is moetrain's scheme (trainer/trainer.h), so
+are copied back from them. That is moetrain's scheme (train/trainer.h), so
 both sides do the same work per step; no autocast.
 """
 import json
@@ -27,7 +27,7 @@ except ImportError:
 
 
 # moetrain's defaults (models/model_config.h, optim/optim_config.h,
-# trainer/config.h, data/data_config.h) for the keys the peers read.
+# config/config.h, data/data_config.h) for the keys the peers read.
 @dataclass
 class MoEConfig:
     num_experts: int = 8
@@ -228,7 +228,7 @@ class MasterAdamW:
 
 
 def moetrain_decays(name, p, optim):
-    """trainer.cpp's decays(): no decay for embeddings, norms and 1-d tensors."""
+    """train/trainer.cpp's decays(): no decay for embeddings, norms and 1-d tensors."""
     if "embed" in name or "shared" in name:
         return optim.decay_embeddings
     if p.dim() < 2 or "norm" in name:

@@ -1,6 +1,6 @@
 """Hugging Face transformers' NllbMoeForConditionalGeneration built (random
 init) from a moetrain NLLB-MoE-compatible config, with the settings
-`moetrain export` writes into config.json (trainer/nllb_moe_export.cpp), so
+`moetrain export` writes into config.json (export/nllb_moe_format.cpp), so
 that it is the model moetrain trains, parameter for parameter.
 
 Two differences are deliberate and printed with each run:

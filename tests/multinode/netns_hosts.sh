@@ -1,6 +1,6 @@
 # netns_hosts.sh: network namespaces on a bridge that stand in for hosts, so
 # that `mpirun` can start ranks on several "nodes" of one machine (sourced by
-# the multi-node tests, not run). Follows /work/shared/multinode-test.md.
+# the multi-node tests, not run).
 #
 #   source netns_hosts.sh
 #   netns_hosts_require            # exit 77 (skip) unless root with `ip netns`

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Connectivity: two network-namespace "hosts" x 2 ranks. mpirun (in the root
 # namespace) starts a real MPI program on both, first with the plain recipe
-# of /work/shared/multinode-test.md, then through launch/moetrain-mpirun. The
+# (plain mpirun with an rsh agent), then through launch/moetrain-mpirun. The
 # program all-reduces the ranks (0+1+2+3 = 6) and gathers each rank's network
 # namespace and address: the ranks must sit in exactly 2 namespaces, and rank
 # 0-1 / 2-3 must have the first / second host's address.
