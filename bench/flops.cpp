@@ -13,7 +13,8 @@ int64_t norm(const models::ModelConfig& cfg) {
 // q, k, v, o and, for dynamic self-attention, the per-head gate.
 int64_t attention(const models::ModelConfig& cfg, bool self_attention) {
   int64_t n = 4 * linear(cfg.d_model, cfg.d_model, cfg.bias);
-  if (self_attention && cfg.attention == models::AttentionType::Dynamic) n += linear(cfg.d_model, cfg.n_heads, cfg.bias);
+  if (self_attention && cfg.attention == models::AttentionType::Dynamic)
+    n += linear(cfg.d_model, cfg.n_heads, cfg.bias);
   return n;
 }
 
@@ -54,8 +55,8 @@ ParameterCounts count_parameters(const models::ModelConfig& cfg) {
   c.total += norm(cfg);
   c.decoder_active += norm(cfg);
   c.output_projection = cfg.vocab_size * cfg.d_model;
-  c.total += cfg.vocab_size * cfg.d_model;                             // embed_tokens (the head when tied)
-  if (!cfg.tie_embeddings) c.total += c.output_projection;            // lm_head
+  c.total += cfg.vocab_size * cfg.d_model;                  // embed_tokens (the head when tied)
+  if (!cfg.tie_embeddings) c.total += c.output_projection;  // lm_head
   if (cfg.position == models::PositionType::Learned) c.total += cfg.max_positions * cfg.d_model;
   c.active = c.encoder_active + c.decoder_active + c.output_projection;
   return c;
@@ -66,8 +67,8 @@ double train_step_flops(const models::ModelConfig& cfg, int64_t sequences, int64
   const double b = static_cast<double>(sequences), s = static_cast<double>(src_len), t = static_cast<double>(tgt_len);
   const double dense = 6.0 * (static_cast<double>(c.encoder_active) * b * s +
                               static_cast<double>(c.decoder_active + c.output_projection) * b * t);
-  const double scores = static_cast<double>(cfg.encoder_layers) * s * s +
-                        static_cast<double>(cfg.decoder_layers) * (t * t + t * s);
+  const double scores =
+      static_cast<double>(cfg.encoder_layers) * s * s + static_cast<double>(cfg.decoder_layers) * (t * t + t * s);
   const double attention = 3.0 * 4.0 * static_cast<double>(cfg.d_model) * b * scores;
   return dense + attention;
 }

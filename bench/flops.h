@@ -30,10 +30,10 @@
 namespace moetrain::bench {
 
 struct ParameterCounts {
-  int64_t total = 0;     // every parameter (the tied embedding once)
-  int64_t active = 0;    // per token: MoE layers count the router and top_k experts only
-  int64_t encoder_active = 0;  // encoder layers and final norm
-  int64_t decoder_active = 0;  // decoder layers and final norm
+  int64_t total = 0;              // every parameter (the tied embedding once)
+  int64_t active = 0;             // per token: MoE layers count the router and top_k experts only
+  int64_t encoder_active = 0;     // encoder layers and final norm
+  int64_t decoder_active = 0;     // decoder layers and final norm
   int64_t output_projection = 0;  // vocab_size x d_model
 };
 

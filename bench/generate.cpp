@@ -12,8 +12,8 @@
 // the whole prefix: generation without the cache), which must choose the same
 // tokens. Each row prints the median wall time of R runs, output tokens per
 // second (batch x length / time) and, on CUDA, the allocator's peak.
-#include <boost/program_options.hpp>
 #include <torch/torch.h>
+#include <boost/program_options.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -24,10 +24,10 @@
 #include <vector>
 
 #include "bench/device_stats.h"
-#include "eval/generate.h"
-#include "models/seq2seq_transformer.h"
 #include "config/config.h"
 #include "config/load.h"
+#include "eval/generate.h"
+#include "models/seq2seq_transformer.h"
 
 namespace po = boost::program_options;
 using namespace moetrain;
@@ -72,7 +72,8 @@ void print_row(const std::string& method, const Options& o, double seconds, cons
   const double tokens = static_cast<double>(o.batch * o.length);
   std::printf("%-22s %6lld %7lld %10.3f %12.1f", method.c_str(), static_cast<long long>(o.batch),
               static_cast<long long>(o.length), seconds, tokens / seconds);
-  if (device.is_cuda()) std::printf(" %10.1f", static_cast<double>(bench::cuda_memory_stats(device).allocated_peak) / (1 << 20));
+  if (device.is_cuda())
+    std::printf(" %10.1f", static_cast<double>(bench::cuda_memory_stats(device).allocated_peak) / (1 << 20));
   std::printf("\n");
   std::fflush(stdout);
 }
@@ -85,15 +86,15 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides;
   int64_t threads = 0;
   po::options_description options("bench_generate options");
-  options.add_options()("help,h", "show this help")(
-      "config", po::value(&config_path), "the model's YAML config (default configs/tiny.yaml)")(
+  options.add_options()("help,h", "show this help")("config", po::value(&config_path),
+                                                    "the model's YAML config (default configs/tiny.yaml)")(
       "set", po::value(&overrides)->composing(), "override a config key (repeatable)")(
-      "vocab", po::value(&o.vocab), "vocabulary size (default 8000)")(
-      "batch", po::value(&o.batch), "sources per batch (default 16)")(
-      "src-len", po::value(&o.src_len), "source tokens (default 64)")(
-      "length", po::value(&o.length), "tokens generated per output (default 32)")(
-      "beam-size", po::value(&o.beam_size), "beams of the beam-search row (default 4)")(
-      "device", po::value(&o.device), "cpu | cuda (default cpu)")(
+      "vocab", po::value(&o.vocab), "vocabulary size (default 8000)")("batch", po::value(&o.batch),
+                                                                      "sources per batch (default 16)")(
+      "src-len", po::value(&o.src_len), "source tokens (default 64)")("length", po::value(&o.length),
+                                                                      "tokens generated per output (default 32)")(
+      "beam-size", po::value(&o.beam_size), "beams of the beam-search row (default 4)")("device", po::value(&o.device),
+                                                                                        "cpu | cuda (default cpu)")(
       "dtype", po::value(&o.dtype), "fp32 | bf16 | fp16: the parameters' dtype (default fp32)")(
       "repeats", po::value(&o.repeats), "timed runs per row, the median printed (default 3)")(
       "threads", po::value(&threads), "intra-op threads (default: LibTorch's)");
@@ -104,7 +105,8 @@ int main(int argc, char** argv) {
     if (o.vocab < 8 || o.batch < 1 || o.src_len < 1 || o.length < 1 || o.beam_size < 1 || o.repeats < 1) {
       throw po::error("--vocab must be >= 8 and --batch, --src-len, --length, --beam-size, --repeats >= 1");
     }
-    if (o.device != "cpu" && o.device != "cuda") throw po::error("--device must be cpu or cuda, got '" + o.device + "'");
+    if (o.device != "cpu" && o.device != "cuda")
+      throw po::error("--device must be cpu or cuda, got '" + o.device + "'");
     try {
       config::parse_compute_dtype(o.dtype);
     } catch (const std::invalid_argument&) {
@@ -155,9 +157,11 @@ int main(int argc, char** argv) {
               median_seconds(device, o.repeats, [&] { cached = eval::generate(*model, src, mask, g); }), device);
     torch::Tensor whole;
     bench::reset_cuda_peak(device);
-    print_row("greedy (whole prefix)", o, median_seconds(device, o.repeats, [&] {
-                whole = greedy_whole_prefix(*model, src.to(device), mask.to(device), o.length, g.bos);
-              }), device);
+    print_row(
+        "greedy (whole prefix)", o,
+        median_seconds(device, o.repeats,
+                       [&] { whole = greedy_whole_prefix(*model, src.to(device), mask.to(device), o.length, g.bos); }),
+        device);
     int64_t agree = 0;
     for (int64_t b = 0; b < o.batch; ++b) {
       const auto row = whole[b];

@@ -26,7 +26,6 @@
 #include "kernels/layer_norm.h"
 #include "kernels/moe_permute.h"
 
-
 namespace po = boost::program_options;
 using namespace moetrain;
 
@@ -67,8 +66,8 @@ Timing time_op(const Options& opt, kernels::KernelBackend backend, const std::fu
 }
 
 void print_header() {
-  std::printf("%-44s %10s %10s %8s %12s %12s %12s\n", "op (shape)", "fused ms", "ATen ms", "speed-up",
-              "fused GB/s", "fused MiB", "ATen MiB");
+  std::printf("%-44s %10s %10s %8s %12s %12s %12s\n", "op (shape)", "fused ms", "ATen ms", "speed-up", "fused GB/s",
+              "fused MiB", "ATen MiB");
 }
 
 void report(const Options& opt, const std::string& name, double bytes, const std::function<void()>& fn) {
@@ -82,7 +81,9 @@ void report(const Options& opt, const std::string& name, double bytes, const std
   std::fflush(stdout);
 }
 
-const char* dtype_name(torch::ScalarType t) { return t == torch::kBFloat16 ? "bf16" : t == torch::kHalf ? "fp16" : "fp32"; }
+const char* dtype_name(torch::ScalarType t) {
+  return t == torch::kBFloat16 ? "bf16" : t == torch::kHalf ? "fp16" : "fp32";
+}
 
 void bench_layer_norm(const Options& opt, int64_t rows, int64_t dim, torch::ScalarType dt) {
   torch::manual_seed(1);
@@ -188,11 +189,12 @@ int main(int argc, char** argv) {
   Options opt;
   std::string device = torch::cuda::is_available() ? "cuda" : "cpu";
   po::options_description options("bench_kernels options");
-  options.add_options()("help,h", "show this help")("device", po::value(&device), "cuda | cpu (default: cuda if present)")(
+  options.add_options()("help,h", "show this help")("device", po::value(&device),
+                                                    "cuda | cpu (default: cuda if present)")(
       "small", po::bool_switch(&opt.small), "small sizes (a quick check that everything runs)")(
-      "iters", po::value(&opt.iters), "timed runs per op (default 20)")("warmup", po::value(&opt.warmup),
-                                                                         "untimed runs first (default 5)")(
-      "only", po::value(&opt.only), "only ops whose name contains this");
+      "iters", po::value(&opt.iters), "timed runs per op (default 20)")(
+      "warmup", po::value(&opt.warmup), "untimed runs first (default 5)")("only", po::value(&opt.only),
+                                                                          "only ops whose name contains this");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, options), vm);

@@ -38,10 +38,10 @@
 
 #include "bench/device_stats.h"
 #include "bench/flops.h"
-#include "kernels/dispatch.h"
-#include "parallel/mpi_communicator.h"
 #include "config/config.h"
 #include "config/load.h"
+#include "kernels/dispatch.h"
+#include "parallel/mpi_communicator.h"
 #include "train/trainer.h"
 
 namespace po = boost::program_options;
@@ -59,9 +59,8 @@ std::vector<Preset> presets(const std::string& source_dir) {
       {"tiny", source_dir + "/configs/tiny.yaml", {}},
       {"base-small",
        source_dir + "/configs/base-moe.yaml",
-       {"model.d_model=128", "model.n_heads=4", "model.d_ff=512", "model.dropout=0.0",
-        "precision.compute=fp32", "train.device=cpu", "train.global_batch=8", "train.micro_batch=8",
-        "data.src_len=128", "data.tgt_len=32"}},
+       {"model.d_model=128", "model.n_heads=4", "model.d_ff=512", "model.dropout=0.0", "precision.compute=fp32",
+        "train.device=cpu", "train.global_batch=8", "train.micro_batch=8", "data.src_len=128", "data.tgt_len=32"}},
   };
 }
 
@@ -90,7 +89,7 @@ double peak_rss_mib() {
 // fixed order so ranks can add up their figures element by element.
 const char* const kGroups[] = {"world", "dp", "tp", "pp", "ep", "edp", "tied"};
 const char* const kOps[] = {"all_reduce", "reduce_scatter", "all_gather", "broadcast", "all_to_all",
-                            "send", "recv", "send_recv", "barrier"};
+                            "send",       "recv",           "send_recv",  "barrier"};
 
 // This rank's calls and bytes per (group, op), summed over the world.
 std::vector<double> world_comm_totals(train::Trainer& t) {
@@ -143,17 +142,19 @@ void print_layout(train::Trainer& t, int64_t zero_stage, const std::vector<doubl
   std::printf("    %-22s %8s %14.0f\n", "total", "", sum);
   if (g.pp_size() == 1) return;
   const int64_t p = g.pp_size();
-  std::printf("  pipeline stages (ranks of dp 0, tp 0), ideal bubble with p = %lld, m = %lld: "
-              "(p-1)/m = %.3f of compute, (p-1)/(m+p-1) = %.3f of the step\n",
-              static_cast<long long>(p), static_cast<long long>(micro_batches),
-              parallel::ideal_bubble_ratio(p, micro_batches), parallel::ideal_bubble_fraction(p, micro_batches));
+  std::printf(
+      "  pipeline stages (ranks of dp 0, tp 0), ideal bubble with p = %lld, m = %lld: "
+      "(p-1)/m = %.3f of compute, (p-1)/(m+p-1) = %.3f of the step\n",
+      static_cast<long long>(p), static_cast<long long>(micro_batches), parallel::ideal_bubble_ratio(p, micro_batches),
+      parallel::ideal_bubble_fraction(p, micro_batches));
   for (int64_t s = 0; s < p; ++s) {
     const int64_t r = g.rank_of(0, s, 0);
     const double c = all[2 * r].item<double>(), w = all[2 * r + 1].item<double>();
     const double idle = std::max(0.0, w - c);
-    std::printf("    stage %lld: idle %.3f of the step, %.3f of its compute (compute %.1f ms, pipeline %.1f ms per step)\n",
-                static_cast<long long>(s), w > 0 ? idle / w : 0.0, c > 0 ? idle / c : 0.0,
-                1000.0 * c / static_cast<double>(steps), 1000.0 * w / static_cast<double>(steps));
+    std::printf(
+        "    stage %lld: idle %.3f of the step, %.3f of its compute (compute %.1f ms, pipeline %.1f ms per step)\n",
+        static_cast<long long>(s), w > 0 ? idle / w : 0.0, c > 0 ? idle / c : 0.0,
+        1000.0 * c / static_cast<double>(steps), 1000.0 * w / static_cast<double>(steps));
   }
 }
 
@@ -229,8 +230,8 @@ void print_header(const torch::Device& device, const BenchOptions& o) {
 
 // What the timed steps measured on this rank.
 struct StepTimings {
-  std::vector<double> ms;  // per timed step
-  int64_t tokens = 0;      // of the last step
+  std::vector<double> ms;                               // per timed step
+  int64_t tokens = 0;                                   // of the last step
   double pipeline_compute_s = 0, pipeline_total_s = 0;  // summed over the timed steps
 };
 
@@ -297,8 +298,8 @@ void derive_figures(train::Trainer& t, const config::Config& cfg, const BenchOpt
     std::cerr << "bench_train_step: warning: the model has " << model_parameters(t)
               << " parameters, bench/flops.cpp counts " << f.counts.total << "; FLOPs and MFU are off" << std::endl;
   }
-  f.peak_mib = on_cuda(t.device()) ? static_cast<double>(f.cuda_memory.allocated_peak) / (1024.0 * 1024.0)
-                                   : peak_rss_mib();
+  f.peak_mib =
+      on_cuda(t.device()) ? static_cast<double>(f.cuda_memory.allocated_peak) / (1024.0 * 1024.0) : peak_rss_mib();
 }
 
 // The run as one JSON object on stdout (--json).
@@ -361,10 +362,10 @@ void print_row(const std::string& name, train::Trainer& t, const BenchOptions& o
 void print_memory(train::Trainer& t) {
   const auto mem = t.optimizer_memory();
   auto mib = [](int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); };
-  std::printf("  memory, rank 0: trainable weights %.2f MiB, fp32 master %.2f MiB, Adam moments %.2f MiB, "
-              "gradient buffers %.2f MiB, frozen weights %.2f MiB\n",
-              mib(mem.param_bytes), mib(mem.master_bytes), mib(mem.moment_bytes), mib(mem.grad_bytes),
-              mib(mem.frozen_bytes));
+  std::printf(
+      "  memory, rank 0: trainable weights %.2f MiB, fp32 master %.2f MiB, Adam moments %.2f MiB, "
+      "gradient buffers %.2f MiB, frozen weights %.2f MiB\n",
+      mib(mem.param_bytes), mib(mem.master_bytes), mib(mem.moment_bytes), mib(mem.grad_bytes), mib(mem.frozen_bytes));
 }
 
 // Rank 0's communication (`stats`, from comm_stats_by_op) and optimizer state
@@ -389,13 +390,13 @@ void print_zero_accounting(train::Trainer& t, int64_t zero_stage, const parallel
   const auto mem = t.optimizer_memory();
   const double state = static_cast<double>(mem.master_bytes + mem.moment_bytes);
   const double zero_state = 12.0 * static_cast<double>(t.params().numel()) / static_cast<double>(n);
-  std::printf("    optimizer state per rank %.0f bytes (12 bytes x params / N = %.0f, ratio %.4f); "
-              "fp32 gradient buffers %lld bytes\n",
-              state, zero_state, state / zero_state, static_cast<long long>(mem.grad_bytes));
+  std::printf(
+      "    optimizer state per rank %.0f bytes (12 bytes x params / N = %.0f, ratio %.4f); "
+      "fp32 gradient buffers %lld bytes\n",
+      state, zero_state, state / zero_state, static_cast<long long>(mem.grad_bytes));
   // ZeRO 3 keeps no model copy between steps (only the master shard).
   std::printf("    model weights resident between steps %lld bytes (%.4f x params x 4 bytes)\n",
-              static_cast<long long>(mem.param_bytes),
-              static_cast<double>(mem.param_bytes) / psi);
+              static_cast<long long>(mem.param_bytes), static_cast<double>(mem.param_bytes) / psi);
 }
 
 // Builds a Trainer for `cfg` (vocabulary from `o`), times its steps on random
@@ -427,8 +428,8 @@ void run_one(const std::string& name, config::Config cfg, const BenchOptions& o)
   }
   if (o.layout) {
     if (t.world().rank() == 0) print_row(name, t, o, f);
-    print_layout(t, cfg.parallel.zero_stage, totals, f.timings.pipeline_compute_s, f.timings.pipeline_total_s,
-                 o.steps, n_micro);
+    print_layout(t, cfg.parallel.zero_stage, totals, f.timings.pipeline_compute_s, f.timings.pipeline_total_s, o.steps,
+                 n_micro);
     std::fflush(stdout);
     return;
   }
@@ -451,18 +452,18 @@ struct CommandLine {
 // Declares the options, bound to the fields of `c`.
 void add_options(po::options_description& options, CommandLine& c) {
   BenchOptions& o = c.o;
-  options.add_options()("help,h", "show this help")(
-      "preset", po::value(&c.preset_names)->composing(), "tiny | base-small (repeatable; default: both)")(
+  options.add_options()("help,h", "show this help")("preset", po::value(&c.preset_names)->composing(),
+                                                    "tiny | base-small (repeatable; default: both)")(
       "config", po::value(&c.config_path), "a YAML config instead of a preset")(
       "name", po::value(&c.run_name), "the run's name in the output (default: the preset or config path)")(
       "set", po::value(&c.overrides)->composing(), "override a config key (repeatable)")(
       "device", po::value(&c.device_arg), "cpu | cuda (train.device; default: the config's)")(
       "kernels", po::value(&c.kernels_arg),
       "fused | reference: the fused CUDA kernels or their ATen references (default: MOETRAIN_KERNELS, else fused)")(
-      "steps", po::value(&o.steps), "timed steps (default 10)")(
-      "warmup", po::value(&o.warmup), "untimed steps first (default 2)")(
-      "vocab", po::value(&o.vocab), "vocabulary size (default 8000)")(
-      "threads", po::value(&c.threads), "intra-op threads (default: LibTorch's)")(
+      "steps", po::value(&o.steps), "timed steps (default 10)")("warmup", po::value(&o.warmup),
+                                                                "untimed steps first (default 2)")(
+      "vocab", po::value(&o.vocab), "vocabulary size (default 8000)")("threads", po::value(&c.threads),
+                                                                      "intra-op threads (default: LibTorch's)")(
       "json", po::bool_switch(&o.json), "print one JSON object per run instead of the table")(
       "peak-tflops", po::value(&o.peak_tflops), "the device's bf16 matmul rate in TFLOP/s, the MFU denominator")(
       "measure-matmul", po::bool_switch(&c.measure_matmul),
@@ -501,8 +502,8 @@ void measure_matmul(const torch::Device& device, bool leader, CommandLine& c) {
   if (c.o.peak_tflops <= 0) c.o.peak_tflops = rate;
   if (!leader) return;
   if (c.o.json) {
-    nlohmann::ordered_json j{{"impl", "matmul"}, {"device", device_name(device)}, {"dtype", "bf16"},
-                             {"size", c.matmul_size}, {"reps", c.matmul_reps}, {"tflops", rate}};
+    nlohmann::ordered_json j{{"impl", "matmul"},      {"device", device_name(device)}, {"dtype", "bf16"},
+                             {"size", c.matmul_size}, {"reps", c.matmul_reps},         {"tflops", rate}};
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("# %s bf16 matmul %lld^3: %.4g TFLOP/s (median of %lld)\n", device_name(device).c_str(),

@@ -31,8 +31,7 @@ void commit_temporary(const std::string& temporary, const std::string& path) {
 void write_file_atomically(const std::string& path, const std::string& bytes) {
   const std::string tmp = temporary_path_for(path);
   FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr)
-    throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(errno));
+  if (f == nullptr) throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(errno));
   bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
   ok = (std::fflush(f) == 0) && ok;
   std::string reason = ok ? "" : std::strerror(errno);

@@ -7,11 +7,11 @@
 namespace moetrain::data {
 
 struct Seq2SeqBatch {
-  torch::Tensor src_tokens;  // [B, S] int64, padded with pad_id
-  torch::Tensor src_mask;    // [B, S] bool, true where a real token is
-  torch::Tensor tgt_in;      // [B, T] int64: BOS + target[:-1] (teacher forcing)
-  torch::Tensor tgt_out;     // [B, T] int64: target, pad_id where padded
-  torch::Tensor tgt_mask;    // [B, T] bool, true where tgt_out is a real token
+  torch::Tensor src_tokens;       // [B, S] int64, padded with pad_id
+  torch::Tensor src_mask;         // [B, S] bool, true where a real token is
+  torch::Tensor tgt_in;           // [B, T] int64: BOS + target[:-1] (teacher forcing)
+  torch::Tensor tgt_out;          // [B, T] int64: target, pad_id where padded
+  torch::Tensor tgt_mask;         // [B, T] bool, true where tgt_out is a real token
   int64_t num_target_tokens = 0;  // tgt_mask.sum()
   int64_t num_source_tokens = 0;  // src_mask.sum()
 };

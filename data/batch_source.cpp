@@ -86,15 +86,13 @@ std::vector<std::string> resolve_shard_paths(const std::string& path, const std:
       std::vector<std::string> out;
       for (const auto& name : (*splits)[split]["shards"]) {
         fs::path p = fs::path(path) / name.get<std::string>();
-        if (!fs::exists(p))
-          throw std::runtime_error(manifest.string() + " lists " + p.string() + ", which is missing");
+        if (!fs::exists(p)) throw std::runtime_error(manifest.string() + " lists " + p.string() + ", which is missing");
         out.push_back(p.string());
       }
       return out;
     }
     std::vector<std::string> out = glob_paths((fs::path(path) / (split + "-*.h5")).string());
-    if (out.empty())
-      throw std::runtime_error("no " + split + "-*.h5 shards in directory " + path);
+    if (out.empty()) throw std::runtime_error("no " + split + "-*.h5 shards in directory " + path);
     return out;
   }
   if (has_glob_chars(path)) {
@@ -120,8 +118,7 @@ std::string resolve_tokenizer_path(const DataConfig& cfg) {
   return path;
 }
 
-BatchSource::BatchSource(const DataConfig& cfg, const SpecialTokens& special, uint64_t seed,
-                         const std::string& split)
+BatchSource::BatchSource(const DataConfig& cfg, const SpecialTokens& special, uint64_t seed, const std::string& split)
     : cfg_(cfg), special_(special), seed_(seed), split_(split) {
   if (split != "train" && split != "valid")
     throw std::invalid_argument("split must be 'train' or 'valid', got '" + split + "'");
@@ -129,29 +126,24 @@ BatchSource::BatchSource(const DataConfig& cfg, const SpecialTokens& special, ui
   const bool mixture = split == "train" && !cfg.mixture.empty();
   std::vector<MixtureEntry> entries;
   if (mixture) {
-    if (!cfg.train.empty())
-      throw std::invalid_argument("data.train and data.mixture are both set; give one of them");
+    if (!cfg.train.empty()) throw std::invalid_argument("data.train and data.mixture are both set; give one of them");
     entries = cfg.mixture;
   } else {
     const std::string& path = split == "train" ? cfg.train : cfg.valid;
-    if (path.empty())
-      throw std::runtime_error("no " + split + " data configured (data." + split + " is empty)");
+    if (path.empty()) throw std::runtime_error("no " + split + " data configured (data." + split + " is empty)");
     entries.push_back({path, 1.0, ""});
   }
   std::vector<double> weights;
   for (const auto& e : entries) weights.push_back(e.weight);
   index_ = std::make_unique<MixtureIndex>(weights);
-  if (cfg.src_len < 1 || cfg.tgt_len < 1)
-    throw std::invalid_argument("src_len and tgt_len must be >= 1");
+  if (cfg.src_len < 1 || cfg.tgt_len < 1) throw std::invalid_argument("src_len and tgt_len must be >= 1");
 
   if (cfg.objective == Objective::SpanCorruption) {
     lengths_ = span_corruption_lengths(cfg.src_len, cfg.tgt_len, cfg.noise_density, cfg.mean_noise_span);
-    const NoiseSpanCounts counts =
-        noise_span_counts(lengths_.raw_length, cfg.noise_density, cfg.mean_noise_span);
+    const NoiseSpanCounts counts = noise_span_counts(lengths_.raw_length, cfg.noise_density, cfg.mean_noise_span);
     if (counts.num_spans > static_cast<int64_t>(special.sentinels.size()))
-      throw std::runtime_error("span corruption of " + std::to_string(lengths_.raw_length) +
-                               " tokens needs " + std::to_string(counts.num_spans) +
-                               " sentinel tokens, the tokenizer has " +
+      throw std::runtime_error("span corruption of " + std::to_string(lengths_.raw_length) + " tokens needs " +
+                               std::to_string(counts.num_spans) + " sentinel tokens, the tokenizer has " +
                                std::to_string(special.sentinels.size()));
   }
 
@@ -204,8 +196,7 @@ void BatchSource::load(Dataset& ds, const std::vector<std::string>& shards, cons
   if (cfg_.objective == Objective::SpanCorruption) {
     for (const auto& shard_path : shards) {
       if (read_shard_kind(shard_path) != ShardKind::Documents)
-        throw std::runtime_error("token shard " + shard_path +
-                                 " holds pairs; span corruption needs document shards");
+        throw std::runtime_error("token shard " + shard_path + " holds pairs; span corruption needs document shards");
       DocumentShard shard = read_document_shard(shard_path);
       check_vocab(shard_path, shard.vocab_size);
       const int32_t* tokens = shard.documents.tokens.data_ptr<int32_t>();
@@ -230,8 +221,7 @@ void BatchSource::load(Dataset& ds, const std::vector<std::string>& shards, cons
                                  " holds documents; the seq2seq objective needs pair shards");
       PairShard shard = read_pair_shard(shard_path);
       check_vocab(shard_path, shard.vocab_size);
-      auto append = [](const TokenSequences& seq, std::vector<int32_t>& tokens,
-                       std::vector<int64_t>& offsets) {
+      auto append = [](const TokenSequences& seq, std::vector<int32_t>& tokens, std::vector<int64_t>& offsets) {
         const int64_t base = static_cast<int64_t>(tokens.size());
         const int32_t* t = seq.tokens.data_ptr<int32_t>();
         const int64_t* o = seq.offsets.data_ptr<int64_t>();
@@ -248,8 +238,8 @@ void BatchSource::load(Dataset& ds, const std::vector<std::string>& shards, cons
 
 int64_t BatchSource::num_samples(int64_t dataset) const {
   if (dataset < 0 || dataset >= num_datasets())
-    throw std::out_of_range("dataset " + std::to_string(dataset) + " not in [0, " +
-                            std::to_string(num_datasets()) + ")");
+    throw std::out_of_range("dataset " + std::to_string(dataset) + " not in [0, " + std::to_string(num_datasets()) +
+                            ")");
   return datasets_[static_cast<size_t>(dataset)].num_samples;
 }
 
@@ -261,8 +251,7 @@ std::vector<int64_t> BatchSource::mixture_position(int64_t step, int64_t global_
 int64_t BatchSource::epoch_of(int64_t step, int64_t global_batch) const {
   const std::vector<int64_t> counts = mixture_position(step, global_batch);
   int64_t epoch = 0;
-  for (size_t d = 0; d < datasets_.size(); ++d)
-    epoch = std::max(epoch, counts[d] / datasets_[d].num_samples);
+  for (size_t d = 0; d < datasets_.size(); ++d) epoch = std::max(epoch, counts[d] / datasets_[d].num_samples);
   return epoch;
 }
 
@@ -277,8 +266,8 @@ SampleOrigin BatchSource::origin_of(const MixtureIndex::Draw& draw) const {
     o.index = slot;
   } else {
     const uint64_t key = combine_seeds({ds.seed, kPermutationTag, static_cast<uint64_t>(o.epoch)});
-    o.index = static_cast<int64_t>(
-        permute_index(static_cast<uint64_t>(slot), static_cast<uint64_t>(ds.num_samples), key));
+    o.index =
+        static_cast<int64_t>(permute_index(static_cast<uint64_t>(slot), static_cast<uint64_t>(ds.num_samples), key));
   }
   return o;
 }
@@ -302,14 +291,13 @@ Seq2SeqSample BatchSource::span_corruption_sample(const Dataset& ds, int64_t epo
   std::vector<int64_t> tokens(begin, begin + raw);
   const uint64_t seed =
       combine_seeds({ds.seed, kCorruptionTag, static_cast<uint64_t>(epoch), static_cast<uint64_t>(window)});
-  CorruptedSpans c = corrupt_spans(tokens, cfg_.noise_density, cfg_.mean_noise_span,
-                                   special_.sentinels, special_.eos, seed);
+  CorruptedSpans c =
+      corrupt_spans(tokens, cfg_.noise_density, cfg_.mean_noise_span, special_.sentinels, special_.eos, seed);
   return {std::move(c.input), std::move(c.target)};
 }
 
 Seq2SeqSample BatchSource::pair_sample(const Dataset& ds, int64_t pair) const {
-  auto cut = [&](const std::vector<int32_t>& tokens, const std::vector<int64_t>& offsets,
-                 int64_t max_len) {
+  auto cut = [&](const std::vector<int32_t>& tokens, const std::vector<int64_t>& offsets, int64_t max_len) {
     const int64_t begin = offsets[pair];
     const int64_t n = std::min(offsets[pair + 1] - begin, max_len - 1);
     std::vector<int64_t> out(tokens.begin() + begin, tokens.begin() + begin + n);
@@ -320,8 +308,7 @@ Seq2SeqSample BatchSource::pair_sample(const Dataset& ds, int64_t pair) const {
           cut(ds.target_tokens, ds.target_offsets, cfg_.tgt_len)};
 }
 
-Seq2SeqBatch BatchSource::collate(const std::vector<Seq2SeqSample>& samples,
-                                  const SpecialTokens& special) {
+Seq2SeqBatch BatchSource::collate(const std::vector<Seq2SeqSample>& samples, const SpecialTokens& special) {
   if (samples.empty()) throw std::invalid_argument("cannot collate an empty micro-batch");
   const int64_t batch = static_cast<int64_t>(samples.size());
   int64_t src_len = 0, tgt_len = 0;
@@ -361,13 +348,11 @@ std::vector<Seq2SeqBatch> BatchSource::step_batches(int64_t step, int64_t dp_ran
                                                     int64_t global_batch, int64_t micro_batch) const {
   if (step < 0) throw std::invalid_argument("step must be >= 0");
   if (dp_size < 1 || dp_rank < 0 || dp_rank >= dp_size)
-    throw std::invalid_argument("dp_rank " + std::to_string(dp_rank) + " not in [0, " +
-                                std::to_string(dp_size) + ")");
-  if (global_batch < 1 || micro_batch < 1)
-    throw std::invalid_argument("global_batch and micro_batch must be >= 1");
+    throw std::invalid_argument("dp_rank " + std::to_string(dp_rank) + " not in [0, " + std::to_string(dp_size) + ")");
+  if (global_batch < 1 || micro_batch < 1) throw std::invalid_argument("global_batch and micro_batch must be >= 1");
   if (global_batch % dp_size != 0)
-    throw std::invalid_argument("global_batch " + std::to_string(global_batch) +
-                                " is not divisible by dp_size " + std::to_string(dp_size));
+    throw std::invalid_argument("global_batch " + std::to_string(global_batch) + " is not divisible by dp_size " +
+                                std::to_string(dp_size));
   const int64_t per_rank = global_batch / dp_size;
   if (per_rank % micro_batch != 0)
     throw std::invalid_argument("global_batch / dp_size = " + std::to_string(per_rank) +

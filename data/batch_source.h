@@ -84,14 +84,13 @@ class BatchSource {
   // sample, or has a vocab_size other than the other datasets'; throws
   // std::invalid_argument for a weight that is not positive, or when both
   // cfg.train and cfg.mixture are set. Movable, not copyable.
-  BatchSource(const DataConfig& cfg, const SpecialTokens& special, uint64_t seed,
-              const std::string& split);
+  BatchSource(const DataConfig& cfg, const SpecialTokens& special, uint64_t seed, const std::string& split);
 
   // All micro-batches of data-parallel rank `dp_rank` (of dp_size) for global
   // step `step` (0-based). global_batch must be divisible by dp_size and
   // global_batch/dp_size by micro_batch.
-  std::vector<Seq2SeqBatch> step_batches(int64_t step, int64_t dp_rank, int64_t dp_size,
-                                         int64_t global_batch, int64_t micro_batch) const;
+  std::vector<Seq2SeqBatch> step_batches(int64_t step, int64_t dp_rank, int64_t dp_size, int64_t global_batch,
+                                         int64_t micro_batch) const;
 
   // Samples per epoch, summed over the datasets.
   int64_t num_samples() const { return num_samples_; }

@@ -103,8 +103,7 @@ const StoredType* stored_type_named(const std::string& name) {
 // the plain HDF5 type decides.
 const StoredType* stored_type_inferred(H5T_class_t cls, size_t size, bool is_signed) {
   for (const auto& t : stored_types()) {
-    if (t.dtype == torch::kBFloat16 || t.dtype == torch::kFloat16 || t.dtype == torch::kBool)
-      continue;
+    if (t.dtype == torch::kBFloat16 || t.dtype == torch::kFloat16 || t.dtype == torch::kBool) continue;
     if (t.cls == cls && t.size == size && (cls == H5T_FLOAT || t.is_signed == is_signed)) return &t;
   }
   return nullptr;
@@ -185,8 +184,7 @@ Hdf5File::~Hdf5File() {
   if (file_ >= 0) H5Fclose(file_);
 }
 
-Hdf5File::Hdf5File(Hdf5File&& other) noexcept
-    : path_(std::move(other.path_)), file_(std::exchange(other.file_, -1)) {}
+Hdf5File::Hdf5File(Hdf5File&& other) noexcept : path_(std::move(other.path_)), file_(std::exchange(other.file_, -1)) {}
 
 Hdf5File& Hdf5File::operator=(Hdf5File&& other) noexcept {
   if (this != &other) {
@@ -214,13 +212,11 @@ void Hdf5File::ensure_parent_groups(const std::string& name) {
     if (exists < 0) fail("cannot look up group", prefix);
     if (exists > 0) {
       H5O_info_t info;
-      if (H5Oget_info_by_name(file_, prefix.c_str(), &info, H5P_DEFAULT) < 0)
-        fail("cannot inspect object", prefix);
+      if (H5Oget_info_by_name(file_, prefix.c_str(), &info, H5P_DEFAULT) < 0) fail("cannot inspect object", prefix);
       if (info.type != H5O_TYPE_GROUP) fail("exists and is not a group", prefix);
       continue;
     }
-    Handle group(H5Gcreate2(file_, prefix.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                 H5Gclose);
+    Handle group(H5Gcreate2(file_, prefix.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
     if (!group.valid()) fail("cannot create group", prefix);
   }
 }
@@ -263,8 +259,7 @@ void Hdf5File::write_tensor(const std::string& raw_name, const torch::Tensor& te
   if ((intent & H5F_ACC_RDWR) == 0) fail("file is open read-only; cannot write dataset", name);
 
   const StoredType* type = stored_type_of(tensor.scalar_type());
-  if (type == nullptr)
-    fail(std::string("unsupported tensor dtype ") + c10::toString(tensor.scalar_type()), name);
+  if (type == nullptr) fail(std::string("unsupported tensor dtype ") + c10::toString(tensor.scalar_type()), name);
 
   torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
   if (t.scalar_type() == torch::kBool) t = t.to(torch::kUInt8);
@@ -277,9 +272,9 @@ void Hdf5File::write_tensor(const std::string& raw_name, const torch::Tensor& te
   }
 
   std::vector<hsize_t> dims(t.sizes().begin(), t.sizes().end());
-  Handle space(dims.empty() ? H5Screate(H5S_SCALAR)
-                            : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
-               H5Sclose);
+  Handle space(
+      dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+      H5Sclose);
   if (!space.valid()) fail("cannot create dataspace", name);
 
   Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
@@ -291,8 +286,7 @@ void Hdf5File::write_tensor(const std::string& raw_name, const torch::Tensor& te
       fail("cannot set chunk shape", name);
   }
 
-  Handle dset(H5Dcreate2(file_, name.c_str(), file_type(*type), space.get(), H5P_DEFAULT,
-                         dcpl.get(), H5P_DEFAULT),
+  Handle dset(H5Dcreate2(file_, name.c_str(), file_type(*type), space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
               H5Dclose);
   if (!dset.valid()) fail("cannot create dataset", name);
   if (t.numel() > 0) {
@@ -302,9 +296,7 @@ void Hdf5File::write_tensor(const std::string& raw_name, const torch::Tensor& te
   set_attr(name, "dtype", std::string(type->name));
 }
 
-torch::Tensor Hdf5File::read_tensor(const std::string& name) const {
-  return read_slice(name, {}, {});
-}
+torch::Tensor Hdf5File::read_tensor(const std::string& name) const { return read_slice(name, {}, {}); }
 
 torch::Tensor Hdf5File::read_slice(const std::string& raw_name, const std::vector<int64_t>& offset,
                                    const std::vector<int64_t>& count) const {
@@ -346,16 +338,14 @@ torch::Tensor Hdf5File::read_slice(const std::string& raw_name, const std::vecto
   if (!whole) {
     if (static_cast<int>(offset.size()) != rank || static_cast<int>(count.size()) != rank) {
       std::ostringstream msg;
-      msg << "slice of rank " << offset.size() << "/" << count.size() << " for a dataset of rank "
-          << rank;
+      msg << "slice of rank " << offset.size() << "/" << count.size() << " for a dataset of rank " << rank;
       fail(msg.str(), name);
     }
     for (int d = 0; d < rank; ++d) {
-      if (offset[d] < 0 || count[d] < 0 ||
-          static_cast<hsize_t>(offset[d]) + static_cast<hsize_t>(count[d]) > dims[d]) {
+      if (offset[d] < 0 || count[d] < 0 || static_cast<hsize_t>(offset[d]) + static_cast<hsize_t>(count[d]) > dims[d]) {
         std::ostringstream msg;
-        msg << "slice [" << offset[d] << ", " << offset[d] + count[d] << ") out of bounds for dim "
-            << d << " of size " << dims[d];
+        msg << "slice [" << offset[d] << ", " << offset[d] + count[d] << ") out of bounds for dim " << d << " of size "
+            << dims[d];
         fail(msg.str(), name);
       }
     }
@@ -368,16 +358,14 @@ torch::Tensor Hdf5File::read_slice(const std::string& raw_name, const std::vecto
     if (!whole && rank > 0) {
       std::vector<hsize_t> start(offset.begin(), offset.end());
       std::vector<hsize_t> cnt(count.begin(), count.end());
-      if (H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, cnt.data(),
-                              nullptr) < 0)
+      if (H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, cnt.data(), nullptr) < 0)
         fail("cannot select hyperslab", name);
       mspace = std::make_unique<Handle>(H5Screate_simple(rank, cnt.data(), nullptr), H5Sclose);
       if (!mspace->valid()) fail("cannot create memory dataspace", name);
       mem_space_id = mspace->get();
     }
     hid_t file_space_id = (whole || rank == 0) ? H5S_ALL : fspace.get();
-    if (H5Dread(dset.get(), memory_type(*type), mem_space_id, file_space_id, H5P_DEFAULT,
-                out.data_ptr()) < 0)
+    if (H5Dread(dset.get(), memory_type(*type), mem_space_id, file_space_id, H5P_DEFAULT, out.data_ptr()) < 0)
       fail("cannot read dataset", name);
   }
   if (type->dtype == torch::kBool) out = out.ne(0);
@@ -409,12 +397,10 @@ std::vector<std::string> Hdf5File::list(const std::string& raw_group) const {
   std::vector<std::string> names;
   names.reserve(info.nlinks);
   for (hsize_t i = 0; i < info.nlinks; ++i) {
-    ssize_t len = H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0,
-                                     H5P_DEFAULT);
+    ssize_t len = H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
     if (len < 0) fail("cannot read member name", group);
     std::string member(static_cast<size_t>(len) + 1, '\0');
-    if (H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, member.data(),
-                           member.size(), H5P_DEFAULT) < 0)
+    if (H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, member.data(), member.size(), H5P_DEFAULT) < 0)
       fail("cannot read member name", group);
     member.resize(static_cast<size_t>(len));
     names.push_back(std::move(member));
@@ -428,17 +414,14 @@ namespace {
 // Writes one attribute, replacing an existing one of the same name (HDF5
 // cannot change an attribute's type or shape in place).
 template <typename FailFn>
-void write_attr(hid_t object, const std::string& key, hid_t file_type_id, hid_t mem_type_id,
-                hid_t space_id, const void* data, FailFn&& on_fail) {
+void write_attr(hid_t object, const std::string& key, hid_t file_type_id, hid_t mem_type_id, hid_t space_id,
+                const void* data, FailFn&& on_fail) {
   htri_t exists = H5Aexists(object, key.c_str());
   if (exists < 0) on_fail("cannot query attribute '" + key + "'");
-  if (exists > 0 && H5Adelete(object, key.c_str()) < 0)
-    on_fail("cannot replace attribute '" + key + "'");
-  Handle attr(H5Acreate2(object, key.c_str(), file_type_id, space_id, H5P_DEFAULT, H5P_DEFAULT),
-              H5Aclose);
+  if (exists > 0 && H5Adelete(object, key.c_str()) < 0) on_fail("cannot replace attribute '" + key + "'");
+  Handle attr(H5Acreate2(object, key.c_str(), file_type_id, space_id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   if (!attr.valid()) on_fail("cannot create attribute '" + key + "'");
-  if (data != nullptr && H5Awrite(attr.get(), mem_type_id, data) < 0)
-    on_fail("cannot write attribute '" + key + "'");
+  if (data != nullptr && H5Awrite(attr.get(), mem_type_id, data) < 0) on_fail("cannot write attribute '" + key + "'");
 }
 
 }  // namespace
@@ -457,8 +440,7 @@ void Hdf5File::set_attr(const std::string& object, const std::string& key, doubl
              [&](const std::string& what) { fail(what, normalise(object)); });
 }
 
-void Hdf5File::set_attr(const std::string& object, const std::string& key,
-                        const std::string& value) {
+void Hdf5File::set_attr(const std::string& object, const std::string& key, const std::string& value) {
   Handle obj(open_object(object), H5Oclose);
   Handle space(H5Screate(H5S_SCALAR), H5Sclose);
   // Fixed-length UTF-8 string: h5py and h5dump read it as-is. HDF5 types
@@ -472,15 +454,13 @@ void Hdf5File::set_attr(const std::string& object, const std::string& key,
              [&](const std::string& what) { fail(what, normalise(object)); });
 }
 
-void Hdf5File::set_attr(const std::string& object, const std::string& key,
-                        const std::vector<int64_t>& value) {
+void Hdf5File::set_attr(const std::string& object, const std::string& key, const std::vector<int64_t>& value) {
   Handle obj(open_object(object), H5Oclose);
   hsize_t n = value.size();
   // An empty list is a null dataspace: a zero-sized simple one is not allowed
   // for attributes.
   Handle space(n == 0 ? H5Screate(H5S_NULL) : H5Screate_simple(1, &n, nullptr), H5Sclose);
-  write_attr(obj.get(), key, H5T_STD_I64LE, H5T_NATIVE_INT64, space.get(),
-             n == 0 ? nullptr : value.data(),
+  write_attr(obj.get(), key, H5T_STD_I64LE, H5T_NATIVE_INT64, space.get(), n == 0 ? nullptr : value.data(),
              [&](const std::string& what) { fail(what, normalise(object)); });
 }
 
@@ -502,8 +482,7 @@ std::vector<int64_t> Hdf5File::attr_ints(const std::string& object, const std::s
   Handle type(H5Aget_type(attr.get()), H5Tclose);
   Handle space(H5Aget_space(attr.get()), H5Sclose);
   if (!type.valid() || !space.valid()) fail("cannot inspect attribute '" + key + "'", obj_name);
-  if (H5Tget_class(type.get()) != H5T_INTEGER)
-    fail("attribute '" + key + "' is not an integer", obj_name);
+  if (H5Tget_class(type.get()) != H5T_INTEGER) fail("attribute '" + key + "' is not an integer", obj_name);
   if (H5Sget_simple_extent_type(space.get()) == H5S_NULL) return {};
   hssize_t n = H5Sget_simple_extent_npoints(space.get());
   if (n < 0) fail("cannot size attribute '" + key + "'", obj_name);
@@ -529,13 +508,10 @@ double Hdf5File::attr_double(const std::string& object, const std::string& key) 
   Handle space(H5Aget_space(attr.get()), H5Sclose);
   if (!type.valid() || !space.valid()) fail("cannot inspect attribute '" + key + "'", obj_name);
   H5T_class_t cls = H5Tget_class(type.get());
-  if (cls != H5T_FLOAT && cls != H5T_INTEGER)
-    fail("attribute '" + key + "' is not a number", obj_name);
-  if (H5Sget_simple_extent_npoints(space.get()) != 1)
-    fail("attribute '" + key + "' is not a single number", obj_name);
+  if (cls != H5T_FLOAT && cls != H5T_INTEGER) fail("attribute '" + key + "' is not a number", obj_name);
+  if (H5Sget_simple_extent_npoints(space.get()) != 1) fail("attribute '" + key + "' is not a single number", obj_name);
   double value = 0;
-  if (H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &value) < 0)
-    fail("cannot read attribute '" + key + "'", obj_name);
+  if (H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &value) < 0) fail("cannot read attribute '" + key + "'", obj_name);
   return value;
 }
 
@@ -548,30 +524,25 @@ std::string Hdf5File::attr_string(const std::string& object, const std::string& 
   Handle type(H5Aget_type(attr.get()), H5Tclose);
   Handle space(H5Aget_space(attr.get()), H5Sclose);
   if (!type.valid() || !space.valid()) fail("cannot inspect attribute '" + key + "'", obj_name);
-  if (H5Tget_class(type.get()) != H5T_STRING)
-    fail("attribute '" + key + "' is not a string", obj_name);
-  if (H5Sget_simple_extent_npoints(space.get()) != 1)
-    fail("attribute '" + key + "' is not a single string", obj_name);
+  if (H5Tget_class(type.get()) != H5T_STRING) fail("attribute '" + key + "' is not a string", obj_name);
+  if (H5Sget_simple_extent_npoints(space.get()) != 1) fail("attribute '" + key + "' is not a single string", obj_name);
 
   htri_t variable = H5Tis_variable_str(type.get());
   if (variable < 0) fail("cannot inspect string attribute '" + key + "'", obj_name);
   if (variable > 0) {
     // Variable-length strings (what h5py writes by default).
     Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
-    if (!mem.valid() || H5Tset_size(mem.get(), H5T_VARIABLE) < 0 ||
-        H5Tset_cset(mem.get(), H5Tget_cset(type.get())) < 0)
+    if (!mem.valid() || H5Tset_size(mem.get(), H5T_VARIABLE) < 0 || H5Tset_cset(mem.get(), H5Tget_cset(type.get())) < 0)
       fail("cannot make string type for attribute '" + key + "'", obj_name);
     char* data = nullptr;
-    if (H5Aread(attr.get(), mem.get(), &data) < 0)
-      fail("cannot read attribute '" + key + "'", obj_name);
+    if (H5Aread(attr.get(), mem.get(), &data) < 0) fail("cannot read attribute '" + key + "'", obj_name);
     std::string value = data != nullptr ? std::string(data) : std::string();
     H5free_memory(data);
     return value;
   }
   size_t size = H5Tget_size(type.get());
   std::string value(size, '\0');
-  if (H5Aread(attr.get(), type.get(), value.data()) < 0)
-    fail("cannot read attribute '" + key + "'", obj_name);
+  if (H5Aread(attr.get(), type.get(), value.data()) < 0) fail("cannot read attribute '" + key + "'", obj_name);
   size_t nul = value.find('\0');
   if (nul != std::string::npos) value.resize(nul);
   return value;

@@ -54,8 +54,7 @@ class Hdf5File {
   void set_attr(const std::string& object, const std::string& key, int64_t value);
   void set_attr(const std::string& object, const std::string& key, double value);
   void set_attr(const std::string& object, const std::string& key, const std::string& value);
-  void set_attr(const std::string& object, const std::string& key,
-                const std::vector<int64_t>& value);
+  void set_attr(const std::string& object, const std::string& key, const std::vector<int64_t>& value);
   bool has_attr(const std::string& object, const std::string& key) const;
   int64_t attr_int(const std::string& object, const std::string& key) const;
   double attr_double(const std::string& object, const std::string& key) const;

@@ -13,9 +13,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-bool is_blank(const std::string& line) {
-  return line.find_first_not_of(" \t\r\f\v") == std::string::npos;
-}
+bool is_blank(const std::string& line) { return line.find_first_not_of(" \t\r\f\v") == std::string::npos; }
 
 // Messages must stay on one line.
 std::string one_line(std::string s) {
@@ -33,9 +31,7 @@ InputFormat input_format_of(const std::string& path) {
   return InputFormat::Text;
 }
 
-bool is_valid_utf8(const std::string& bytes) {
-  return simdjson::validate_utf8(bytes.data(), bytes.size());
-}
+bool is_valid_utf8(const std::string& bytes) { return simdjson::validate_utf8(bytes.data(), bytes.size()); }
 
 struct JsonlReader::Json {
   simdjson::dom::parser parser;
@@ -46,8 +42,7 @@ JsonlReader::JsonlReader(const std::string& path, RecordFields fields)
   const bool json = format_ == InputFormat::Jsonl || format_ == InputFormat::JsonlZst;
   if (fields_.pairs() && !json)
     throw InputError(path + ": source/target pairs need JSONL input (.jsonl or .jsonl.zst)");
-  if (!fields_.pairs() && fields_.text_field.empty() && json)
-    throw InputError(path + ": no text field given");
+  if (!fields_.pairs() && fields_.text_field.empty() && json) throw InputError(path + ": no text field given");
   if (!fields_.source_field.empty() != !fields_.target_field.empty())
     throw InputError(path + ": pairs mode needs both a source and a target field");
   lines_ = std::make_unique<LineReader>(path);
@@ -62,9 +57,7 @@ void JsonlReader::fail(int64_t line, const std::string& what) const {
   throw InputError(one_line(path_ + ":" + std::to_string(line) + ": " + what));
 }
 
-bool JsonlReader::next(TextRecord& record) {
-  return json_ ? next_jsonl(record) : next_text(record);
-}
+bool JsonlReader::next(TextRecord& record) { return json_ ? next_jsonl(record) : next_text(record); }
 
 bool JsonlReader::next_jsonl(TextRecord& record) {
   std::string line;

@@ -52,15 +52,14 @@ MixtureIndex::MixtureIndex(const std::vector<double>& weights) {
   snapshots_.push_back(std::vector<int64_t>(weights.size(), 0));
 }
 
-void MixtureIndex::advance(int64_t k, std::vector<int64_t>& counts, int64_t target,
-                           std::vector<Draw>* out) const {
+void MixtureIndex::advance(int64_t k, std::vector<int64_t>& counts, int64_t target, std::vector<Draw>* out) const {
   const size_t n = quanta_.size();
   // score_d = q_d * (k + 1) - count_d * Q: the greedy criterion scaled by Q.
   // The products overflow 64 bits for large k, their difference does not.
   std::vector<int64_t> score(n);
   for (size_t d = 0; d < n; ++d)
-    score[d] = static_cast<int64_t>(static_cast<__int128>(quanta_[d]) * (k + 1) -
-                                    static_cast<__int128>(counts[d]) * total_);
+    score[d] =
+        static_cast<int64_t>(static_cast<__int128>(quanta_[d]) * (k + 1) - static_cast<__int128>(counts[d]) * total_);
   // Snapshots hold the counts within the first period, taken in order: the
   // next one is due at in-period position size * kSnapshotEvery.
   const auto next_due = [&](int64_t at) {

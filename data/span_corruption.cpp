@@ -20,15 +20,11 @@ int64_t round_half_even(double x) {
 }
 
 void check_args(int64_t length, double noise_density, double mean_noise_span) {
-  if (length < 2)
-    throw std::invalid_argument("span corruption needs at least 2 tokens, got " +
-                                std::to_string(length));
+  if (length < 2) throw std::invalid_argument("span corruption needs at least 2 tokens, got " + std::to_string(length));
   if (!(noise_density > 0.0 && noise_density < 1.0))
-    throw std::invalid_argument("noise_density must be in (0, 1), got " +
-                                std::to_string(noise_density));
+    throw std::invalid_argument("noise_density must be in (0, 1), got " + std::to_string(noise_density));
   if (!(mean_noise_span >= 1.0))
-    throw std::invalid_argument("mean_noise_span must be >= 1, got " +
-                                std::to_string(mean_noise_span));
+    throw std::invalid_argument("mean_noise_span must be >= 1, got " + std::to_string(mean_noise_span));
 }
 
 // T5's _random_segmentation: `num_items` items cut into `num_segments`
@@ -66,8 +62,7 @@ NoiseSpanCounts noise_span_counts(int64_t length, double noise_density, double m
   return c;
 }
 
-std::vector<bool> random_spans_noise_mask(int64_t length, double noise_density,
-                                          double mean_noise_span, uint64_t seed) {
+std::vector<bool> random_spans_noise_mask(int64_t length, double noise_density, double mean_noise_span, uint64_t seed) {
   const NoiseSpanCounts c = noise_span_counts(length, noise_density, mean_noise_span);
   PortableRng rng(seed);
   // Same order as T5: noise lengths first, then non-noise.
@@ -82,9 +77,8 @@ std::vector<bool> random_spans_noise_mask(int64_t length, double noise_density,
   return mask;
 }
 
-CorruptedSpans corrupt_spans(const std::vector<int64_t>& tokens, double noise_density,
-                             double mean_noise_span, const std::vector<int64_t>& sentinels,
-                             int64_t eos, uint64_t seed) {
+CorruptedSpans corrupt_spans(const std::vector<int64_t>& tokens, double noise_density, double mean_noise_span,
+                             const std::vector<int64_t>& sentinels, int64_t eos, uint64_t seed) {
   const int64_t length = static_cast<int64_t>(tokens.size());
   const NoiseSpanCounts c = noise_span_counts(length, noise_density, mean_noise_span);
   if (c.num_spans > static_cast<int64_t>(sentinels.size()))
@@ -113,8 +107,8 @@ CorruptedSpans corrupt_spans(const std::vector<int64_t>& tokens, double noise_de
   return out;
 }
 
-SpanCorruptionLengths span_corruption_lengths(int64_t src_len, int64_t tgt_len,
-                                              double noise_density, double mean_noise_span) {
+SpanCorruptionLengths span_corruption_lengths(int64_t src_len, int64_t tgt_len, double noise_density,
+                                              double mean_noise_span) {
   check_args(2, noise_density, mean_noise_span);
   SpanCorruptionLengths best;
   // Every raw token lands in the input or the target, so no raw length beyond
@@ -127,8 +121,7 @@ SpanCorruptionLengths span_corruption_lengths(int64_t src_len, int64_t tgt_len,
     if (input <= src_len && target <= tgt_len) best = {raw, input, target};
   }
   if (best.raw_length == 0)
-    throw std::invalid_argument("src_len " + std::to_string(src_len) + " / tgt_len " +
-                                std::to_string(tgt_len) +
+    throw std::invalid_argument("src_len " + std::to_string(src_len) + " / tgt_len " + std::to_string(tgt_len) +
                                 " leave no room for span corruption (need at least 2 raw tokens)");
   return best;
 }

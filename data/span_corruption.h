@@ -34,8 +34,7 @@ struct NoiseSpanCounts {
 NoiseSpanCounts noise_span_counts(int64_t length, double noise_density, double mean_noise_span);
 
 // mask[i] is true where token i is noise. `length` >= 2.
-std::vector<bool> random_spans_noise_mask(int64_t length, double noise_density,
-                                          double mean_noise_span, uint64_t seed);
+std::vector<bool> random_spans_noise_mask(int64_t length, double noise_density, double mean_noise_span, uint64_t seed);
 
 struct CorruptedSpans {
   std::vector<int64_t> input;   // encoder input, ends with EOS
@@ -44,9 +43,8 @@ struct CorruptedSpans {
 
 // Corrupts `tokens` (at least 2). Throws std::invalid_argument when there are
 // more noise spans than `sentinels`.
-CorruptedSpans corrupt_spans(const std::vector<int64_t>& tokens, double noise_density,
-                             double mean_noise_span, const std::vector<int64_t>& sentinels,
-                             int64_t eos, uint64_t seed);
+CorruptedSpans corrupt_spans(const std::vector<int64_t>& tokens, double noise_density, double mean_noise_span,
+                             const std::vector<int64_t>& sentinels, int64_t eos, uint64_t seed);
 
 struct SpanCorruptionLengths {
   int64_t raw_length = 0;     // tokens cut from the corpus per sample
@@ -59,7 +57,7 @@ struct SpanCorruptionLengths {
 // only on the counts above, not on the random segmentation. With T5's defaults
 // (512, 114, 0.15, 3.0) this is T5's 568. Throws std::invalid_argument when
 // not even 2 raw tokens fit.
-SpanCorruptionLengths span_corruption_lengths(int64_t src_len, int64_t tgt_len,
-                                              double noise_density, double mean_noise_span);
+SpanCorruptionLengths span_corruption_lengths(int64_t src_len, int64_t tgt_len, double noise_density,
+                                              double mean_noise_span);
 
 }  // namespace moetrain::data

@@ -35,11 +35,11 @@ void validate(const std::string& path, const std::string& name, const std::strin
   if (off[0] != 0) shard_fail(path, offsets_name + "[0] is " + std::to_string(off[0]) + ", not 0");
   for (int64_t i = 1; i < n; ++i)
     if (off[i] < off[i - 1])
-      shard_fail(path, offsets_name + " decreases at index " + std::to_string(i) + " (" +
-                           std::to_string(off[i - 1]) + " -> " + std::to_string(off[i]) + ")");
+      shard_fail(path, offsets_name + " decreases at index " + std::to_string(i) + " (" + std::to_string(off[i - 1]) +
+                           " -> " + std::to_string(off[i]) + ")");
   if (off[n - 1] != t.numel())
-    shard_fail(path, offsets_name + " ends at " + std::to_string(off[n - 1]) + " but " + name +
-                         " has " + std::to_string(t.numel()) + " tokens");
+    shard_fail(path, offsets_name + " ends at " + std::to_string(off[n - 1]) + " but " + name + " has " +
+                         std::to_string(t.numel()) + " tokens");
   if (t.numel() > 0) {
     auto tc = t.contiguous();
     const int32_t* ids = tc.data_ptr<int32_t>();
@@ -55,8 +55,8 @@ void validate_vocab(const std::string& path, int64_t vocab_size) {
     shard_fail(path, "vocab_size " + std::to_string(vocab_size) + " is not a valid vocabulary size");
 }
 
-void write_sequences(Hdf5File& file, const std::string& tokens_name,
-                     const std::string& offsets_name, const TokenSequences& seq) {
+void write_sequences(Hdf5File& file, const std::string& tokens_name, const std::string& offsets_name,
+                     const TokenSequences& seq) {
   file.write_tensor(tokens_name, seq.tokens);
   file.write_tensor(offsets_name, seq.offsets);
 }
@@ -94,8 +94,7 @@ Hdf5File open_shard(const std::string& path, ShardKind expected, int64_t* vocab_
       shard_fail(path, "format_version " + std::to_string(version) + " is not supported (expected " +
                            std::to_string(kTokenShardFormatVersion) + ")");
     std::string kind = file.attr_string("/", "kind");
-    if (kind != kind_name(expected))
-      shard_fail(path, "holds '" + kind + "', expected '" + kind_name(expected) + "'");
+    if (kind != kind_name(expected)) shard_fail(path, "holds '" + kind + "', expected '" + kind_name(expected) + "'");
     *vocab_size = file.attr_int("/", "vocab_size");
     validate_vocab(path, *vocab_size);
     return file;
@@ -104,8 +103,7 @@ Hdf5File open_shard(const std::string& path, ShardKind expected, int64_t* vocab_
   }
 }
 
-TokenSequences read_sequences(const Hdf5File& file, const std::string& tokens_name,
-                              const std::string& offsets_name) {
+TokenSequences read_sequences(const Hdf5File& file, const std::string& tokens_name, const std::string& offsets_name) {
   TokenSequences seq;
   try {
     seq.tokens = file.read_tensor(tokens_name);
@@ -118,8 +116,7 @@ TokenSequences read_sequences(const Hdf5File& file, const std::string& tokens_na
 
 }  // namespace
 
-TokenSequences make_token_sequences(const std::vector<int32_t>& tokens,
-                                    const std::vector<int64_t>& offsets) {
+TokenSequences make_token_sequences(const std::vector<int32_t>& tokens, const std::vector<int64_t>& offsets) {
   TokenSequences seq;
   seq.tokens = torch::empty({static_cast<int64_t>(tokens.size())}, torch::kInt32);
   seq.offsets = torch::empty({static_cast<int64_t>(offsets.size())}, torch::kInt64);
@@ -131,9 +128,8 @@ TokenSequences make_token_sequences(const std::vector<int32_t>& tokens,
 void write_document_shard(const std::string& path, const DocumentShard& shard) {
   validate_vocab(path, shard.vocab_size);
   validate(path, "tokens", "doc_offsets", shard.documents, shard.vocab_size);
-  write_shard(path, ShardKind::Documents, shard.vocab_size, [&](Hdf5File& file) {
-    write_sequences(file, "tokens", "doc_offsets", shard.documents);
-  });
+  write_shard(path, ShardKind::Documents, shard.vocab_size,
+              [&](Hdf5File& file) { write_sequences(file, "tokens", "doc_offsets", shard.documents); });
 }
 
 void write_pair_shard(const std::string& path, const PairShard& shard) {
@@ -141,8 +137,8 @@ void write_pair_shard(const std::string& path, const PairShard& shard) {
   validate(path, "source_tokens", "source_offsets", shard.source, shard.vocab_size);
   validate(path, "target_tokens", "target_offsets", shard.target, shard.vocab_size);
   if (shard.source.size() != shard.target.size())
-    shard_fail(path, std::to_string(shard.source.size()) + " sources but " +
-                         std::to_string(shard.target.size()) + " targets");
+    shard_fail(
+        path, std::to_string(shard.source.size()) + " sources but " + std::to_string(shard.target.size()) + " targets");
   write_shard(path, ShardKind::Pairs, shard.vocab_size, [&](Hdf5File& file) {
     write_sequences(file, "source_tokens", "source_offsets", shard.source);
     write_sequences(file, "target_tokens", "target_offsets", shard.target);
@@ -179,8 +175,8 @@ PairShard read_pair_shard(const std::string& path) {
   validate(path, "source_tokens", "source_offsets", shard.source, shard.vocab_size);
   validate(path, "target_tokens", "target_offsets", shard.target, shard.vocab_size);
   if (shard.source.size() != shard.target.size())
-    shard_fail(path, std::to_string(shard.source.size()) + " sources but " +
-                         std::to_string(shard.target.size()) + " targets");
+    shard_fail(
+        path, std::to_string(shard.source.size()) + " sources but " + std::to_string(shard.target.size()) + " targets");
   return shard;
 }
 

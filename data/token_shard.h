@@ -53,8 +53,7 @@ struct PairShard {
 };
 
 // Builds TokenSequences from flat vectors (copies them into tensors).
-TokenSequences make_token_sequences(const std::vector<int32_t>& tokens,
-                                    const std::vector<int64_t>& offsets);
+TokenSequences make_token_sequences(const std::vector<int32_t>& tokens, const std::vector<int64_t>& offsets);
 
 void write_document_shard(const std::string& path, const DocumentShard& shard);
 void write_pair_shard(const std::string& path, const PairShard& shard);

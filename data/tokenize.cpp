@@ -30,15 +30,12 @@ void check_options(const TokenizeOptions& o) {
   if (o.source_field.empty() != o.target_field.empty())
     throw std::invalid_argument("tokenize: pairs mode needs both a source and a target field");
   if (!(o.valid_fraction >= 0.0 && o.valid_fraction < 1.0))
-    throw std::invalid_argument("tokenize: valid_fraction must be in [0, 1), got " +
-                                std::to_string(o.valid_fraction));
+    throw std::invalid_argument("tokenize: valid_fraction must be in [0, 1), got " + std::to_string(o.valid_fraction));
   if (o.docs_per_shard < 1) throw std::invalid_argument("tokenize: docs_per_shard must be >= 1");
   if (o.tokenizer_model.empty()) {
     if (o.model_type != "unigram" && o.model_type != "bpe")
-      throw std::invalid_argument("tokenize: model_type must be unigram or bpe, got '" +
-                                  o.model_type + "'");
-    if (o.max_training_sentences < 1)
-      throw std::invalid_argument("tokenize: max_training_sentences must be >= 1");
+      throw std::invalid_argument("tokenize: model_type must be unigram or bpe, got '" + o.model_type + "'");
+    if (o.max_training_sentences < 1) throw std::invalid_argument("tokenize: max_training_sentences must be >= 1");
   }
   for (const auto& input : o.inputs) {
     std::error_code ec;
@@ -111,8 +108,7 @@ std::vector<bool> choose_valid(int64_t n, double fraction, uint64_t seed) {
 class ShardWriter {
  public:
   ShardWriter(std::string dir, std::string split, bool pairs, int64_t per_shard, int64_t vocab)
-      : dir_(std::move(dir)), split_(std::move(split)), pairs_(pairs), per_shard_(per_shard),
-        vocab_(vocab) {
+      : dir_(std::move(dir)), split_(std::move(split)), pairs_(pairs), per_shard_(per_shard), vocab_(vocab) {
     reset();
   }
 
@@ -171,8 +167,7 @@ class ShardWriter {
 };
 
 nlohmann::json split_json(const TokenizeSplitSummary& s, bool pairs) {
-  nlohmann::json j = {{pairs ? "pairs" : "documents", s.records}, {"tokens", s.tokens},
-                      {"shards", s.shards}};
+  nlohmann::json j = {{pairs ? "pairs" : "documents", s.records}, {"tokens", s.tokens}, {"shards", s.shards}};
   if (pairs) {
     j["source_tokens"] = s.source_tokens;
     j["target_tokens"] = s.target_tokens;
@@ -185,8 +180,7 @@ void remove_stale_shards(const std::string& dir, const std::set<std::string>& ke
   static const std::regex shard_name(R"((train|valid)-[0-9]{5,}\.h5)");
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
-    if (entry.is_regular_file() && std::regex_match(name, shard_name) && !keep.count(name))
-      fs::remove(entry.path());
+    if (entry.is_regular_file() && std::regex_match(name, shard_name) && !keep.count(name)) fs::remove(entry.path());
   }
 }
 
@@ -210,8 +204,7 @@ int64_t count_records(const TokenizeOptions& options, const RecordFields& fields
 }
 
 // Trains the tokenizer on the sampled sentences (freeing the sample before encoding).
-Tokenizer train_tokenizer_on(SentenceSampler& sampler, const TokenizeOptions& options,
-                             TokenizeSummary& summary) {
+Tokenizer train_tokenizer_on(SentenceSampler& sampler, const TokenizeOptions& options, TokenizeSummary& summary) {
   if (sampler.sentences().empty()) throw std::runtime_error("tokenize: the inputs hold no text");
   TokenizerTrainOptions t;
   t.vocab_size = options.vocab_size;
@@ -333,14 +326,13 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& options) {
 
   // Pass 1: validate, count, sample training sentences.
   const bool train_tokenizer = options.tokenizer_model.empty();
-  SentenceSampler sampler(options.max_training_sentences,
-                          combine_seeds({options.seed, kSentenceSampleTag}));
+  SentenceSampler sampler(options.max_training_sentences, combine_seeds({options.seed, kSentenceSampleTag}));
   const int64_t n_records = count_records(options, fields, pairs, train_tokenizer ? &sampler : nullptr);
   if (n_records == 0) throw std::runtime_error("tokenize: the inputs hold no records");
   summary.input_records = n_records;
 
-  const Tokenizer tokenizer = train_tokenizer ? train_tokenizer_on(sampler, options, summary)
-                                              : Tokenizer::load(options.tokenizer_model);
+  const Tokenizer tokenizer =
+      train_tokenizer ? train_tokenizer_on(sampler, options, summary) : Tokenizer::load(options.tokenizer_model);
   summary.vocab_size = tokenizer.vocab_size();
 
   prepare_output_dir(options, tokenizer, summary);

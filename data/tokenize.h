@@ -51,10 +51,10 @@ struct TokenizeOptions {
 };
 
 struct TokenizeSplitSummary {
-  int64_t records = 0;        // documents or pairs written
-  int64_t tokens = 0;         // all tokens written (source + target for pairs)
-  int64_t source_tokens = 0;  // pairs only
-  int64_t target_tokens = 0;  // pairs only
+  int64_t records = 0;              // documents or pairs written
+  int64_t tokens = 0;               // all tokens written (source + target for pairs)
+  int64_t source_tokens = 0;        // pairs only
+  int64_t target_tokens = 0;        // pairs only
   std::vector<std::string> shards;  // file names inside output_dir, in order
 };
 

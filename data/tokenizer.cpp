@@ -32,8 +32,7 @@ std::string one_line(std::string s) {
 // Feeds in-memory sentences to the trainer.
 class VectorSentenceIterator : public sentencepiece::SentenceIterator {
  public:
-  explicit VectorSentenceIterator(const std::vector<std::string>& sentences)
-      : sentences_(sentences) {}
+  explicit VectorSentenceIterator(const std::vector<std::string>& sentences) : sentences_(sentences) {}
   bool done() const override { return index_ >= sentences_.size(); }
   void Next() override { ++index_; }
   const std::string& value() const override { return sentences_[index_]; }
@@ -54,11 +53,9 @@ std::string vocab_path_for(const std::string& model_path) {
 
 }  // namespace
 
-Tokenizer Tokenizer::train(const std::vector<std::string>& sentences,
-                           const TokenizerTrainOptions& options) {
+Tokenizer Tokenizer::train(const std::vector<std::string>& sentences, const TokenizerTrainOptions& options) {
   if (options.model_type != "unigram" && options.model_type != "bpe")
-    throw std::invalid_argument("tokenizer model_type must be unigram or bpe, got '" +
-                                options.model_type + "'");
+    throw std::invalid_argument("tokenizer model_type must be unigram or bpe, got '" + options.model_type + "'");
   if (sentences.empty()) throw std::invalid_argument("no sentences to train the tokenizer on");
 
   std::string sentinels;
@@ -101,8 +98,7 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& sentences,
   VectorSentenceIterator iterator(sentences);
   Tokenizer tokenizer;
   auto status = sentencepiece::SentencePieceTrainer::Train(args, &iterator, &tokenizer.bytes_);
-  if (!status.ok())
-    throw std::runtime_error(one_line("tokenizer training failed: " + status.ToString()));
+  if (!status.ok()) throw std::runtime_error(one_line("tokenizer training failed: " + status.ToString()));
   tokenizer.init_from_bytes("trained tokenizer");
   return tokenizer;
 }
@@ -169,8 +165,8 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   const int64_t n = vocab_size();
   for (int32_t id : ids)
     if (id < 0 || id >= n)
-      throw std::out_of_range("token id " + std::to_string(id) + " outside the vocabulary [0, " +
-                              std::to_string(n) + ")");
+      throw std::out_of_range("token id " + std::to_string(id) + " outside the vocabulary [0, " + std::to_string(n) +
+                              ")");
   std::string text;
   auto status = sp_->Decode(ids, &text);
   if (!status.ok()) throw std::runtime_error(one_line("tokenizer decode failed: " + status.ToString()));

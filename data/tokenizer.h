@@ -40,9 +40,9 @@ struct SpecialTokens {
 };
 
 struct TokenizerTrainOptions {
-  int64_t vocab_size = 8000;          // including specials, sentinels and the 256 bytes
-  std::string model_type = "unigram";  // or "bpe"
-  double character_coverage = 0.9995;  // characters outside it fall back to bytes
+  int64_t vocab_size = 8000;            // including specials, sentinels and the 256 bytes
+  std::string model_type = "unigram";   // or "bpe"
+  double character_coverage = 0.9995;   // characters outside it fall back to bytes
   int64_t max_sentence_length = 16384;  // bytes; longer training sentences are skipped
   uint64_t seed = 1234;
 };
@@ -54,8 +54,7 @@ class Tokenizer {
   // Trains a model on `sentences` (in memory; each one a line of text).
   // Throws std::runtime_error with SentencePiece's reason on failure (e.g. a
   // vocab_size too small for the specials and bytes).
-  static Tokenizer train(const std::vector<std::string>& sentences,
-                         const TokenizerTrainOptions& options);
+  static Tokenizer train(const std::vector<std::string>& sentences, const TokenizerTrainOptions& options);
   // Loads a .model file; a missing or corrupt file throws naming the path.
   static Tokenizer load(const std::string& path);
   // Loads from the bytes of a .model file; `what` names them in errors.

@@ -107,8 +107,7 @@ struct BeamSearch {
     const int64_t vocab = log_probs.size(1);
     std::vector<double> base;
     for (const auto& h : beams) base.push_back(h.log_prob);
-    const auto scores =
-        (log_probs.to(torch::kFloat64) + torch::tensor(base, torch::kFloat64).unsqueeze(1)).reshape(-1);
+    const auto scores = (log_probs.to(torch::kFloat64) + torch::tensor(base, torch::kFloat64).unsqueeze(1)).reshape(-1);
     const int64_t candidates = std::min<int64_t>(2 * k, scores.numel());
     const auto [top_t, index_t] = scores.topk(candidates);
     const auto top = top_t.accessor<double, 1>();

@@ -25,14 +25,14 @@ DecodeMethod parse_decode_method(const std::string& name);
 
 struct GenerateOptions {
   DecodeMethod method = DecodeMethod::Greedy;
-  int64_t max_length = 128;   // generated tokens, EOS excluded
-  int64_t beam_size = 4;      // Beam
+  int64_t max_length = 128;  // generated tokens, EOS excluded
+  int64_t beam_size = 4;     // Beam
   // Beam: finished hypotheses rank by log-probability / length^penalty
   // (0: raw log-probability; 1: per-token average).
   double length_penalty = 1.0;
-  double temperature = 1.0;   // Sample: logits / temperature (> 0)
-  double top_p = 1.0;         // Sample: keep the smallest set of tokens whose probability reaches top_p
-  uint64_t seed = 0;          // Sample
+  double temperature = 1.0;  // Sample: logits / temperature (> 0)
+  double top_p = 1.0;        // Sample: keep the smallest set of tokens whose probability reaches top_p
+  uint64_t seed = 0;         // Sample
   int64_t bos = 3, eos = 1, pad = 0;
 };
 

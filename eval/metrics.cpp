@@ -80,8 +80,7 @@ bool is_digit(char c) { return c >= '0' && c <= '9'; }
 // overlaps, as a regular-expression substitution does: where `first(a)` and
 // `second(b)` hold for neighbours a b, emit `replace(a, b)` and go on after b.
 template <class First, class Second>
-std::string substitute_pairs(const std::string& s, First first, Second second,
-                             std::string (*replace)(char, char)) {
+std::string substitute_pairs(const std::string& s, First first, Second second, std::string (*replace)(char, char)) {
   std::string out;
   out.reserve(s.size() + s.size() / 4);
   size_t i = 0;
@@ -114,8 +113,8 @@ Counts count(const std::vector<std::string>& items) {
   return c;
 }
 
-void check_streams(const std::vector<std::string>& hypotheses,
-                   const std::vector<std::vector<std::string>>& references, const char* metric) {
+void check_streams(const std::vector<std::string>& hypotheses, const std::vector<std::vector<std::string>>& references,
+                   const char* metric) {
   if (references.empty()) throw std::invalid_argument(std::string(metric) + ": no reference stream");
   for (size_t k = 0; k < references.size(); ++k) {
     if (references[k].size() != hypotheses.size()) {
@@ -250,8 +249,9 @@ std::string tokenize_13a(const std::string& input) {
                             [](char a, char b) { return std::string(1, a) + " " + b + " "; });
   spaced = substitute_pairs(spaced, period_or_comma, not_digit,
                             [](char a, char b) { return std::string(" ") + a + " " + b; });
-  spaced = substitute_pairs(spaced, is_digit, [](char c) { return c == '-'; },
-                            [](char a, char b) { return std::string(1, a) + " " + b + " "; });
+  spaced = substitute_pairs(
+      spaced, is_digit, [](char c) { return c == '-'; },
+      [](char a, char b) { return std::string(1, a) + " " + b + " "; });
   std::string out;
   for (const auto& token : split_tokens(spaced)) out += (out.empty() ? "" : " ") + token;
   return out;
@@ -295,7 +295,8 @@ BleuScore corpus_bleu(const std::vector<std::string>& hypotheses,
     }
   }
   const auto sys = static_cast<double>(r.hypothesis_length), ref = static_cast<double>(r.reference_length);
-  if (r.hypothesis_length < r.reference_length) r.brevity_penalty = r.hypothesis_length > 0 ? std::exp(1 - ref / sys) : 0.0;
+  if (r.hypothesis_length < r.reference_length)
+    r.brevity_penalty = r.hypothesis_length > 0 ? std::exp(1 - ref / sys) : 0.0;
   if (std::all_of(r.correct.begin(), r.correct.end(), [](int64_t c) { return c == 0; })) return r;
   double smooth = 1;
   for (size_t n = 0; n < 4; ++n) {
@@ -313,8 +314,8 @@ BleuScore corpus_bleu(const std::vector<std::string>& hypotheses,
   return r;
 }
 
-double corpus_chrf(const std::vector<std::string>& hypotheses,
-                   const std::vector<std::vector<std::string>>& references, const ChrfOptions& options) {
+double corpus_chrf(const std::vector<std::string>& hypotheses, const std::vector<std::vector<std::string>>& references,
+                   const ChrfOptions& options) {
   check_streams(hypotheses, references, "corpus_chrf");
   const size_t orders = static_cast<size_t>(options.char_order + options.word_order);
   std::vector<int64_t> totals(3 * orders, 0);

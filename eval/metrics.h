@@ -30,9 +30,9 @@ namespace moetrain::eval {
 std::string tokenize_13a(const std::string& line);
 
 struct BleuScore {
-  double score = 0;                  // 0..100
-  std::array<int64_t, 4> correct{};  // matched n-grams, n = 1..4
-  std::array<int64_t, 4> total{};    // hypothesis n-grams
+  double score = 0;                    // 0..100
+  std::array<int64_t, 4> correct{};    // matched n-grams, n = 1..4
+  std::array<int64_t, 4> total{};      // hypothesis n-grams
   std::array<double, 4> precisions{};  // in percent, smoothed
   double brevity_penalty = 1;
   int64_t hypothesis_length = 0;
@@ -53,8 +53,8 @@ struct ChrfOptions {
 };
 
 // 0..100. Per segment, the reference with the best F score counts.
-double corpus_chrf(const std::vector<std::string>& hypotheses,
-                   const std::vector<std::vector<std::string>>& references, const ChrfOptions& options = {});
+double corpus_chrf(const std::vector<std::string>& hypotheses, const std::vector<std::vector<std::string>>& references,
+                   const ChrfOptions& options = {});
 
 // Mean ROUGE-L F1 (0..100) over segments, one reference each.
 double rouge_l(const std::vector<std::string>& hypotheses, const std::vector<std::string>& references);

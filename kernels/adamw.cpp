@@ -17,14 +17,12 @@ namespace moetrain::kernels {
 
 namespace {
 
-void check_tensor(const torch::Tensor& t, const char* what, size_t group, int64_t numel,
-                  const torch::Device& device) {
+void check_tensor(const torch::Tensor& t, const char* what, size_t group, int64_t numel, const torch::Device& device) {
   const std::string where = "adamw_update: group " + std::to_string(group) + " " + what;
   if (!t.defined()) throw std::invalid_argument(where + " is undefined");
   if (t.scalar_type() != torch::kFloat || !t.is_contiguous() || t.numel() != numel || t.device() != device) {
     throw std::invalid_argument(where + ": expected a contiguous float32 tensor of " + std::to_string(numel) +
-                                " elements on " + c10::str(device) + ", got " +
-                                describe_tensor(t) +
+                                " elements on " + c10::str(device) + ", got " + describe_tensor(t) +
                                 (t.is_contiguous() ? "" : " (not contiguous)"));
   }
 }
@@ -38,7 +36,8 @@ void check_arguments(const std::vector<AdamWTensors>& groups, const AdamWHyperpa
   const torch::Device device = groups[0].param.device();
   for (size_t i = 0; i < groups.size(); ++i) {
     const AdamWTensors& g = groups[i];
-    if (!g.param.defined()) throw std::invalid_argument("adamw_update: group " + std::to_string(i) + " param is undefined");
+    if (!g.param.defined())
+      throw std::invalid_argument("adamw_update: group " + std::to_string(i) + " param is undefined");
     const int64_t n = g.param.numel();
     check_tensor(g.param, "param", i, n, device);
     check_tensor(g.grad, "grad", i, n, device);
@@ -77,8 +76,7 @@ void adamw_update_cuda(std::vector<AdamWTensors>& groups, const AdamWHyperparame
   s.sqrt_bias_correction2 = static_cast<float>(std::sqrt(bias_correction(h.beta2, h.step)));
   s.eps = static_cast<float>(h.eps);
   s.step_size = static_cast<float>(-h.lr / bias_correction(h.beta1, h.step));
-  cuda::launch_adamw(table.data(), static_cast<int64_t>(table.size()), s,
-                     at::cuda::getCurrentCUDAStream().stream());
+  cuda::launch_adamw(table.data(), static_cast<int64_t>(table.size()), s, at::cuda::getCurrentCUDAStream().stream());
 }
 
 #endif  // MOETRAIN_CUDA_KERNELS

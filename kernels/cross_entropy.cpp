@@ -55,11 +55,10 @@ class FusedSoftmaxCrossEntropy : public torch::autograd::Function<FusedSoftmaxCr
     // caller sums them): [N] fp32, N floats at most.
     const auto grad_loss = grad_outputs[0].to(torch::kFloat32).contiguous();
     auto grad_logits = torch::empty_like(logits, torch::MemoryFormat::Contiguous);
-    cuda::launch_cross_entropy_backward(logits.data_ptr(), cuda_dtype(logits, "softmax_cross_entropy"),
-                                        targets.data_ptr<int64_t>(), mask.data_ptr<bool>(), lse.data_ptr<float>(),
-                                        grad_loss.data_ptr<float>(), logits.size(0), logits.size(1),
-                                        static_cast<float>(label_smoothing), grad_logits.data_ptr(),
-                                        at::cuda::getCurrentCUDAStream());
+    cuda::launch_cross_entropy_backward(
+        logits.data_ptr(), cuda_dtype(logits, "softmax_cross_entropy"), targets.data_ptr<int64_t>(),
+        mask.data_ptr<bool>(), lse.data_ptr<float>(), grad_loss.data_ptr<float>(), logits.size(0), logits.size(1),
+        static_cast<float>(label_smoothing), grad_logits.data_ptr(), at::cuda::getCurrentCUDAStream());
     return {grad_logits, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -74,8 +73,7 @@ CrossEntropyResult fused_softmax_cross_entropy(const torch::Tensor& logits, cons
   const int64_t vocab = logits.size(1);
   const auto targets_d = targets.to(device, torch::kInt64).contiguous();
   const auto mask_d = mask.to(device, torch::kBool).contiguous();
-  const auto row_loss =
-      FusedSoftmaxCrossEntropy::apply(logits.contiguous(), targets_d, mask_d, label_smoothing);
+  const auto row_loss = FusedSoftmaxCrossEntropy::apply(logits.contiguous(), targets_d, mask_d, label_smoothing);
 
   CrossEntropyResult result;
   result.loss_sum = row_loss.sum();
@@ -84,8 +82,8 @@ CrossEntropyResult fused_softmax_cross_entropy(const torch::Tensor& logits, cons
   result.num_tokens = counts[0].item<int64_t>();
   const int64_t bad = counts[1].item<int64_t>();
   if (bad > 0) {
-    throw std::invalid_argument("softmax_cross_entropy: " + std::to_string(bad) +
-                                " counted target(s) outside [0, " + std::to_string(vocab) + ")");
+    throw std::invalid_argument("softmax_cross_entropy: " + std::to_string(bad) + " counted target(s) outside [0, " +
+                                std::to_string(vocab) + ")");
   }
   return result;
 }
@@ -94,10 +92,8 @@ CrossEntropyResult fused_softmax_cross_entropy(const torch::Tensor& logits, cons
 
 }  // namespace
 
-CrossEntropyResult softmax_cross_entropy_reference(const torch::Tensor& logits,
-                                                   const torch::Tensor& targets,
-                                                   const torch::Tensor& mask,
-                                                   double label_smoothing) {
+CrossEntropyResult softmax_cross_entropy_reference(const torch::Tensor& logits, const torch::Tensor& targets,
+                                                   const torch::Tensor& mask, double label_smoothing) {
   const auto log_probs = torch::log_softmax(logits.to(torch::kFloat32), /*dim=*/-1);
   // Masked-out targets may hold any id (padding); gather index 0 there instead.
   const auto safe_targets = torch::where(mask, targets, torch::zeros_like(targets));
@@ -114,8 +110,8 @@ CrossEntropyResult softmax_cross_entropy_reference(const torch::Tensor& logits,
 
 CrossEntropyResult softmax_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
                                          const torch::Tensor& mask, double label_smoothing) {
-  if (logits.dim() != 2 || targets.dim() != 1 || mask.dim() != 1 ||
-      logits.size(0) != targets.size(0) || targets.size(0) != mask.size(0)) {
+  if (logits.dim() != 2 || targets.dim() != 1 || mask.dim() != 1 || logits.size(0) != targets.size(0) ||
+      targets.size(0) != mask.size(0)) {
     throw std::invalid_argument("softmax_cross_entropy: expected logits [N,V], targets [N], mask [N]");
   }
   if (!(label_smoothing >= 0.0 && label_smoothing < 1.0)) {  // NaN too

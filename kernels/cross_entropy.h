@@ -31,9 +31,7 @@ CrossEntropyResult softmax_cross_entropy(const torch::Tensor& logits, const torc
                                          const torch::Tensor& mask, double label_smoothing = 0.0);
 
 // The ATen reference implementation (what the dispatch point falls back to).
-CrossEntropyResult softmax_cross_entropy_reference(const torch::Tensor& logits,
-                                                   const torch::Tensor& targets,
-                                                   const torch::Tensor& mask,
-                                                   double label_smoothing);
+CrossEntropyResult softmax_cross_entropy_reference(const torch::Tensor& logits, const torch::Tensor& targets,
+                                                   const torch::Tensor& mask, double label_smoothing);
 
 }  // namespace moetrain::kernels

@@ -29,8 +29,8 @@ void check_parameter(const char* name, const torch::Tensor& p, const torch::Tens
     throw std::invalid_argument(std::string(kOp) + ": " + name + " must be a float tensor, got " + describe_tensor(p));
   }
   if (p.device() != x.device()) {
-    throw std::invalid_argument(std::string(kOp) + ": " + name + " is on " + c10::str(p.device()) +
-                                " but x is on " + c10::str(x.device()));
+    throw std::invalid_argument(std::string(kOp) + ": " + name + " is on " + c10::str(p.device()) + " but x is on " +
+                                c10::str(x.device()));
   }
 }
 
@@ -81,8 +81,8 @@ float* float_ptr_or_null(const torch::Tensor& t) { return t.numel() > 0 ? t.data
 class FusedLayerNormActivation : public torch::autograd::Function<FusedLayerNormActivation> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& weight, const torch::Tensor& bias, double eps,
-                               NormActivation act, bool rms) {
+                               const torch::Tensor& weight, const torch::Tensor& bias, double eps, NormActivation act,
+                               bool rms) {
     const c10::cuda::CUDAGuard guard(x.device());
     const int64_t cols = x.size(-1);
     const int64_t rows = x.numel() / cols;
@@ -97,8 +97,7 @@ class FusedLayerNormActivation : public torch::autograd::Function<FusedLayerNorm
     torch::Tensor rstd = torch::empty({rows}, stats_options);
     cuda::layer_norm_forward(x_rows.data_ptr(), w.data_ptr<float>(), float_ptr_or_null(b), y.data_ptr(),
                              mean.data_ptr<float>(), rstd.data_ptr<float>(), rows, cols, cuda_dtype(x, kOp),
-                             static_cast<float>(eps), cuda_activation(act), rms,
-                             at::cuda::getCurrentCUDAStream());
+                             static_cast<float>(eps), cuda_activation(act), rms, at::cuda::getCurrentCUDAStream());
     ctx->save_for_backward({x_rows, w, b, mean, rstd});
     ctx->saved_data["act"] = static_cast<int64_t>(act);
     ctx->saved_data["rms"] = rms;
@@ -130,9 +129,9 @@ class FusedLayerNormActivation : public torch::autograd::Function<FusedLayerNorm
     torch::Tensor dbias_partial = has_bias ? torch::empty({partials, cols}, partial_options) : torch::Tensor();
     cuda::layer_norm_backward(dy.data_ptr(), x.data_ptr(), w.data_ptr<float>(), float_ptr_or_null(b),
                               mean.data_ptr<float>(), rstd.data_ptr<float>(), dx.data_ptr(),
-                              float_ptr_or_null(dweight_partial),
-                              has_bias ? float_ptr_or_null(dbias_partial) : nullptr, rows, cols,
-                              cuda_dtype(x, kOp), cuda_activation(act), rms, at::cuda::getCurrentCUDAStream());
+                              float_ptr_or_null(dweight_partial), has_bias ? float_ptr_or_null(dbias_partial) : nullptr,
+                              rows, cols, cuda_dtype(x, kOp), cuda_activation(act), rms,
+                              at::cuda::getCurrentCUDAStream());
     // [partials, D] -> [D], in a fixed order: deterministic.
     torch::Tensor dweight = dweight_partial.sum(0);
     torch::Tensor dbias = has_bias ? dbias_partial.sum(0) : torch::Tensor();
@@ -157,8 +156,8 @@ const char* norm_activation_name(NormActivation act) {
 namespace {
 
 // The reference on arguments already checked.
-torch::Tensor layer_norm_activation_aten(const torch::Tensor& x, const torch::Tensor& weight,
-                                         const torch::Tensor& bias, double eps, NormActivation act, bool rms) {
+torch::Tensor layer_norm_activation_aten(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                                         double eps, NormActivation act, bool rms) {
   const int64_t dim = x.size(-1);
   const torch::Tensor x32 = x.to(torch::kFloat);
   const torch::Tensor w32 = weight.to(torch::kFloat);
@@ -176,8 +175,7 @@ torch::Tensor layer_norm_activation_aten(const torch::Tensor& x, const torch::Te
 }  // namespace
 
 torch::Tensor layer_norm_activation_reference(const torch::Tensor& x, const torch::Tensor& weight,
-                                              const torch::Tensor& bias, double eps, NormActivation act,
-                                              bool rms) {
+                                              const torch::Tensor& bias, double eps, NormActivation act, bool rms) {
   check_arguments(x, weight, bias, eps);
   return layer_norm_activation_aten(x, weight, bias, eps, act, rms);
 }

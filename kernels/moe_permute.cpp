@@ -19,8 +19,8 @@ namespace {
 void check_token_index(const torch::Tensor& token_index, const torch::Tensor& like, const char* who) {
   if (!token_index.defined() || token_index.dim() != 1 || token_index.scalar_type() != torch::kLong ||
       token_index.device() != like.device()) {
-    throw std::invalid_argument(std::string(who) + ": expected token_index [M] int64 on " +
-                                c10::str(like.device()) + ", got " + describe_tensor(token_index));
+    throw std::invalid_argument(std::string(who) + ": expected token_index [M] int64 on " + c10::str(like.device()) +
+                                ", got " + describe_tensor(token_index));
   }
 }
 
@@ -78,8 +78,8 @@ TokenRows rows_by_token(const torch::Tensor& token_index, int64_t num_tokens, co
 cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream().stream(); }
 
 // out[t] = sum of (weights[r] *) src[r] over token t's rows; [num_tokens, D] in src's dtype.
-torch::Tensor gather_sum_cuda(const torch::Tensor& src, const torch::Tensor& weights,
-                              const torch::Tensor& token_index, int64_t num_tokens, const char* who) {
+torch::Tensor gather_sum_cuda(const torch::Tensor& src, const torch::Tensor& weights, const torch::Tensor& token_index,
+                              int64_t num_tokens, const char* who) {
   const TokenRows csr = rows_by_token(token_index, num_tokens, who);
   torch::Tensor out = torch::empty({num_tokens, src.size(1)}, src.options());
   cuda::launch_gather_sum_rows(src.data_ptr(), weights.defined() ? weights.data_ptr<float>() : nullptr,
@@ -96,8 +96,8 @@ class PermuteRowsFunction : public torch::autograd::Function<PermuteRowsFunction
     const torch::Tensor xc = x.contiguous();
     const torch::Tensor index = token_index.contiguous();
     torch::Tensor out = torch::empty({index.size(0), xc.size(1)}, xc.options());
-    cuda::launch_permute_rows(xc.data_ptr(), index.data_ptr<int64_t>(), out.data_ptr(), xc.size(0),
-                              index.size(0), xc.size(1), cuda_dtype(xc, "permute_rows"), current_stream());
+    cuda::launch_permute_rows(xc.data_ptr(), index.data_ptr<int64_t>(), out.data_ptr(), xc.size(0), index.size(0),
+                              xc.size(1), cuda_dtype(xc, "permute_rows"), current_stream());
     ctx->save_for_backward({index});
     ctx->saved_data["num_tokens"] = xc.size(0);
     return out;
@@ -120,8 +120,7 @@ class PermuteRowsFunction : public torch::autograd::Function<PermuteRowsFunction
 class UnpermuteRowsFunction : public torch::autograd::Function<UnpermuteRowsFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& expert_output,
-                               const torch::Tensor& gates, const torch::Tensor& token_index,
-                               int64_t num_tokens) {
+                               const torch::Tensor& gates, const torch::Tensor& token_index, int64_t num_tokens) {
     const c10::cuda::CUDAGuard guard(expert_output.device());
     const torch::Tensor eo = expert_output.contiguous();
     const torch::Tensor g = gates.contiguous();
@@ -147,9 +146,8 @@ class UnpermuteRowsFunction : public torch::autograd::Function<UnpermuteRowsFunc
       if (want_gates) grad_gates = torch::empty_like(g);
       cuda::launch_unpermute_rows_backward(grad_y.data_ptr(), eo.data_ptr(), g.data_ptr<float>(),
                                            index.data_ptr<int64_t>(), want_eo ? grad_eo.data_ptr() : nullptr,
-                                           want_gates ? grad_gates.data_ptr<float>() : nullptr, eo.size(0),
-                                           eo.size(1), cuda_dtype(eo, "unpermute_rows backward"),
-                                           current_stream());
+                                           want_gates ? grad_gates.data_ptr<float>() : nullptr, eo.size(0), eo.size(1),
+                                           cuda_dtype(eo, "unpermute_rows backward"), current_stream());
     }
     return {grad_eo, grad_gates, torch::Tensor(), torch::Tensor()};
   }

@@ -64,8 +64,8 @@ struct CheckpointState : torch::CustomClassHolder {
 class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
-                                                c10::intrusive_ptr<CheckpointState> state,
-                                                at::TensorList inputs, at::TensorList /*params*/) {
+                                                c10::intrusive_ptr<CheckpointState> state, at::TensorList inputs,
+                                                at::TensorList /*params*/) {
     std::vector<torch::Tensor> input_vec(inputs.begin(), inputs.end());
     state->rng = capture_rng(input_vec);
     for (const auto& t : input_vec) state->input_requires_grad.push_back(t.requires_grad());

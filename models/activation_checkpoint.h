@@ -27,8 +27,7 @@
 
 namespace moetrain::models {
 
-using CheckpointedFunction =
-    std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>& inputs)>;
+using CheckpointedFunction = std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>& inputs)>;
 
 std::vector<torch::Tensor> checkpoint(CheckpointedFunction fn, const std::vector<torch::Tensor>& inputs,
                                       const std::vector<torch::Tensor>& params);

@@ -3,8 +3,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "models/positions.h"
 #include "kernels/dispatch.h"
+#include "models/positions.h"
 
 namespace moetrain::models {
 
@@ -17,18 +17,16 @@ void check_padding_mask(const torch::Tensor& mask, const char* who) {
   }
 }
 
-void check_mask(const torch::Tensor& mask, int64_t batch, int64_t tq, int64_t tk,
-                const char* which) {
+void check_mask(const torch::Tensor& mask, int64_t batch, int64_t tq, int64_t tk, const char* which) {
   if (!mask.defined()) {
     throw std::invalid_argument(std::string("MultiHeadAttention: the ") + which +
                                 " mask is required by this attention kind but is undefined");
   }
-  if (mask.scalar_type() != torch::kBool || mask.dim() != 4 || mask.size(0) != batch ||
-      mask.size(1) != 1 || mask.size(2) != tq || mask.size(3) != tk) {
+  if (mask.scalar_type() != torch::kBool || mask.dim() != 4 || mask.size(0) != batch || mask.size(1) != 1 ||
+      mask.size(2) != tq || mask.size(3) != tk) {
     throw std::invalid_argument(std::string("MultiHeadAttention: ") + which + " mask must be bool [" +
-                                std::to_string(batch) + ", 1, " + std::to_string(tq) + ", " +
-                                std::to_string(tk) + "], got " +
-                                c10::str(mask.sizes(), " ", mask.scalar_type()));
+                                std::to_string(batch) + ", 1, " + std::to_string(tq) + ", " + std::to_string(tk) +
+                                "], got " + c10::str(mask.sizes(), " ", mask.scalar_type()));
   }
 }
 
@@ -45,14 +43,13 @@ torch::Tensor visible_keys(const torch::Tensor& q, const torch::Tensor& k, bool 
 
 }  // namespace
 
-torch::Tensor make_self_attention_mask(const torch::Tensor& padding_mask, bool causal,
-                                       int64_t window) {
+torch::Tensor make_self_attention_mask(const torch::Tensor& padding_mask, bool causal, int64_t window) {
   check_padding_mask(padding_mask, "make_self_attention_mask");
   const int64_t t = padding_mask.size(1);
   const auto opts = torch::TensorOptions().dtype(torch::kLong).device(padding_mask.device());
-  const torch::Tensor q = torch::arange(t, opts).unsqueeze(1);  // [T, 1]
-  const torch::Tensor k = torch::arange(t, opts).unsqueeze(0);  // [1, T]
-  const torch::Tensor allowed = visible_keys(q, k, causal, window);  // [T, T]
+  const torch::Tensor q = torch::arange(t, opts).unsqueeze(1);            // [T, 1]
+  const torch::Tensor k = torch::arange(t, opts).unsqueeze(0);            // [1, T]
+  const torch::Tensor allowed = visible_keys(q, k, causal, window);       // [T, T]
   torch::Tensor mask = allowed.unsqueeze(0) & padding_mask.unsqueeze(1);  // [B, T, T]
   // A padded query may have no visible key at all; letting it see itself keeps
   // softmax finite and cannot change an unpadded row (its diagonal is visible).
@@ -63,16 +60,15 @@ torch::Tensor make_self_attention_mask(const torch::Tensor& padding_mask, bool c
 torch::Tensor make_cross_attention_mask(const torch::Tensor& src_padding_mask, int64_t tgt_len) {
   check_padding_mask(src_padding_mask, "make_cross_attention_mask");
   if (tgt_len <= 0) {
-    throw std::invalid_argument("make_cross_attention_mask: tgt_len must be positive, got " +
-                                std::to_string(tgt_len));
+    throw std::invalid_argument("make_cross_attention_mask: tgt_len must be positive, got " + std::to_string(tgt_len));
   }
   const torch::Tensor empty_source = ~src_padding_mask.any(1, /*keepdim=*/true);  // [B, 1]
   const torch::Tensor keys = src_padding_mask | empty_source;                     // [B, S]
   return keys.unsqueeze(1).unsqueeze(1).expand({keys.size(0), 1, tgt_len, keys.size(1)});
 }
 
-AttentionMasks make_self_attention_masks(AttentionType type, int64_t local_window,
-                                         const torch::Tensor& padding_mask, bool causal) {
+AttentionMasks make_self_attention_masks(AttentionType type, int64_t local_window, const torch::Tensor& padding_mask,
+                                         bool causal) {
   AttentionMasks masks;
   if (type != AttentionType::Local) masks.global = make_self_attention_mask(padding_mask, causal, 0);
   if (type != AttentionType::Global) {
@@ -85,8 +81,7 @@ AttentionMasks make_self_attention_masks(AttentionType type, int64_t local_windo
   return masks;
 }
 
-MultiHeadAttentionImpl::MultiHeadAttentionImpl(const ModelConfig& cfg, AttentionType type,
-                                               bool rotary)
+MultiHeadAttentionImpl::MultiHeadAttentionImpl(const ModelConfig& cfg, AttentionType type, bool rotary)
     : type_(type),
       rotary_(rotary),
       d_model_(cfg.d_model),
@@ -97,8 +92,8 @@ MultiHeadAttentionImpl::MultiHeadAttentionImpl(const ModelConfig& cfg, Attention
       attention_dropout_(cfg.attention_dropout),
       local_window_(cfg.local_window) {
   if (n_heads_ <= 0 || d_model_ % n_heads_ != 0) {
-    throw std::invalid_argument("MultiHeadAttention: n_heads " + std::to_string(n_heads_) +
-                                " must divide d_model " + std::to_string(d_model_));
+    throw std::invalid_argument("MultiHeadAttention: n_heads " + std::to_string(n_heads_) + " must divide d_model " +
+                                std::to_string(d_model_));
   }
   if (rotary_ && head_dim_ % 2 != 0) {
     throw std::invalid_argument("MultiHeadAttention: rotary positions need an even head_dim, got " +
@@ -113,8 +108,8 @@ MultiHeadAttentionImpl::MultiHeadAttentionImpl(const ModelConfig& cfg, Attention
   }
 }
 
-torch::Tensor MultiHeadAttentionImpl::attend(const torch::Tensor& q, const torch::Tensor& k,
-                                             const torch::Tensor& v, const torch::Tensor& mask) {
+torch::Tensor MultiHeadAttentionImpl::attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                             const torch::Tensor& mask) {
   const double p = is_training() ? attention_dropout_ : 0.0;
   // Heads are split across TP ranks: their dropout masks must differ.
   TensorParallelRngScope rng(p > 0 ? tp_rng_ : nullptr, q.device());
@@ -139,17 +134,13 @@ ParameterSlices MultiHeadAttentionImpl::split_tensor_parallel(const ModelParalle
   return slices;
 }
 
-torch::Tensor MultiHeadAttentionImpl::forward(const torch::Tensor& query_states,
-                                              const torch::Tensor& key_value_states,
+torch::Tensor MultiHeadAttentionImpl::forward(const torch::Tensor& query_states, const torch::Tensor& key_value_states,
                                               const AttentionMasks& masks) {
-  if (query_states.dim() != 3 || key_value_states.dim() != 3 ||
-      query_states.size(2) != d_model_ || key_value_states.size(2) != d_model_ ||
-      query_states.size(0) != key_value_states.size(0)) {
-    throw std::invalid_argument("MultiHeadAttention: expected query [B, Tq, " +
-                                std::to_string(d_model_) + "] and key/value [B, Tk, " +
-                                std::to_string(d_model_) + "], got " +
-                                c10::str(query_states.sizes()) + " and " +
-                                c10::str(key_value_states.sizes()));
+  if (query_states.dim() != 3 || key_value_states.dim() != 3 || query_states.size(2) != d_model_ ||
+      key_value_states.size(2) != d_model_ || query_states.size(0) != key_value_states.size(0)) {
+    throw std::invalid_argument("MultiHeadAttention: expected query [B, Tq, " + std::to_string(d_model_) +
+                                "] and key/value [B, Tk, " + std::to_string(d_model_) + "], got " +
+                                c10::str(query_states.sizes()) + " and " + c10::str(key_value_states.sizes()));
   }
   const int64_t b = query_states.size(0);
   const int64_t tq = query_states.size(1);
@@ -176,12 +167,8 @@ torch::Tensor MultiHeadAttentionImpl::attend_and_project(const torch::Tensor& q,
                                                          const torch::Tensor& query_states) {
   torch::Tensor out;
   switch (type_) {
-    case AttentionType::Global:
-      out = attend(q, k, v, masks.global);
-      break;
-    case AttentionType::Local:
-      out = attend(q, k, v, masks.local);
-      break;
+    case AttentionType::Global: out = attend(q, k, v, masks.global); break;
+    case AttentionType::Local: out = attend(q, k, v, masks.local); break;
     case AttentionType::Dynamic: {
       const torch::Tensor local = attend(q, k, v, masks.local);
       const torch::Tensor global = attend(q, k, v, masks.global);
@@ -210,8 +197,8 @@ KeyValueCache MultiHeadAttentionImpl::project_key_values(const torch::Tensor& ke
   return {project_heads(k_proj, key_value_states), project_heads(v_proj, key_value_states)};
 }
 
-torch::Tensor MultiHeadAttentionImpl::forward_cached(const torch::Tensor& query_states,
-                                                     const KeyValueCache& cache, const AttentionMasks& masks) {
+torch::Tensor MultiHeadAttentionImpl::forward_cached(const torch::Tensor& query_states, const KeyValueCache& cache,
+                                                     const AttentionMasks& masks) {
   if (query_states.dim() != 3 || query_states.size(2) != d_model_ || cache.length() == 0 ||
       cache.k.size(0) != query_states.size(0)) {
     throw std::invalid_argument("MultiHeadAttention: expected query [B, Tq, " + std::to_string(d_model_) +
@@ -228,9 +215,8 @@ torch::Tensor MultiHeadAttentionImpl::forward_cached(const torch::Tensor& query_
 torch::Tensor MultiHeadAttentionImpl::forward_step(const torch::Tensor& query_states, KeyValueCache& cache) {
   if (query_states.dim() != 3 || query_states.size(1) != 1 || query_states.size(2) != d_model_ ||
       (cache.k.defined() && cache.k.size(0) != query_states.size(0))) {
-    throw std::invalid_argument("MultiHeadAttention::forward_step: expected query [B, 1, " +
-                                std::to_string(d_model_) + "] matching the cache's rows, got " +
-                                c10::str(query_states.sizes()));
+    throw std::invalid_argument("MultiHeadAttention::forward_step: expected query [B, 1, " + std::to_string(d_model_) +
+                                "] matching the cache's rows, got " + c10::str(query_states.sizes()));
   }
   const int64_t position = cache.length();
   torch::Tensor q = project_heads(q_proj, query_states);

@@ -28,8 +28,8 @@
 #include <cstdint>
 
 #include "models/linear.h"
-#include "models/model_parallelism.h"
 #include "models/model_config.h"
+#include "models/model_parallelism.h"
 
 namespace moetrain::models {
 
@@ -44,16 +44,15 @@ struct AttentionMasks {
 // Self-attention mask from a key padding mask [B, T] bool (true = real token).
 // causal: decoder masking; window <= 0: no window, otherwise the local window
 // as defined above. Result [B, 1, T, T] bool with the diagonal always true.
-torch::Tensor make_self_attention_mask(const torch::Tensor& padding_mask, bool causal,
-                                       int64_t window);
+torch::Tensor make_self_attention_mask(const torch::Tensor& padding_mask, bool causal, int64_t window);
 
 // Cross-attention mask from the source padding mask [B, S] bool: [B, 1, tgt_len, S].
 // A batch row whose source is entirely padding sees every key (finite output).
 torch::Tensor make_cross_attention_mask(const torch::Tensor& src_padding_mask, int64_t tgt_len);
 
 // The masks self-attention of `type` needs (see AttentionMasks).
-AttentionMasks make_self_attention_masks(AttentionType type, int64_t local_window,
-                                         const torch::Tensor& padding_mask, bool causal);
+AttentionMasks make_self_attention_masks(AttentionType type, int64_t local_window, const torch::Tensor& padding_mask,
+                                         bool causal);
 
 // Keys and values of one attention kept for incremental decoding, each
 // [B, H, T, head_dim] (this rank's heads): for self-attention the positions

@@ -4,18 +4,14 @@ namespace moetrain::models {
 
 torch::Tensor apply_activation(const torch::Tensor& x, Activation activation) {
   switch (activation) {
-    case Activation::ReLU:
-      return torch::relu(x);
-    case Activation::GELU:
-      return torch::gelu(x);
-    case Activation::SiLU:
-      return torch::silu(x);
+    case Activation::ReLU: return torch::relu(x);
+    case Activation::GELU: return torch::gelu(x);
+    case Activation::SiLU: return torch::silu(x);
   }
   return x;  // unreachable: every enumerator is handled above
 }
 
-FeedForwardImpl::FeedForwardImpl(const ModelConfig& cfg)
-    : activation_(cfg.activation), dropout_(cfg.dropout) {
+FeedForwardImpl::FeedForwardImpl(const ModelConfig& cfg) : activation_(cfg.activation), dropout_(cfg.dropout) {
   fc1 = register_module("fc1", Linear(cfg.d_model, cfg.d_ff, cfg.bias, cfg.init_std));
   fc2 = register_module("fc2", Linear(cfg.d_ff, cfg.d_model, cfg.bias, cfg.init_std));
 }

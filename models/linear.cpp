@@ -8,12 +8,10 @@
 
 namespace moetrain::models {
 
-LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias,
-                       double init_std)
+LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias, double init_std)
     : in_features_(in_features), out_features_(out_features) {
   if (in_features <= 0 || out_features <= 0) {
-    throw std::invalid_argument("Linear: sizes must be positive, got in=" +
-                                std::to_string(in_features) +
+    throw std::invalid_argument("Linear: sizes must be positive, got in=" + std::to_string(in_features) +
                                 " out=" + std::to_string(out_features));
   }
   weight = register_parameter("weight", torch::empty({out_features, in_features}));
@@ -26,8 +24,8 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   if (x.dim() < 1 || x.size(-1) != in_features_) {
-    throw std::invalid_argument("Linear: expected input [..., " + std::to_string(in_features_) +
-                                "], got " + c10::str(x.sizes()));
+    throw std::invalid_argument("Linear: expected input [..., " + std::to_string(in_features_) + "], got " +
+                                c10::str(x.sizes()));
   }
   torch::Tensor y;
   switch (split_) {
@@ -59,8 +57,7 @@ void LinearImpl::add_lora(const LoraConfig& lora) {
   lora_dropout_ = lora.dropout;
 }
 
-ParameterSlices LinearImpl::split_tensor_parallel(LinearSplit split,
-                                                                        parallel::Communicator* tp) {
+ParameterSlices LinearImpl::split_tensor_parallel(LinearSplit split, parallel::Communicator* tp) {
   ParameterSlices slices;
   const int64_t parts = tp ? tp->size() : 1;
   if (split == LinearSplit::None || parts == 1) return slices;

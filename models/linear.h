@@ -48,7 +48,6 @@ class LinearImpl : public torch::nn::Module {
   torch::Tensor lora_A;  // [r, in]; undefined without an adapter
   torch::Tensor lora_B;  // [out, r]
 
-
  private:
   int64_t in_features_;
   int64_t out_features_;

@@ -7,8 +7,8 @@
 namespace moetrain::models {
 
 const std::vector<std::string>& lora_target_names() {
-  static const std::vector<std::string> names = {"q_proj", "k_proj",      "v_proj",      "o_proj",    "fc1",
-                                                 "fc2",    "experts",     "experts_fc1", "experts_fc2", "all-linear"};
+  static const std::vector<std::string> names = {"q_proj", "k_proj",  "v_proj",      "o_proj",      "fc1",
+                                                 "fc2",    "experts", "experts_fc1", "experts_fc2", "all-linear"};
   return names;
 }
 
@@ -62,7 +62,8 @@ std::vector<std::pair<std::string, torch::Tensor>> merge_lora(
       out.emplace_back(name, t);
       continue;
     }
-    if (ia == a.end() || ib == b.end()) throw std::invalid_argument("LoRA: " + name + " has only one of lora_A, lora_B");
+    if (ia == a.end() || ib == b.end())
+      throw std::invalid_argument("LoRA: " + name + " has only one of lora_A, lora_B");
     // [.., out, r] x [.., r, in] -> [.., out, in]
     const torch::Tensor delta = torch::matmul(ib->second.to(torch::kFloat), ia->second.to(torch::kFloat));
     if (delta.sizes() != t.sizes()) {

@@ -47,9 +47,7 @@ struct LoraConfig {
   std::vector<std::string> targets = {"q_proj", "v_proj"};
   bool rslora = false;
 
-  double scale() const {
-    return rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
-  }
+  double scale() const { return rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r); }
 };
 
 // The module names LoraConfig::targets may hold.

@@ -26,10 +26,10 @@ struct MoEConfig {
   // Every `every`-th layer (1-based: layers every-1, 2*every-1, ...) is MoE;
   // 0 disables MoE entirely (a dense model).
   int64_t every = 2;
-  int64_t d_ff_expert = 0;       // 0: same as d_ff
-  double aux_loss_coef = 0.01;   // Switch-style load-balancing loss weight
-  double z_loss_coef = 0.001;    // router z-loss weight
-  bool normalize_top_k = true;   // renormalise the k selected gates to sum 1
+  int64_t d_ff_expert = 0;      // 0: same as d_ff
+  double aux_loss_coef = 0.01;  // Switch-style load-balancing loss weight
+  double z_loss_coef = 0.001;   // router z-loss weight
+  bool normalize_top_k = true;  // renormalise the k selected gates to sum 1
 };
 
 struct ModelConfig {
@@ -56,9 +56,7 @@ struct ModelConfig {
   bool activation_checkpointing = false;  // recompute each layer in backward
   MoEConfig moe;
 
-  bool is_moe_layer(int64_t layer_index) const {
-    return moe.every > 0 && (layer_index + 1) % moe.every == 0;
-  }
+  bool is_moe_layer(int64_t layer_index) const { return moe.every > 0 && (layer_index + 1) % moe.every == 0; }
   int64_t expert_ffn_dim() const { return moe.d_ff_expert > 0 ? moe.d_ff_expert : d_ff; }
   int64_t head_dim() const { return d_model / n_heads; }
 
@@ -75,8 +73,7 @@ struct ModelConfig {
   std::string pipeline_unit_name(int64_t unit) const {
     const int64_t e = encoder_layers, d = decoder_layers;
     if (unit < 0 || unit >= num_pipeline_units()) {
-      throw std::out_of_range("pipeline unit " + std::to_string(unit) + " of " +
-                              std::to_string(num_pipeline_units()));
+      throw std::out_of_range("pipeline unit " + std::to_string(unit) + " of " + std::to_string(num_pipeline_units()));
     }
     if (unit == 0) return "embed";
     if (unit <= e) return "encoder.layers." + std::to_string(unit - 1);

@@ -59,8 +59,7 @@ ParameterSlice nest_slice(const ParameterSlice& outer, const ParameterSlice& inn
 // Keeps part `rank` of `parts` equal parts of `param` along `dim`, in place,
 // after padding that dim with zeros to `padded` (-1: no padding; the size must
 // then divide). Returns where the kept part sits in the full tensor.
-ParameterSlice split_parameter(torch::Tensor& param, int64_t dim, int64_t rank, int64_t parts,
-                               int64_t padded = -1);
+ParameterSlice split_parameter(torch::Tensor& param, int64_t dim, int64_t rank, int64_t parts, int64_t padded = -1);
 
 // Runs fn() with the default generator of `device` swapped for the
 // tensor-parallel one (so dropout inside a split region differs per TP rank

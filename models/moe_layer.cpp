@@ -5,10 +5,10 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/dispatch.h"
 #include "kernels/moe_permute.h"
 #include "models/feed_forward.h"
 #include "parallel/expert_dispatch.h"
-#include "kernels/dispatch.h"
 
 namespace moetrain::models {
 
@@ -17,8 +17,7 @@ namespace {
 void check_token_mask(const torch::Tensor& token_mask, int64_t n, const char* who) {
   if (!token_mask.defined() || token_mask.scalar_type() != torch::kBool || token_mask.dim() != 1 ||
       token_mask.size(0) != n) {
-    throw std::invalid_argument(std::string(who) + ": expected token_mask [" + std::to_string(n) +
-                                "] bool, got " +
+    throw std::invalid_argument(std::string(who) + ": expected token_mask [" + std::to_string(n) + "] bool, got " +
                                 kernels::describe_tensor(token_mask));
   }
 }
@@ -32,14 +31,12 @@ void check_fp32_matrix(const torch::Tensor& t, const char* who, const char* what
 
 // Valid tokens as a float divisor that is never zero (no valid token: the
 // masked sums are zero, so the losses are zero rather than NaN).
-torch::Tensor valid_count(const torch::Tensor& token_mask) {
-  return token_mask.sum().to(torch::kFloat).clamp_min(1.0);
-}
+torch::Tensor valid_count(const torch::Tensor& token_mask) { return token_mask.sum().to(torch::kFloat).clamp_min(1.0); }
 
 }  // namespace
 
-RoutingResult route_tokens(const torch::Tensor& logits_fp32, const torch::Tensor& token_mask,
-                           int64_t top_k, double capacity_factor, bool normalize_top_k) {
+RoutingResult route_tokens(const torch::Tensor& logits_fp32, const torch::Tensor& token_mask, int64_t top_k,
+                           double capacity_factor, bool normalize_top_k) {
   check_fp32_matrix(logits_fp32, "route_tokens", "logits");
   const int64_t n = logits_fp32.size(0);
   const int64_t e = logits_fp32.size(1);
@@ -69,8 +66,7 @@ RoutingResult route_tokens(const torch::Tensor& logits_fp32, const torch::Tensor
 
   torch::Tensor kept_cm = valid_cm;
   if (capacity_factor > 0.0) {
-    const double slots = capacity_factor * static_cast<double>(r.num_valid * top_k) /
-                         static_cast<double>(e);
+    const double slots = capacity_factor * static_cast<double>(r.num_valid * top_k) / static_cast<double>(e);
     r.capacity = static_cast<int64_t>(std::ceil(slots - 1e-9));
     // Slot of each assignment within its expert, counting earlier-priority ones.
     const torch::Tensor slot = (one_hot.cumsum(0) * one_hot).sum(1) - 1;
@@ -89,8 +85,8 @@ torch::Tensor load_balancing_loss(const torch::Tensor& probs, const torch::Tenso
   const int64_t e = probs.size(1);
   check_token_mask(token_mask, probs.size(0), "load_balancing_loss");
   if (assigned_per_expert.dim() != 1 || assigned_per_expert.size(0) != e) {
-    throw std::invalid_argument("load_balancing_loss: assigned_per_expert must be [" +
-                                std::to_string(e) + "], got " + c10::str(assigned_per_expert.sizes()));
+    throw std::invalid_argument("load_balancing_loss: assigned_per_expert must be [" + std::to_string(e) + "], got " +
+                                c10::str(assigned_per_expert.sizes()));
   }
   if (top_k < 1) throw std::invalid_argument("load_balancing_loss: top_k must be >= 1");
   const torch::Tensor n_valid = valid_count(token_mask);
@@ -111,10 +107,9 @@ torch::Tensor router_z_loss(const torch::Tensor& logits_fp32, const torch::Tenso
 PermutedTokens permute_tokens(const torch::Tensor& x, const RoutingResult& routing) {
   if (x.dim() != 2 || !routing.expert_index.defined() || routing.expert_index.dim() != 2 ||
       routing.expert_index.size(0) != x.size(0)) {
-    throw std::invalid_argument("permute_tokens: expected x [N, D] matching routing [N, k], got " +
-                                c10::str(x.sizes()) + " and " +
-                                (routing.expert_index.defined() ? c10::str(routing.expert_index.sizes())
-                                                                : std::string("no routing")));
+    throw std::invalid_argument(
+        "permute_tokens: expected x [N, D] matching routing [N, k], got " + c10::str(x.sizes()) + " and " +
+        (routing.expert_index.defined() ? c10::str(routing.expert_index.sizes()) : std::string("no routing")));
   }
   const int64_t n = x.size(0);
   const int64_t k = routing.expert_index.size(1);
@@ -122,8 +117,7 @@ PermutedTokens permute_tokens(const torch::Tensor& x, const RoutingResult& routi
   const torch::Tensor flat_token = torch::arange(n, long_opts).unsqueeze(1).expand({n, k}).reshape({-1});
   const torch::Tensor selected = routing.kept.reshape({-1}).nonzero().squeeze(1);
   const torch::Tensor expert = routing.expert_index.reshape({-1}).index_select(0, selected);
-  const torch::Tensor order =
-      std::get<1>(expert.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
+  const torch::Tensor order = std::get<1>(expert.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
   const torch::Tensor source = selected.index_select(0, order);  // flat (token, choice) ids
 
   PermutedTokens p;
@@ -135,8 +129,7 @@ PermutedTokens permute_tokens(const torch::Tensor& x, const RoutingResult& routi
   return p;
 }
 
-torch::Tensor unpermute_tokens(const torch::Tensor& expert_output, const PermutedTokens& permuted,
-                               int64_t num_tokens) {
+torch::Tensor unpermute_tokens(const torch::Tensor& expert_output, const PermutedTokens& permuted, int64_t num_tokens) {
   if (expert_output.dim() != 2 || expert_output.size(0) != permuted.token_index.size(0)) {
     throw std::invalid_argument("unpermute_tokens: expected expert_output [" +
                                 std::to_string(permuted.token_index.size(0)) + ", D], got " +
@@ -154,8 +147,8 @@ MoELayerImpl::MoELayerImpl(const ModelConfig& cfg)
       activation_(cfg.activation),
       dropout_(cfg.dropout) {
   if (num_experts_ < 1 || top_k_ < 1 || top_k_ > num_experts_) {
-    throw std::invalid_argument("MoELayer: need 1 <= top_k (" + std::to_string(top_k_) +
-                                ") <= num_experts (" + std::to_string(num_experts_) + ")");
+    throw std::invalid_argument("MoELayer: need 1 <= top_k (" + std::to_string(top_k_) + ") <= num_experts (" +
+                                std::to_string(num_experts_) + ")");
   }
   const int64_t f = cfg.expert_ffn_dim();
   router = register_module("router", Linear(d_model_, num_experts_, /*bias=*/false, cfg.init_std));
@@ -179,9 +172,8 @@ torch::Tensor MoELayerImpl::expert_forward(const torch::Tensor& permuted_hidden,
   if (static_cast<int64_t>(tokens_per_expert.size()) != local_experts || permuted_hidden.dim() != 2 ||
       permuted_hidden.size(0) != total || permuted_hidden.size(1) != d_model_) {
     throw std::invalid_argument("MoELayer::expert_forward: expected " + std::to_string(local_experts) +
-                                " segment sizes summing to the rows of hidden [M, " +
-                                std::to_string(d_model_) + "], got " +
-                                std::to_string(tokens_per_expert.size()) + " sizes summing to " +
+                                " segment sizes summing to the rows of hidden [M, " + std::to_string(d_model_) +
+                                "], got " + std::to_string(tokens_per_expert.size()) + " sizes summing to " +
                                 std::to_string(total) + " and hidden " + c10::str(permuted_hidden.sizes()));
   }
   // Under TP each rank holds a slice of every expert's hidden width: its fc2
@@ -210,8 +202,8 @@ torch::Tensor MoELayerImpl::expert_forward(const torch::Tensor& permuted_hidden,
     torch::Tensor h = torch::linear(segment, experts_fc1_weight[e],
                                     experts_fc1_bias.defined() ? experts_fc1_bias[e] : torch::Tensor());
     if (experts_fc1_lora_A.defined()) {
-      torch::Tensor low = torch::linear(lora_input(permuted_hidden.narrow(0, offset, count), nullptr),
-                                        experts_fc1_lora_A[e]);
+      torch::Tensor low =
+          torch::linear(lora_input(permuted_hidden.narrow(0, offset, count), nullptr), experts_fc1_lora_A[e]);
       if (split) low = parallel::copy_to_tensor_parallel_region(low, tp_);
       h = h + lora_scale_ * torch::linear(low, experts_fc1_lora_B[e]);
     }

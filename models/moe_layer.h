@@ -29,8 +29,8 @@
 
 #include "models/linear.h"
 #include "models/lora.h"
-#include "models/model_parallelism.h"
 #include "models/model_config.h"
+#include "models/model_parallelism.h"
 
 namespace moetrain::models {
 
@@ -56,8 +56,8 @@ struct RoutingResult {
 // (a 1e-9 slack keeps e.g. 1.1 * 10 from rounding up to the next integer),
 // unlimited when 0. Slots are given GShard-style: every token's 1st choice
 // before any token's 2nd choice; within one choice level, in token order.
-RoutingResult route_tokens(const torch::Tensor& logits_fp32, const torch::Tensor& token_mask,
-                           int64_t top_k, double capacity_factor, bool normalize_top_k);
+RoutingResult route_tokens(const torch::Tensor& logits_fp32, const torch::Tensor& token_mask, int64_t top_k,
+                           double capacity_factor, bool normalize_top_k);
 
 // Switch / Megatron load-balancing loss, E * sum_e f_e * P_e, with
 // f_e = assigned_per_expert[e] / (num_valid * top_k) (before dropping, no
@@ -84,8 +84,7 @@ PermutedTokens permute_tokens(const torch::Tensor& x, const RoutingResult& routi
 // expert_output [M, D] (rows in permuted order) -> [N, D]: each row scaled by
 // its gate and summed into its token's row, accumulated in fp32 and returned in
 // expert_output's dtype. Tokens with no kept assignment get zeros.
-torch::Tensor unpermute_tokens(const torch::Tensor& expert_output, const PermutedTokens& permuted,
-                               int64_t num_tokens);
+torch::Tensor unpermute_tokens(const torch::Tensor& expert_output, const PermutedTokens& permuted, int64_t num_tokens);
 
 // Per-layer statistics of one forward.
 struct MoELayerStats {
@@ -114,8 +113,7 @@ class MoELayerImpl : public torch::nn::Module {
   // permuted_hidden [M, D]; counts.size() must equal the number of experts this
   // module holds (the leading dim of the stacked weights). Experts with no rows
   // are skipped. Returns [M, D].
-  torch::Tensor expert_forward(const torch::Tensor& permuted_hidden,
-                               const std::vector<int64_t>& tokens_per_expert);
+  torch::Tensor expert_forward(const torch::Tensor& permuted_hidden, const std::vector<int64_t>& tokens_per_expert);
 
   // Splits this (whole) layer as `mp` says; returns where the kept slices
   // sit in the whole tensors.

@@ -15,8 +15,7 @@ NormImpl::NormImpl(NormType type, int64_t dim, double eps) : type_(type), dim_(d
 
 torch::Tensor NormImpl::forward(const torch::Tensor& x) {
   if (x.dim() < 1 || x.size(-1) != dim_) {
-    throw std::invalid_argument("Norm: expected input [..., " + std::to_string(dim_) + "], got " +
-                                c10::str(x.sizes()));
+    throw std::invalid_argument("Norm: expected input [..., " + std::to_string(dim_) + "], got " + c10::str(x.sizes()));
   }
   // bias is undefined for RMSNorm.
   return kernels::layer_norm_activation(x, weight, bias, eps_, kernels::NormActivation::None,

@@ -8,13 +8,13 @@ namespace moetrain::models {
 
 void check_positions(int64_t length, int64_t offset, int64_t max_positions) {
   if (length < 0 || offset < 0) {
-    throw std::invalid_argument("positions: negative length " + std::to_string(length) +
-                                " or offset " + std::to_string(offset));
+    throw std::invalid_argument("positions: negative length " + std::to_string(length) + " or offset " +
+                                std::to_string(offset));
   }
   if (offset + length > max_positions) {
     throw std::invalid_argument("positions: sequence length " + std::to_string(length) +
-                                (offset > 0 ? " at offset " + std::to_string(offset) : "") +
-                                " exceeds max_positions " + std::to_string(max_positions));
+                                (offset > 0 ? " at offset " + std::to_string(offset) : "") + " exceeds max_positions " +
+                                std::to_string(max_positions));
   }
 }
 
@@ -52,17 +52,14 @@ torch::Tensor fairseq_sinusoidal_table(int64_t num_rows, int64_t dim) {
 AbsolutePositionsImpl::AbsolutePositionsImpl(const ModelConfig& cfg)
     : type_(cfg.position), max_positions_(cfg.max_positions), dim_(cfg.d_model) {
   if (max_positions_ <= 0) {
-    throw std::invalid_argument("positions: max_positions must be positive, got " +
-                                std::to_string(max_positions_));
+    throw std::invalid_argument("positions: max_positions must be positive, got " + std::to_string(max_positions_));
   }
   switch (type_) {
-    case PositionType::Sinusoidal:
-      table = register_buffer("table", sinusoidal_table(max_positions_, dim_));
-      break;
+    case PositionType::Sinusoidal: table = register_buffer("table", sinusoidal_table(max_positions_, dim_)); break;
     case PositionType::SinusoidalFairseq:
       // Row 0 of the fairseq table is its padding row: position p is row p + 1.
-      table = register_buffer(
-          "table", fairseq_sinusoidal_table(max_positions_ + 1, dim_).narrow(0, 1, max_positions_).clone());
+      table = register_buffer("table",
+                              fairseq_sinusoidal_table(max_positions_ + 1, dim_).narrow(0, 1, max_positions_).clone());
       break;
     case PositionType::Learned:
       weight = register_parameter("weight", torch::empty({max_positions_, dim_}));
@@ -78,8 +75,8 @@ AbsolutePositionsImpl::AbsolutePositionsImpl(const ModelConfig& cfg)
 
 torch::Tensor AbsolutePositionsImpl::forward(const torch::Tensor& x, int64_t offset) {
   if (x.dim() != 3 || x.size(2) != dim_) {
-    throw std::invalid_argument("AbsolutePositions: expected x [B, L, " + std::to_string(dim_) +
-                                "], got " + c10::str(x.sizes()));
+    throw std::invalid_argument("AbsolutePositions: expected x [B, L, " + std::to_string(dim_) + "], got " +
+                                c10::str(x.sizes()));
   }
   const int64_t length = x.size(1);
   check_positions(length, offset, max_positions_);
@@ -87,17 +84,14 @@ torch::Tensor AbsolutePositionsImpl::forward(const torch::Tensor& x, int64_t off
   return x + source.narrow(0, offset, length).to(x.scalar_type()).unsqueeze(0);
 }
 
-torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t max_positions,
-                           int64_t offset) {
+torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t max_positions, int64_t offset) {
   if (x.dim() != 4) {
-    throw std::invalid_argument("apply_rotary: expected x [B, H, L, head_dim], got " +
-                                c10::str(x.sizes()));
+    throw std::invalid_argument("apply_rotary: expected x [B, H, L, head_dim], got " + c10::str(x.sizes()));
   }
   const int64_t length = x.size(2);
   const int64_t head_dim = x.size(3);
   if (head_dim % 2 != 0) {
-    throw std::invalid_argument("apply_rotary: head_dim must be even, got " +
-                                std::to_string(head_dim));
+    throw std::invalid_argument("apply_rotary: head_dim must be even, got " + std::to_string(head_dim));
   }
   check_positions(length, offset, max_positions);
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(x.device());
@@ -106,7 +100,7 @@ torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t max_pos
       torch::pow(theta, -torch::arange(0, half, f32) * (2.0 / static_cast<double>(head_dim)));
   const torch::Tensor angles =
       torch::arange(offset, offset + length, f32).unsqueeze(1) * inv_freq.unsqueeze(0);  // [L, half]
-  const torch::Tensor cos = torch::cat({angles.cos(), angles.cos()}, -1);              // [L, hd]
+  const torch::Tensor cos = torch::cat({angles.cos(), angles.cos()}, -1);                // [L, hd]
   const torch::Tensor sin = torch::cat({angles.sin(), angles.sin()}, -1);
   const torch::Tensor x32 = x.to(torch::kFloat);
   const torch::Tensor x1 = x32.narrow(-1, 0, half);

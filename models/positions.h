@@ -68,7 +68,6 @@ TORCH_MODULE(AbsolutePositions);
 // Rotates x [B, H, L, head_dim] for positions offset .. offset+L-1 with
 // frequencies theta^(-2i/head_dim). Angles and the rotation are computed in fp32
 // and the result is cast back to x's dtype. head_dim must be even.
-torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t max_positions,
-                           int64_t offset = 0);
+torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t max_positions, int64_t offset = 0);
 
 }  // namespace moetrain::models

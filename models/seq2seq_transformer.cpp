@@ -8,8 +8,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "models/attention.h"
 #include "kernels/dispatch.h"
+#include "models/attention.h"
 
 namespace moetrain::models {
 
@@ -27,22 +27,19 @@ void check_encoder_output(const torch::Tensor& encoder_hidden, const torch::Tens
   if (!src_mask.defined() || src_mask.scalar_type() != torch::kBool || src_mask.dim() != 2 ||
       src_mask.size(0) != encoder_hidden.size(0) || src_mask.size(1) != encoder_hidden.size(1)) {
     throw std::invalid_argument(std::string("Seq2SeqTransformer::") + who + ": src_mask must be bool [" +
-                                std::to_string(encoder_hidden.size(0)) + ", " +
-                                std::to_string(encoder_hidden.size(1)) + "], got " +
-                                kernels::describe_tensor(src_mask));
+                                std::to_string(encoder_hidden.size(0)) + ", " + std::to_string(encoder_hidden.size(1)) +
+                                "], got " + kernels::describe_tensor(src_mask));
   }
 }
 
 void check_tokens(const torch::Tensor& tokens, const torch::Tensor& mask, const char* which) {
   if (!tokens.defined() || tokens.dim() != 2 || tokens.scalar_type() != torch::kLong) {
-    throw std::invalid_argument(std::string("Seq2SeqTransformer: ") + which +
-                                " tokens must be [B, L] int64, got " +
+    throw std::invalid_argument(std::string("Seq2SeqTransformer: ") + which + " tokens must be [B, L] int64, got " +
                                 kernels::describe_tensor(tokens));
   }
   if (!mask.defined() || mask.scalar_type() != torch::kBool || mask.sizes() != tokens.sizes()) {
     throw std::invalid_argument(std::string("Seq2SeqTransformer: ") + which + " mask must be bool " +
-                                c10::str(tokens.sizes()) + " like its tokens, got " +
-                                kernels::describe_tensor(mask));
+                                c10::str(tokens.sizes()) + " like its tokens, got " + kernels::describe_tensor(mask));
   }
   if (tokens.size(0) == 0 || tokens.size(1) == 0) {
     throw std::invalid_argument(std::string("Seq2SeqTransformer: empty ") + which + " batch " +
@@ -52,8 +49,7 @@ void check_tokens(const torch::Tensor& tokens, const torch::Tensor& mask, const 
 
 }  // namespace
 
-MoEStats collect_moe_stats(const std::vector<MoELayerStats>& layers, int64_t num_experts,
-                           const torch::Device& device) {
+MoEStats collect_moe_stats(const std::vector<MoELayerStats>& layers, int64_t num_experts, const torch::Device& device) {
   MoEStats s;
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(device);
   s.aux_loss = torch::zeros({}, f32);
@@ -139,13 +135,16 @@ void Seq2SeqTransformerImpl::parallelize(const ModelParallelism& mp) {
     const int64_t tp = mp.tp_size(), rank = mp.tp_rank();
     vocab_ = parallel::vocab_shard(cfg_.vocab_size, tp, rank);
     slices_["embed_tokens.weight"] = split_parameter(embed_tokens->weight, 0, rank, tp, vocab_.padded_size);
-    if (!lm_head.is_empty()) slices_["lm_head.weight"] = split_parameter(lm_head->weight, 0, rank, tp, vocab_.padded_size);
+    if (!lm_head.is_empty())
+      slices_["lm_head.weight"] = split_parameter(lm_head->weight, 0, rank, tp, vocab_.padded_size);
   }
   for (int64_t i = 0; i < encoder->num_layers(); ++i) {
-    add_slices(slices_, "encoder.layers." + std::to_string(i), encoder->layers->ptr<EncoderLayerImpl>(i)->parallelize(mp));
+    add_slices(slices_, "encoder.layers." + std::to_string(i),
+               encoder->layers->ptr<EncoderLayerImpl>(i)->parallelize(mp));
   }
   for (int64_t i = 0; i < decoder->num_layers(); ++i) {
-    add_slices(slices_, "decoder.layers." + std::to_string(i), decoder->layers->ptr<DecoderLayerImpl>(i)->parallelize(mp));
+    add_slices(slices_, "decoder.layers." + std::to_string(i),
+               decoder->layers->ptr<DecoderLayerImpl>(i)->parallelize(mp));
   }
 }
 
@@ -243,8 +242,7 @@ EncoderOutput Seq2SeqTransformerImpl::encode(const torch::Tensor& src_tokens, co
 }
 
 Seq2SeqOutput Seq2SeqTransformerImpl::decode(const torch::Tensor& tgt_in, const torch::Tensor& tgt_mask,
-                                             const torch::Tensor& encoder_hidden,
-                                             const torch::Tensor& src_mask) {
+                                             const torch::Tensor& encoder_hidden, const torch::Tensor& src_mask) {
   check_tokens(tgt_in, tgt_mask, "target");
   check_encoder_output(encoder_hidden, src_mask, tgt_in.size(0), cfg_.d_model, "decode");
   const AttentionMasks self_masks =
@@ -254,9 +252,9 @@ Seq2SeqOutput Seq2SeqTransformerImpl::decode(const torch::Tensor& tgt_in, const 
 
   torch::Tensor y = embed(tgt_in);
   for (int64_t i = 0; i < decoder->num_layers(); ++i) {
-    LayerOutput out = run_layer(decoder->layer(i), y, encoder_hidden, self_masks, cross_mask, tgt_mask,
-                                cfg_.activation_checkpointing, layer_runner_,
-                                layer_runner_ ? "decoder.layers." + std::to_string(i) : "");
+    LayerOutput out =
+        run_layer(decoder->layer(i), y, encoder_hidden, self_masks, cross_mask, tgt_mask, cfg_.activation_checkpointing,
+                  layer_runner_, layer_runner_ ? "decoder.layers." + std::to_string(i) : "");
     y = out.hidden;
     if (out.moe) moe.push_back(std::move(*out.moe));
   }
@@ -299,8 +297,8 @@ torch::Tensor Seq2SeqTransformerImpl::decode_step(DecoderState& state, const tor
   }
   if (tokens.dim() != 1 || tokens.scalar_type() != torch::kLong || tokens.size(0) != state.batch() ||
       static_cast<int64_t>(state.layers.size()) != decoder->num_layers()) {
-    throw std::invalid_argument("Seq2SeqTransformer::decode_step: expected tokens [" +
-                                std::to_string(state.batch()) + "] int64 and a state from start_decoding, got " +
+    throw std::invalid_argument("Seq2SeqTransformer::decode_step: expected tokens [" + std::to_string(state.batch()) +
+                                "] int64 and a state from start_decoding, got " +
                                 c10::str(tokens.sizes(), " ", tokens.scalar_type()));
   }
   torch::Tensor y = embed(tokens.unsqueeze(1), state.length);
@@ -347,14 +345,14 @@ StageOutput Seq2SeqTransformerImpl::forward_stage(int64_t begin, int64_t end, co
   const int64_t e = cfg_.encoder_layers, d = cfg_.decoder_layers;
   if (begin < 0 || begin >= end || end > num_pipeline_units()) {
     throw std::invalid_argument("Seq2SeqTransformer::forward_stage: units [" + std::to_string(begin) + ", " +
-                                std::to_string(end) + ") are not a stage of " +
-                                std::to_string(num_pipeline_units()) + " units");
+                                std::to_string(end) + ") are not a stage of " + std::to_string(num_pipeline_units()) +
+                                " units");
   }
   check_tokens(src_tokens, src_mask, "source");
   check_tokens(tgt_in, tgt_mask, "target");
   if (begin > 0 && (!input.encoder.defined() || !input.decoder.defined())) {
-    throw std::invalid_argument("Seq2SeqTransformer::forward_stage: a stage starting at unit " +
-                                std::to_string(begin) + " needs both activations of the stage before");
+    throw std::invalid_argument("Seq2SeqTransformer::forward_stage: a stage starting at unit " + std::to_string(begin) +
+                                " needs both activations of the stage before");
   }
   StageOutput out;
   StageActivations a = input;
@@ -370,9 +368,8 @@ StageOutput Seq2SeqTransformerImpl::forward_stage(int64_t begin, int64_t end, co
         encoder_masks = make_self_attention_masks(cfg_.attention, cfg_.local_window, src_mask, /*causal=*/false);
       }
       const int64_t i = u - 1;
-      LayerOutput lo = run_layer(encoder->layer(i), a.encoder, *encoder_masks, src_mask,
-                                 cfg_.activation_checkpointing, layer_runner_,
-                                 layer_runner_ ? "encoder.layers." + std::to_string(i) : "");
+      LayerOutput lo = run_layer(encoder->layer(i), a.encoder, *encoder_masks, src_mask, cfg_.activation_checkpointing,
+                                 layer_runner_, layer_runner_ ? "encoder.layers." + std::to_string(i) : "");
       a.encoder = lo.hidden;
       if (lo.moe) moe.push_back(std::move(*lo.moe));
     } else if (u == e + 1) {

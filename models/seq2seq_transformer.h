@@ -55,8 +55,7 @@ struct MoEStats {
 
 // Per-layer statistics (in layer order) summed into MoEStats; zero losses and
 // a [0, num_experts] count tensor on `device` when `layers` is empty.
-MoEStats collect_moe_stats(const std::vector<MoELayerStats>& layers, int64_t num_experts,
-                           const torch::Device& device);
+MoEStats collect_moe_stats(const std::vector<MoELayerStats>& layers, int64_t num_experts, const torch::Device& device);
 // first's layers, then second's.
 MoEStats merge_moe_stats(const MoEStats& first, const MoEStats& second);
 
@@ -134,8 +133,8 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
 
   // src_tokens [B, S] int64, src_mask [B, S] bool (true = real token),
   // tgt_in [B, T] int64, tgt_mask [B, T] bool.
-  Seq2SeqOutput forward(const torch::Tensor& src_tokens, const torch::Tensor& src_mask,
-                        const torch::Tensor& tgt_in, const torch::Tensor& tgt_mask);
+  Seq2SeqOutput forward(const torch::Tensor& src_tokens, const torch::Tensor& src_mask, const torch::Tensor& tgt_in,
+                        const torch::Tensor& tgt_mask);
 
   // embed -> encoder layers -> encoder.final_norm.
   EncoderOutput encode(const torch::Tensor& src_tokens, const torch::Tensor& src_mask);
@@ -143,8 +142,8 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
   // embed -> decoder layers (self-attention causal, cross-attention over
   // encoder_hidden [B, S, D]) -> decoder.final_norm -> lm_head. The returned
   // stats cover the decoder's MoE layers only.
-  Seq2SeqOutput decode(const torch::Tensor& tgt_in, const torch::Tensor& tgt_mask,
-                       const torch::Tensor& encoder_hidden, const torch::Tensor& src_mask);
+  Seq2SeqOutput decode(const torch::Tensor& tgt_in, const torch::Tensor& tgt_mask, const torch::Tensor& encoder_hidden,
+                       const torch::Tensor& src_mask);
 
   // Incremental decoding, for generation in eval mode on the whole model:
   // start_decoding projects the encoder output once per layer for
@@ -191,9 +190,8 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
   // micro-batch's, which every stage has. Chaining the stages of any
   // partition computes what forward() computes (with dropout, the draws come
   // in another order: both embeddings first).
-  StageOutput forward_stage(int64_t begin, int64_t end, const torch::Tensor& src_tokens,
-                            const torch::Tensor& src_mask, const torch::Tensor& tgt_in,
-                            const torch::Tensor& tgt_mask, const StageActivations& input);
+  StageOutput forward_stage(int64_t begin, int64_t end, const torch::Tensor& src_tokens, const torch::Tensor& src_mask,
+                            const torch::Tensor& tgt_in, const torch::Tensor& tgt_mask, const StageActivations& input);
 
   // Splits this (whole, freshly built) model for tensor and expert
   // parallelism: layers as their parallelize says (EP keeps a block of each
@@ -226,7 +224,7 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
   AbsolutePositions embed_positions{nullptr};  // null for rotary positions
   TransformerEncoder encoder{nullptr};
   TransformerDecoder decoder{nullptr};
-  Linear lm_head{nullptr};                     // null when tied
+  Linear lm_head{nullptr};  // null when tied
 
  private:
   ModelConfig cfg_;

@@ -1,7 +1,7 @@
 #include "models/transformer_layers.h"
 
-#include <stdexcept>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -11,23 +11,22 @@ namespace moetrain::models {
 
 namespace {
 
-void check_hidden(const torch::Tensor& x, const torch::Tensor& padding_mask, int64_t d_model,
-                  const char* who) {
+void check_hidden(const torch::Tensor& x, const torch::Tensor& padding_mask, int64_t d_model, const char* who) {
   if (x.dim() != 3 || x.size(2) != d_model) {
-    throw std::invalid_argument(std::string(who) + ": expected hidden [B, T, " + std::to_string(d_model) +
-                                "], got " + c10::str(x.sizes()));
+    throw std::invalid_argument(std::string(who) + ": expected hidden [B, T, " + std::to_string(d_model) + "], got " +
+                                c10::str(x.sizes()));
   }
-  if (padding_mask.scalar_type() != torch::kBool || padding_mask.dim() != 2 ||
-      padding_mask.size(0) != x.size(0) || padding_mask.size(1) != x.size(1)) {
-    throw std::invalid_argument(std::string(who) + ": expected padding_mask [" +
-                                std::to_string(x.size(0)) + ", " + std::to_string(x.size(1)) +
-                                "] bool, got " + c10::str(padding_mask.sizes(), " ", padding_mask.scalar_type()));
+  if (padding_mask.scalar_type() != torch::kBool || padding_mask.dim() != 2 || padding_mask.size(0) != x.size(0) ||
+      padding_mask.size(1) != x.size(1)) {
+    throw std::invalid_argument(std::string(who) + ": expected padding_mask [" + std::to_string(x.size(0)) + ", " +
+                                std::to_string(x.size(1)) + "] bool, got " +
+                                c10::str(padding_mask.sizes(), " ", padding_mask.scalar_type()));
   }
 }
 
 // Dense FFN or MoE on h [B, T, D]; the MoE sees the flattened tokens.
-torch::Tensor feed_forward(FeedForward ffn, MoELayer moe, const torch::Tensor& h,
-                           const torch::Tensor& padding_mask, std::optional<MoELayerStats>& stats) {
+torch::Tensor feed_forward(FeedForward ffn, MoELayer moe, const torch::Tensor& h, const torch::Tensor& padding_mask,
+                           std::optional<MoELayerStats>& stats) {
   if (moe.is_empty()) return ffn->forward(h);
   const int64_t b = h.size(0);
   const int64_t t = h.size(1);
@@ -133,8 +132,8 @@ LayerOutput DecoderLayerImpl::forward_step(const torch::Tensor& y, DecoderLayerC
   const auto padding_mask = torch::ones({y.size(0), 1}, torch::TensorOptions().dtype(torch::kBool).device(y.device()));
   check_hidden(y, padding_mask, self_attn_norm->weight.size(0), "DecoderLayer::forward_step");
   LayerOutput out;
-  torch::Tensor hidden = y + torch::dropout(self_attn->forward_step(self_attn_norm(y), cache.self), dropout_,
-                                            is_training());
+  torch::Tensor hidden =
+      y + torch::dropout(self_attn->forward_step(self_attn_norm(y), cache.self), dropout_, is_training());
   torch::Tensor h = cross_attn->forward_cached(cross_attn_norm(hidden), cache.cross, AttentionMasks{cross_mask, {}});
   hidden = hidden + torch::dropout(h, dropout_, is_training());
   h = feed_forward(ffn, moe, ffn_norm(hidden), padding_mask, out.moe);

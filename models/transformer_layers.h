@@ -26,8 +26,8 @@
 namespace moetrain::models {
 
 struct LayerOutput {
-  torch::Tensor hidden;               // [B, T, D]
-  std::optional<MoELayerStats> moe;   // set by MoE layers only
+  torch::Tensor hidden;              // [B, T, D]
+  std::optional<MoELayerStats> moe;  // set by MoE layers only
 };
 
 class EncoderLayerImpl : public torch::nn::Module {
@@ -36,8 +36,7 @@ class EncoderLayerImpl : public torch::nn::Module {
 
   // x [B, S, D]; self_masks from make_self_attention_masks(..., causal=false);
   // padding_mask [B, S] bool (padded tokens are not routed by the MoE).
-  LayerOutput forward(const torch::Tensor& x, const AttentionMasks& self_masks,
-                      const torch::Tensor& padding_mask);
+  LayerOutput forward(const torch::Tensor& x, const AttentionMasks& self_masks, const torch::Tensor& padding_mask);
 
   bool is_moe() const { return !moe.is_empty(); }
   // Splits the layer for tensor and expert parallelism (see the sublayers).
@@ -67,9 +66,8 @@ class DecoderLayerImpl : public torch::nn::Module {
   // y [B, T, D]; memory [B, S, D] (encoder output); self_masks from
   // make_self_attention_masks(..., causal=true); cross_mask
   // [B, 1, T, S] from make_cross_attention_mask; padding_mask [B, T] bool.
-  LayerOutput forward(const torch::Tensor& y, const torch::Tensor& memory,
-                      const AttentionMasks& self_masks, const torch::Tensor& cross_mask,
-                      const torch::Tensor& padding_mask);
+  LayerOutput forward(const torch::Tensor& y, const torch::Tensor& memory, const AttentionMasks& self_masks,
+                      const torch::Tensor& cross_mask, const torch::Tensor& padding_mask);
 
   // Incremental decoding: start_cache projects memory [B, S, D] for
   // cross-attention once; forward_step runs y [B, 1, D], the next target
@@ -107,8 +105,8 @@ using LayerFunction = std::function<std::vector<torch::Tensor>(const std::vector
 // use and reduces its gradients). `unit` names the layer as FlatParameters
 // groups it ("encoder.layers.3"). The runner must return what fn(inputs)
 // returns, computed however it likes; it replaces activation checkpointing.
-using LayerRunner = std::function<std::vector<torch::Tensor>(
-    const std::string& unit, const LayerFunction& fn, const std::vector<torch::Tensor>& inputs)>;
+using LayerRunner = std::function<std::vector<torch::Tensor>(const std::string& unit, const LayerFunction& fn,
+                                                             const std::vector<torch::Tensor>& inputs)>;
 
 // layer->forward(...), or the same under activation checkpointing when
 // `checkpointed` and grad mode is on (without grad there is nothing to save),

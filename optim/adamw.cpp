@@ -20,9 +20,8 @@ std::vector<DecaySegment> update_runs(std::vector<DecaySegment> segments, int64_
   int64_t cursor = 0;
   for (const DecaySegment& s : segments) {
     if (s.begin < cursor || s.end < s.begin || s.end > numel) {
-      throw std::invalid_argument("AdamW: decay segment [" + std::to_string(s.begin) + ", " +
-                                  std::to_string(s.end) + ") overlaps another or leaves [0, " +
-                                  std::to_string(numel) + ")");
+      throw std::invalid_argument("AdamW: decay segment [" + std::to_string(s.begin) + ", " + std::to_string(s.end) +
+                                  ") overlaps another or leaves [0, " + std::to_string(numel) + ")");
     }
     append_decay_segment(runs, cursor, s.begin, false);
     append_decay_segment(runs, s.begin, s.end, weight_decay && s.weight_decay);
@@ -55,8 +54,8 @@ void AdamW::step(torch::Tensor& master, const torch::Tensor& grads, double lr) {
   groups.reserve(update_runs_.size());
   for (const DecaySegment& r : update_runs_) {
     const int64_t len = r.end - r.begin;
-    groups.push_back({master.narrow(0, r.begin, len), grads.narrow(0, r.begin, len),
-                      exp_avg_.narrow(0, r.begin, len), exp_avg_sq_.narrow(0, r.begin, len), r.weight_decay});
+    groups.push_back({master.narrow(0, r.begin, len), grads.narrow(0, r.begin, len), exp_avg_.narrow(0, r.begin, len),
+                      exp_avg_sq_.narrow(0, r.begin, len), r.weight_decay});
   }
   kernels::AdamWHyperparameters h;
   h.lr = lr;

@@ -17,11 +17,10 @@ std::string unit_of(const std::string& name, bool expert_units) {
   return dot == std::string::npos ? name : name.substr(0, dot);
 }
 
-FlatParameters::FlatParameters(
-    const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters,
-    torch::ScalarType compute_dtype,
-    const std::function<bool(const std::string&, const torch::Tensor&)>& decays,
-    const ShardingOptions& sharding)
+FlatParameters::FlatParameters(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters,
+                               torch::ScalarType compute_dtype,
+                               const std::function<bool(const std::string&, const torch::Tensor&)>& decays,
+                               const ShardingOptions& sharding)
     : compute_dtype_(compute_dtype), sharding_(sharding) {
   if (sharding_.shards < 1 || sharding_.rank < 0 || sharding_.rank >= sharding_.shards) {
     throw std::invalid_argument("FlatParameters: bad sharding rank/shards");
@@ -30,7 +29,8 @@ FlatParameters::FlatParameters(
     throw std::invalid_argument("FlatParameters: sharded grads need a sharded master");
   }
   if (sharding_.expert_shards < 0 ||
-      (sharding_.expert_shards > 0 && (sharding_.expert_rank < 0 || sharding_.expert_rank >= sharding_.expert_shards))) {
+      (sharding_.expert_shards > 0 &&
+       (sharding_.expert_rank < 0 || sharding_.expert_rank >= sharding_.expert_shards))) {
     throw std::invalid_argument("FlatParameters: bad expert sharding rank/shards");
   }
   if (sharding_.shard_params && !sharding_.shard_grads) {
@@ -180,8 +180,7 @@ void FlatParameters::release_unit(size_t u) {
   }
 }
 
-void FlatParameters::flatten_unit_grads(size_t u, const std::vector<torch::Tensor>& grads,
-                                        torch::Tensor& flat) const {
+void FlatParameters::flatten_unit_grads(size_t u, const std::vector<torch::Tensor>& grads, torch::Tensor& flat) const {
   const auto& unit = units_.at(u);
   const auto [begin, end] = unit_entries_[u];
   if (grads.size() != end - begin || flat.numel() != unit.padded) {

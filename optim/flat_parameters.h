@@ -39,20 +39,20 @@ namespace moetrain::optim {
 
 struct FlatParameterEntry {
   std::string name;
-  torch::Tensor param;   // the model's parameter (a view into `model`)
-  int64_t offset = 0;    // start in the flat space
+  torch::Tensor param;  // the model's parameter (a view into `model`)
+  int64_t offset = 0;   // start in the flat space
   int64_t numel = 0;
   std::vector<int64_t> shape;
   bool weight_decay = true;
-  size_t unit = 0;       // index into units()
+  size_t unit = 0;  // index into units()
 };
 
 struct FlatUnit {
-  std::string name;       // e.g. "encoder.layers.3", "embed_tokens"
-  int64_t offset = 0;     // start in the flat space
-  int64_t numel = 0;      // parameters in it
-  int64_t padded = 0;     // numel rounded up to a multiple of the shard count
-  int64_t shard = 0;      // padded / shards: one rank's piece
+  std::string name;          // e.g. "encoder.layers.3", "embed_tokens"
+  int64_t offset = 0;        // start in the flat space
+  int64_t numel = 0;         // parameters in it
+  int64_t padded = 0;        // numel rounded up to a multiple of the shard count
+  int64_t shard = 0;         // padded / shards: one rank's piece
   int64_t local_offset = 0;  // where this rank's piece sits in the local shard
   // Expert parallelism: the unit holds only this rank's experts and is
   // replicated (and sharded) over the expert-data-parallel group, not the
@@ -74,8 +74,8 @@ struct DecaySegment {
 void append_decay_segment(std::vector<DecaySegment>& segments, int64_t begin, int64_t end, bool weight_decay);
 
 struct ShardingOptions {
-  int64_t shards = 1;      // data-parallel ranks sharing the optimizer state
-  int64_t rank = 0;        // this rank among them
+  int64_t shards = 1;         // data-parallel ranks sharing the optimizer state
+  int64_t rank = 0;           // this rank among them
   bool shard_master = false;  // ZeRO >= 1: master weights and moments sharded
   bool shard_grads = false;   // ZeRO >= 2: gradient accumulator sharded
   bool shard_params = false;  // ZeRO 3: no full model copy; units gathered on use
@@ -104,8 +104,8 @@ class FlatParameters {
                  const std::function<bool(const std::string&, const torch::Tensor&)>& decays,
                  const ShardingOptions& sharding = {});
 
-  int64_t numel() const { return numel_; }            // parameters (unpadded)
-  int64_t padded_numel() const { return padded_; }     // the flat space
+  int64_t numel() const { return numel_; }              // parameters (unpadded)
+  int64_t padded_numel() const { return padded_; }      // the flat space
   int64_t local_numel() const { return local_numel_; }  // this rank's shard
   torch::ScalarType compute_dtype() const { return compute_dtype_; }
   const ShardingOptions& sharding() const { return sharding_; }

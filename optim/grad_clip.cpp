@@ -4,9 +4,7 @@
 
 namespace moetrain::optim {
 
-double global_grad_norm(const torch::Tensor& grads) {
-  return grads.norm().item<double>();
-}
+double global_grad_norm(const torch::Tensor& grads) { return grads.norm().item<double>(); }
 
 double clip_grads(torch::Tensor& grads, double norm, double max_norm) {
   if (max_norm <= 0.0 || !std::isfinite(norm)) return 1.0;

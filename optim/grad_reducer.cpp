@@ -32,12 +32,14 @@ GradReducer::GradReducer(FlatParameters& params, std::vector<GradBucket> buckets
   const auto& entries = params_.entries();
   std::vector<int64_t> bucket_of_unit(params_.units().size(), -1);
   for (size_t b = 0; b < buckets_.size(); ++b) {
-    for (size_t u = buckets_[b].first_unit; u <= buckets_[b].last_unit; ++u) bucket_of_unit.at(u) = static_cast<int64_t>(b);
+    for (size_t u = buckets_[b].first_unit; u <= buckets_[b].last_unit; ++u)
+      bucket_of_unit.at(u) = static_cast<int64_t>(b);
   }
   entries_in_bucket_.assign(buckets_.size(), 0);
   for (size_t i = 0; i < entries.size(); ++i) {
     const int64_t b = bucket_of_unit.at(entries[i].unit);
-    if (b < 0) throw std::invalid_argument("GradReducer: unit " + params_.units()[entries[i].unit].name + " is in no bucket");
+    if (b < 0)
+      throw std::invalid_argument("GradReducer: unit " + params_.units()[entries[i].unit].name + " is in no bucket");
     bucket_of_entry_.push_back(static_cast<size_t>(b));
     ++entries_in_bucket_[static_cast<size_t>(b)];
   }

@@ -47,9 +47,9 @@ namespace moetrain::optim {
 struct GradBucket {
   size_t first_unit = 0;  // units [first_unit, last_unit] of the FlatParameters
   size_t last_unit = 0;
-  int64_t begin = 0;      // the flat range they cover (padded units)
+  int64_t begin = 0;  // the flat range they cover (padded units)
   int64_t end = 0;
-  bool expert = false;    // expert units (reduced over the expert-data-parallel group)
+  bool expert = false;  // expert units (reduced over the expert-data-parallel group)
 };
 
 class GradReducer {
@@ -101,8 +101,8 @@ class GradReducer {
   ReduceFn reduce_;
   std::vector<int64_t> pending_;  // gradients still missing, per bucket
   std::vector<bool> ready_;
-  size_t next_ = 0;               // the next bucket to reduce, in order
-  size_t reduced_ = 0;            // buckets whose reduction has finished
+  size_t next_ = 0;     // the next bucket to reduce, in order
+  size_t reduced_ = 0;  // buckets whose reduction has finished
   bool running_inline_ = false;
   std::exception_ptr error_;
   std::thread worker_;

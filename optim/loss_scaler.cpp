@@ -4,8 +4,7 @@
 
 namespace moetrain::optim {
 
-DynamicLossScaler::DynamicLossScaler(const LossScaleConfig& config, bool enabled)
-    : config_(config), enabled_(enabled) {
+DynamicLossScaler::DynamicLossScaler(const LossScaleConfig& config, bool enabled) : config_(config), enabled_(enabled) {
   state_.scale = enabled ? config.initial : 1.0;
   state_.hysteresis_left = config.hysteresis;
 }

@@ -11,7 +11,7 @@ enum class ScheduleType { Cosine, Linear, Constant };
 
 struct OptimConfig {
   double lr = 3e-4;
-  double min_lr = 0.0;     // floor the decay never goes below
+  double min_lr = 0.0;  // floor the decay never goes below
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;

@@ -30,8 +30,7 @@ void check_tensor(const std::string& op, const char* what, const torch::Tensor& 
                             "; the MPI backend takes CPU tensors (use the NCCL communicator for CUDA)");
   }
   if (place == TensorPlace::Cuda && !t.device().is_cuda()) {
-    throw CommunicatorError(op + ": " + what + " is on " + t.device().str() +
-                            "; the NCCL backend takes CUDA tensors");
+    throw CommunicatorError(op + ": " + what + " is on " + t.device().str() + "; the NCCL backend takes CUDA tensors");
   }
   if (!t.is_contiguous()) {
     std::ostringstream s;
@@ -51,10 +50,9 @@ void check_same_dtype(const std::string& op, const torch::Tensor& input, const t
 void check_scatter_gather_sizes(const std::string& op, const torch::Tensor& big, const char* big_name,
                                 const torch::Tensor& small, const char* small_name, int64_t group_size) {
   if (big.numel() != group_size * small.numel()) {
-    throw CommunicatorError(op + ": " + big_name + " has " + std::to_string(big.numel()) +
-                            " elements (shape " + shape_of(big) + "), expected group size " +
-                            std::to_string(group_size) + " x " + small_name + " elements " +
-                            std::to_string(small.numel()) + " = " +
+    throw CommunicatorError(op + ": " + big_name + " has " + std::to_string(big.numel()) + " elements (shape " +
+                            shape_of(big) + "), expected group size " + std::to_string(group_size) + " x " +
+                            small_name + " elements " + std::to_string(small.numel()) + " = " +
                             std::to_string(group_size * small.numel()));
   }
 }
@@ -94,8 +92,7 @@ int64_t check_all_to_all(const std::string& op, const torch::Tensor& input, cons
     throw CommunicatorError(op + ": input shape " + shape_of(input) + " and output shape " + shape_of(output) +
                             " differ past dim 0");
   }
-  auto check_counts = [&](const std::vector<int64_t>& counts, const char* name, int64_t rows,
-                          const char* tensor_name) {
+  auto check_counts = [&](const std::vector<int64_t>& counts, const char* name, int64_t rows, const char* tensor_name) {
     if (static_cast<int64_t>(counts.size()) != group_size) {
       throw CommunicatorError(op + ": " + name + " has " + std::to_string(counts.size()) +
                               " entries, expected one per rank (" + std::to_string(group_size) + ")");
@@ -138,8 +135,8 @@ void check_split_ranks(const std::vector<int64_t>& ranks, int64_t my_rank, int64
   }
 }
 
-void check_send_recv_peers(const std::string& op, size_t sends, int64_t dst, size_t recvs, int64_t src,
-                           int64_t my_rank, int64_t group_size) {
+void check_send_recv_peers(const std::string& op, size_t sends, int64_t dst, size_t recvs, int64_t src, int64_t my_rank,
+                           int64_t group_size) {
   if (dst == -1 && sends > 0) {
     throw CommunicatorError(op + ": dst is -1 (no send) but " + std::to_string(sends) + " tensors were given to send");
   }

@@ -19,16 +19,14 @@ enum class TensorPlace { Cpu, Cuda };
 
 // Defined, contiguous, on the right kind of device. `what` names the argument
 // ("tensor", "input", "output").
-void check_tensor(const std::string& op, const char* what, const torch::Tensor& t,
-                  TensorPlace place);
+void check_tensor(const std::string& op, const char* what, const torch::Tensor& t, TensorPlace place);
 
 // Same dtype for both arguments of a two-tensor op.
 void check_same_dtype(const std::string& op, const torch::Tensor& input, const torch::Tensor& output);
 
 // reduce_scatter / all_gather: big.numel() == group_size * small.numel().
-void check_scatter_gather_sizes(const std::string& op, const torch::Tensor& big,
-                                const char* big_name, const torch::Tensor& small,
-                                const char* small_name, int64_t group_size);
+void check_scatter_gather_sizes(const std::string& op, const torch::Tensor& big, const char* big_name,
+                                const torch::Tensor& small, const char* small_name, int64_t group_size);
 
 // The two buffers must not overlap (MPI and NCCL forbid aliasing there).
 void check_no_overlap(const std::string& op, const torch::Tensor& a, const torch::Tensor& b);
@@ -46,15 +44,15 @@ void check_not_self(const std::string& op, const char* what, int64_t peer, int64
 // Returns the elements in one row.
 // send_recv's arguments, before any tensor is looked at: dst/src -1 only with
 // nothing on that side, and real peers in the group other than this rank.
-void check_send_recv_peers(const std::string& op, size_t sends, int64_t dst, size_t recvs, int64_t src,
-                           int64_t my_rank, int64_t group_size);
+void check_send_recv_peers(const std::string& op, size_t sends, int64_t dst, size_t recvs, int64_t src, int64_t my_rank,
+                           int64_t group_size);
 // No receive buffer overlaps a send buffer or another receive buffer.
 void check_send_recv_buffers(const std::string& op, const std::vector<torch::Tensor>& sends,
                              const std::vector<torch::Tensor>& recvs);
 
-int64_t check_all_to_all(const std::string& op, const torch::Tensor& input,
-                         const torch::Tensor& output, const std::vector<int64_t>& send_counts,
-                         const std::vector<int64_t>& recv_counts, int64_t group_size);
+int64_t check_all_to_all(const std::string& op, const torch::Tensor& input, const torch::Tensor& output,
+                         const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts,
+                         int64_t group_size);
 
 // split: ascending, distinct, in [0, group_size), containing `my_rank`.
 void check_split_ranks(const std::vector<int64_t>& ranks, int64_t my_rank, int64_t group_size,

@@ -82,11 +82,12 @@ void check_options(const CommBenchOptions& options) {
 void print_header(std::ostream& out, const Communicator& comm, const CommBenchOptions& options) {
   const int64_t n = comm.size();
   out << "# moetrain bench comm: backend " << comm.backend() << ", " << n << " rank" << (n == 1 ? "" : "s")
-      << ", dtype " << dtype_name(options.dtype) << ", device " << options.device.str() << ", warmup "
-      << options.warmup << ", iters " << options.iters << "\n"
+      << ", dtype " << dtype_name(options.dtype) << ", device " << options.device.str() << ", warmup " << options.warmup
+      << ", iters " << options.iters << "\n"
       << "# time: median over iters, max over ranks; busbw = algbw x nccl-tests' factor\n"
       << "#" << std::setw(15) << "op" << std::setw(14) << "size(B)" << std::setw(12) << "count" << std::setw(12)
-      << "time(us)" << std::setw(13) << "algbw(GB/s)" << std::setw(13) << "busbw(GB/s)" << "\n";
+      << "time(us)" << std::setw(13) << "algbw(GB/s)" << std::setw(13) << "busbw(GB/s)"
+      << "\n";
 }
 
 // One result row, flushed so that a long run shows progress.
@@ -100,8 +101,7 @@ void print_row(std::ostream& out, const CommBenchResult& row) {
 // Sets up the buffers of `op` (`work` holds a copy of the `count` elements of
 // random input) and returns the call to time, which uses `work` and `other`.
 std::function<void()> make_call(Communicator& comm, const std::string& op, int64_t count,
-                                const torch::TensorOptions& tensor_options, torch::Tensor& work,
-                                torch::Tensor& other) {
+                                const torch::TensorOptions& tensor_options, torch::Tensor& work, torch::Tensor& other) {
   const int64_t n = comm.size();
   const int64_t rank = comm.rank();
   const int64_t chunk = count / n;

@@ -61,7 +61,6 @@ struct CommBenchResult {
 // Runs every (op, size) of `options` in order and returns the rows (the same on
 // every rank). Throws std::invalid_argument for an unknown op, a size < 1 or
 // iters < 1 (before any communication, so every rank throws alike).
-std::vector<CommBenchResult> run_comm_benchmark(Communicator& comm, const CommBenchOptions& options,
-                                                std::ostream& out);
+std::vector<CommBenchResult> run_comm_benchmark(Communicator& comm, const CommBenchOptions& options, std::ostream& out);
 
 }  // namespace moetrain::parallel

@@ -59,16 +59,14 @@ class Communicator {
   // In place: every rank ends with the reduction over all ranks.
   virtual void all_reduce(torch::Tensor& tensor, ReduceOp op = ReduceOp::Sum) = 0;
   // input [size * n] -> output [n]: this rank's chunk of the reduction.
-  virtual void reduce_scatter(const torch::Tensor& input, torch::Tensor& output,
-                              ReduceOp op = ReduceOp::Sum) = 0;
+  virtual void reduce_scatter(const torch::Tensor& input, torch::Tensor& output, ReduceOp op = ReduceOp::Sum) = 0;
   // input [n] -> output [size * n], rank r's input at [r*n, (r+1)*n).
   virtual void all_gather(const torch::Tensor& input, torch::Tensor& output) = 0;
   virtual void broadcast(torch::Tensor& tensor, int64_t root) = 0;
   // Rows (dim 0) of `input`: the first send_counts[0] go to rank 0, the next
   // send_counts[1] to rank 1, ...; `output` receives recv_counts[r] rows from
   // rank r in rank order. Counts may be zero. Shapes past dim 0 must match.
-  virtual void all_to_all(const torch::Tensor& input, torch::Tensor& output,
-                          const std::vector<int64_t>& send_counts,
+  virtual void all_to_all(const torch::Tensor& input, torch::Tensor& output, const std::vector<int64_t>& send_counts,
                           const std::vector<int64_t>& recv_counts) = 0;
   virtual void send(const torch::Tensor& tensor, int64_t dst) = 0;
   virtual void recv(torch::Tensor& tensor, int64_t src) = 0;
@@ -83,8 +81,8 @@ class Communicator {
   // order: the peer lists the tensors it sends to (receives from) this rank in
   // the order this rank receives (sends) them, in send_recv or in plain
   // send/recv calls. Only the named peers take part (not a collective).
-  virtual void send_recv(const std::vector<torch::Tensor>& sends, int64_t dst,
-                         std::vector<torch::Tensor>& recvs, int64_t src) = 0;
+  virtual void send_recv(const std::vector<torch::Tensor>& sends, int64_t dst, std::vector<torch::Tensor>& recvs,
+                         int64_t src) = 0;
   // One tensor each way; a peer of -1 skips that side (its tensor may then be
   // undefined).
   void send_recv(const torch::Tensor& send, int64_t dst, torch::Tensor& recv, int64_t src) {

@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "parallel/collective_checks.h"
 #include "kernels/dispatch.h"
+#include "parallel/collective_checks.h"
 
 namespace moetrain::parallel {
 
@@ -16,9 +16,7 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-int64_t sum_of(const std::vector<int64_t>& values) {
-  return std::accumulate(values.begin(), values.end(), int64_t{0});
-}
+int64_t sum_of(const std::vector<int64_t>& values) { return std::accumulate(values.begin(), values.end(), int64_t{0}); }
 
 bool ep_off(const Communicator* group) { return group == nullptr || group->size() == 1; }
 
@@ -74,17 +72,16 @@ Communicator& saved_group(AutogradContext* ctx) {
 
 class DispatchTokensFunction : public torch::autograd::Function<DispatchTokensFunction> {
  public:
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& permuted,
-                               const ExpertDispatchPlan& plan, Communicator* group) {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& permuted, const ExpertDispatchPlan& plan,
+                               Communicator* group) {
     save_route(ctx, plan, group);
     return send_to_experts(permuted, plan.send_counts, plan.recv_counts, plan.regroup_inverse, *group);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const torch::Tensor grad = return_to_sources(
-        grad_outputs[0], ctx->saved_data["send_counts"].toIntVector(),
-        ctx->saved_data["recv_counts"].toIntVector(), ctx->saved_data["regroup_index"].toTensor(),
-        saved_group(ctx));
+    const torch::Tensor grad = return_to_sources(grad_outputs[0], ctx->saved_data["send_counts"].toIntVector(),
+                                                 ctx->saved_data["recv_counts"].toIntVector(),
+                                                 ctx->saved_data["regroup_index"].toTensor(), saved_group(ctx));
     return {grad, torch::Tensor(), torch::Tensor()};
   }
 };
@@ -94,19 +91,17 @@ class DispatchTokensFunction : public torch::autograd::Function<DispatchTokensFu
 // dispatch's backward on every rank (see the header comment).
 class CombineTokensFunction : public torch::autograd::Function<CombineTokensFunction> {
  public:
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& expert_output,
-                               const torch::Tensor& link, const ExpertDispatchPlan& plan,
-                               Communicator* group) {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& expert_output, const torch::Tensor& link,
+                               const ExpertDispatchPlan& plan, Communicator* group) {
     (void)link;
     save_route(ctx, plan, group);
     return return_to_sources(expert_output, plan.send_counts, plan.recv_counts, plan.regroup_index, *group);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const torch::Tensor grad = send_to_experts(
-        grad_outputs[0], ctx->saved_data["send_counts"].toIntVector(),
-        ctx->saved_data["recv_counts"].toIntVector(), ctx->saved_data["regroup_inverse"].toTensor(),
-        saved_group(ctx));
+    const torch::Tensor grad = send_to_experts(grad_outputs[0], ctx->saved_data["send_counts"].toIntVector(),
+                                               ctx->saved_data["recv_counts"].toIntVector(),
+                                               ctx->saved_data["regroup_inverse"].toTensor(), saved_group(ctx));
     return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -129,8 +124,10 @@ void check_plan_matches_group(const char* who, const ExpertDispatchPlan& plan, c
       static_cast<int64_t>(plan.recv_counts.size()) != size || !plan.regroup_index.defined() ||
       !plan.regroup_inverse.defined()) {
     throw std::invalid_argument(std::string(who) + ": the plan was made for a group of " +
-                                std::to_string(plan.group_size) + " ranks (or not by plan_expert_dispatch), "
-                                "but the group has " + std::to_string(size));
+                                std::to_string(plan.group_size) +
+                                " ranks (or not by plan_expert_dispatch), "
+                                "but the group has " +
+                                std::to_string(size));
   }
 }
 
@@ -229,8 +226,7 @@ torch::Tensor dispatch_tokens(const torch::Tensor& permuted, const ExpertDispatc
   return dispatched;
 }
 
-torch::Tensor combine_tokens(const torch::Tensor& expert_output, const ExpertDispatchPlan& plan,
-                             Communicator* group) {
+torch::Tensor combine_tokens(const torch::Tensor& expert_output, const ExpertDispatchPlan& plan, Communicator* group) {
   check_plan_matches_group("combine_tokens", plan, group);
   check_rows("combine_tokens", expert_output, "expert_output", plan.num_recv_rows(), "sum of recv_counts");
   if (ep_off(group)) return expert_output;

@@ -62,8 +62,8 @@ namespace moetrain::parallel {
 // What a dispatch needs to know beyond this rank's own counts. Built by
 // plan_expert_dispatch; all vectors hold host values.
 struct ExpertDispatchPlan {
-  int64_t group_size = 1;         // EP ranks
-  int64_t num_local_experts = 0;  // L = E / group_size
+  int64_t group_size = 1;                        // EP ranks
+  int64_t num_local_experts = 0;                 // L = E / group_size
   std::vector<int64_t> send_counts;              // [group_size] rows this rank sends to each EP rank
   std::vector<int64_t> recv_counts;              // [group_size] rows it receives from each EP rank
   std::vector<int64_t> recv_counts_per_expert;   // [group_size * L]: entry s*L + l = rows from
@@ -91,19 +91,16 @@ struct ExpertDispatchPlan {
 // E divisible by the group size, counts >= 0). Collective over the group: one
 // all_to_all of E int64 counts (the size-1 / null group communicates nothing).
 // Throws std::invalid_argument (before communicating) on bad counts.
-ExpertDispatchPlan plan_expert_dispatch(const std::vector<int64_t>& tokens_per_expert,
-                                        Communicator* group);
+ExpertDispatchPlan plan_expert_dispatch(const std::vector<int64_t>& tokens_per_expert, Communicator* group);
 
 // permuted [M, ...] (segments by global expert, M = plan.num_send_rows()) ->
 // [plan.num_recv_rows(), ...] in local-expert-major order. Differentiable:
 // backward regroups the gradient to source-major and sends it back.
-torch::Tensor dispatch_tokens(const torch::Tensor& permuted, const ExpertDispatchPlan& plan,
-                              Communicator* group);
+torch::Tensor dispatch_tokens(const torch::Tensor& permuted, const ExpertDispatchPlan& plan, Communicator* group);
 
 // expert_output [plan.num_recv_rows(), ...] in local-expert-major order ->
 // [M, ...] back in this rank's original permuted order. Differentiable:
 // backward is dispatch of the gradient.
-torch::Tensor combine_tokens(const torch::Tensor& expert_output, const ExpertDispatchPlan& plan,
-                             Communicator* group);
+torch::Tensor combine_tokens(const torch::Tensor& expert_output, const ExpertDispatchPlan& plan, Communicator* group);
 
 }  // namespace moetrain::parallel

@@ -108,12 +108,12 @@ void MpiCommunicator::all_reduce(torch::Tensor& tensor, ReduceOp op) {
   OpRecord record(stats_, "all_reduce", 2 * tensor.nbytes(), tensor.nbytes(), timeout_s_);
   if (is_half(tensor.scalar_type())) {
     torch::Tensor wide = tensor.to(torch::kFloat);
-    MOETRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, wide.data_ptr(), count, MPI_FLOAT,
-                                     mpi_op(op, torch::kFloat), comm_));
+    MOETRAIN_MPI_CHECK(
+        MPI_Allreduce(MPI_IN_PLACE, wide.data_ptr(), count, MPI_FLOAT, mpi_op(op, torch::kFloat), comm_));
     tensor.copy_(wide);
   } else {
-    MOETRAIN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), count, type,
-                                     mpi_op(op, tensor.scalar_type()), comm_));
+    MOETRAIN_MPI_CHECK(
+        MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), count, type, mpi_op(op, tensor.scalar_type()), comm_));
   }
   record.done();
 }
@@ -170,8 +170,7 @@ void MpiCommunicator::broadcast(torch::Tensor& tensor, int64_t root) {
 }
 
 void MpiCommunicator::all_to_all(const torch::Tensor& input, torch::Tensor& output,
-                                 const std::vector<int64_t>& send_counts,
-                                 const std::vector<int64_t>& recv_counts) {
+                                 const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts) {
   const std::string name = op_name("all_to_all");
   check_tensor(name, "input", input, TensorPlace::Cpu);
   check_tensor(name, "output", output, TensorPlace::Cpu);
@@ -225,13 +224,13 @@ void MpiCommunicator::recv(torch::Tensor& tensor, int64_t src) {
   if (got != count) {
     // The sender's tensor was smaller: the data is in, but the caller's shapes
     // disagree, which would corrupt everything downstream.
-    throw CommunicatorError(name + ": received " + std::to_string(got) + " elements from rank " +
-                            std::to_string(src) + " into a tensor of " + std::to_string(count));
+    throw CommunicatorError(name + ": received " + std::to_string(got) + " elements from rank " + std::to_string(src) +
+                            " into a tensor of " + std::to_string(count));
   }
 }
 
-void MpiCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_t dst,
-                                std::vector<torch::Tensor>& recvs, int64_t src) {
+void MpiCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_t dst, std::vector<torch::Tensor>& recvs,
+                                int64_t src) {
   const std::string name = op_name("send_recv");
   check_send_recv_peers(name, sends.size(), dst, recvs.size(), src, rank_, size_);
   std::vector<MPI_Datatype> send_types, recv_types;
@@ -259,12 +258,12 @@ void MpiCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_t
   std::vector<MPI_Request> requests(recvs.size() + sends.size(), MPI_REQUEST_NULL);
   // Receives first: a message that arrives eagerly lands in its buffer at once.
   for (size_t i = 0; i < recvs.size(); ++i) {
-    MOETRAIN_MPI_CHECK(MPI_Irecv(recvs[i].data_ptr(), recv_counts[i], recv_types[i], static_cast<int>(src), kTag,
-                                 comm_, &requests[i]));
+    MOETRAIN_MPI_CHECK(MPI_Irecv(recvs[i].data_ptr(), recv_counts[i], recv_types[i], static_cast<int>(src), kTag, comm_,
+                                 &requests[i]));
   }
   for (size_t i = 0; i < sends.size(); ++i) {
-    MOETRAIN_MPI_CHECK(MPI_Isend(sends[i].data_ptr(), send_counts[i], send_types[i], static_cast<int>(dst), kTag,
-                                 comm_, &requests[recvs.size() + i]));
+    MOETRAIN_MPI_CHECK(MPI_Isend(sends[i].data_ptr(), send_counts[i], send_types[i], static_cast<int>(dst), kTag, comm_,
+                                 &requests[recvs.size() + i]));
   }
   std::vector<MPI_Status> statuses(requests.size());
   MOETRAIN_MPI_CHECK(MPI_Waitall(static_cast<int>(requests.size()), requests.data(), statuses.data()));
@@ -309,7 +308,8 @@ std::unique_ptr<Communicator> MpiCommunicator::split(const std::vector<int64_t>&
   const std::vector<int64_t> formed(parent_ranks.begin(), parent_ranks.end());
   if (formed != ranks) {
     throw CommunicatorError("split (mpi): this rank asked for group " + format_list(ranks) + " but the ranks formed " +
-                            format_list(formed) + "; every rank must pass the group it belongs to, and groups "
+                            format_list(formed) +
+                            "; every rank must pass the group it belongs to, and groups "
                             "must partition the ranks");
   }
   return result;

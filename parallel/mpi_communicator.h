@@ -18,10 +18,9 @@
 // Stats (communicator.h's accounting): all_reduce 2 x tensor bytes,
 // reduce_scatter input bytes, all_gather output bytes, broadcast/send/recv the
 // tensor's bytes, all_to_all input bytes (rows kept on this rank included),
-// send_recv the bytes sent plus the bytes received, barrier 0; all in the tensor's own dtype, not the fp32 that bf16 reductions
-// travel as, so the MPI and NCCL backends report the same numbers. Seconds are
-// wall time of the whole call. A call rejected by an argument check counts
-// nothing.
+// send_recv the bytes sent plus the bytes received, barrier 0; all in the tensor's own dtype, not the fp32 that bf16
+// reductions travel as, so the MPI and NCCL backends report the same numbers. Seconds are wall time of the whole call.
+// A call rejected by an argument check counts nothing.
 //
 // send blocks until MPI has taken the data, which for large tensors means until
 // the matching recv has started: order pairs so no cycle of ranks all send
@@ -72,12 +71,10 @@ class MpiCommunicator : public Communicator {
   std::string backend() const override { return "mpi"; }
 
   void all_reduce(torch::Tensor& tensor, ReduceOp op = ReduceOp::Sum) override;
-  void reduce_scatter(const torch::Tensor& input, torch::Tensor& output,
-                      ReduceOp op = ReduceOp::Sum) override;
+  void reduce_scatter(const torch::Tensor& input, torch::Tensor& output, ReduceOp op = ReduceOp::Sum) override;
   void all_gather(const torch::Tensor& input, torch::Tensor& output) override;
   void broadcast(torch::Tensor& tensor, int64_t root) override;
-  void all_to_all(const torch::Tensor& input, torch::Tensor& output,
-                  const std::vector<int64_t>& send_counts,
+  void all_to_all(const torch::Tensor& input, torch::Tensor& output, const std::vector<int64_t>& send_counts,
                   const std::vector<int64_t>& recv_counts) override;
   void send(const torch::Tensor& tensor, int64_t dst) override;
   void recv(torch::Tensor& tensor, int64_t src) override;

@@ -94,8 +94,8 @@ bool mpi_running() { return rank_for_messages() >= 0; }
 void abort_job(const std::string& message, int code) {
   const int rank = rank_for_messages();
   // One write so that lines of different ranks do not interleave mid-line.
-  const std::string line = "moetrain: rank " + (rank >= 0 ? std::to_string(rank) : std::string("?")) +
-                           ": " + message + "\n";
+  const std::string line =
+      "moetrain: rank " + (rank >= 0 ? std::to_string(rank) : std::string("?")) + ": " + message + "\n";
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);
   if (rank >= 0) MPI_Abort(MPI_COMM_WORLD, code);

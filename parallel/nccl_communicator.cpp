@@ -104,8 +104,8 @@ struct NcclCommunicator::State {
   void check_device_tensor(const std::string& op, const char* what, const torch::Tensor& t) const {
     check_tensor(op, what, t, TensorPlace::Cuda);
     if (t.device().index() != device) {
-      throw CommunicatorError(op + ": " + what + " is on " + t.device().str() + " but this communicator uses cuda:" +
-                              std::to_string(device));
+      throw CommunicatorError(op + ": " + what + " is on " + t.device().str() +
+                              " but this communicator uses cuda:" + std::to_string(device));
     }
   }
 
@@ -185,8 +185,8 @@ std::unique_ptr<NcclCommunicator::State> make_state(std::unique_ptr<MpiCommunica
     // Blocks until every rank has joined: a rank that never comes is a hang
     // the watchdog must end.
     auto scope = Watchdog::instance().watch("ncclCommInitRank", 0, timeout_s);
-    MOETRAIN_NCCL_CHECK(ncclCommInitRank(&state->comm, static_cast<int>(state->size), id,
-                                         static_cast<int>(state->rank)));
+    MOETRAIN_NCCL_CHECK(
+        ncclCommInitRank(&state->comm, static_cast<int>(state->size), id, static_cast<int>(state->rank)));
   }
   state->barrier_buffer = torch::ones({1}, torch::TensorOptions().dtype(torch::kFloat).device(torch::kCUDA, device));
   state->mpi = std::move(mpi);
@@ -210,9 +210,8 @@ void NcclCommunicator::all_reduce(torch::Tensor& tensor, ReduceOp op) {
   void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
   const ncclRedOp_t red = nccl_op(op, tensor.scalar_type());
-  s.run(stats_, "all_reduce", 2 * tensor.nbytes(), tensor.nbytes(), [&] {
-    MOETRAIN_NCCL_CHECK(ncclAllReduce(data, data, count, type, red, s.comm, s.stream));
-  });
+  s.run(stats_, "all_reduce", 2 * tensor.nbytes(), tensor.nbytes(),
+        [&] { MOETRAIN_NCCL_CHECK(ncclAllReduce(data, data, count, type, red, s.comm, s.stream)); });
 }
 
 void NcclCommunicator::reduce_scatter(const torch::Tensor& input, torch::Tensor& output, ReduceOp op) {
@@ -228,9 +227,8 @@ void NcclCommunicator::reduce_scatter(const torch::Tensor& input, torch::Tensor&
   const void* in = input.data_ptr();
   void* out = output.data_ptr();
   const size_t count = output.numel();
-  s.run(stats_, "reduce_scatter", input.nbytes(), input.nbytes(), [&] {
-    MOETRAIN_NCCL_CHECK(ncclReduceScatter(in, out, count, type, red, s.comm, s.stream));
-  });
+  s.run(stats_, "reduce_scatter", input.nbytes(), input.nbytes(),
+        [&] { MOETRAIN_NCCL_CHECK(ncclReduceScatter(in, out, count, type, red, s.comm, s.stream)); });
 }
 
 void NcclCommunicator::all_gather(const torch::Tensor& input, torch::Tensor& output) {
@@ -245,9 +243,8 @@ void NcclCommunicator::all_gather(const torch::Tensor& input, torch::Tensor& out
   const void* in = input.data_ptr();
   void* out = output.data_ptr();
   const size_t count = input.numel();
-  s.run(stats_, "all_gather", output.nbytes(), output.nbytes(), [&] {
-    MOETRAIN_NCCL_CHECK(ncclAllGather(in, out, count, type, s.comm, s.stream));
-  });
+  s.run(stats_, "all_gather", output.nbytes(), output.nbytes(),
+        [&] { MOETRAIN_NCCL_CHECK(ncclAllGather(in, out, count, type, s.comm, s.stream)); });
 }
 
 void NcclCommunicator::broadcast(torch::Tensor& tensor, int64_t root) {
@@ -258,14 +255,12 @@ void NcclCommunicator::broadcast(torch::Tensor& tensor, int64_t root) {
   const ncclDataType_t type = nccl_type(name, tensor.scalar_type());
   void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
-  s.run(stats_, "broadcast", tensor.nbytes(), tensor.nbytes(), [&] {
-    MOETRAIN_NCCL_CHECK(ncclBroadcast(data, data, count, type, static_cast<int>(root), s.comm, s.stream));
-  });
+  s.run(stats_, "broadcast", tensor.nbytes(), tensor.nbytes(),
+        [&] { MOETRAIN_NCCL_CHECK(ncclBroadcast(data, data, count, type, static_cast<int>(root), s.comm, s.stream)); });
 }
 
 void NcclCommunicator::all_to_all(const torch::Tensor& input, torch::Tensor& output,
-                                  const std::vector<int64_t>& send_counts,
-                                  const std::vector<int64_t>& recv_counts) {
+                                  const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts) {
   const std::string name = op_name("all_to_all");
   State& s = *state_;
   s.check_device_tensor(name, "input", input);
@@ -306,9 +301,8 @@ void NcclCommunicator::send(const torch::Tensor& tensor, int64_t dst) {
   const ncclDataType_t type = nccl_type(name, tensor.scalar_type());
   const void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
-  s.run(stats_, "send", tensor.nbytes(), tensor.nbytes(), [&] {
-    MOETRAIN_NCCL_CHECK(ncclSend(data, count, type, static_cast<int>(dst), s.comm, s.stream));
-  });
+  s.run(stats_, "send", tensor.nbytes(), tensor.nbytes(),
+        [&] { MOETRAIN_NCCL_CHECK(ncclSend(data, count, type, static_cast<int>(dst), s.comm, s.stream)); });
 }
 
 void NcclCommunicator::recv(torch::Tensor& tensor, int64_t src) {
@@ -320,9 +314,8 @@ void NcclCommunicator::recv(torch::Tensor& tensor, int64_t src) {
   const ncclDataType_t type = nccl_type(name, tensor.scalar_type());
   void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
-  s.run(stats_, "recv", tensor.nbytes(), tensor.nbytes(), [&] {
-    MOETRAIN_NCCL_CHECK(ncclRecv(data, count, type, static_cast<int>(src), s.comm, s.stream));
-  });
+  s.run(stats_, "recv", tensor.nbytes(), tensor.nbytes(),
+        [&] { MOETRAIN_NCCL_CHECK(ncclRecv(data, count, type, static_cast<int>(src), s.comm, s.stream)); });
 }
 
 void NcclCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_t dst,
@@ -352,12 +345,12 @@ void NcclCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_
     // sending to each other cannot wait on one another.
     MOETRAIN_NCCL_CHECK(ncclGroupStart());
     for (size_t i = 0; i < recvs.size(); ++i) {
-      MOETRAIN_NCCL_CHECK(ncclRecv(recvs[i].data_ptr(), recvs[i].numel(), recv_types[i], static_cast<int>(src),
-                                   s.comm, s.stream));
+      MOETRAIN_NCCL_CHECK(
+          ncclRecv(recvs[i].data_ptr(), recvs[i].numel(), recv_types[i], static_cast<int>(src), s.comm, s.stream));
     }
     for (size_t i = 0; i < sends.size(); ++i) {
-      MOETRAIN_NCCL_CHECK(ncclSend(sends[i].data_ptr(), sends[i].numel(), send_types[i], static_cast<int>(dst),
-                                   s.comm, s.stream));
+      MOETRAIN_NCCL_CHECK(
+          ncclSend(sends[i].data_ptr(), sends[i].numel(), send_types[i], static_cast<int>(dst), s.comm, s.stream));
     }
     MOETRAIN_NCCL_CHECK(ncclGroupEnd());
   });
@@ -366,9 +359,8 @@ void NcclCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_
 void NcclCommunicator::barrier() {
   State& s = *state_;
   void* data = s.barrier_buffer.data_ptr();
-  s.run(stats_, "barrier", 0, 0, [&] {
-    MOETRAIN_NCCL_CHECK(ncclAllReduce(data, data, 1, ncclFloat32, ncclMax, s.comm, s.stream));
-  });
+  s.run(stats_, "barrier", 0, 0,
+        [&] { MOETRAIN_NCCL_CHECK(ncclAllReduce(data, data, 1, ncclFloat32, ncclMax, s.comm, s.stream)); });
 }
 
 std::unique_ptr<Communicator> NcclCommunicator::split(const std::vector<int64_t>& ranks) {
@@ -391,8 +383,8 @@ std::unique_ptr<Communicator> make_nccl_communicator(const Communicator& mpi_boo
   const int devices = c10::cuda::device_count();
   if (device_index < 0 || device_index >= devices) {
     throw CommunicatorError("make_nccl_communicator: CUDA device " + std::to_string(device_index) +
-                            " does not exist on rank " + std::to_string(world_rank()) + " (" +
-                            std::to_string(devices) + " visible)");
+                            " does not exist on rank " + std::to_string(world_rank()) + " (" + std::to_string(devices) +
+                            " visible)");
   }
   MPI_Comm twin = MPI_COMM_NULL;
   {

@@ -66,12 +66,10 @@ class NcclCommunicator : public Communicator {
   std::string backend() const override { return "nccl"; }
 
   void all_reduce(torch::Tensor& tensor, ReduceOp op = ReduceOp::Sum) override;
-  void reduce_scatter(const torch::Tensor& input, torch::Tensor& output,
-                      ReduceOp op = ReduceOp::Sum) override;
+  void reduce_scatter(const torch::Tensor& input, torch::Tensor& output, ReduceOp op = ReduceOp::Sum) override;
   void all_gather(const torch::Tensor& input, torch::Tensor& output) override;
   void broadcast(torch::Tensor& tensor, int64_t root) override;
-  void all_to_all(const torch::Tensor& input, torch::Tensor& output,
-                  const std::vector<int64_t>& send_counts,
+  void all_to_all(const torch::Tensor& input, torch::Tensor& output, const std::vector<int64_t>& send_counts,
                   const std::vector<int64_t>& recv_counts) override;
   void send(const torch::Tensor& tensor, int64_t dst) override;
   void recv(torch::Tensor& tensor, int64_t src) override;

@@ -8,23 +8,23 @@
 namespace moetrain::parallel {
 
 struct ParallelConfig {
-  int64_t dp = 0;  // data-parallel size; 0: derived as world / (tp * pp)
-  int64_t tp = 1;  // tensor-parallel size
-  int64_t pp = 1;  // pipeline-parallel size
-  int64_t ep = 1;  // expert-parallel size; divides dp
-  int64_t zero_stage = 0;          // 0..3
+  int64_t dp = 0;          // data-parallel size; 0: derived as world / (tp * pp)
+  int64_t tp = 1;          // tensor-parallel size
+  int64_t pp = 1;          // pipeline-parallel size
+  int64_t ep = 1;          // expert-parallel size; divides dp
+  int64_t zero_stage = 0;  // 0..3
   // Micro-batches per step on each rank (the pipeline's depth); 0: taken
   // from the batch sizes, global_batch / (micro_batch * dp), which it must
   // equal when set.
   int64_t microbatches = 0;
-  std::string schedule = "1f1b";   // pipeline schedule: 1f1b | gpipe
+  std::string schedule = "1f1b";  // pipeline schedule: 1f1b | gpipe
   // Where pipeline stages 1..pp-1 begin: pipeline unit names
   // ("encoder.layers.2", "decoder.final_norm", ...) or unit indices. Empty:
   // balanced by parameter count.
   std::vector<std::string> pp_cuts;
-  double bucket_mb = 25.0;         // gradient all-reduce bucket size
-  bool overlap_grad_reduce = true; // reduce gradient buckets during the backward
-  double timeout_s = 300.0;        // a collective slower than this aborts the job
+  double bucket_mb = 25.0;          // gradient all-reduce bucket size
+  bool overlap_grad_reduce = true;  // reduce gradient buckets during the backward
+  double timeout_s = 300.0;         // a collective slower than this aborts the job
 };
 
 }  // namespace moetrain::parallel

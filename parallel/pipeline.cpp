@@ -11,9 +11,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 void check_shape(const char* fn, int64_t stages, int64_t stage, int64_t micro_batches) {
   if (stages < 1) {
@@ -114,8 +112,12 @@ void exchange(Communicator& pp_group, const std::vector<torch::Tensor>& sends, i
 class StageRunner {
  public:
   StageRunner(Communicator& pp_group, const PipelineStageCallbacks& callbacks, PipelineStats& stats)
-      : pp_group_(pp_group), callbacks_(callbacks), stats_(stats), stage_(stats.stage),
-        first_(stats.stage == 0), last_(stats.stage == stats.stages - 1) {}
+      : pp_group_(pp_group),
+        callbacks_(callbacks),
+        stats_(stats),
+        stage_(stats.stage),
+        first_(stats.stage == 0),
+        last_(stats.stage == stats.stages - 1) {}
 
   // Sends the queued tensors the action's send names and receives what its recv names.
   void run_exchange(const PipelineAction& action) {
@@ -350,8 +352,8 @@ PipelineStats run_forward_pipeline(int64_t micro_batches, Communicator& pp_group
   const bool first = stage == 0;
   const bool last = stage == stats.stages - 1;
   if (!callbacks.forward || (!first && !callbacks.input_buffers)) {
-    throw std::invalid_argument("run_forward_pipeline: stage " + std::to_string(stage) +
-                                " needs the forward callback" + (first ? "" : " and the input_buffers callback"));
+    throw std::invalid_argument("run_forward_pipeline: stage " + std::to_string(stage) + " needs the forward callback" +
+                                (first ? "" : " and the input_buffers callback"));
   }
   for (int64_t mb = 0; mb < micro_batches; ++mb) {
     std::vector<torch::Tensor> inputs, none;
@@ -441,12 +443,11 @@ std::vector<int64_t> partition_from_cuts(const std::vector<int64_t>& cuts, int64
                                   std::to_string(units) + " units, indices 0.." + std::to_string(units - 1));
     }
     if (cut < starts.back()) {
-      throw std::invalid_argument("stage cut points: cut points must increase, but " + name +
-                                  " comes after " + std::to_string(starts.back()));
+      throw std::invalid_argument("stage cut points: cut points must increase, but " + name + " comes after " +
+                                  std::to_string(starts.back()));
     }
     if (cut == starts.back()) {
-      throw std::invalid_argument("stage cut points: " + name + " leaves stage " + std::to_string(i) +
-                                  " empty");
+      throw std::invalid_argument("stage cut points: " + name + " leaves stage " + std::to_string(i) + " empty");
     }
     if (cut == units) {
       throw std::invalid_argument("stage cut points: " + name + " leaves stage " + std::to_string(i + 1) +
@@ -467,9 +468,8 @@ std::vector<int64_t> stage_costs(const std::vector<int64_t>& unit_costs, const s
     const int64_t begin = starts[s];
     const int64_t end = s + 1 < starts.size() ? starts[s + 1] : n;
     if (begin < 0 || end > n || begin >= end) {
-      throw std::invalid_argument("stage_costs: stage " + std::to_string(s) + " spans units [" +
-                                  std::to_string(begin) + ", " + std::to_string(end) + ") of " +
-                                  std::to_string(n) + "; not a partition");
+      throw std::invalid_argument("stage_costs: stage " + std::to_string(s) + " spans units [" + std::to_string(begin) +
+                                  ", " + std::to_string(end) + ") of " + std::to_string(n) + "; not a partition");
     }
     int64_t sum = 0;
     for (int64_t u = begin; u < end; ++u) sum += unit_costs[u];

@@ -47,9 +47,7 @@ enum class StepKind { Forward, Backward };
 struct PipelineStep {
   StepKind kind;
   int64_t micro_batch;
-  bool operator==(const PipelineStep& other) const {
-    return kind == other.kind && micro_batch == other.micro_batch;
-  }
+  bool operator==(const PipelineStep& other) const { return kind == other.kind && micro_batch == other.micro_batch; }
 };
 
 // The ordered compute steps of `stage` (0-based) out of `stages` for
@@ -131,8 +129,7 @@ struct PipelineStageCallbacks {
   // requires_grad set where floating-point (empty on the first stage). Returns
   // the tensors to send to the next stage (on the last stage: whatever the
   // backward needs, e.g. the loss; nothing is sent).
-  std::function<std::vector<torch::Tensor>(int64_t micro_batch, const std::vector<torch::Tensor>& inputs)>
-      forward;
+  std::function<std::vector<torch::Tensor>(int64_t micro_batch, const std::vector<torch::Tensor>& inputs)> forward;
   // Backward of this stage: `outputs` are what forward returned,
   // `output_grads` their gradients received from the next stage (same length,
   // undefined for non-floating outputs; empty on the last stage). The callback

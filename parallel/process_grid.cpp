@@ -10,19 +10,18 @@ ProcessGrid::ProcessGrid(int64_t world_size, int64_t rank, const ParallelConfig&
     throw LayoutError("rank " + std::to_string(rank_) + " outside world of " + std::to_string(world_));
   }
   if (tp_ < 1 || pp_ < 1 || ep_ < 1 || config.dp < 0) {
-    throw LayoutError("parallel sizes must be positive (tp=" + std::to_string(tp_) +
-                      ", pp=" + std::to_string(pp_) + ", ep=" + std::to_string(ep_) +
-                      ", dp=" + std::to_string(config.dp) + ")");
+    throw LayoutError("parallel sizes must be positive (tp=" + std::to_string(tp_) + ", pp=" + std::to_string(pp_) +
+                      ", ep=" + std::to_string(ep_) + ", dp=" + std::to_string(config.dp) + ")");
   }
   if (world_ % (tp_ * pp_) != 0) {
-    throw LayoutError("world size " + std::to_string(world_) + " is not divisible by tp*pp = " +
-                      std::to_string(tp_ * pp_));
+    throw LayoutError("world size " + std::to_string(world_) +
+                      " is not divisible by tp*pp = " + std::to_string(tp_ * pp_));
   }
   dp_ = config.dp == 0 ? world_ / (tp_ * pp_) : config.dp;
   if (dp_ * tp_ * pp_ != world_) {
-    throw LayoutError("dp*tp*pp = " + std::to_string(dp_) + "*" + std::to_string(tp_) + "*" +
-                      std::to_string(pp_) + " = " + std::to_string(dp_ * tp_ * pp_) +
-                      " does not equal the world size " + std::to_string(world_));
+    throw LayoutError("dp*tp*pp = " + std::to_string(dp_) + "*" + std::to_string(tp_) + "*" + std::to_string(pp_) +
+                      " = " + std::to_string(dp_ * tp_ * pp_) + " does not equal the world size " +
+                      std::to_string(world_));
   }
   if (dp_ % ep_ != 0) {
     throw LayoutError("ep = " + std::to_string(ep_) + " does not divide dp = " + std::to_string(dp_));

@@ -46,8 +46,8 @@ class ProcessGrid {
   std::vector<int64_t> tp_group() const;
   std::vector<int64_t> dp_group() const;
   std::vector<int64_t> pp_group() const;
-  std::vector<int64_t> ep_group() const;              // ranks sharing an expert all-to-all
-  std::vector<int64_t> expert_dp_group() const;       // ranks holding the same experts
+  std::vector<int64_t> ep_group() const;         // ranks sharing an expert all-to-all
+  std::vector<int64_t> expert_dp_group() const;  // ranks holding the same experts
 
  private:
   int64_t world_, rank_, dp_, tp_, pp_, ep_;

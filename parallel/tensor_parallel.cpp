@@ -75,9 +75,7 @@ struct ReduceFromRegion : torch::autograd::Function<ReduceFromRegion> {
   static torch::Tensor forward(AutogradContext* /*ctx*/, const torch::Tensor& x, Communicator* group) {
     return all_reduce_copy(x, group);
   }
-  static variable_list backward(AutogradContext* /*ctx*/, variable_list grads) {
-    return {grads[0], torch::Tensor()};
-  }
+  static variable_list backward(AutogradContext* /*ctx*/, variable_list grads) { return {grads[0], torch::Tensor()}; }
 };
 
 struct ScatterToRegion : torch::autograd::Function<ScatterToRegion> {
@@ -109,25 +107,24 @@ void check_has_last_dim(const char* fn, const torch::Tensor& x) {
 void check_last_dim_divides(const char* fn, const torch::Tensor& x, const Communicator* group) {
   check_has_last_dim(fn, x);
   if (x.size(-1) % group->size() != 0) {
-    throw std::invalid_argument(std::string(fn) + ": last dim " + std::to_string(x.size(-1)) +
-                                " of shape " + shape_of(x) + " does not split into " +
-                                std::to_string(group->size()) + " equal chunks");
+    throw std::invalid_argument(std::string(fn) + ": last dim " + std::to_string(x.size(-1)) + " of shape " +
+                                shape_of(x) + " does not split into " + std::to_string(group->size()) +
+                                " equal chunks");
   }
 }
 
-void check_linear_args(const char* fn, const torch::Tensor& x, const char* x_name,
-                       const torch::Tensor& weight, const torch::Tensor& bias, const char* bias_name) {
+void check_linear_args(const char* fn, const torch::Tensor& x, const char* x_name, const torch::Tensor& weight,
+                       const torch::Tensor& bias, const char* bias_name) {
   if (!x.defined() || x.dim() < 1 || !weight.defined() || weight.dim() != 2) {
     throw std::invalid_argument(std::string(fn) + ": expected " + x_name + " [..., in] and a 2-D weight");
   }
   if (x.size(-1) != weight.size(1)) {
-    throw std::invalid_argument(std::string(fn) + ": " + x_name + " " + shape_of(x) +
-                                " does not match weight " + shape_of(weight) + " (last dims differ)");
+    throw std::invalid_argument(std::string(fn) + ": " + x_name + " " + shape_of(x) + " does not match weight " +
+                                shape_of(weight) + " (last dims differ)");
   }
   if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0))) {
-    throw std::invalid_argument(std::string(fn) + ": " + bias_name + " " + shape_of(bias) +
-                                " should be [" + std::to_string(weight.size(0)) + "] for weight " +
-                                shape_of(weight));
+    throw std::invalid_argument(std::string(fn) + ": " + bias_name + " " + shape_of(bias) + " should be [" +
+                                std::to_string(weight.size(0)) + "] for weight " + shape_of(weight));
   }
 }
 
@@ -144,15 +141,14 @@ void check_shard(const char* fn, const VocabShard& shard, const Communicator* gr
         std::to_string(shard.begin + shard.local_size) + ") real to " + std::to_string(shard.real_end) +
         ") is not vocab_shard(V, " + std::to_string(tp) + ", " + std::to_string(rank) +
         ") for this rank of the group (ids [" + std::to_string(expected.begin) + ", " +
-        std::to_string(expected.begin + expected.local_size) + ") real to " +
-        std::to_string(expected.real_end) + ")");
+        std::to_string(expected.begin + expected.local_size) + ") real to " + std::to_string(expected.real_end) + ")");
   }
 }
 
 struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossEntropy> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits_shard,
-                               const torch::Tensor& targets, const torch::Tensor& mask, VocabShard shard,
-                               double label_smoothing, Communicator* group) {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits_shard, const torch::Tensor& targets,
+                               const torch::Tensor& mask, VocabShard shard, double label_smoothing,
+                               Communicator* group) {
     const bool parallel = is_parallel(group);
     const int64_t n = logits_shard.size(0);
     const int64_t real = shard.real_size();
@@ -162,8 +158,7 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
     // 1. Per-token max over the whole vocabulary (a rank holding padding only
     //    offers -inf, which never wins: V >= 1 real column exists somewhere).
     torch::Tensor max = real > 0 ? std::get<0>(logits.max(1)).contiguous()
-                                 : torch::full({n}, -std::numeric_limits<float>::infinity(),
-                                               logits.options());
+                                 : torch::full({n}, -std::numeric_limits<float>::infinity(), logits.options());
     if (parallel) group->all_reduce(max, ReduceOp::Max);
     const torch::Tensor shifted = logits - max.unsqueeze(1);
 
@@ -179,8 +174,8 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
         real > 0 ? shifted.gather(1, local_targets.unsqueeze(1)).squeeze(1).masked_fill(~in_shard, 0.0)
                  : torch::zeros({n}, logits.options());
     const bool smoothing = label_smoothing > 0.0;
-    torch::Tensor packed = smoothing ? torch::stack({target_logit, shifted.sum(1)}, 1)
-                                     : target_logit.unsqueeze(1).contiguous();
+    torch::Tensor packed =
+        smoothing ? torch::stack({target_logit, shifted.sum(1)}, 1) : target_logit.unsqueeze(1).contiguous();
     if (parallel) group->all_reduce(packed, ReduceOp::Sum);
 
     const torch::Tensor log_sum_exp = sum_exp.log();
@@ -224,8 +219,12 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
       probs.mul_(grads[0]);
       grad.narrow(1, 0, real).copy_(probs);
     }
-    return {grad.to(logits_shard.scalar_type()), torch::Tensor(), torch::Tensor(),
-            torch::Tensor(),  torch::Tensor(), torch::Tensor()};
+    return {grad.to(logits_shard.scalar_type()),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
@@ -239,9 +238,7 @@ uint64_t splitmix64(uint64_t x) {
 // Scrambles the seed (so seed s, rank r+1 is unrelated to seed s+1, rank r)
 // and adds the rank afterwards, so distinct ranks always get distinct seeds,
 // even in the low 32 bits, the only ones the CPU generator (mt19937) uses.
-uint64_t tp_seed(uint64_t seed, int64_t tp_rank) {
-  return splitmix64(seed) + static_cast<uint64_t>(tp_rank);
-}
+uint64_t tp_seed(uint64_t seed, int64_t tp_rank) { return splitmix64(seed) + static_cast<uint64_t>(tp_rank); }
 
 }  // namespace
 
@@ -314,8 +311,7 @@ torch::Tensor vocab_parallel_embedding(const torch::Tensor& tokens, const torch:
     const auto [lo, hi] = torch::aminmax(tokens);
     const int64_t min_id = lo.item<int64_t>(), max_id = hi.item<int64_t>();
     if (min_id < 0 || max_id >= shard.vocab_size) {
-      throw std::invalid_argument(std::string(fn) + ": token id " +
-                                  std::to_string(min_id < 0 ? min_id : max_id) +
+      throw std::invalid_argument(std::string(fn) + ": token id " + std::to_string(min_id < 0 ? min_id : max_id) +
                                   " is outside the vocabulary [0, " + std::to_string(shard.vocab_size) + ")");
     }
   }
@@ -328,9 +324,9 @@ torch::Tensor vocab_parallel_embedding(const torch::Tensor& tokens, const torch:
 }
 
 kernels::CrossEntropyResult vocab_parallel_cross_entropy(const torch::Tensor& logits_shard,
-                                                         const torch::Tensor& targets,
-                                                         const torch::Tensor& mask, const VocabShard& shard,
-                                                         double label_smoothing, Communicator* group) {
+                                                         const torch::Tensor& targets, const torch::Tensor& mask,
+                                                         const VocabShard& shard, double label_smoothing,
+                                                         Communicator* group) {
   const char* fn = "vocab_parallel_cross_entropy";
   if (!logits_shard.defined() || !targets.defined() || !mask.defined() || logits_shard.dim() != 2 ||
       targets.dim() != 1 || mask.dim() != 1 || logits_shard.size(0) != targets.size(0) ||
@@ -390,8 +386,7 @@ at::Generator TensorParallelRng::generator(const torch::Device& device) {
     }
     return cuda_[static_cast<size_t>(index)];
   }
-  throw std::invalid_argument("TensorParallelRng: no generator for device " + device.str() +
-                              " (CPU and CUDA only)");
+  throw std::invalid_argument("TensorParallelRng: no generator for device " + device.str() + " (CPU and CUDA only)");
 }
 
 torch::Tensor TensorParallelRng::dropout(const torch::Tensor& x, double p, bool training) {

@@ -107,9 +107,9 @@ torch::Tensor vocab_parallel_embedding(const torch::Tensor& tokens, const torch:
 // columns from the saved logits and per-token log-normaliser. The caller must
 // not modify logits_shard in place before backward (autograd checks).
 kernels::CrossEntropyResult vocab_parallel_cross_entropy(const torch::Tensor& logits_shard,
-                                                         const torch::Tensor& targets,
-                                                         const torch::Tensor& mask, const VocabShard& shard,
-                                                         double label_smoothing, Communicator* group);
+                                                         const torch::Tensor& targets, const torch::Tensor& mask,
+                                                         const VocabShard& shard, double label_smoothing,
+                                                         Communicator* group);
 
 // Dropout generators for tensor-parallel regions (seeded as Megatron does):
 // activations split across TP ranks (attention probabilities, the FFN/expert
@@ -141,7 +141,7 @@ class TensorParallelRng {
   // std::invalid_argument when the number of states differs).
   void set_state(const std::vector<torch::Tensor>& state);
 
-  uint64_t seed() const { return seed_; }    // the derived seed every generator starts from
+  uint64_t seed() const { return seed_; }  // the derived seed every generator starts from
   int64_t tp_rank() const { return tp_rank_; }
 
  private:

@@ -16,9 +16,7 @@ constexpr auto kHookGrace = std::chrono::seconds(5);
 
 }  // namespace
 
-Watchdog::Scope::Scope(Scope&& other) noexcept : owner_(other.owner_), id_(other.id_) {
-  other.owner_ = nullptr;
-}
+Watchdog::Scope::Scope(Scope&& other) noexcept : owner_(other.owner_), id_(other.id_) { other.owner_ = nullptr; }
 
 Watchdog::Scope& Watchdog::Scope::operator=(Scope&& other) noexcept {
   if (this != &other) {
@@ -51,8 +49,7 @@ Watchdog::~Watchdog() {
   if (thread_.joinable()) thread_.join();
 }
 
-Watchdog::Scope Watchdog::watch(std::string op, int64_t bytes, double timeout_s,
-                                std::function<void()> on_timeout) {
+Watchdog::Scope Watchdog::watch(std::string op, int64_t bytes, double timeout_s, std::function<void()> on_timeout) {
   if (!(timeout_s > 0)) return Scope();
   uint64_t id;
   {

@@ -50,8 +50,7 @@ class Watchdog {
 
   // Opens a watched scope. timeout_s <= 0 means "not watched" (an empty scope).
   // on_timeout runs on the watchdog thread just before the job is aborted.
-  Scope watch(std::string op, int64_t bytes, double timeout_s,
-              std::function<void()> on_timeout = {});
+  Scope watch(std::string op, int64_t bytes, double timeout_s, std::function<void()> on_timeout = {});
 
   // Scopes open right now (for tests and diagnostics).
   size_t open_scopes() const;

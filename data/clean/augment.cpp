@@ -19,27 +19,71 @@ namespace {
 
 // A small built-in synonym table of common English words (extended by
 // AugmentOptions::synonym_file).
-const char* const kSynonyms[] = {
-    "big large huge great", "small little tiny minor", "good fine excellent decent", "bad poor awful terrible",
-    "fast quick rapid swift", "slow sluggish unhurried", "happy glad cheerful pleased", "sad unhappy gloomy",
-    "begin start commence", "end finish conclude", "help assist aid support", "show display exhibit reveal",
-    "make create build produce", "get obtain acquire receive", "use employ utilize apply", "say state declare",
-    "tell inform notify", "think believe consider", "look glance gaze", "important significant crucial vital",
-    "easy simple effortless", "hard difficult tough", "old aged ancient elderly", "new fresh novel recent",
-    "many numerous several various", "often frequently regularly", "quickly rapidly swiftly", "buy purchase acquire",
-    "answer reply response", "problem issue difficulty trouble", "idea notion concept thought", "job work task duty",
-    "money cash funds", "house home dwelling residence", "road street way route", "child kid youngster",
-    "man gentleman fellow", "woman lady", "car automobile vehicle", "city town municipality",
-    "country nation state", "said stated remarked noted", "went travelled moved proceeded", "came arrived",
-    "saw noticed observed spotted", "asked inquired queried", "large big sizable", "little small slight",
-    "very really extremely", "also too additionally", "clear obvious evident plain", "strange odd unusual peculiar",
-    "rich wealthy affluent", "smart clever intelligent bright", "angry mad furious irate", "quiet silent calm",
-    "begin commence initiate", "try attempt endeavour", "need require", "want desire wish"};
+const char* const kSynonyms[] = {"big large huge great",
+                                 "small little tiny minor",
+                                 "good fine excellent decent",
+                                 "bad poor awful terrible",
+                                 "fast quick rapid swift",
+                                 "slow sluggish unhurried",
+                                 "happy glad cheerful pleased",
+                                 "sad unhappy gloomy",
+                                 "begin start commence",
+                                 "end finish conclude",
+                                 "help assist aid support",
+                                 "show display exhibit reveal",
+                                 "make create build produce",
+                                 "get obtain acquire receive",
+                                 "use employ utilize apply",
+                                 "say state declare",
+                                 "tell inform notify",
+                                 "think believe consider",
+                                 "look glance gaze",
+                                 "important significant crucial vital",
+                                 "easy simple effortless",
+                                 "hard difficult tough",
+                                 "old aged ancient elderly",
+                                 "new fresh novel recent",
+                                 "many numerous several various",
+                                 "often frequently regularly",
+                                 "quickly rapidly swiftly",
+                                 "buy purchase acquire",
+                                 "answer reply response",
+                                 "problem issue difficulty trouble",
+                                 "idea notion concept thought",
+                                 "job work task duty",
+                                 "money cash funds",
+                                 "house home dwelling residence",
+                                 "road street way route",
+                                 "child kid youngster",
+                                 "man gentleman fellow",
+                                 "woman lady",
+                                 "car automobile vehicle",
+                                 "city town municipality",
+                                 "country nation state",
+                                 "said stated remarked noted",
+                                 "went travelled moved proceeded",
+                                 "came arrived",
+                                 "saw noticed observed spotted",
+                                 "asked inquired queried",
+                                 "large big sizable",
+                                 "little small slight",
+                                 "very really extremely",
+                                 "also too additionally",
+                                 "clear obvious evident plain",
+                                 "strange odd unusual peculiar",
+                                 "rich wealthy affluent",
+                                 "smart clever intelligent bright",
+                                 "angry mad furious irate",
+                                 "quiet silent calm",
+                                 "begin commence initiate",
+                                 "try attempt endeavour",
+                                 "need require",
+                                 "want desire wish"};
 
 const std::vector<std::string>& stop_words() {
-  static const std::vector<std::string> words = {"a", "an", "the", "and", "or", "but", "of", "to", "in", "on",
-                                                 "at", "by", "for", "with", "is", "are", "was", "were", "be", "it",
-                                                 "this", "that", "i", "you", "he", "she", "we", "they"};
+  static const std::vector<std::string> words = {"a",    "an",   "the", "and",  "or", "but", "of",  "to",   "in", "on",
+                                                 "at",   "by",   "for", "with", "is", "are", "was", "were", "be", "it",
+                                                 "this", "that", "i",   "you",  "he", "she", "we",  "they"};
   return words;
 }
 
@@ -137,8 +181,8 @@ std::string Augmenter::op_for(const std::string& id, int copy) const {
 }
 
 std::string Augmenter::apply(const std::string& text, const std::string& op, const std::string& id, int copy) const {
-  PortableRng rng(combine_seeds({o_.seed, XXH3_64bits(id.data(), id.size()), static_cast<uint64_t>(copy),
-                                 XXH3_64bits(op.data(), op.size())}));
+  PortableRng rng(combine_seeds(
+      {o_.seed, XXH3_64bits(id.data(), id.size()), static_cast<uint64_t>(copy), XXH3_64bits(op.data(), op.size())}));
   auto tokens = tokenize(text);
   if (tokens.empty()) return text;
   const size_t n_change = std::max<size_t>(1, static_cast<size_t>(o_.alpha * static_cast<double>(tokens.size())));
@@ -232,7 +276,8 @@ AugmentSummary augment_files(const std::vector<std::string>& inputs, const std::
           copy.id = rec.id + "#aug" + std::to_string(k);
           copy.has_id = false;  // the id field is written anew below
           nlohmann::json meta = {{"augment", {{"op", op}, {"copy", k}, {"seed", o.seed}, {"source_id", rec.id}}}};
-          std::string line = compose_output_line(copy, o.text_field, "", augmenter.apply(rec.text, op, rec.id, k), meta);
+          std::string line =
+              compose_output_line(copy, o.text_field, "", augmenter.apply(rec.text, op, rec.id, k), meta);
           // Replace the original id value with the copy's.
           nlohmann::ordered_json j = nlohmann::ordered_json::parse(line);
           j[o.id_field.empty() ? "id" : o.id_field] = copy.id;

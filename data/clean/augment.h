@@ -20,10 +20,10 @@ namespace moetrain::data::clean {
 
 struct AugmentOptions {
   uint64_t seed = 1;
-  int copies = 1;               // augmented copies per record
-  bool keep_original = true;    // also write the record unchanged
+  int copies = 1;             // augmented copies per record
+  bool keep_original = true;  // also write the record unchanged
   std::vector<std::string> ops = {"synonym", "insert", "delete", "swap", "entity"};
-  double alpha = 0.1;           // share of words changed by synonym/insert/swap
+  double alpha = 0.1;  // share of words changed by synonym/insert/swap
   double delete_probability = 0.1;
   std::vector<std::string> name_files;  // one name a line
   std::string synonym_file;             // "word syn1 syn2 ..." a line; adds to the built-in table

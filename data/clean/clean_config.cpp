@@ -158,7 +158,9 @@ class YamlReader {
 
   void read(const std::string& key, const YAML::Node& n, bool& v) const { v = scalar<bool>(key, n, "true or false"); }
   void read(const std::string& key, const YAML::Node& n, int& v) const { v = scalar<int>(key, n, "an integer"); }
-  void read(const std::string& key, const YAML::Node& n, int64_t& v) const { v = scalar<int64_t>(key, n, "an integer"); }
+  void read(const std::string& key, const YAML::Node& n, int64_t& v) const {
+    v = scalar<int64_t>(key, n, "an integer");
+  }
   void read(const std::string& key, const YAML::Node& n, uint64_t& v) const {
     v = scalar<uint64_t>(key, n, "a non-negative integer");
   }
@@ -334,8 +336,8 @@ void validate_clean_config(const CleanConfig& c) {
             "domain: the domain stage needs domain.model or domain.keywords / domain.keyword_files");
   if (seen.count("quality") > 0 && !c.quality_classifier.model.empty())
     require(!c.quality_classifier.label.empty(), "quality.classifier.label: must name the label to score");
-  for (const auto& path : {c.quality_classifier.model, c.domain_classifier.model, c.toxicity_classifier.model,
-                           c.toxicity_word_list}) {
+  for (const auto& path :
+       {c.quality_classifier.model, c.domain_classifier.model, c.toxicity_classifier.model, c.toxicity_word_list}) {
     std::error_code ec;
     require(path.empty() || std::filesystem::is_regular_file(path, ec), "file not found: " + path);
   }

@@ -25,22 +25,22 @@ class CleanConfigError : public std::invalid_argument {
 };
 
 struct ClassifierConfig {
-  std::string model;       // fastText .bin; empty: no classifier
-  std::string label;       // the label whose probability is the score
+  std::string model;  // fastText .bin; empty: no classifier
+  std::string label;  // the label whose probability is the score
   double threshold = 0.5;
 };
 
 struct CleanConfig {
   // input
-  std::vector<std::string> inputs;   // input.paths: files or folders (folders: every file inside, sorted)
-  std::string text_field = "text";   // input.text_field
-  std::string id_field = "id";       // input.id_field
-  std::string extract = "none";      // input.extract: none | mail
+  std::vector<std::string> inputs;  // input.paths: files or folders (folders: every file inside, sorted)
+  std::string text_field = "text";  // input.text_field
+  std::string id_field = "id";      // input.id_field
+  std::string extract = "none";     // input.extract: none | mail
   // run
-  std::string output;                // output
-  bool strict = false;               // strict: a bad record is fatal
+  std::string output;   // output
+  bool strict = false;  // strict: a bad record is fatal
   std::vector<std::string> stages = {"dedup", "quality", "toxicity", "pii"};
-  int64_t cache_mb = 2048;           // documents kept in memory between the dedup passes, per rank
+  int64_t cache_mb = 2048;  // documents kept in memory between the dedup passes, per rank
   int64_t max_bad_record_examples = 10000;
 
   // dedup
@@ -56,14 +56,14 @@ struct CleanConfig {
   ClassifierConfig quality_classifier{"", "ham", 0.5};
 
   // domain
-  ClassifierConfig domain_classifier{"", "", 0.5};       // label unused: the top label is the domain
+  ClassifierConfig domain_classifier{"", "", 0.5};  // label unused: the top label is the domain
   std::map<std::string, std::vector<std::string>> domain_keywords;
   std::map<std::string, std::string> domain_keyword_files;
-  std::vector<std::string> domain_allowed;               // empty: every domain (tag only)
+  std::vector<std::string> domain_allowed;  // empty: every domain (tag only)
   double domain_min_keyword_fraction = 0.005;
 
   // toxicity
-  std::string toxicity_word_list;     // extra terms file
+  std::string toxicity_word_list;  // extra terms file
   bool toxicity_builtin_list = true;
   std::string toxicity_mode = "document";  // document | sentence
   int64_t toxicity_max_matches = 2;        // document mode: more matches than this drops it

@@ -23,8 +23,8 @@
 namespace moetrain::data::clean {
 
 struct MinHashParams {
-  int ngram = 5;       // words per shingle
-  int cjk_ngram = 5;   // characters per shingle in CJK text
+  int ngram = 5;      // words per shingle
+  int cjk_ngram = 5;  // characters per shingle in CJK text
   int bands = 14;
   int rows = 8;
   uint64_t seed = 1;
@@ -58,7 +58,7 @@ class MinHasher {
 constexpr uint32_t kExactBand = 0xFFFFFFFFu;
 struct BandEntry {
   uint64_t key;
-  uint64_t doc;   // global document number (see pipeline: shard << 32 | line)
+  uint64_t doc;  // global document number (see pipeline: shard << 32 | line)
   uint32_t band;
 };
 

@@ -46,8 +46,8 @@ FastTextClassifier FastTextClassifier::load(const std::string& path) {
   return c;
 }
 
-FastTextClassifier FastTextClassifier::train(const std::vector<LabelledText>& examples,
-                                             const FastTextTrainOptions& o, const std::string& work_path) {
+FastTextClassifier FastTextClassifier::train(const std::vector<LabelledText>& examples, const FastTextTrainOptions& o,
+                                             const std::string& work_path) {
   if (examples.empty()) throw std::invalid_argument("train-classifier: no labelled examples");
   const std::string input = work_path + ".train.txt";
   {
@@ -59,7 +59,8 @@ FastTextClassifier FastTextClassifier::train(const std::vector<LabelledText>& ex
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     PortableRng rng(combine_seeds({static_cast<uint64_t>(o.seed), 0x66617374746578ULL}));
     for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.uniform(i)]);
-    for (size_t i : order) out << kPrefix << examples[i].label << ' ' << prepare_fasttext_text(examples[i].text) << '\n';
+    for (size_t i : order)
+      out << kPrefix << examples[i].label << ' ' << prepare_fasttext_text(examples[i].text) << '\n';
     if (!out) throw std::runtime_error(input + ": write failed");
   }
   fasttext::Args args;

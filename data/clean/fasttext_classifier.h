@@ -23,7 +23,7 @@ namespace moetrain::data::clean {
 std::string prepare_fasttext_text(const std::string& text);
 
 struct FastTextTrainOptions {
-  int epoch = 25;   // fastText's defaults (5, 0.1) underfit corpora of a few thousand texts
+  int epoch = 25;  // fastText's defaults (5, 0.1) underfit corpora of a few thousand texts
   double lr = 0.5;
   int dim = 100;
   int word_ngrams = 2;

@@ -131,9 +131,9 @@ const std::vector<std::string>& builtin_toxic_terms() {
   // every context, so a match is a signal rather than noise.
   static const std::vector<std::string> terms = {
       // English
-      "fuck", "fucking", "fucked", "fucker", "motherfucker", "shit", "bullshit", "cunt", "bitch",
-      "bitches", "asshole", "dickhead", "faggot", "fag", "nigger", "nigga", "retard", "slut", "whore",
-      "wanker", "twat", "cocksucker", "kike", "spic", "chink", "tranny",
+      "fuck", "fucking", "fucked", "fucker", "motherfucker", "shit", "bullshit", "cunt", "bitch", "bitches", "asshole",
+      "dickhead", "faggot", "fag", "nigger", "nigga", "retard", "slut", "whore", "wanker", "twat", "cocksucker", "kike",
+      "spic", "chink", "tranny",
       // Spanish
       "puta", "puto", "pendejo", "maricón", "cabrón", "gilipollas", "coño",
       // French

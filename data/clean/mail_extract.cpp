@@ -223,12 +223,18 @@ std::string decode_base64(const std::string& s) {
   int bits = 0;
   for (char c : s) {
     int v;
-    if (c >= 'A' && c <= 'Z') v = c - 'A';
-    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
-    else if (c >= '0' && c <= '9') v = c - '0' + 52;
-    else if (c == '+') v = 62;
-    else if (c == '/') v = 63;
-    else continue;  // padding, line breaks, garbage
+    if (c >= 'A' && c <= 'Z')
+      v = c - 'A';
+    else if (c >= 'a' && c <= 'z')
+      v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9')
+      v = c - '0' + 52;
+    else if (c == '+')
+      v = 62;
+    else if (c == '/')
+      v = 63;
+    else
+      continue;  // padding, line breaks, garbage
     acc = (acc << 6) | static_cast<uint32_t>(v);
     bits += 6;
     if (bits >= 8) {
@@ -240,14 +246,26 @@ std::string decode_base64(const std::string& s) {
 }
 
 std::string html_to_text(const std::string& html) {
-  static const std::map<std::string, std::string> kEntities = {
-      {"amp", "&"}, {"lt", "<"}, {"gt", ">"}, {"quot", "\""}, {"apos", "'"}, {"nbsp", " "},
-      {"copy", "\xC2\xA9"}, {"reg", "\xC2\xAE"}, {"mdash", "\xE2\x80\x94"}, {"ndash", "\xE2\x80\x93"},
-      {"hellip", "\xE2\x80\xA6"}, {"rsquo", "\xE2\x80\x99"}, {"lsquo", "\xE2\x80\x98"},
-      {"rdquo", "\xE2\x80\x9D"}, {"ldquo", "\xE2\x80\x9C"}, {"euro", "\xE2\x82\xAC"}, {"pound", "\xC2\xA3"}};
-  static const char* const kBlock[] = {"p", "/p", "br", "br/", "div", "/div", "tr", "/tr", "li", "h1", "h2", "h3",
-                                       "h4", "/h1", "/h2", "/h3", "/h4", "table", "/table", "ul", "/ul", "ol", "/ol",
-                                       "blockquote", "/blockquote", "hr"};
+  static const std::map<std::string, std::string> kEntities = {{"amp", "&"},
+                                                               {"lt", "<"},
+                                                               {"gt", ">"},
+                                                               {"quot", "\""},
+                                                               {"apos", "'"},
+                                                               {"nbsp", " "},
+                                                               {"copy", "\xC2\xA9"},
+                                                               {"reg", "\xC2\xAE"},
+                                                               {"mdash", "\xE2\x80\x94"},
+                                                               {"ndash", "\xE2\x80\x93"},
+                                                               {"hellip", "\xE2\x80\xA6"},
+                                                               {"rsquo", "\xE2\x80\x99"},
+                                                               {"lsquo", "\xE2\x80\x98"},
+                                                               {"rdquo", "\xE2\x80\x9D"},
+                                                               {"ldquo", "\xE2\x80\x9C"},
+                                                               {"euro", "\xE2\x82\xAC"},
+                                                               {"pound", "\xC2\xA3"}};
+  static const char* const kBlock[] = {"p",      "/p", "br",  "br/", "div", "/div",       "tr",          "/tr", "li",
+                                       "h1",     "h2", "h3",  "h4",  "/h1", "/h2",        "/h3",         "/h4", "table",
+                                       "/table", "ul", "/ul", "ol",  "/ol", "blockquote", "/blockquote", "hr"};
   std::string out;
   const std::string lower = lower_ascii(html);
   size_t i = 0;

@@ -147,21 +147,18 @@ PiiScrubber::PiiScrubber(const std::vector<std::string>& types) {
         "(?:^|[^0-9A-Za-z_.])((?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}"
         "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))(?:$|[^0-9A-Za-z_]|\\.[^0-9])",
         nullptr);
-  if (wanted("cn_id"))
-    add("cn_id", "<ID>", before + "([1-9][0-9]{16}[0-9Xx])" + after, cn_resident_id_valid);
-  if (wanted("card"))
-    add("card", "<CARD>", before + "([0-9](?:[ \\-]?[0-9]){12,18})" + after, luhn_valid);
-  if (wanted("ssn"))
-    add("ssn", "<SSN>", before + "([0-9]{3}-[0-9]{2}-[0-9]{4})" + after, us_ssn_valid);
+  if (wanted("cn_id")) add("cn_id", "<ID>", before + "([1-9][0-9]{16}[0-9Xx])" + after, cn_resident_id_valid);
+  if (wanted("card")) add("card", "<CARD>", before + "([0-9](?:[ \\-]?[0-9]){12,18})" + after, luhn_valid);
+  if (wanted("ssn")) add("ssn", "<SSN>", before + "([0-9]{3}-[0-9]{2}-[0-9]{4})" + after, us_ssn_valid);
   if (wanted("phone")) {
     // Chinese mobile numbers, then international "+CC" forms, then North American.
     add("phone", "<PHONE>", "(?:^|[^0-9A-Za-z_])((?:\\+?86[ \\-]?)?1[3-9][0-9][ \\-]?[0-9]{4}[ \\-]?[0-9]{4})" + after,
         nullptr);
-    add("phone", "<PHONE>",
-        "(?:^|[^0-9A-Za-z_+])(\\+[1-9][0-9]{0,2}(?:[ .\\-]?\\(?[0-9]{1,4}\\)?){2,5})" + after,
+    add("phone", "<PHONE>", "(?:^|[^0-9A-Za-z_+])(\\+[1-9][0-9]{0,2}(?:[ .\\-]?\\(?[0-9]{1,4}\\)?){2,5})" + after,
         international_valid);
     add("phone", "<PHONE>",
-        "(?:^|[^0-9A-Za-z_])((?:\\+?1[ .\\-]?)?(?:\\([2-9][0-9]{2}\\)|[2-9][0-9]{2})[ .\\-]?[2-9][0-9]{2}[ .\\-]?[0-9]{4})" +
+        "(?:^|[^0-9A-Za-z_])((?:\\+?1[ .\\-]?)?(?:\\([2-9][0-9]{2}\\)|[2-9][0-9]{2})[ .\\-]?[2-9][0-9]{2}[ "
+        ".\\-]?[0-9]{4})" +
             after,
         nanp_valid);
   }
@@ -183,8 +180,7 @@ void PiiScrubber::scrub(std::string& text, std::map<std::string, long>* counts) 
     int retries = 0;
     const re2::StringPiece input(text);
     re2::StringPiece groups[2];
-    while (pos <= text.size() &&
-           rule->re->Match(input, pos, text.size(), RE2::UNANCHORED, groups, 2)) {
+    while (pos <= text.size() && rule->re->Match(input, pos, text.size(), RE2::UNANCHORED, groups, 2)) {
       const size_t begin = static_cast<size_t>(groups[1].data() - text.data());
       const size_t end = begin + groups[1].size();
       if (rule->valid && !rule->valid(std::string(groups[1].data(), groups[1].size()))) {

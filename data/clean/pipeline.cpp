@@ -61,8 +61,11 @@ class ShardWork {
   void reject(const std::string& step, const Doc& doc, const Removal& removal) {
     auto& w = rejected_[step];
     if (!w) w = std::make_unique<LineWriter>(dir_ + "/rejected-" + step + ".jsonl.partial");
-    nlohmann::json line = {{"id", doc.record.id},   {"stage", step},       {"reason", removal.reason},
-                           {"file", shard_.path},   {"line", doc.record.line}};
+    nlohmann::json line = {{"id", doc.record.id},
+                           {"stage", step},
+                           {"reason", removal.reason},
+                           {"file", shard_.path},
+                           {"line", doc.record.line}};
     for (auto it = removal.details.begin(); it != removal.details.end(); ++it) line[it.key()] = it.value();
     line["text"] = doc.text;
     w->write(line.dump());
@@ -238,7 +241,8 @@ class Pipeline {
       // Leftovers of a run that was killed: never part of a result.
       for (const auto& entry : fs::recursive_directory_iterator(c_.output)) {
         const std::string p = entry.path().string();
-        if (entry.is_regular_file() && p.size() > 8 && p.compare(p.size() - 8, 8, ".partial") == 0) fs::remove(entry.path());
+        if (entry.is_regular_file() && p.size() > 8 && p.compare(p.size() - 8, 8, ".partial") == 0)
+          fs::remove(entry.path());
       }
       if (!file_exists(marker)) write_file_atomically(marker, fingerprint.dump(1) + "\n");
     }
@@ -261,7 +265,8 @@ class Pipeline {
       if (status == ReadStatus::End) break;
       if (w) w->stats.records += 1;
       if (status == ReadStatus::Bad) {
-        if (c_.strict) throw CleanInputError(s.path + ":" + std::to_string(doc.record.line) + ": " + reason + " (strict)");
+        if (c_.strict)
+          throw CleanInputError(s.path + ":" + std::to_string(doc.record.line) + ": " + reason + " (strict)");
         if (w) {
           w->stats.bad_records += 1;
           w->stats.bad_by_reason[reason] += 1;
@@ -331,7 +336,9 @@ class Pipeline {
     auto duplicates = resolve_duplicates(edges);
     const size_t removed = duplicates.size();
     runner_->set_duplicates(std::move(duplicates));
-    return {{"band_entries_local", local_entries}, {"edges", edges.size()}, {"duplicates", removed},
+    return {{"band_entries_local", local_entries},
+            {"edges", edges.size()},
+            {"duplicates", removed},
             {"seconds", seconds_since(start)}};
   }
 

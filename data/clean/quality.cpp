@@ -12,14 +12,14 @@ namespace moetrain::data::clean {
 namespace {
 
 const std::unordered_set<std::string_view>& english_stop_words() {
-  static const std::unordered_set<std::string_view> words = {"the", "be", "to", "of",
-                                                             "and", "that", "have", "with"};
+  static const std::unordered_set<std::string_view> words = {"the", "be", "to", "of", "and", "that", "have", "with"};
   return words;
 }
 
 const std::unordered_set<std::string_view>& chinese_stop_words() {
-  static const std::unordered_set<std::string_view> words = {
-      "的", "了", "是", "在", "不", "和", "有", "我", "这", "也", "就", "人", "都", "一", "他", "你", "们", "之", "而", "其"};
+  static const std::unordered_set<std::string_view> words = {"的", "了", "是", "在", "不", "和", "有",
+                                                             "我", "这", "也", "就", "人", "都", "一",
+                                                             "他", "你", "们", "之", "而", "其"};
   return words;
 }
 
@@ -72,8 +72,16 @@ std::string join(const std::vector<std::string_view>& words, size_t from, size_t
 }
 
 bool ends_with_terminal(std::string_view line) {
-  static const char* const kEnds[] = {".", "!", "?", "\"", "'", "\xE2\x80\x9D" /* ” */, "\xE2\x80\x99" /* ’ */,
-                                      "\xE2\x80\xA6" /* … */, "\xE3\x80\x82" /* 。 */, "\xEF\xBC\x81" /* ！ */,
+  static const char* const kEnds[] = {".",
+                                      "!",
+                                      "?",
+                                      "\"",
+                                      "'",
+                                      "\xE2\x80\x9D" /* ” */,
+                                      "\xE2\x80\x99" /* ’ */,
+                                      "\xE2\x80\xA6" /* … */,
+                                      "\xE3\x80\x82" /* 。 */,
+                                      "\xEF\xBC\x81" /* ！ */,
                                       "\xEF\xBC\x9F" /* ？ */};
   for (const char* e : kEnds)
     if (ends_with(line, e)) return true;
@@ -150,7 +158,8 @@ std::string gopher_repetition(std::string_view text, const GopherRepetitionParam
   const auto paragraphs = split_paragraphs(body);
   if (!paragraphs.empty()) {
     const auto [dup, dup_chars] = find_duplicates(paragraphs);
-    if (p.dup_para_frac > 0 && static_cast<double>(dup) / paragraphs.size() > p.dup_para_frac) return "gopher_dup_para_frac";
+    if (p.dup_para_frac > 0 && static_cast<double>(dup) / paragraphs.size() > p.dup_para_frac)
+      return "gopher_dup_para_frac";
     if (p.dup_para_char_frac > 0 && dup_chars / total_chars > p.dup_para_char_frac) return "gopher_dup_para_char_frac";
   }
   std::vector<std::string_view> lines;
@@ -180,7 +189,8 @@ std::string gopher_repetition(std::string_view text, const GopherRepetitionParam
       }
     }
     // An n-gram seen once is not a repetition (this matters for short texts only).
-    if (best_count >= 2 && static_cast<double>(best_chars * best_count) / total_chars > frac) return "gopher_top_" + std::to_string(n) + "_gram";
+    if (best_count >= 2 && static_cast<double>(best_chars * best_count) / total_chars > frac)
+      return "gopher_top_" + std::to_string(n) + "_gram";
   }
   for (const auto& [n, frac] : p.dup_n_grams) {
     if (words.size() < static_cast<size_t>(n)) continue;
@@ -224,7 +234,8 @@ std::string c4_quality(std::string& text, const C4Params& p) {
         size_t e = line.find(' ', i);
         if (e == std::string::npos) e = line.size();
         ++n_words;
-        if (p.max_word_length > 0 && count_chars(std::string_view(line).substr(i, e - i)) > static_cast<size_t>(p.max_word_length))
+        if (p.max_word_length > 0 &&
+            count_chars(std::string_view(line).substr(i, e - i)) > static_cast<size_t>(p.max_word_length))
           too_long = true;
         i = e;
       }

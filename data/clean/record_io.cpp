@@ -54,7 +54,8 @@ ReadStatus RecordReader::next_json(InputRecord& record, std::string& reason) {
   record.has_id = false;
   simdjson::dom::element doc;
   if (auto err = json_->parser.parse(line).get(doc)) {
-    reason = err == simdjson::UTF8_ERROR ? "invalid UTF-8" : std::string("invalid JSON: ") + simdjson::error_message(err);
+    reason =
+        err == simdjson::UTF8_ERROR ? "invalid UTF-8" : std::string("invalid JSON: ") + simdjson::error_message(err);
     return ReadStatus::Bad;
   }
   simdjson::dom::object obj;
@@ -117,9 +118,8 @@ ReadStatus RecordReader::next_text(InputRecord& record, std::string& reason) {
   return ReadStatus::Ok;
 }
 
-std::string compose_output_line(const InputRecord& record, const std::string& text_field,
-                                const std::string& id_field, const std::string& text,
-                                const nlohmann::json& meta) {
+std::string compose_output_line(const InputRecord& record, const std::string& text_field, const std::string& id_field,
+                                const std::string& text, const nlohmann::json& meta) {
   nlohmann::json merged_meta = meta;
   std::string out = "{";
   bool first = true;

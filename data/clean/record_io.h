@@ -26,10 +26,10 @@
 namespace moetrain::data::clean {
 
 struct InputRecord {
-  int64_t line = 0;    // 1-based line where the record starts
-  std::string id;      // the id field (a string, or a number's JSON text), or "<file stem>:<line>"
-  bool has_id = false; // the record had an id field
-  std::string raw;     // the JSON line; empty for plain text input
+  int64_t line = 0;     // 1-based line where the record starts
+  std::string id;       // the id field (a string, or a number's JSON text), or "<file stem>:<line>"
+  bool has_id = false;  // the record had an id field
+  std::string raw;      // the JSON line; empty for plain text input
   std::string text;
 };
 
@@ -57,9 +57,8 @@ class RecordReader {
   std::unique_ptr<Json> json_;
 };
 
-std::string compose_output_line(const InputRecord& record, const std::string& text_field,
-                                 const std::string& id_field, const std::string& text,
-                                 const nlohmann::json& meta);
+std::string compose_output_line(const InputRecord& record, const std::string& text_field, const std::string& id_field,
+                                const std::string& text, const nlohmann::json& meta);
 
 // Appends lines to a file through stdio buffering; throws std::runtime_error
 // naming the file on any write failure.

@@ -34,7 +34,8 @@ ShardStats stats_from_json(const nlohmann::json& j) {
   s.bad_records = bad.at("count").get<int64_t>();
   s.bad_by_reason = bad.at("by_reason").get<std::map<std::string, int64_t>>();
   for (const auto& b : bad.at("records"))
-    s.bad_examples.push_back({b.at("file").get<std::string>(), b.at("line").get<int64_t>(), b.at("reason").get<std::string>()});
+    s.bad_examples.push_back(
+        {b.at("file").get<std::string>(), b.at("line").get<int64_t>(), b.at("reason").get<std::string>()});
   for (const auto& st : j.at("stages")) {
     StageStats x;
     x.name = st.at("name").get<std::string>();
@@ -59,7 +60,8 @@ void merge_stats(ShardStats& into, const ShardStats& from, size_t max_examples) 
   for (const auto& b : from.bad_examples)
     if (into.bad_examples.size() < max_examples) into.bad_examples.push_back(b);
   for (const auto& st : from.stages) {
-    auto it = std::find_if(into.stages.begin(), into.stages.end(), [&](const StageStats& x) { return x.name == st.name; });
+    auto it =
+        std::find_if(into.stages.begin(), into.stages.end(), [&](const StageStats& x) { return x.name == st.name; });
     if (it == into.stages.end()) {
       into.stages.push_back(st);
       continue;
@@ -80,9 +82,8 @@ namespace {
 std::string top_counts(const nlohmann::json& counts, size_t n) {
   std::vector<std::pair<int64_t, std::string>> items;
   for (auto it = counts.begin(); it != counts.end(); ++it) items.emplace_back(it.value().get<int64_t>(), it.key());
-  std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
-    return a.first != b.first ? a.first > b.first : a.second < b.second;
-  });
+  std::sort(items.begin(), items.end(),
+            [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
   std::string out;
   for (size_t i = 0; i < items.size() && i < n; ++i) {
     if (!out.empty()) out += ", ";
@@ -96,8 +97,8 @@ std::string top_counts(const nlohmann::json& counts, size_t n) {
 std::string format_stats_table(const nlohmann::json& stats) {
   std::ostringstream out;
   char line[512];
-  std::snprintf(line, sizeof(line), "%-10s %9s %9s %9s %10s %10s %8s  %s\n", "stage", "docs in", "docs out",
-                "removed", "MB in", "MB out", "seconds", "removed by reason / replaced by type");
+  std::snprintf(line, sizeof(line), "%-10s %9s %9s %9s %10s %10s %8s  %s\n", "stage", "docs in", "docs out", "removed",
+                "MB in", "MB out", "seconds", "removed by reason / replaced by type");
   out << line;
   for (const auto& st : stats.at("stages")) {
     const int64_t in = st.at("docs_in"), kept = st.at("docs_out");
@@ -111,8 +112,8 @@ std::string format_stats_table(const nlohmann::json& stats) {
     out << line;
   }
   const auto& bad = stats.at("bad_records");
-  out << "records read: " << stats.at("records").get<int64_t>() << ", bad records skipped: "
-      << bad.at("count").get<int64_t>();
+  out << "records read: " << stats.at("records").get<int64_t>()
+      << ", bad records skipped: " << bad.at("count").get<int64_t>();
   if (bad.at("count").get<int64_t>() > 0) out << " (" << top_counts(bad.at("by_reason"), 4) << ")";
   out << "\nkept: " << stats.at("kept").at("documents").get<int64_t>() << " documents, "
       << stats.at("kept").at("bytes").get<int64_t>() / 1e6 << " MB\n";

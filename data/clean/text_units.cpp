@@ -38,9 +38,7 @@ bool is_cjk(char32_t c) {
 }
 
 namespace {
-utf8proc_category_t category(char32_t cp) {
-  return utf8proc_category(static_cast<utf8proc_int32_t>(cp));
-}
+utf8proc_category_t category(char32_t cp) { return utf8proc_category(static_cast<utf8proc_int32_t>(cp)); }
 }  // namespace
 
 bool is_alpha(char32_t cp) {
@@ -136,14 +134,12 @@ bool is_ascii_digit(char c) { return c >= '0' && c <= '9'; }
 
 // Punctuation that stays attached at the edges of a token: hyphen and tilde
 // runs ("--", "~~~"), "|", "/", "@".
-bool sticky(char32_t c) {
-  return c == '-' || c == '~' || c == '|' || c == '/' || c == '@' || c == '\\' || c == '^';
-}
+bool sticky(char32_t c) { return c == '-' || c == '~' || c == '|' || c == '/' || c == '@' || c == '\\' || c == '^'; }
 
 // Tokens kept whole: emoticons and a few names with symbols.
 bool kept_whole(std::string_view t) {
-  static const char* const kWhole[] = {":-)", ":)", ";-)", ";)", ":-(", ":(", ":-D", ":D", ":-P", ":P", "=)",
-                                       "(-:", "C++", "'em", "''"};
+  static const char* const kWhole[] = {":-)", ":)", ";-)", ";)",  ":-(", ":(",  ":-D", ":D",
+                                       ":-P", ":P", "=)",  "(-:", "C++", "'em", "''"};
   for (const char* w : kWhole)
     if (t == w) return true;
   return false;
@@ -208,7 +204,7 @@ bool split_contraction(std::string_view& tok, std::vector<std::string_view>& suf
 // dots, dotted letters, abbreviations).
 bool split_final_period(std::string_view& tok, size_t at, std::vector<std::string_view>& suffixes) {
   if (tok.find_first_not_of('.') == std::string_view::npos) return false;  // "..", "...."
-  if (tok.size() >= 3 && tok[tok.size() - 2] == '.') {  // a trailing run of dots is one token
+  if (tok.size() >= 3 && tok[tok.size() - 2] == '.') {                     // a trailing run of dots is one token
     size_t from = tok.size();
     while (from > 0 && tok[from - 1] == '.') --from;
     suffixes.push_back(tok.substr(from));
@@ -217,9 +213,9 @@ bool split_final_period(std::string_view& tok, size_t at, std::vector<std::strin
   }
   const std::string_view core = tok.substr(0, at);
   if (dotted_letters(core)) return false;  // "U.S.", "p.m.", initials "J."
-  static const char* const kAbbreviations[] = {"Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Mt", "Jan", "Feb",
-                                               "Aug", "Sept", "Oct", "Nov", "Dec", "Inc", "Co", "Corp", "Ltd",
-                                               "vs", "Gen", "Gov", "Rev", "Sen", "Rep", "Prof", "Ft", "Ave"};
+  static const char* const kAbbreviations[] = {"Mr",  "Mrs",  "Ms",  "Dr",  "St",  "Jr",   "Sr", "Mt",   "Jan", "Feb",
+                                               "Aug", "Sept", "Oct", "Nov", "Dec", "Inc",  "Co", "Corp", "Ltd", "vs",
+                                               "Gen", "Gov",  "Rev", "Sen", "Rep", "Prof", "Ft", "Ave"};
   bool abbreviation = false;
   for (const char* a : kAbbreviations) abbreviation = abbreviation || core == a;
   if (abbreviation) return false;
@@ -267,10 +263,10 @@ void split_infixes(std::string_view& tok, std::vector<std::string_view>& out) {
     if (end >= tok.size()) continue;
     const char after = tok[end];
     const bool letters = is_ascii_letter(before) && is_ascii_letter(after);
-    const bool alnum = (is_ascii_letter(before) || is_ascii_digit(before)) &&
-                       (is_ascii_letter(after) || is_ascii_digit(after));
+    const bool alnum =
+        (is_ascii_letter(before) || is_ascii_digit(before)) && (is_ascii_letter(after) || is_ascii_digit(after));
     const bool dash = c == '-' || c == 0x2013 || c == 0x2014;
-    const bool dots = c == '.' && end == i && i + 1 < tok.size() && tok[i] == '.' ;
+    const bool dots = c == '.' && end == i && i + 1 < tok.size() && tok[i] == '.';
     if (dots) {  // "x...y"
       size_t e = i;
       while (e < tok.size() && tok[e] == '.') ++e;
@@ -429,8 +425,8 @@ std::vector<std::string_view> split_sentences(std::string_view text) {
       while (i < text.size()) {
         size_t j = i;
         const char32_t c = next_code_point(text, j);
-        if (c == '.' || c == '!' || c == '?' || c == '"' || c == '\'' || c == ')' || c == 0x201D ||
-            c == 0x2019 || c == 0x3002 || c == 0xFF01 || c == 0xFF1F || c == 0x300D)
+        if (c == '.' || c == '!' || c == '?' || c == '"' || c == '\'' || c == ')' || c == 0x201D || c == 0x2019 ||
+            c == 0x3002 || c == 0xFF01 || c == 0xFF1F || c == 0x300D)
           i = j;
         else
           break;

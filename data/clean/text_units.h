@@ -24,12 +24,12 @@ namespace moetrain::data::clean {
 char32_t next_code_point(std::string_view s, size_t& i);
 void append_utf8(std::string& out, char32_t cp);
 
-bool is_cjk(char32_t cp);          // Han, kana, hangul, CJK symbols and punctuation
-bool is_alpha(char32_t cp);        // Unicode letter (categories L*)
-bool is_alnum(char32_t cp);        // letter or number (L*, N*)
-bool is_punct(char32_t cp);        // punctuation or symbol (P*, S*)
-bool is_space(char32_t cp);        // whitespace incl. Unicode spaces and newlines
-char32_t to_lower(char32_t cp);    // simple lower-case mapping
+bool is_cjk(char32_t cp);        // Han, kana, hangul, CJK symbols and punctuation
+bool is_alpha(char32_t cp);      // Unicode letter (categories L*)
+bool is_alnum(char32_t cp);      // letter or number (L*, N*)
+bool is_punct(char32_t cp);      // punctuation or symbol (P*, S*)
+bool is_space(char32_t cp);      // whitespace incl. Unicode spaces and newlines
+char32_t to_lower(char32_t cp);  // simple lower-case mapping
 
 // Lower-cased copy (simple per-character mapping).
 std::string lowercase(std::string_view text);

@@ -23,8 +23,8 @@ struct ChunkTable {
   float* exp_avg[kAdamWMaxGroupsPerLaunch];
   float* exp_avg_sq[kAdamWMaxGroupsPerLaunch];
   int64_t numel[kAdamWMaxGroupsPerLaunch];
-  int32_t chunk_index[kAdamWMaxChunksPerLaunch];    // chunk c covers [c * chunk_size, (c+1) * chunk_size)
-  uint16_t chunk_group[kAdamWMaxChunksPerLaunch];   // slot of the chunk's group in the arrays above
+  int32_t chunk_index[kAdamWMaxChunksPerLaunch];   // chunk c covers [c * chunk_size, (c+1) * chunk_size)
+  uint16_t chunk_group[kAdamWMaxChunksPerLaunch];  // slot of the chunk's group in the arrays above
   uint8_t weight_decay[kAdamWMaxGroupsPerLaunch];
 };
 static_assert(sizeof(ChunkTable) + sizeof(int64_t) + sizeof(AdamWScalars) <= 32764,
@@ -40,8 +40,7 @@ __device__ __forceinline__ void adamw_element(float& p, float g, float& m, float
   p = p + s.step_size * (m / denom);
 }
 
-__global__ void __launch_bounds__(kThreads)
-    adamw_kernel(const ChunkTable table, int64_t chunk_size, AdamWScalars s) {
+__global__ void __launch_bounds__(kThreads) adamw_kernel(const ChunkTable table, int64_t chunk_size, AdamWScalars s) {
   const int group = table.chunk_group[blockIdx.x];
   const int64_t start = static_cast<int64_t>(table.chunk_index[blockIdx.x]) * chunk_size;
   const int64_t remaining = table.numel[group] - start;
@@ -99,8 +98,7 @@ int64_t chunk_size_for(int64_t total) {
 
 }  // namespace
 
-int launch_adamw(const AdamWGroup* groups, int64_t num_groups, const AdamWScalars& scalars,
-                 cudaStream_t stream) {
+int launch_adamw(const AdamWGroup* groups, int64_t num_groups, const AdamWScalars& scalars, cudaStream_t stream) {
   int64_t total = 0;
   for (int64_t i = 0; i < num_groups; ++i) total += groups[i].numel;
   if (total == 0) return 0;

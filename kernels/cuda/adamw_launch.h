@@ -40,7 +40,6 @@ struct AdamWScalars {
 };
 
 // Updates every group in place on `stream`; returns the number of launches.
-int launch_adamw(const AdamWGroup* groups, int64_t num_groups, const AdamWScalars& scalars,
-                 cudaStream_t stream);
+int launch_adamw(const AdamWGroup* groups, int64_t num_groups, const AdamWScalars& scalars, cudaStream_t stream);
 
 }  // namespace moetrain::kernels::cuda

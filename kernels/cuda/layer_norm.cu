@@ -105,10 +105,9 @@ struct RowTeam {
 
 template <typename T, int kItems, bool kWarpPerRow>
 __global__ void __launch_bounds__(kWarpPerRow ? kWarpRowThreads : kMaxBlockRowThreads)
-    layer_norm_forward_kernel(const T* __restrict__ x, const float* __restrict__ weight,
-                              const float* __restrict__ bias, T* __restrict__ y, float* __restrict__ mean_out,
-                              float* __restrict__ rstd_out, int64_t rows, int cols, float eps, NormAct act,
-                              bool rms) {
+    layer_norm_forward_kernel(const T* __restrict__ x, const float* __restrict__ weight, const float* __restrict__ bias,
+                              T* __restrict__ y, float* __restrict__ mean_out, float* __restrict__ rstd_out,
+                              int64_t rows, int cols, float eps, NormAct act, bool rms) {
   __shared__ float scratch[32];
   const RowTeam<kWarpPerRow> team;
   // Only whole warps leave here (warp-per-row); in block mode row < rows always.
@@ -156,8 +155,8 @@ template <typename T, int kItems, bool kWarpPerRow>
 __global__ void __launch_bounds__(kWarpPerRow ? kWarpRowThreads : kMaxBlockRowThreads)
     layer_norm_backward_input_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                      const float* __restrict__ weight, const float* __restrict__ bias,
-                                     const float* __restrict__ mean, const float* __restrict__ rstd,
-                                     T* __restrict__ dx, int64_t rows, int cols, NormAct act, bool rms) {
+                                     const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
+                                     int64_t rows, int cols, NormAct act, bool rms) {
   __shared__ float scratch[32];
   const RowTeam<kWarpPerRow> team;
   if (team.row >= rows) return;
@@ -299,8 +298,8 @@ void dispatch_row_plan(const RowPlan& plan, F&& f) {
 
 void check_sizes(const char* who, int64_t rows, int64_t cols) {
   if (cols <= 0 || cols > kLayerNormMaxCols) {
-    throw std::invalid_argument(std::string(who) + ": row width must be in [1, " +
-                                std::to_string(kLayerNormMaxCols) + "], got " + std::to_string(cols));
+    throw std::invalid_argument(std::string(who) + ": row width must be in [1, " + std::to_string(kLayerNormMaxCols) +
+                                "], got " + std::to_string(cols));
   }
   if (rows < 0 || rows > INT32_MAX) {
     throw std::invalid_argument(std::string(who) + ": row count must be in [0, 2^31), got " + std::to_string(rows));
@@ -314,9 +313,9 @@ int64_t rows_per_partial(int64_t rows) {
 
 }  // namespace
 
-void layer_norm_forward(const void* x, const float* weight, const float* bias, void* y, float* mean,
-                        float* rstd, int64_t rows, int64_t cols, DType dtype, float eps, NormAct act,
-                        bool rms, cudaStream_t stream) {
+void layer_norm_forward(const void* x, const float* weight, const float* bias, void* y, float* mean, float* rstd,
+                        int64_t rows, int64_t cols, DType dtype, float eps, NormAct act, bool rms,
+                        cudaStream_t stream) {
   check_sizes("layer_norm_forward", rows, cols);
   if (rows == 0) return;
   const RowPlan plan = plan_rows(rows, cols);
@@ -324,8 +323,8 @@ void layer_norm_forward(const void* x, const float* weight, const float* bias, v
     using T = decltype(element);
     dispatch_row_plan(plan, [&](auto items, auto warp_per_row) {
       layer_norm_forward_kernel<T, decltype(items)::value, decltype(warp_per_row)::value>
-          <<<plan.blocks, plan.threads, 0, stream>>>(static_cast<const T*>(x), weight, bias, static_cast<T*>(y),
-                                                     mean, rstd, rows, static_cast<int>(cols), eps, act, rms);
+          <<<plan.blocks, plan.threads, 0, stream>>>(static_cast<const T*>(x), weight, bias, static_cast<T*>(y), mean,
+                                                     rstd, rows, static_cast<int>(cols), eps, act, rms);
       MOETRAIN_CUDA_CHECK_LAUNCH("layer_norm_forward_kernel");
     });
   });
@@ -337,10 +336,9 @@ int64_t layer_norm_backward_partials(int64_t rows) {
   return (rows + per - 1) / per;
 }
 
-void layer_norm_backward(const void* dy, const void* x, const float* weight, const float* bias,
-                         const float* mean, const float* rstd, void* dx, float* dweight_partial,
-                         float* dbias_partial, int64_t rows, int64_t cols, DType dtype, NormAct act,
-                         bool rms, cudaStream_t stream) {
+void layer_norm_backward(const void* dy, const void* x, const float* weight, const float* bias, const float* mean,
+                         const float* rstd, void* dx, float* dweight_partial, float* dbias_partial, int64_t rows,
+                         int64_t cols, DType dtype, NormAct act, bool rms, cudaStream_t stream) {
   check_sizes("layer_norm_backward", rows, cols);
   if (rows == 0) return;
   const RowPlan plan = plan_rows(rows, cols);
@@ -351,14 +349,14 @@ void layer_norm_backward(const void* dy, const void* x, const float* weight, con
     using T = decltype(element);
     dispatch_row_plan(plan, [&](auto items, auto warp_per_row) {
       layer_norm_backward_input_kernel<T, decltype(items)::value, decltype(warp_per_row)::value>
-          <<<plan.blocks, plan.threads, 0, stream>>>(static_cast<const T*>(dy), static_cast<const T*>(x), weight,
-                                                     bias, mean, rstd, static_cast<T*>(dx), rows,
-                                                     static_cast<int>(cols), act, rms);
+          <<<plan.blocks, plan.threads, 0, stream>>>(static_cast<const T*>(dy), static_cast<const T*>(x), weight, bias,
+                                                     mean, rstd, static_cast<T*>(dx), rows, static_cast<int>(cols), act,
+                                                     rms);
       MOETRAIN_CUDA_CHECK_LAUNCH("layer_norm_backward_input_kernel");
     });
     layer_norm_backward_params_kernel<T><<<param_grid, param_block, 0, stream>>>(
-        static_cast<const T*>(dy), static_cast<const T*>(x), weight, bias, mean, rstd, dweight_partial,
-        dbias_partial, rows, static_cast<int>(cols), per_partial, act);
+        static_cast<const T*>(dy), static_cast<const T*>(x), weight, bias, mean, rstd, dweight_partial, dbias_partial,
+        rows, static_cast<int>(cols), per_partial, act);
     MOETRAIN_CUDA_CHECK_LAUNCH("layer_norm_backward_params_kernel");
   });
 }

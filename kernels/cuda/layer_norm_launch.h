@@ -23,9 +23,8 @@ constexpr int64_t kLayerNormMaxCols = 16384;
 
 // y = act(xhat * weight + bias), xhat = (x - mean) * rstd (LayerNorm) or
 // x * rstd (RMSNorm, rms = true). Writes y, mean and rstd.
-void layer_norm_forward(const void* x, const float* weight, const float* bias, void* y, float* mean,
-                        float* rstd, int64_t rows, int64_t cols, DType dtype, float eps, NormAct act,
-                        bool rms, cudaStream_t stream);
+void layer_norm_forward(const void* x, const float* weight, const float* bias, void* y, float* mean, float* rstd,
+                        int64_t rows, int64_t cols, DType dtype, float eps, NormAct act, bool rms, cudaStream_t stream);
 
 // Rows of the fp32 partial sums that layer_norm_backward writes for the weight
 // and bias gradients: the caller allocates [layer_norm_backward_partials(rows),
@@ -35,9 +34,8 @@ int64_t layer_norm_backward_partials(int64_t rows);
 // Given dy, writes dx [rows, cols] and the partial sums of dweight = sum over
 // rows of g * xhat and dbias = sum over rows of g, g = dy * act'(xhat * weight +
 // bias). dbias_partial may be null when no bias gradient is wanted.
-void layer_norm_backward(const void* dy, const void* x, const float* weight, const float* bias,
-                         const float* mean, const float* rstd, void* dx, float* dweight_partial,
-                         float* dbias_partial, int64_t rows, int64_t cols, DType dtype, NormAct act,
-                         bool rms, cudaStream_t stream);
+void layer_norm_backward(const void* dy, const void* x, const float* weight, const float* bias, const float* mean,
+                         const float* rstd, void* dx, float* dweight_partial, float* dbias_partial, int64_t rows,
+                         int64_t cols, DType dtype, NormAct act, bool rms, cudaStream_t stream);
 
 }  // namespace moetrain::kernels::cuda

@@ -77,8 +77,7 @@ __global__ void gather_sum_rows_kernel(const T* __restrict__ src, const float* _
 // grid: num_rows blocks; block r reads grad_y[token_index[r]] once for both gradients.
 template <typename T, int VEC>
 __global__ void unpermute_rows_backward_kernel(const T* __restrict__ grad_y, const T* __restrict__ expert_output,
-                                               const float* __restrict__ gates,
-                                               const int64_t* __restrict__ token_index,
+                                               const float* __restrict__ gates, const int64_t* __restrict__ token_index,
                                                T* __restrict__ grad_expert_output, float* __restrict__ grad_gates,
                                                int64_t dim) {
   __shared__ float scratch[32];
@@ -136,15 +135,14 @@ unsigned int threads_for(int64_t packs) {
 
 void check_grid(int64_t blocks, const char* who) {
   if (blocks > std::numeric_limits<int>::max()) {
-    throw std::invalid_argument(std::string(who) + ": " + std::to_string(blocks) +
-                                " rows exceed one launch's grid");
+    throw std::invalid_argument(std::string(who) + ": " + std::to_string(blocks) + " rows exceed one launch's grid");
   }
 }
 
 }  // namespace
 
-void launch_permute_rows(const void* x, const int64_t* token_index, void* out, int64_t num_tokens,
-                         int64_t num_rows, int64_t dim, DType dtype, cudaStream_t stream) {
+void launch_permute_rows(const void* x, const int64_t* token_index, void* out, int64_t num_tokens, int64_t num_rows,
+                         int64_t dim, DType dtype, cudaStream_t stream) {
   if (num_rows == 0 || dim == 0) return;
   check_grid(num_rows, "permute_rows");
   dispatch_dtype(dtype, [&](auto tag) {
@@ -156,16 +154,15 @@ void launch_permute_rows(const void* x, const int64_t* token_index, void* out, i
       permute_rows_kernel<T, VEC><<<static_cast<unsigned int>(num_rows), threads_for(dim / VEC), 0, stream>>>(
           xs, token_index, os, num_tokens, dim);
     } else {
-      permute_rows_kernel<T, 1><<<static_cast<unsigned int>(num_rows), threads_for(dim), 0, stream>>>(
-          xs, token_index, os, num_tokens, dim);
+      permute_rows_kernel<T, 1>
+          <<<static_cast<unsigned int>(num_rows), threads_for(dim), 0, stream>>>(xs, token_index, os, num_tokens, dim);
     }
     MOETRAIN_CUDA_CHECK_LAUNCH("permute_rows_kernel");
   });
 }
 
-void launch_gather_sum_rows(const void* src, const float* weights, const int64_t* rows,
-                            const int64_t* offsets, void* out, int64_t num_tokens, int64_t dim, DType dtype,
-                            cudaStream_t stream) {
+void launch_gather_sum_rows(const void* src, const float* weights, const int64_t* rows, const int64_t* offsets,
+                            void* out, int64_t num_tokens, int64_t dim, DType dtype, cudaStream_t stream) {
   if (num_tokens == 0 || dim == 0) return;
   check_grid(num_tokens, "gather_sum_rows");
   dispatch_dtype(dtype, [&](auto tag) {
@@ -174,11 +171,11 @@ void launch_gather_sum_rows(const void* src, const float* weights, const int64_t
     T* os = static_cast<T*>(out);
     if (can_use_wide<T>(dim, {src, out})) {
       constexpr int VEC = wide_vec<T>();
-      gather_sum_rows_kernel<T, VEC><<<static_cast<unsigned int>(num_tokens), threads_for(dim / VEC), 0,
-                                       stream>>>(ss, weights, rows, offsets, os, dim);
-    } else {
-      gather_sum_rows_kernel<T, 1><<<static_cast<unsigned int>(num_tokens), threads_for(dim), 0, stream>>>(
+      gather_sum_rows_kernel<T, VEC><<<static_cast<unsigned int>(num_tokens), threads_for(dim / VEC), 0, stream>>>(
           ss, weights, rows, offsets, os, dim);
+    } else {
+      gather_sum_rows_kernel<T, 1>
+          <<<static_cast<unsigned int>(num_tokens), threads_for(dim), 0, stream>>>(ss, weights, rows, offsets, os, dim);
     }
     MOETRAIN_CUDA_CHECK_LAUNCH("gather_sum_rows_kernel");
   });
@@ -197,11 +194,12 @@ void launch_unpermute_rows_backward(const void* grad_y, const void* expert_outpu
     T* geo = static_cast<T*>(grad_expert_output);
     if (can_use_wide<T>(dim, {grad_y, expert_output, grad_expert_output})) {
       constexpr int VEC = wide_vec<T>();
-      unpermute_rows_backward_kernel<T, VEC><<<static_cast<unsigned int>(num_rows), threads_for(dim / VEC), 0,
-                                               stream>>>(gy, eo, gates, token_index, geo, grad_gates, dim);
+      unpermute_rows_backward_kernel<T, VEC>
+          <<<static_cast<unsigned int>(num_rows), threads_for(dim / VEC), 0, stream>>>(gy, eo, gates, token_index, geo,
+                                                                                       grad_gates, dim);
     } else {
-      unpermute_rows_backward_kernel<T, 1><<<static_cast<unsigned int>(num_rows), threads_for(dim), 0,
-                                             stream>>>(gy, eo, gates, token_index, geo, grad_gates, dim);
+      unpermute_rows_backward_kernel<T, 1><<<static_cast<unsigned int>(num_rows), threads_for(dim), 0, stream>>>(
+          gy, eo, gates, token_index, geo, grad_gates, dim);
     }
     MOETRAIN_CUDA_CHECK_LAUNCH("unpermute_rows_backward_kernel");
   });

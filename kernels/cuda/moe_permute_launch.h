@@ -15,17 +15,16 @@ namespace moetrain::kernels::cuda {
 // out[r, :] = x[token_index[r], :] for r in [0, num_rows); x is
 // [num_tokens, dim], out [num_rows, dim], both of `dtype`. An index outside
 // [0, num_tokens) stops the kernel with a device-side trap.
-void launch_permute_rows(const void* x, const int64_t* token_index, void* out, int64_t num_tokens,
-                         int64_t num_rows, int64_t dim, DType dtype, cudaStream_t stream);
+void launch_permute_rows(const void* x, const int64_t* token_index, void* out, int64_t num_tokens, int64_t num_rows,
+                         int64_t dim, DType dtype, cudaStream_t stream);
 
 // For every token t in [0, num_tokens):
 //   out[t, :] = sum over j in [offsets[t], offsets[t+1]) of w * src[rows[j], :],
 // w = weights[rows[j]] (fp32) or 1 when weights is null, summed in fp32 in
 // the order of j and stored in `dtype` (src and out share it). offsets has
 // num_tokens + 1 entries; a token with an empty range gets zeros.
-void launch_gather_sum_rows(const void* src, const float* weights, const int64_t* rows,
-                            const int64_t* offsets, void* out, int64_t num_tokens, int64_t dim, DType dtype,
-                            cudaStream_t stream);
+void launch_gather_sum_rows(const void* src, const float* weights, const int64_t* rows, const int64_t* offsets,
+                            void* out, int64_t num_tokens, int64_t dim, DType dtype, cudaStream_t stream);
 
 // Backward of the gate-weighted unpermutation, for every row r in [0, num_rows):
 //   grad_expert_output[r, :] = gates[r] * grad_y[token_index[r], :]          (skipped when null)

@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "data/batch_source.h"
-#include "export/safetensors.h"
 #include "data/tokenizer.h"
 #include "export/checkpoint_model.h"
+#include "export/safetensors.h"
 
 namespace {
 
@@ -65,10 +65,10 @@ int main(int argc, char** argv) {
     };
     const data::Seq2SeqBatch batch = data::BatchSource::collate(samples, special);
     exporting::NamedTensors out = {{"src_tokens", batch.src_tokens},
-                              {"src_mask", batch.src_mask.to(torch::kLong)},
-                              {"tgt_in", batch.tgt_in},
-                              {"tgt_mask", batch.tgt_mask.to(torch::kLong)},
-                              {"logits", logits_of(batch)}};
+                                   {"src_mask", batch.src_mask.to(torch::kLong)},
+                                   {"tgt_in", batch.tgt_in},
+                                   {"tgt_mask", batch.tgt_mask.to(torch::kLong)},
+                                   {"logits", logits_of(batch)}};
     for (size_t i = 0; i < samples.size(); ++i) {
       out.emplace_back("row_" + std::to_string(i) + ".logits",
                        logits_of(data::BatchSource::collate({samples[i]}, special)));

@@ -26,9 +26,8 @@ class RankFailurePrinter : public ::testing::EmptyTestEventListener {
   explicit RankFailurePrinter(int rank) : rank_(rank) {}
   void OnTestPartResult(const ::testing::TestPartResult& result) override {
     if (!result.failed()) return;
-    const std::string line = "[rank " + std::to_string(rank_) + "] " +
-                             (result.file_name() ? result.file_name() : "?") + ":" +
-                             std::to_string(result.line_number()) + ": " + result.summary() + "\n";
+    const std::string line = "[rank " + std::to_string(rank_) + "] " + (result.file_name() ? result.file_name() : "?") +
+                             ":" + std::to_string(result.line_number()) + ": " + result.summary() + "\n";
     std::fwrite(line.data(), 1, line.size(), stdout);
     std::fflush(stdout);
   }
@@ -42,8 +41,7 @@ class RankFailurePrinter : public ::testing::EmptyTestEventListener {
 // runs every test, agrees on the result over all ranks, calls `teardown`
 // (which drops what setup kept) and finalises MPI. Returns the exit code.
 inline int run_all_tests(int argc, char** argv, const char* suite, double timeout_s,
-                         const std::function<void(Communicator& world)>& setup,
-                         const std::function<void()>& teardown) {
+                         const std::function<void(Communicator& world)>& setup, const std::function<void()>& teardown) {
   ::testing::InitGoogleTest(&argc, argv);
   const int rank = world_rank();
   if (rank != 0) {

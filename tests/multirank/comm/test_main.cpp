@@ -52,6 +52,6 @@ int main(int argc, char** argv) {
     return rc;
   }
   return multirank::run_all_tests(
-      argc, argv, "multirank_comm", comm_test::kTestTimeoutS,
-      [](Communicator& world) { comm_test::g_world = &world; }, [] { comm_test::g_world = nullptr; });
+      argc, argv, "multirank_comm", comm_test::kTestTimeoutS, [](Communicator& world) { comm_test::g_world = &world; },
+      [] { comm_test::g_world = nullptr; });
 }

@@ -68,8 +68,8 @@ TEST(MpiCollectives, BoolReducesAsOrAndAnd) {
     any = any.logical_or(mine(r));
     all = all.logical_and(mine(r));
   }
-  for (auto [op, expected] : {std::pair{ReduceOp::Sum, any}, std::pair{ReduceOp::Max, any},
-                              std::pair{ReduceOp::Min, all}}) {
+  for (auto [op, expected] :
+       {std::pair{ReduceOp::Sum, any}, std::pair{ReduceOp::Max, any}, std::pair{ReduceOp::Min, all}}) {
     torch::Tensor t = mine(world.rank());
     world.all_reduce(t, op);
     EXPECT_EQ(t.scalar_type(), torch::kBool);
@@ -103,7 +103,8 @@ TEST(MpiCollectives, ReduceScatterEveryDtype) {
       torch::Tensor input = rank_tensor(world.rank(), n * k, dtype);
       torch::Tensor output = torch::empty({k}, dtype);
       world.reduce_scatter(input, output, op);
-      torch::Tensor expected = expected_reduction(n, n * k, dtype, op).slice(0, world.rank() * k, (world.rank() + 1) * k);
+      torch::Tensor expected =
+          expected_reduction(n, n * k, dtype, op).slice(0, world.rank() * k, (world.rank() + 1) * k);
       EXPECT_TRUE(torch::equal(output, expected)) << dtype_name(dtype) << ": got " << output;
     }
   }
@@ -198,12 +199,14 @@ TEST(MpiCollectives, AllToAllRankThatSendsNothing) {
   };
   check_all_to_all(world, counts, torch::kFloat);
   // Nobody sends anything at all: empty inputs and outputs.
-  check_all_to_all(world, [](int64_t, int64_t) -> int64_t { return 0; }, torch::kFloat);
+  check_all_to_all(
+      world, [](int64_t, int64_t) -> int64_t { return 0; }, torch::kFloat);
 }
 
 TEST(MpiCollectives, AllToAllEvenSplitMatchesTranspose) {
   Communicator& world = test_world();
-  check_all_to_all(world, [](int64_t, int64_t) -> int64_t { return 4; }, torch::kHalf);
+  check_all_to_all(
+      world, [](int64_t, int64_t) -> int64_t { return 4; }, torch::kHalf);
 }
 
 TEST(MpiCollectives, SendRecvRing) {
@@ -343,8 +346,9 @@ TEST(MpiCollectives, SplitWithDisagreeingGroupsThrowsWhereTheGroupDiffers) {
       world.split(group);
       ADD_FAILURE() << "split accepted a group the other ranks do not share";
     } catch (const CommunicatorError& e) {
-      EXPECT_NE(std::string(e.what()).find("asked for group [0, " + std::to_string(last) + "] but the ranks formed [0]"),
-                std::string::npos)
+      EXPECT_NE(
+          std::string(e.what()).find("asked for group [0, " + std::to_string(last) + "] but the ranks formed [0]"),
+          std::string::npos)
           << e.what();
     }
   } else {

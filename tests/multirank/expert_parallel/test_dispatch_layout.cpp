@@ -90,8 +90,8 @@ TEST(ExpertDispatch, PlanCountsMatchEveryRanksCounts) {
         // The two index tensors are inverse permutations of the received rows.
         const int64_t rows = plan.num_recv_rows();
         ASSERT_EQ(plan.regroup_index.numel(), rows);
-        EXPECT_TRUE(torch::equal(plan.regroup_index.index_select(0, plan.regroup_inverse),
-                                 torch::arange(rows, torch::kLong)));
+        EXPECT_TRUE(
+            torch::equal(plan.regroup_index.index_select(0, plan.regroup_inverse), torch::arange(rows, torch::kLong)));
       }
     }
   }
@@ -167,7 +167,8 @@ TEST(ExpertDispatch, ByteCountersCountTheRowsSent) {
         int64_t sent_rows = 0, received_rows = 0;
         for (int64_t c : counts) sent_rows += c;
         for (int64_t s = 0; s < n; ++s) {
-          for (int64_t l = 0; l < experts / n; ++l) received_rows += counts_of(s, experts, pattern)[me * (experts / n) + l];
+          for (int64_t l = 0; l < experts / n; ++l)
+            received_rows += counts_of(s, experts, pattern)[me * (experts / n) + l];
         }
         group->reset_stats();
 
@@ -180,16 +181,14 @@ TEST(ExpertDispatch, ByteCountersCountTheRowsSent) {
         EXPECT_EQ(group->stats().at("all_to_all").bytes, experts * 8 + sent_rows * width * elem) << what;
 
         const torch::Tensor home = combine_tokens(local * 2, plan, group);
-        EXPECT_EQ(group->stats().at("all_to_all").bytes,
-                  experts * 8 + (sent_rows + received_rows) * width * elem)
+        EXPECT_EQ(group->stats().at("all_to_all").bytes, experts * 8 + (sent_rows + received_rows) * width * elem)
             << what;
         EXPECT_EQ(group->stats().at("all_to_all").calls, 3) << what;
 
         // Backward sends the same rows the other way.
         home.sum().backward();
         EXPECT_EQ(group->stats().at("all_to_all").calls, 5) << what;
-        EXPECT_EQ(group->stats().at("all_to_all").bytes,
-                  experts * 8 + 2 * (sent_rows + received_rows) * width * elem)
+        EXPECT_EQ(group->stats().at("all_to_all").bytes, experts * 8 + 2 * (sent_rows + received_rows) * width * elem)
             << what;
         EXPECT_TRUE(torch::equal(permuted.grad(), torch::full_like(permuted, 2))) << what;
       }

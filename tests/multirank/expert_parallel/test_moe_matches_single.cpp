@@ -31,8 +31,8 @@
 namespace moetrain::parallel::ep_test {
 namespace {
 
-using models::MoELayer;
 using models::ModelConfig;
+using models::MoELayer;
 
 constexpr int64_t kModel = 12;  // d_model: more than the experts, so any routing can be forced
 constexpr int64_t kExpertFfn = 8;
@@ -67,11 +67,11 @@ MoELayer make_layer(const ModelConfig& cfg) {
 
 // How the tokens of group rank 1 (or of every rank) are made.
 enum class Tokens {
-  Random,               // random tokens everywhere
-  AvoidExpertOne,       // every rank's tokens route to any expert but expert 1
-  AvoidRankOnesExperts, // ... to none of the experts group rank 1 holds
-  RankOnePadded,        // group rank 1 has tokens, all masked out
-  RankOneEmpty,         // group rank 1 has no token at all
+  Random,                // random tokens everywhere
+  AvoidExpertOne,        // every rank's tokens route to any expert but expert 1
+  AvoidRankOnesExperts,  // ... to none of the experts group rank 1 holds
+  RankOnePadded,         // group rank 1 has tokens, all masked out
+  RankOneEmpty,          // group rank 1 has no token at all
 };
 
 const char* name_of(Tokens t) {
@@ -102,8 +102,7 @@ torch::Tensor tokens_avoiding(const torch::Tensor& router_weight, const std::vec
   return (direction.t() + 0.05 * torch::randn({n, router_weight.size(1)}, torch::kDouble)).to(torch::kFloat);
 }
 
-RankTokens tokens_of(int64_t world_rank, int64_t group_rank, int64_t group_size, Tokens kind,
-                     const MoELayer& layer) {
+RankTokens tokens_of(int64_t world_rank, int64_t group_rank, int64_t group_size, Tokens kind, const MoELayer& layer) {
   torch::manual_seed(1000 + static_cast<uint64_t>(world_rank));
   const int64_t experts = layer->num_experts();
   const int64_t local = experts / group_size;
@@ -143,8 +142,8 @@ void expect_close(const torch::Tensor& got, const torch::Tensor& want, const std
 }
 
 struct Reference {
-  torch::Tensor output, input_grad, router_grad;            // this rank's tokens
-  torch::Tensor fc1_w, fc1_b, fc2_w, fc2_b;                  // summed over the group
+  torch::Tensor output, input_grad, router_grad;  // this rank's tokens
+  torch::Tensor fc1_w, fc1_b, fc2_w, fc2_b;       // summed over the group
 };
 
 // The single-process layer on every group member's tokens.
@@ -189,8 +188,7 @@ void check_expert_parallel_matches_single(Tokens kind) {
     for (int64_t experts : {4, 8}) {
       for (int64_t top_k : {1, 2}) {
         std::ostringstream what_s;
-        what_s << name_of(kind) << ", EP group of " << n << ", rank " << me << ", E=" << experts
-               << ", top-" << top_k;
+        what_s << name_of(kind) << ", EP group of " << n << ", rank " << me << ", E=" << experts << ", top-" << top_k;
         const std::string what = what_s.str();
         const ModelConfig cfg = moe_config(experts, top_k);
         const int64_t local = experts / n;
@@ -208,8 +206,8 @@ void check_expert_parallel_matches_single(Tokens kind) {
         const torch::Tensor x = t.x.clone().requires_grad_();
 
         // What this rank sends (the routing is local: no communication).
-        const models::RoutingResult routing = models::route_tokens(
-            mine->router_logits(x.detach()), t.mask, top_k, 0.0, cfg.moe.normalize_top_k);
+        const models::RoutingResult routing =
+            models::route_tokens(mine->router_logits(x.detach()), t.mask, top_k, 0.0, cfg.moe.normalize_top_k);
         const models::PermutedTokens permuted = models::permute_tokens(x.detach(), routing);
         if (kind == Tokens::AvoidExpertOne) {
           EXPECT_EQ(permuted.tokens_per_expert[1], 0) << what << ": the tokens were meant to avoid expert 1";
@@ -276,9 +274,7 @@ TEST(ExpertParallelMoE, RankWithOnlyPaddedTokensSendsNothing) {
   check_expert_parallel_matches_single(Tokens::RankOnePadded);
 }
 
-TEST(ExpertParallelMoE, RankWithNoTokensSendsNothing) {
-  check_expert_parallel_matches_single(Tokens::RankOneEmpty);
-}
+TEST(ExpertParallelMoE, RankWithNoTokensSendsNothing) { check_expert_parallel_matches_single(Tokens::RankOneEmpty); }
 
 }  // namespace
 }  // namespace moetrain::parallel::ep_test

@@ -122,8 +122,8 @@ ToyRun run_toy(const ToyModel& model, PipelineSchedule schedule, int64_t m, Comm
   return run;
 }
 
-void expect_matches_reference(const ToyRun& run, int64_t layers, int64_t width, int64_t rows, bool dense,
-                              uint64_t seed, int64_t m) {
+void expect_matches_reference(const ToyRun& run, int64_t layers, int64_t width, int64_t rows, bool dense, uint64_t seed,
+                              int64_t m) {
   ToyModel reference(layers, width, rows, dense, seed);
   const double loss = reference_step(reference, m);
   const torch::Tensor grads = reference.flat_grads();
@@ -307,9 +307,8 @@ TEST(PipelineExecutor, StatsMeasureComputeAndWaiting) {
       EXPECT_LE(st.idle_fraction(), ideal_bubble_fraction(p, m) + 0.2);
     }
 
-    torch::Tensor row = torch::tensor({st.forward_s, st.backward_s, st.wait_s, st.total_s, st.idle_fraction(),
-                                       st.bubble_ratio()},
-                                      torch::kDouble);
+    torch::Tensor row = torch::tensor(
+        {st.forward_s, st.backward_s, st.wait_s, st.total_s, st.idle_fraction(), st.bubble_ratio()}, torch::kDouble);
     torch::Tensor table = torch::empty({p * row.numel()}, torch::kDouble);
     world.all_gather(row, table);
     if (s == 0) {
@@ -318,10 +317,11 @@ TEST(PipelineExecutor, StatsMeasureComputeAndWaiting) {
                   schedule_name(schedule).c_str(), static_cast<long long>(p), static_cast<long long>(m), tf * 1e3,
                   tb * 1e3, ideal_bubble_ratio(p, m), ideal_bubble_fraction(p, m));
       for (int64_t r = 0; r < p; ++r) {
-        std::printf("  stage %lld: forward %.3f s, backward %.3f s, wait %.3f s, total %.3f s, idle %.3f, "
-                    "bubble ratio %.3f\n",
-                    static_cast<long long>(r), t[r][0].item<double>(), t[r][1].item<double>(),
-                    t[r][2].item<double>(), t[r][3].item<double>(), t[r][4].item<double>(), t[r][5].item<double>());
+        std::printf(
+            "  stage %lld: forward %.3f s, backward %.3f s, wait %.3f s, total %.3f s, idle %.3f, "
+            "bubble ratio %.3f\n",
+            static_cast<long long>(r), t[r][0].item<double>(), t[r][1].item<double>(), t[r][2].item<double>(),
+            t[r][3].item<double>(), t[r][4].item<double>(), t[r][5].item<double>());
       }
     }
   }

@@ -46,8 +46,7 @@ TEST(SendRecv, ListsOfMixedDtypesAlongAChain) {
              payload(me, 4, torch::kBFloat16)};
   }
   if (src != -1) {
-    recvs = {torch::empty({3, 5}, torch::kFloat), torch::empty({7}, torch::kLong),
-             torch::empty({4}, torch::kBFloat16)};
+    recvs = {torch::empty({3, 5}, torch::kFloat), torch::empty({7}, torch::kLong), torch::empty({4}, torch::kBFloat16)};
   }
   world.reset_stats();
   world.send_recv(sends, dst, recvs, src);

@@ -55,9 +55,7 @@ struct ToyModel {
     return counts;
   }
 
-  torch::Tensor apply(const torch::Tensor& w, const torch::Tensor& t) const {
-    return dense ? t.matmul(w.t()) : t * w;
-  }
+  torch::Tensor apply(const torch::Tensor& w, const torch::Tensor& t) const { return dense ? t.matmul(w.t()) : t * w; }
 
   // Micro-batch data, the same on every rank.
   torch::Tensor input(int64_t micro_batch) const {
@@ -71,8 +69,8 @@ struct ToyModel {
 
   // Units [begin, end) on (h, e); returns the loss instead of h when the head
   // is among them (h and e are then unused by the caller).
-  torch::Tensor run_units(int64_t begin, int64_t end, int64_t micro_batch, int64_t micro_batches,
-                          torch::Tensor& h, torch::Tensor& e) const {
+  torch::Tensor run_units(int64_t begin, int64_t end, int64_t micro_batch, int64_t micro_batches, torch::Tensor& h,
+                          torch::Tensor& e) const {
     for (int64_t u = begin; u < end; ++u) {
       const auto& p = units[u];
       if (u == 0) {

@@ -41,8 +41,7 @@ TEST(TensorParallelLinear, ColumnThenRowMatchesAPlainMlp) {
       const int64_t tp = group->size(), rank = group->rank();
       FullMlp full = make_mlp(with_bias);
       const torch::Tensor upstream = seeded_randn(15, {2, 3, kModel});
-      const torch::Tensor y_ref =
-          torch::linear(torch::gelu(torch::linear(full.x, full.w1, full.b1)), full.w2, full.b2);
+      const torch::Tensor y_ref = torch::linear(torch::gelu(torch::linear(full.x, full.w1, full.b1)), full.w2, full.b2);
       (y_ref * upstream).sum().backward();
 
       const torch::Tensor x = leaf_copy(full.x);
@@ -73,10 +72,9 @@ TEST(TensorParallelLinear, ColumnThenRowMatchesAPlainMlp) {
 TEST(TensorParallelLinear, SizeOneAndNullGroupsAreExactlyPlainLinear) {
   for (Communicator* group : {static_cast<Communicator*>(nullptr), &solo_group()}) {
     FullMlp full = make_mlp(true);
-    const torch::Tensor y_ref =
-        torch::linear(torch::gelu(torch::linear(full.x, full.w1, full.b1)), full.w2, full.b2);
-    const torch::Tensor y = row_parallel_linear(
-        torch::gelu(column_parallel_linear(full.x, full.w1, full.b1, group)), full.w2, full.b2, group);
+    const torch::Tensor y_ref = torch::linear(torch::gelu(torch::linear(full.x, full.w1, full.b1)), full.w2, full.b2);
+    const torch::Tensor y = row_parallel_linear(torch::gelu(column_parallel_linear(full.x, full.w1, full.b1, group)),
+                                                full.w2, full.b2, group);
     EXPECT_TRUE(torch::equal(y, y_ref));
     if (group) {
       EXPECT_TRUE(group->stats().empty());
@@ -89,8 +87,7 @@ TEST(TensorParallelLinear, RejectsMismatchedShapes) {
     SCOPED_TRACE(describe(*group));
     const torch::Tensor x = torch::zeros({2, kModel});
     EXPECT_THROW(column_parallel_linear(x, torch::zeros({4, kModel + 1}), {}, group), std::invalid_argument);
-    EXPECT_THROW(column_parallel_linear(x, torch::zeros({4, kModel}), torch::zeros({5}), group),
-                 std::invalid_argument);
+    EXPECT_THROW(column_parallel_linear(x, torch::zeros({4, kModel}), torch::zeros({5}), group), std::invalid_argument);
     EXPECT_THROW(row_parallel_linear(x, torch::zeros({4, 3}), {}, group), std::invalid_argument);
     EXPECT_THROW(row_parallel_linear(x, torch::zeros({4, kModel}), torch::zeros({kModel}), group),
                  std::invalid_argument);

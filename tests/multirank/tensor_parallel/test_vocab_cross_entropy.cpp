@@ -164,9 +164,9 @@ TEST(VocabParallelCrossEntropy, RejectsBadArguments) {
       EXPECT_THROW(vocab_parallel_cross_entropy(logits, targets, mask, shard, 0.0, group), std::invalid_argument);
     }
     const torch::Tensor targets = torch::tensor({0, 5, 10}, torch::kLong);
-    EXPECT_THROW(vocab_parallel_cross_entropy(torch::zeros({3, shard.local_size + 1}), targets, mask, shard, 0.0,
-                                              group),
-                 std::invalid_argument);
+    EXPECT_THROW(
+        vocab_parallel_cross_entropy(torch::zeros({3, shard.local_size + 1}), targets, mask, shard, 0.0, group),
+        std::invalid_argument);
     EXPECT_THROW(vocab_parallel_cross_entropy(logits, targets, mask, shard, 1.0, group), std::invalid_argument);
     EXPECT_THROW(vocab_parallel_cross_entropy(logits, targets, torch::ones({3}, torch::kLong), shard, 0.0, group),
                  std::invalid_argument);

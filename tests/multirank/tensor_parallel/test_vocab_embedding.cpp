@@ -22,8 +22,7 @@ TEST(VocabShard, LayoutOfHandComputedCases) {
   for (const Case& c : {Case{11, 4, 3, 12, 3, 9, 11}, Case{11, 4, 0, 12, 3, 0, 3}, Case{10, 4, 3, 12, 3, 9, 10},
                         Case{11, 2, 1, 12, 6, 6, 11}, Case{12, 4, 2, 12, 3, 6, 9}, Case{5, 4, 2, 8, 2, 4, 5},
                         Case{5, 4, 3, 8, 2, 6, 6}, Case{7, 1, 0, 7, 7, 0, 7}}) {
-    SCOPED_TRACE("V=" + std::to_string(c.vocab) + " tp=" + std::to_string(c.tp) + " rank " +
-                 std::to_string(c.rank));
+    SCOPED_TRACE("V=" + std::to_string(c.vocab) + " tp=" + std::to_string(c.tp) + " rank " + std::to_string(c.rank));
     const VocabShard s = vocab_shard(c.vocab, c.tp, c.rank);
     EXPECT_EQ(s.vocab_size, c.vocab);
     EXPECT_EQ(s.padded_size, c.padded);
@@ -70,8 +69,8 @@ TEST(VocabParallelEmbedding, MatchesTheFullTableForwardAndBackward) {
         EXPECT_TRUE(all_close(w.grad().narrow(0, 0, shard.real_size()),
                               real_slice(full.grad(), 0, shard.begin, shard.real_size()), 1e-6, 1e-6));
         const int64_t padding = shard.local_size - shard.real_size();
-        EXPECT_TRUE(torch::equal(w.grad().narrow(0, shard.real_size(), padding),
-                                 torch::zeros({padding, kDim}, w.options())))
+        EXPECT_TRUE(
+            torch::equal(w.grad().narrow(0, shard.real_size(), padding), torch::zeros({padding, kDim}, w.options())))
             << "padding rows get no gradient";
       }
     }
@@ -100,8 +99,7 @@ TEST(VocabParallelEmbedding, RejectsIdsOutsideTheVocabularyAndAForeignShard) {
     EXPECT_THROW(vocab_parallel_embedding(torch::tensor({-1, 3}, torch::kLong), w, shard, group),
                  std::invalid_argument);
     const VocabShard other = vocab_shard(11, group->size(), (group->rank() + 1) % group->size());
-    EXPECT_THROW(vocab_parallel_embedding(torch::tensor({1, 2}, torch::kLong), w, other, group),
-                 std::invalid_argument);
+    EXPECT_THROW(vocab_parallel_embedding(torch::tensor({1, 2}, torch::kLong), w, other, group), std::invalid_argument);
     EXPECT_THROW(vocab_parallel_embedding(torch::tensor({1, 2}, torch::kLong),
                                           torch::zeros({shard.local_size + 1, kDim}), shard, group),
                  std::invalid_argument);

@@ -38,8 +38,7 @@ inline std::string describe(const Communicator& group) {
 }
 
 // The same values on every rank for the same seed.
-inline torch::Tensor seeded_randn(uint64_t seed, at::IntArrayRef shape,
-                                  torch::ScalarType dtype = torch::kFloat) {
+inline torch::Tensor seeded_randn(uint64_t seed, at::IntArrayRef shape, torch::ScalarType dtype = torch::kFloat) {
   at::Generator gen = at::detail::createCPUGenerator(seed);
   return torch::randn(shape, gen, torch::TensorOptions().dtype(torch::kFloat)).to(dtype);
 }
@@ -51,8 +50,8 @@ inline torch::Tensor seeded_randint(uint64_t seed, int64_t high, at::IntArrayRef
 
 // Elementwise |a - b| <= atol + rtol * |b| in fp64, with the worst offender in
 // the message.
-inline ::testing::AssertionResult all_close(const torch::Tensor& actual, const torch::Tensor& expected,
-                                            double rtol, double atol) {
+inline ::testing::AssertionResult all_close(const torch::Tensor& actual, const torch::Tensor& expected, double rtol,
+                                            double atol) {
   if (!actual.defined() || !expected.defined()) {
     return ::testing::AssertionFailure() << "undefined tensor (actual " << actual.defined() << ", expected "
                                          << expected.defined() << ")";
@@ -66,8 +65,8 @@ inline ::testing::AssertionResult all_close(const torch::Tensor& actual, const t
   if (excess.numel() == 0 || excess.max().item<double>() <= 0.0) return ::testing::AssertionSuccess();
   const int64_t worst = excess.reshape({-1}).argmax().item<int64_t>();
   return ::testing::AssertionFailure() << "element " << worst << ": " << a.reshape({-1})[worst].item<double>()
-                                       << " vs expected " << b.reshape({-1})[worst].item<double>()
-                                       << " (rtol " << rtol << ", atol " << atol << ")";
+                                       << " vs expected " << b.reshape({-1})[worst].item<double>() << " (rtol " << rtol
+                                       << ", atol " << atol << ")";
 }
 
 // The slice [rank * n, (rank + 1) * n) of `full` along `dim`, n = size / parts.

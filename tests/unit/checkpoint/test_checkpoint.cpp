@@ -2,9 +2,9 @@
 
 #include <filesystem>
 
+#include "checkpoint/checkpoint.h"
 #include "data/atomic_file.h"
 #include "parallel/mpi_communicator.h"
-#include "checkpoint/checkpoint.h"
 
 using namespace moetrain;
 namespace fs = std::filesystem;
@@ -13,7 +13,8 @@ namespace {
 struct Fixture {
   torch::Tensor w = torch::randn({3, 4}).requires_grad_();
   torch::Tensor b = torch::randn({4}).requires_grad_();
-  optim::FlatParameters params{{{"layer.weight", w}, {"layer.bias", b}}, torch::kFloat32,
+  optim::FlatParameters params{{{"layer.weight", w}, {"layer.bias", b}},
+                               torch::kFloat32,
                                [](const std::string&, const torch::Tensor&) { return true; }};
   optim::AdamW adam{optim::OptimConfig{}, params.master().numel(), params.master_decay_segments(),
                     params.master().options()};
@@ -79,8 +80,7 @@ TEST(Checkpoint, IncompleteDirectoriesAreIgnoredAndOldOnesPruned) {
   fs::create_directories(dir / "step-000040");
   EXPECT_EQ(fs::path(*checkpoint::find_latest_checkpoint(dir.string())).filename(), "step-000030");
   EXPECT_THROW(checkpoint::resolve_checkpoint_path((dir / "step-000040").string()), checkpoint::CheckpointError);
-  EXPECT_EQ(fs::path(checkpoint::resolve_checkpoint_path(dir.parent_path().string() + "/" +
-                                                      dir.filename().string()))
+  EXPECT_EQ(fs::path(checkpoint::resolve_checkpoint_path(dir.parent_path().string() + "/" + dir.filename().string()))
                 .filename(),
             "step-000030");
 }

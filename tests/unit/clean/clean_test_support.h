@@ -24,9 +24,9 @@ inline std::string shared_data(const std::string& name) {
   return std::string(env != nullptr ? env : MOETRAIN_SHARED_DATA) + "/" + name;
 }
 
-#define CLEAN_NEED_SHARED(name)                                                       \
-  do {                                                                                \
-    if (!std::filesystem::exists(::moetrain::data::clean::test::shared_data(name)))   \
+#define CLEAN_NEED_SHARED(name)                                                         \
+  do {                                                                                  \
+    if (!std::filesystem::exists(::moetrain::data::clean::test::shared_data(name)))     \
       GTEST_SKIP() << ::moetrain::data::clean::test::shared_data(name) << " is absent"; \
   } while (0)
 

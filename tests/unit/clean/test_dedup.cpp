@@ -9,17 +9,17 @@
 #include <set>
 #include <sstream>
 
+#include "clean_test_support.h"
 #include "data/clean/dedup.h"
 #include "data/clean/normalize.h"
 #include "data/clean/pipeline.h"
-#include "clean_test_support.h"
 
 namespace moetrain::data::clean {
 namespace {
 
 TEST(clean_Dedup, UnionFindKeepsTheSmallestMemberOfEachCluster) {
-  std::vector<BandEntry> entries = {{7, 30, 0}, {7, 10, 0}, {9, 30, 1}, {9, 20, 1}, {5, 40, kExactBand},
-                                    {5, 50, kExactBand}, {8, 60, 2}};
+  std::vector<BandEntry> entries = {{7, 30, 0},          {7, 10, 0},          {9, 30, 1}, {9, 20, 1},
+                                    {5, 40, kExactBand}, {5, 50, kExactBand}, {8, 60, 2}};
   const auto edges = edges_from_entries(entries);
   const auto removed = resolve_duplicates(edges);
   ASSERT_EQ(removed.size(), 3u);

@@ -2,18 +2,23 @@
 // normalised, nothing else changed; idempotent on real text.
 #include <gtest/gtest.h>
 
+#include "clean_test_support.h"
 #include "data/clean/normalize.h"
 #include "data/clean/text_units.h"
-#include "clean_test_support.h"
 
 namespace moetrain::data::clean {
 namespace {
 
 TEST(clean_Normalize, NfkcControlsEscapesWhitespace) {
   // Full-width Latin and digits, a ligature, an ideographic space, NBSP.
-  EXPECT_EQ(normalize_text("\xEF\xBC\xA1\xEF\xBC\xA2\xEF\xBC\x91 \xEF\xAC\x81le\xE3\x80\x80x\xC2\xA0y"), "AB1 file x y");
+  EXPECT_EQ(normalize_text("\xEF\xBC\xA1\xEF\xBC\xA2\xEF\xBC\x91 \xEF\xAC\x81le\xE3\x80\x80x\xC2\xA0y"),
+            "AB1 file x y");
   EXPECT_EQ(normalize_text("\x1b[33m    -- Debian \x1b[32mcode\x1b[m end"), "-- Debian code end");
-  EXPECT_EQ(normalize_text(std::string("a\x07" "b\x00" "c\x7f", 6)), "abc");
+  EXPECT_EQ(normalize_text(std::string("a\x07"
+                                       "b\x00"
+                                       "c\x7f",
+                                       6)),
+            "abc");
   EXPECT_EQ(normalize_text("  one\t\ttwo  \r\nthree\r\n\r\n\r\n\r\nfour  "), "one two\nthree\n\nfour");
   NormalizeCounts counts;
   normalize_text("x\x1b]0;title\x07y\x01", &counts);
@@ -35,9 +40,15 @@ TEST(clean_Normalize, RealChineseFortunesLoseTheirEscapesAndStayIdempotent) {
     EXPECT_EQ(normalize_text(once), once);
     // The Chinese characters survive: the same number of CJK ideographs.
     size_t cjk_raw = 0, cjk_once = 0, i = 0;
-    while (i < raw.size()) { char32_t c = next_code_point(raw, i); cjk_raw += c >= 0x4E00 && c <= 0x9FFF; }
+    while (i < raw.size()) {
+      char32_t c = next_code_point(raw, i);
+      cjk_raw += c >= 0x4E00 && c <= 0x9FFF;
+    }
     i = 0;
-    while (i < once.size()) { char32_t c = next_code_point(once, i); cjk_once += c >= 0x4E00 && c <= 0x9FFF; }
+    while (i < once.size()) {
+      char32_t c = next_code_point(once, i);
+      cjk_once += c >= 0x4E00 && c <= 0x9FFF;
+    }
     EXPECT_EQ(cjk_raw, cjk_once);
   }
   EXPECT_GT(with_escapes, 100u) << "the sample should carry ANSI colour escapes";
@@ -50,8 +61,9 @@ TEST(clean_TextUnits, WordsSplitPunctuationAndCjkCharacters) {
   // English punctuation is split the way spaCy's tokenizer (datatrove's) does.
   const auto e = split_words("Well-known U.S. firms don't -- ok!!! see http://x.com/a-b. ...end e.g. 5kg :-)");
   std::vector<std::string> english(e.begin(), e.end());
-  EXPECT_EQ(english, (std::vector<std::string>{"Well", "-", "known", "U.S.", "firms", "do", "n't", "--", "ok", "!", "!", "!",
-                                               "see", "http://x.com/a-b", ".", "...", "end", "e.g.", "5", "kg", ":-)"}));
+  EXPECT_EQ(english, (std::vector<std::string>{"Well", "-",   "known", "U.S.", "firms", "do",  "n't",
+                                               "--",   "ok",  "!",     "!",    "!",     "see", "http://x.com/a-b",
+                                               ".",    "...", "end",   "e.g.", "5",     "kg",  ":-)"}));
   EXPECT_TRUE(is_cjk_text("这是一个中文句子，里面有几个 English words"));
   EXPECT_FALSE(is_cjk_text("An English sentence with 中文 in it."));
 }

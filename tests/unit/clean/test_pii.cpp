@@ -8,11 +8,11 @@
 #include <map>
 #include <random>
 
+#include "clean_test_support.h"
 #include "data/clean/mail_extract.h"
 #include "data/clean/normalize.h"
 #include "data/clean/pii.h"
 #include "data/clean/text_units.h"
-#include "clean_test_support.h"
 
 namespace moetrain::data::clean {
 namespace {
@@ -33,8 +33,8 @@ std::string cn_id(std::mt19937_64& rng) {
   static const int w[17] = {7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2};
   static const char check[11] = {'1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'};
   char date[16];
-  std::snprintf(date, sizeof(date), "%04d%02d%02d", 1950 + static_cast<int>(rng() % 60), 1 + static_cast<int>(rng() % 12),
-                1 + static_cast<int>(rng() % 28));
+  std::snprintf(date, sizeof(date), "%04d%02d%02d", 1950 + static_cast<int>(rng() % 60),
+                1 + static_cast<int>(rng() % 12), 1 + static_cast<int>(rng() % 28));
   std::string id = std::to_string(110000 + rng() % 800000) + date + digits(rng, 3);
   int sum = 0;
   for (int i = 0; i < 17; ++i) sum += (id[i] - '0') * w[i];
@@ -56,12 +56,13 @@ std::string make_value(const std::string& type, std::mt19937_64& rng, int k) {
       case 2: return "+1 " + area() + " " + area() + " " + digits(rng, 4);
       case 3: return "+44 20 " + digits(rng, 4) + " " + digits(rng, 4);
       case 4: return "+49 30 " + digits(rng, 8);
-      default: return std::string(k % 2 ? "+86 " : "") + "13" + digits(rng, 1) + " " + digits(rng, 4) + " " + digits(rng, 4);
+      default:
+        return std::string(k % 2 ? "+86 " : "") + "13" + digits(rng, 1) + " " + digits(rng, 4) + " " + digits(rng, 4);
     }
   }
   if (type == "ipv4")
-    return std::to_string(1 + rng() % 223) + "." + std::to_string(rng() % 256) + "." + std::to_string(rng() % 256) + "." +
-           std::to_string(1 + rng() % 254);
+    return std::to_string(1 + rng() % 223) + "." + std::to_string(rng() % 256) + "." + std::to_string(rng() % 256) +
+           "." + std::to_string(1 + rng() % 254);
   if (type == "ipv6") {
     char buf[64];
     if (k % 2)
@@ -75,11 +76,15 @@ std::string make_value(const std::string& type, std::mt19937_64& rng, int k) {
   }
   if (type == "card") {
     const std::string card = luhn_complete((k % 2 ? "4" : "51") + digits(rng, k % 2 ? 14 : 13));
-    if (k % 3 == 0) return card.substr(0, 4) + " " + card.substr(4, 4) + " " + card.substr(8, 4) + " " + card.substr(12);
-    if (k % 3 == 1) return card.substr(0, 4) + "-" + card.substr(4, 4) + "-" + card.substr(8, 4) + "-" + card.substr(12);
+    if (k % 3 == 0)
+      return card.substr(0, 4) + " " + card.substr(4, 4) + " " + card.substr(8, 4) + " " + card.substr(12);
+    if (k % 3 == 1)
+      return card.substr(0, 4) + "-" + card.substr(4, 4) + "-" + card.substr(8, 4) + "-" + card.substr(12);
     return card;
   }
-  if (type == "ssn") return std::to_string(100 + rng() % 565) + "-" + std::to_string(10 + rng() % 89) + "-" + std::to_string(1000 + rng() % 8999);
+  if (type == "ssn")
+    return std::to_string(100 + rng() % 565) + "-" + std::to_string(10 + rng() % 89) + "-" +
+           std::to_string(1000 + rng() % 8999);
   return cn_id(rng);  // cn_id
 }
 

@@ -7,9 +7,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "clean_test_support.h"
 #include "data/clean/clean_config.h"
 #include "data/clean/pipeline.h"
-#include "clean_test_support.h"
 
 namespace moetrain::data::clean {
 namespace {
@@ -41,7 +41,10 @@ TEST(clean_Pipeline, KeepsFieldsAddsMetaAndCountsBadRecords) {
   test::TempDir dir;
   {
     std::ofstream out(dir.file("in.jsonl"));
-    out << nlohmann::json({{"id", "good"}, {"lang", "en"}, {"text", std::string(kProse) + " Mail me at jo@example.com."}}).dump() << "\n";
+    out << nlohmann::json(
+               {{"id", "good"}, {"lang", "en"}, {"text", std::string(kProse) + " Mail me at jo@example.com."}})
+               .dump()
+        << "\n";
     out << "{not json\n";
     out << "{\"id\": \"bad-utf8\", \"text\": \"caf\xC3\"}\n";
     out << nlohmann::json({{"id", "no-text"}, {"body", "x"}}).dump() << "\n";
@@ -127,7 +130,8 @@ TEST(clean_Pipeline, ResumeAfterACrashGivesTheSameOutput) {
   EXPECT_EQ(again.shards_processed, 1);
   EXPECT_EQ(kept_records(r.output), full);
   EXPECT_FALSE(std::filesystem::exists(r.output + "/kept/00003-part3.jsonl.partial"));
-  EXPECT_EQ(test::read_text(r.output + "/rejected/quality.jsonl"), test::read_text(c.output + "/rejected/quality.jsonl"));
+  EXPECT_EQ(test::read_text(r.output + "/rejected/quality.jsonl"),
+            test::read_text(c.output + "/rejected/quality.jsonl"));
   // A different config into the same folder is refused.
   CleanConfig other = r;
   other.gopher.min_doc_words = 10;
@@ -161,9 +165,10 @@ TEST(clean_Pipeline, DomainKeywordsAndToxicSentenceRemoval) {
       "The football team scored a late goal to win the league match. The coach praised the players after the game, "
       "and the fans celebrated the goal in the stadium.";
   const std::string toxic = "This is a fine day. You are a fucking idiot. The weather will be warm tomorrow.";
-  test::write_jsonl(dir.file("in.jsonl"), {{{"id", "sport"}, {"text", sport}},
-                                           {{"id", "politics"}, {"text", "The senate passed the election law after a long vote."}},
-                                           {{"id", "toxic"}, {"text", toxic}}});
+  test::write_jsonl(dir.file("in.jsonl"),
+                    {{{"id", "sport"}, {"text", sport}},
+                     {{"id", "politics"}, {"text", "The senate passed the election law after a long vote."}},
+                     {{"id", "toxic"}, {"text", toxic}}});
   CleanConfig c = small_config(dir);
   c.inputs = {dir.file("in.jsonl")};
   c.stages = {"domain", "toxicity"};
@@ -208,7 +213,8 @@ TEST(clean_Config, YamlKeysOverridesAndErrors) {
     load_clean_config(dir.file("bad.yaml"));
     FAIL();
   } catch (const CleanConfigError& e) {
-    EXPECT_EQ(std::string(e.what()), "unknown key 'quality.gopher_quality.min_doc_wrds' (" + dir.file("bad.yaml") + ":3)");
+    EXPECT_EQ(std::string(e.what()),
+              "unknown key 'quality.gopher_quality.min_doc_wrds' (" + dir.file("bad.yaml") + ":3)");
   }
   EXPECT_THROW(apply_override(c, "dedup.bands=many"), CleanConfigError);
   // configs/clean.yaml spells out every default: loading it changes nothing.

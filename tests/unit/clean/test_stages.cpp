@@ -5,6 +5,7 @@
 #include <map>
 #include <set>
 
+#include "clean_test_support.h"
 #include "data/clean/augment.h"
 #include "data/clean/fasttext_classifier.h"
 #include "data/clean/keyword_matcher.h"
@@ -12,7 +13,6 @@
 #include "data/clean/normalize.h"
 #include "data/clean/quality.h"
 #include "data/clean/text_units.h"
-#include "clean_test_support.h"
 
 namespace moetrain::data::clean {
 namespace {
@@ -35,7 +35,8 @@ TEST(clean_Quality, BrownProsePassesGopherAndBoilerplateDoesNot) {
   for (int i = 0; i < 20; ++i) repeated += "Click here to subscribe to our newsletter today.\n\n";
   EXPECT_EQ(gopher_repetition(repeated, {}), "gopher_dup_para_frac");
   std::string lines;
-  for (int i = 0; i < 20; ++i) lines += "Click here to subscribe to our newsletter number " + std::to_string(i % 5) + ".\n";
+  for (int i = 0; i < 20; ++i)
+    lines += "Click here to subscribe to our newsletter number " + std::to_string(i % 5) + ".\n";
   EXPECT_EQ(gopher_repetition(lines, {}), "gopher_dup_line_frac");
 }
 

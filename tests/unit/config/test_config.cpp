@@ -4,8 +4,8 @@
 #include <fstream>
 
 #include "config/config.h"
-#include "config/validate.h"
 #include "config/load.h"
+#include "config/validate.h"
 
 using namespace moetrain::config;
 namespace fs = std::filesystem;
@@ -58,8 +58,7 @@ TEST(Config, WrongTypesAndChoicesAreErrors) {
             "model.bias: expected true or false, got 'maybe' (--set model.bias=maybe)");
   EXPECT_EQ(error_of([] { load_config(kTiny, {"precision.compute=fp8"}); }),
             "precision.compute: 'fp8' is not one of: fp32, bf16, fp16 (--set precision.compute=fp8)");
-  EXPECT_EQ(error_of([] { load_config(kTiny, {"model=3"}); }),
-            "model: expected a mapping of keys (--set model=3)");
+  EXPECT_EQ(error_of([] { load_config(kTiny, {"model=3"}); }), "model: expected a mapping of keys (--set model=3)");
   EXPECT_NE(error_of([] { load_config(kTiny, {"noequals"}); }).find("expected key=value"), std::string::npos);
 }
 
@@ -93,19 +92,23 @@ TEST(Config, PipelineCutsAndMicroBatches) {
   EXPECT_EQ(error_of([&] { validate_config(with({"parallel.pp=16"}), 16, src); }),
             "parallel.pp: 16 stages but the model has only 8 pipeline units (embed, 2 encoder layers, encoder norm, "
             "2 decoder layers, decoder norm, lm_head) (--set parallel.pp=16)");
-  EXPECT_EQ(error_of([&] { validate_config(with({"parallel.pp=2", "parallel.pp_cuts=[decoder.layer.0]"}), 2, src); }),
+  EXPECT_EQ(error_of([&] {
+              validate_config(with({"parallel.pp=2", "parallel.pp_cuts=[decoder.layer.0]"}), 2, src);
+            }),
             "parallel.pp_cuts: 'decoder.layer.0' is not a pipeline unit of this model (embed, encoder.layers.0 .. 1, "
             "encoder.final_norm, decoder.layers.0 .. 1, decoder.final_norm, lm_head, or an index 0..7) "
             "(--set parallel.pp_cuts=[decoder.layer.0])");
-  EXPECT_EQ(error_of([&] { validate_config(with({"parallel.pp=2", "parallel.pp_cuts=[1, 2]"}), 2, src); }),
+  EXPECT_EQ(error_of([&] {
+              validate_config(with({"parallel.pp=2", "parallel.pp_cuts=[1, 2]"}), 2, src);
+            }),
             "parallel.pp_cuts: needs pp - 1 = 1 cut point(s), got 2 (--set parallel.pp_cuts=[1, 2])");
   EXPECT_NE(error_of([&] {
-              validate_config(with({"parallel.pp=3", "parallel.pp_cuts=[decoder.layers.0, encoder.layers.1]"}), 3,
-                              src);
+              validate_config(with({"parallel.pp=3", "parallel.pp_cuts=[decoder.layers.0, encoder.layers.1]"}), 3, src);
             }).find("parallel.pp_cuts: stage cut points: cut points must increase"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { validate_config(with({"parallel.pp=2", "parallel.pp_cuts=[embed]"}), 2, src); })
-                .find("leaves stage 0"),
+  EXPECT_NE(error_of([&] {
+              validate_config(with({"parallel.pp=2", "parallel.pp_cuts=[embed]"}), 2, src);
+            }).find("leaves stage 0"),
             std::string::npos);
   const auto four = with({"parallel.pp=4", "parallel.pp_cuts=[encoder.layers.1, decoder.layers.0, 6]"});
   EXPECT_EQ(error_of([&] { validate_config(four, 4, src); }), "(no error)");
@@ -128,8 +131,9 @@ TEST(Config, ResolvedYamlRoundTrips) {
   EXPECT_EQ(again.finetune.freeze, std::vector<std::string>{"encoder.layers.0"});
 
   // A data mixture round-trips too (a checkpoint records its run's config).
-  const auto mixed = load_config(kTiny, {"data.train=\"\"", "data.mixture=[{path: /a/web, weight: 0.7}, "
-                                                         "{path: /b/code, weight: 0.3, name: source}]"});
+  const auto mixed = load_config(kTiny, {"data.train=\"\"",
+                                         "data.mixture=[{path: /a/web, weight: 0.7}, "
+                                         "{path: /b/code, weight: 0.3, name: source}]"});
   const auto mixed_text = config_to_yaml(mixed);
   const auto mixed_again = load_config_text(mixed_text, "meta.json");
   EXPECT_EQ(config_to_yaml(mixed_again), mixed_text);
@@ -158,9 +162,9 @@ TEST(Config, DataMixture) {
     return std::make_pair(path, msg);
   };
 
-  const auto ok_path = write_temp("mixture-ok.yaml", "data:\n  mixture:\n    - path: " + dir +
-                                                         "\n      weight: 3\n    - {path: " + docs +
-                                                         ", weight: 1, name: manual}\n");
+  const auto ok_path =
+      write_temp("mixture-ok.yaml", "data:\n  mixture:\n    - path: " + dir +
+                                        "\n      weight: 3\n    - {path: " + docs + ", weight: 1, name: manual}\n");
   ConfigSource src;
   const auto ok = load_config(ok_path, {}, &src);
   EXPECT_EQ(error_of([&] { validate_config(ok, 1, src); }), "(no error)");
@@ -171,35 +175,42 @@ TEST(Config, DataMixture) {
   EXPECT_EQ(moetrain::data::mixture_entry_name(ok.data.mixture[1]), "manual");
   EXPECT_EQ(src.where("data.mixture[1].weight"), " (" + ok_path + ":5)");
 
-  auto [both, both_msg] = check("mixture-both.yaml", "data:\n  train: " + dir + "\n  mixture:\n    - path: " + dir + "\n");
+  auto [both, both_msg] =
+      check("mixture-both.yaml", "data:\n  train: " + dir + "\n  mixture:\n    - path: " + dir + "\n");
   EXPECT_EQ(both_msg, "data.mixture: give either data.train or data.mixture, not both (data.train is " + dir + ") (" +
                           both + ":4)");
-  auto [zero, zero_msg] = check("mixture-zero.yaml", "data:\n  mixture:\n    - path: " + dir +
-                                                         "\n      weight: 1\n    - path: " + docs + "\n      weight: 0\n");
+  auto [zero, zero_msg] =
+      check("mixture-zero.yaml",
+            "data:\n  mixture:\n    - path: " + dir + "\n      weight: 1\n    - path: " + docs + "\n      weight: 0\n");
   EXPECT_EQ(zero_msg, "data.mixture[1].weight: must be a positive number, got 0 (" + zero + ":6)");
-  auto [negative, negative_msg] = check("mixture-set.yaml", "model:\n  d_model: 512\n",
-                                        {"data.mixture=[{path: " + dir + ", weight: -1}]"});
+  auto [negative, negative_msg] =
+      check("mixture-set.yaml", "model:\n  d_model: 512\n", {"data.mixture=[{path: " + dir + ", weight: -1}]"});
   EXPECT_EQ(negative_msg, "data.mixture[0].weight: must be a positive number, got -1 (--set data.mixture=[{path: " +
                               dir + ", weight: -1}])");
-  auto [no_path, no_path_msg] = check("mixture-nopath.yaml", "data:\n  mixture:\n    - path: " + dir +
-                                                                 "\n    - weight: 2\n");
-  EXPECT_EQ(no_path_msg, "data.mixture[1].path: is required (a directory written by `moetrain tokenize`) (" + no_path +
-                             ":4)");
+  auto [no_path, no_path_msg] =
+      check("mixture-nopath.yaml", "data:\n  mixture:\n    - path: " + dir + "\n    - weight: 2\n");
+  EXPECT_EQ(no_path_msg,
+            "data.mixture[1].path: is required (a directory written by `moetrain tokenize`) (" + no_path + ":4)");
   auto [missing, missing_msg] = check("mixture-missing.yaml", "data:\n  mixture:\n    - path: /nonexistent\n");
   EXPECT_EQ(missing_msg, "data.mixture[0].path: no such file or directory: /nonexistent (" + missing + ":3)");
   auto [empty, empty_msg] = check("mixture-empty.yaml", "data:\n  mixture: []\n");
-  EXPECT_EQ(empty_msg, "data.mixture: is empty (list datasets as {path: DIR, weight: W}, or give data.train) (" +
-                           empty + ":2)");
+  EXPECT_EQ(empty_msg,
+            "data.mixture: is empty (list datasets as {path: DIR, weight: W}, or give data.train) (" + empty + ":2)");
   auto [neither, neither_msg] = check("mixture-neither.yaml", "data:\n  src_len: 64\n");
-  EXPECT_EQ(neither_msg, "data.train: is required (a directory written by `moetrain tokenize`), or data.mixture "
-                         "(datasets with weights) (" + neither + ")");
-  auto [twice, twice_msg] = check("mixture-twice.yaml", "data:\n  mixture:\n    - path: " + dir +
-                                                            "\n    - path: " + dir + "/\n");
-  EXPECT_EQ(twice_msg, "data.mixture[1].name: 'configs' is also the name of data.mixture[0] (give each dataset its "
-                       "own name) (" + twice + ":4)");
+  EXPECT_EQ(neither_msg,
+            "data.train: is required (a directory written by `moetrain tokenize`), or data.mixture "
+            "(datasets with weights) (" +
+                neither + ")");
+  auto [twice, twice_msg] =
+      check("mixture-twice.yaml", "data:\n  mixture:\n    - path: " + dir + "\n    - path: " + dir + "/\n");
+  EXPECT_EQ(twice_msg,
+            "data.mixture[1].name: 'configs' is also the name of data.mixture[0] (give each dataset its "
+            "own name) (" +
+                twice + ":4)");
   auto [typo, typo_msg] = check("mixture-typo.yaml", "data:\n  mixture:\n    - path: " + dir + "\n      wieght: 2\n");
   EXPECT_EQ(typo_msg, "unknown key 'data.mixture[0].wieght' (did you mean 'data.mixture[0].weight'?) (" + typo + ":4)");
-  auto [type, type_msg] = check("mixture-type.yaml", "data:\n  mixture:\n    - path: " + dir + "\n      weight: heavy\n");
+  auto [type, type_msg] =
+      check("mixture-type.yaml", "data:\n  mixture:\n    - path: " + dir + "\n      weight: heavy\n");
   EXPECT_EQ(type_msg, "data.mixture[0].weight: expected a number, got 'heavy' (" + type + ":4)");
   auto [scalar, scalar_msg] = check("mixture-scalar.yaml", "data:\n  mixture: " + dir + "\n");
   EXPECT_EQ(scalar_msg, "data.mixture: expected a list of mappings (" + scalar + ":2)");

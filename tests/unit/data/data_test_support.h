@@ -70,11 +70,11 @@ inline bool shared_file_exists(const std::string& relative) {
   return fs::exists(fs::path(shared_data_dir()) / relative);
 }
 
-#define MOETRAIN_REQUIRE_SHARED(relative)                                                    \
-  do {                                                                                        \
-    if (!::moetrain::data::test_support::shared_file_exists(relative))                             \
-      GTEST_SKIP() << "shared corpus " << ::moetrain::data::test_support::shared_data_dir() << "/" \
-                   << (relative) << " is absent";                                             \
+#define MOETRAIN_REQUIRE_SHARED(relative)                                                                        \
+  do {                                                                                                           \
+    if (!::moetrain::data::test_support::shared_file_exists(relative))                                           \
+      GTEST_SKIP() << "shared corpus " << ::moetrain::data::test_support::shared_data_dir() << "/" << (relative) \
+                   << " is absent";                                                                              \
   } while (0)
 
 // The first `max_records` values of `field` in a shared JSONL file.
@@ -140,8 +140,8 @@ inline SpecialTokens specials() {
 }
 
 // Documents of varied lengths with ids in [104, kVocab), split over shards.
-inline std::vector<std::vector<int32_t>> write_document_shards(const std::string& dir, int shards,
-                                                               int docs_per_shard, uint64_t seed = 1) {
+inline std::vector<std::vector<int32_t>> write_document_shards(const std::string& dir, int shards, int docs_per_shard,
+                                                               uint64_t seed = 1) {
   std::mt19937_64 gen(seed);
   std::vector<std::vector<int32_t>> all;
   for (int s = 0; s < shards; ++s) {

@@ -88,8 +88,7 @@ TEST(BatchSource, SameSeedAndStepGiveIdenticalBatches) {
     for (const auto& batch : ba) check_collation(batch, specials());
   }
   // Another seed gives other batches (so the comparison above can fail).
-  EXPECT_FALSE(torch::equal(a.step_batches(0, 0, 1, 8, 8)[0].src_tokens,
-                            c.step_batches(0, 0, 1, 8, 8)[0].src_tokens));
+  EXPECT_FALSE(torch::equal(a.step_batches(0, 0, 1, 8, 8)[0].src_tokens, c.step_batches(0, 0, 1, 8, 8)[0].src_tokens));
 }
 
 TEST(BatchSource, DataParallelRanksConcatenateToTheSingleRankBatch) {
@@ -221,7 +220,7 @@ TEST(BatchSource, PathForms) {
             std::vector<std::string>{dir.file("train-00001.h5")});
   // With dataset.json, only what it lists.
   test_support::write_file(dir.file("dataset.json"),
-                      R"({"splits": {"train": {"shards": ["train-00002.h5", "train-00000.h5"]}}})");
+                           R"({"splits": {"train": {"shards": ["train-00002.h5", "train-00000.h5"]}}})");
   EXPECT_EQ(resolve_shard_paths(dir.path().string(), "train"),
             (std::vector<std::string>{dir.file("train-00002.h5"), dir.file("train-00000.h5")}));
   EXPECT_THROW(resolve_shard_paths(dir.path().string(), "valid"), std::runtime_error);
@@ -247,8 +246,7 @@ TEST(BatchSource, ClearErrors) {
 
   // Pairs shard for span corruption, and the reverse.
   write_pair_shard_file(dir.file("pairs.h5"), 5);
-  expect_error_naming([&] { BatchSource(span_config(dir.file("pairs.h5")), specials(), 1, "train"); },
-                      "pairs.h5");
+  expect_error_naming([&] { BatchSource(span_config(dir.file("pairs.h5")), specials(), 1, "train"); }, "pairs.h5");
   DataConfig seq = span_config(tiny_path);
   seq.objective = Objective::Seq2Seq;
   expect_error_naming([&] { BatchSource(seq, specials(), 1, "train"); }, "tiny.h5");
@@ -257,13 +255,11 @@ TEST(BatchSource, ClearErrors) {
   write_document_shards(dir.path().string(), 1, 30);
   SpecialTokens wrong = specials();
   wrong.sentinels[50] = kVocab + 5;
-  expect_error_naming([&] { BatchSource(span_config(dir.path().string()), wrong, 1, "train"); },
-                      "do not match");
+  expect_error_naming([&] { BatchSource(span_config(dir.path().string()), wrong, 1, "train"); }, "do not match");
   // Too few sentinels for the spans of a sample.
   SpecialTokens few = specials();
   few.sentinels.resize(1);
-  expect_error_naming([&] { BatchSource(span_config(dir.path().string()), few, 1, "train"); },
-                      "sentinel");
+  expect_error_naming([&] { BatchSource(span_config(dir.path().string()), few, 1, "train"); }, "sentinel");
 
   BatchSource ok(span_config(dir.path().string()), specials(), 1, "train");
   EXPECT_THROW(ok.step_batches(0, 0, 3, 8, 1), std::invalid_argument);  // 8 % 3

@@ -33,8 +33,8 @@ using test_support::write_pair_shard_file;
 
 // Document shards whose token ids lie in [lo, hi), so every sample tells which
 // dataset it came from. Returns the dataset's stream (documents + EOS).
-std::vector<int64_t> write_ranged_shards(const std::string& dir, int shards, int docs_per_shard, int32_t lo,
-                                         int32_t hi, uint64_t seed, int64_t vocab = kVocab) {
+std::vector<int64_t> write_ranged_shards(const std::string& dir, int shards, int docs_per_shard, int32_t lo, int32_t hi,
+                                         uint64_t seed, int64_t vocab = kVocab) {
   std::filesystem::create_directories(dir);
   std::mt19937_64 gen(seed);
   std::vector<int64_t> stream;
@@ -175,8 +175,8 @@ TEST(BatchSourceMixture, BatchesDoNotDependOnTheLayoutOrOnResuming) {
   EXPECT_EQ(resumed.mixture_position(12, global_batch), counts);
   // Another seed gives other batches (so the comparisons above can fail).
   BatchSource other(data.cfg, specials(), 5, "train");
-  EXPECT_FALSE(torch::equal(other.step_batches(0, 0, 1, 8, 8)[0].src_tokens,
-                            walker.step_batches(0, 0, 1, 8, 8)[0].src_tokens));
+  EXPECT_FALSE(
+      torch::equal(other.step_batches(0, 0, 1, 8, 8)[0].src_tokens, walker.step_batches(0, 0, 1, 8, 8)[0].src_tokens));
 }
 
 TEST(BatchSourceMixture, EachDatasetWalksItsOwnEpochs) {
@@ -263,8 +263,9 @@ TEST(BatchSourceMixture, ClearErrorsAndTheTokenizerBesideTheFirstDataset) {
   write_ranged_shards(dir.file("code"), 1, 30, 104, 1000, 2, 2000);  // another tokenizer
   DataConfig cfg = span_config("");
   cfg.mixture = {{dir.file("web"), 1, ""}, {dir.file("code"), 1, ""}};
-  expect_error_naming([&] { BatchSource(cfg, specials(), 1, "train"); },
-                      "data.mixture dataset 'code' (" + dir.file("code") + ") has vocab_size 2000, dataset 'web' has 1000");
+  expect_error_naming(
+      [&] { BatchSource(cfg, specials(), 1, "train"); },
+      "data.mixture dataset 'code' (" + dir.file("code") + ") has vocab_size 2000, dataset 'web' has 1000");
   cfg.mixture[1] = {dir.file("nowhere"), 1, "missing"};
   expect_error_naming([&] { BatchSource(cfg, specials(), 1, "train"); }, "'missing'");
   expect_error_naming([&] { BatchSource(cfg, specials(), 1, "train"); }, dir.file("nowhere"));

@@ -87,9 +87,8 @@ TEST_P(Hdf5DtypeRoundTrip, BitExactWithDtype) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllDtypes, Hdf5DtypeRoundTrip,
-                         ::testing::Values(torch::kFloat32, torch::kFloat64, torch::kInt32,
-                                           torch::kInt64, torch::kUInt8, torch::kBool,
-                                           torch::kBFloat16, torch::kFloat16, torch::kInt8,
+                         ::testing::Values(torch::kFloat32, torch::kFloat64, torch::kInt32, torch::kInt64,
+                                           torch::kUInt8, torch::kBool, torch::kBFloat16, torch::kFloat16, torch::kInt8,
                                            torch::kInt16));
 
 TEST(Hdf5File, SixteenBitFloatsStoredAsUint16WithDtypeAttribute) {
@@ -128,8 +127,7 @@ TEST(Hdf5File, NonContiguousAndLargeChunkedTensors) {
   Hdf5File f(dir.file("t.h5"), Hdf5File::Mode::Read);
   EXPECT_TRUE(torch::equal(f.read_tensor("t"), transposed));
   EXPECT_TRUE(torch::equal(f.read_tensor("big"), big));
-  EXPECT_TRUE(torch::equal(f.read_slice("big", {400, 100}, {300, 7}),
-                           big.slice(0, 400, 700).slice(1, 100, 107)));
+  EXPECT_TRUE(torch::equal(f.read_slice("big", {400, 100}, {300, 7}), big.slice(0, 400, 700).slice(1, 100, 107)));
 }
 
 TEST(Hdf5File, ReadSlices) {
@@ -200,7 +198,7 @@ TEST(Hdf5File, GroupsExistsAndList) {
   EXPECT_FALSE(f.exists("a/q/y"));  // missing intermediate group
   EXPECT_FALSE(f.exists("c"));
   EXPECT_TRUE(torch::equal(f.read_tensor("b"), torch::ones({3})));
-  EXPECT_THROW(f.list("b"), Hdf5Error);  // a dataset, not a group
+  EXPECT_THROW(f.list("b"), Hdf5Error);         // a dataset, not a group
   EXPECT_THROW(f.read_tensor("a"), Hdf5Error);  // a group, not a dataset
 }
 

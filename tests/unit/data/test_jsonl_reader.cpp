@@ -45,11 +45,11 @@ TEST(JsonlReader, FormatFromFileName) {
 TEST(JsonlReader, ReadsTextFieldsSkippingBlankLines) {
   TempDir dir;
   test_support::write_file(dir.file("a.jsonl"),
-                      "\xEF\xBB\xBF{\"id\": 1, \"text\": \"first \\u00e9\\n line\"}\r\n"
-                      "\n"
-                      "   \n"
-                      "{\"text\": \"\xE4\xBD\xA0\xE5\xA5\xBD\", \"other\": [1, 2]}\n"
-                      "{\"text\": \"no newline at end\"}");
+                           "\xEF\xBB\xBF{\"id\": 1, \"text\": \"first \\u00e9\\n line\"}\r\n"
+                           "\n"
+                           "   \n"
+                           "{\"text\": \"\xE4\xBD\xA0\xE5\xA5\xBD\", \"other\": [1, 2]}\n"
+                           "{\"text\": \"no newline at end\"}");
   auto records = read_all(dir.file("a.jsonl"));
   ASSERT_EQ(records.size(), 3u);
   EXPECT_EQ(records[0].text, "first \xC3\xA9\n line");
@@ -63,7 +63,7 @@ TEST(JsonlReader, ReadsTextFieldsSkippingBlankLines) {
 TEST(JsonlReader, ReadsPairs) {
   TempDir dir;
   test_support::write_file(dir.file("p.jsonl"),
-                      "{\"src\": \"hello\", \"tgt\": \"HH AH0 L OW1\"}\n{\"tgt\": \"B\", \"src\": \"b\"}\n");
+                           "{\"src\": \"hello\", \"tgt\": \"HH AH0 L OW1\"}\n{\"tgt\": \"B\", \"src\": \"b\"}\n");
   RecordFields f;
   f.source_field = "src";
   f.target_field = "tgt";
@@ -101,8 +101,7 @@ TEST(JsonlReader, BadRecordsNameFileAndLine) {
 
 TEST(JsonlReader, PlainTextDocumentsSeparatedByBlankLines) {
   TempDir dir;
-  test_support::write_file(dir.file("t.txt"),
-                      "\n\nFirst paragraph line one.\r\nline two.\n\n\n  \nSecond.\n\nThird\n");
+  test_support::write_file(dir.file("t.txt"), "\n\nFirst paragraph line one.\r\nline two.\n\n\n  \nSecond.\n\nThird\n");
   auto records = read_all(dir.file("t.txt"));
   ASSERT_EQ(records.size(), 3u);
   EXPECT_EQ(records[0].text, "First paragraph line one.\nline two.");
@@ -125,7 +124,8 @@ TEST(JsonlReader, ZstdStreamsMatchPlainInput) {
   // Many records, so the decompressed stream spans many output buffers, and
   // two concatenated frames, which zstd allows.
   std::string part1, part2;
-  for (int i = 0; i < 3000; ++i) part1 += "{\"text\": \"record " + std::to_string(i) + " " + std::string(i % 97, 'x') + "\"}\n";
+  for (int i = 0; i < 3000; ++i)
+    part1 += "{\"text\": \"record " + std::to_string(i) + " " + std::string(i % 97, 'x') + "\"}\n";
   for (int i = 3000; i < 3500; ++i) part2 += "{\"text\": \"record " + std::to_string(i) + "\"}\n";
   test_support::write_file(dir.file("c.jsonl"), part1 + part2);
   test_support::write_file(dir.file("c.jsonl.zst"), zstd_compress(part1) + zstd_compress(part2, 19));

@@ -40,10 +40,11 @@ std::string input_error_of(Fn&& fn) {
 
 TEST(LineReader, PlainLinesCrlfBlankAndLastWithoutNewline) {
   TempDir dir;
-  write_file(dir.file("a.txt"), "\xEF\xBB\xBF" "first\r\nsecond\n\n  \nlast");
+  write_file(dir.file("a.txt"),
+             "\xEF\xBB\xBF"
+             "first\r\nsecond\n\n  \nlast");
   using Lines = std::vector<std::pair<int64_t, std::string>>;
-  EXPECT_EQ(read_lines(dir.file("a.txt")),
-            (Lines{{1, "first"}, {2, "second"}, {3, ""}, {4, "  "}, {5, "last"}}));
+  EXPECT_EQ(read_lines(dir.file("a.txt")), (Lines{{1, "first"}, {2, "second"}, {3, ""}, {4, "  "}, {5, "last"}}));
   // A final '\n' ends the last line rather than starting an empty one.
   write_file(dir.file("b.jsonl"), "x\ny\n");
   EXPECT_EQ(read_lines(dir.file("b.jsonl")), (Lines{{1, "x"}, {2, "y"}}));
@@ -71,8 +72,7 @@ TEST(LineReader, ZstdMatchesPlainAcrossFramesAndRefills) {
 TEST(LineReader, MissingAndCorruptFilesAreNamed) {
   TempDir dir;
   const std::string missing = dir.file("absent.txt");
-  EXPECT_EQ(input_error_of([&] { LineReader r(missing); }),
-            missing + ": cannot open input: " + std::strerror(ENOENT));
+  EXPECT_EQ(input_error_of([&] { LineReader r(missing); }), missing + ": cannot open input: " + std::strerror(ENOENT));
 
   const std::string garbage = dir.file("garbage.txt.zst");
   write_file(garbage, "this is not zstd at all");

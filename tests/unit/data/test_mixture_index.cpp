@@ -113,8 +113,8 @@ TEST(MixtureIndex, RepeatsWithItsPeriod) {
     EXPECT_EQ(later[i].dataset, first[i].dataset);
     EXPECT_EQ(later[i].draw, first[i].draw + 1000003 * index.quanta()[static_cast<size_t>(first[i].dataset)]);
   }
-  EXPECT_EQ(index.counts_at(int64_t{8} << 40), (std::vector<int64_t>{int64_t{4} << 40, int64_t{2} << 40,
-                                                                      int64_t{1} << 40, int64_t{1} << 40}));
+  EXPECT_EQ(index.counts_at(int64_t{8} << 40),
+            (std::vector<int64_t>{int64_t{4} << 40, int64_t{2} << 40, int64_t{1} << 40, int64_t{1} << 40}));
 }
 
 // Queries in any order, far apart or across snapshots, give what a fresh

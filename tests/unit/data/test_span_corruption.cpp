@@ -20,9 +20,7 @@ constexpr int64_t kEos = 1;
 // Rebuilds the raw tokens: each sentinel in the input is replaced by the
 // tokens that follow the same sentinel in the target.
 std::vector<int64_t> reconstruct(const CorruptedSpans& c, const std::vector<int64_t>& sentinels) {
-  auto is_sentinel = [&](int64_t id) {
-    return std::find(sentinels.begin(), sentinels.end(), id) != sentinels.end();
-  };
+  auto is_sentinel = [&](int64_t id) { return std::find(sentinels.begin(), sentinels.end(), id) != sentinels.end(); };
   std::map<int64_t, std::vector<int64_t>> spans;
   int64_t current = -1;
   for (size_t i = 0; i + 1 < c.target.size(); ++i) {  // the last one is EOS
@@ -166,8 +164,7 @@ TEST(SpanCorruption, LengthsMatchT5AndFit) {
       EXPECT_LE(l2.target_length, tgt);
       // Maximal: one more raw token overflows src or tgt.
       auto c = noise_span_counts(l2.raw_length + 1, 0.15, 3.0);
-      EXPECT_TRUE(l2.raw_length + 1 - c.num_noise + c.num_spans + 1 > src ||
-                  c.num_noise + c.num_spans + 1 > tgt)
+      EXPECT_TRUE(l2.raw_length + 1 - c.num_noise + c.num_spans + 1 > src || c.num_noise + c.num_spans + 1 > tgt)
           << src << " " << tgt;
       // The actual corruption has exactly these lengths.
       std::vector<int64_t> raw(l2.raw_length, 500);

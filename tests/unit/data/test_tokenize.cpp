@@ -58,9 +58,7 @@ std::vector<std::string> decode_documents(const Tokenizer& tok, const std::strin
   return out;
 }
 
-nlohmann::json read_json(const std::string& path) {
-  return nlohmann::json::parse(test_support::read_file(path));
-}
+nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(test_support::read_file(path)); }
 
 class TokenizeTest : public ::testing::Test {
  protected:

@@ -4,7 +4,6 @@
 
 #include <gtest/gtest.h>
 
-
 #include "tests/unit/data/data_test_support.h"
 
 namespace moetrain::data {
@@ -204,8 +203,8 @@ TEST(Tokenizer, MissingOrCorruptModelNamesThePath) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
   }
-  for (const std::string& bytes : {std::string(), std::string("not a model \x01\x02\xff garbage"),
-                                   std::string(300, '\x0a')}) {
+  for (const std::string& bytes :
+       {std::string(), std::string("not a model \x01\x02\xff garbage"), std::string(300, '\x0a')}) {
     const std::string corrupt = dir.file("corrupt.model");
     test_support::write_file(corrupt, bytes);
     try {

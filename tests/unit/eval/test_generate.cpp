@@ -230,7 +230,8 @@ TEST(Generate, SamplingFollowsTemperatureAndNucleus) {
   o.max_length = 5;
   GenerateOptions greedy;
   greedy.max_length = 5;
-  EXPECT_EQ(generate(*model, one.tokens, one.mask, o)[0].tokens, generate(*model, one.tokens, one.mask, greedy)[0].tokens);
+  EXPECT_EQ(generate(*model, one.tokens, one.mask, o)[0].tokens,
+            generate(*model, one.tokens, one.mask, greedy)[0].tokens);
   o.temperature = 0;
   EXPECT_THROW(generate(*model, one.tokens, one.mask, o), std::invalid_argument);
 }

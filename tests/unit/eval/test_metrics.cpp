@@ -100,7 +100,8 @@ std::string damage(const std::string& sentence, int kind, std::mt19937& rng) {
   switch (kind) {
     case 0: break;  // whole
     case 1:         // words dropped
-      for (int k = 0; k < 3 && words.size() > 2; ++k) words.erase(words.begin() + static_cast<long>(pick(rng) % words.size()));
+      for (int k = 0; k < 3 && words.size() > 2; ++k)
+        words.erase(words.begin() + static_cast<long>(pick(rng) % words.size()));
       break;
     case 2:  // neighbours swapped
       for (int k = 0; k < 2 && words.size() > 2; ++k) {
@@ -141,7 +142,8 @@ TEST(Sacrebleu, SameScoresAndTokensOnRealSentencePairs) {
   ASSERT_EQ(refs.size(), 600u);
   // Lines for the tokenizer's corner cases.
   refs.push_back("Prices rose 3.5% to $1,200.75 in 1961-62 -- see p. 4, \"Table 2\".");
-  refs.push_back("The caf\xc3\xa9 na\xc3\xafve r\xc3\xa9sum\xc3\xa9, \xe2\x80\x9cquoted\xe2\x80\x9d \xe2\x80\x94 dash.");
+  refs.push_back(
+      "The caf\xc3\xa9 na\xc3\xafve r\xc3\xa9sum\xc3\xa9, \xe2\x80\x9cquoted\xe2\x80\x9d \xe2\x80\x94 dash.");
   refs.push_back("Tags &lt;b&gt; &amp; &quot;entities&quot; e.g. U.S.A. and 3.14.");
   std::mt19937 rng(7);
   std::vector<std::string> hyps;
@@ -188,10 +190,11 @@ with open(f"{d}/tokens.txt", "w", encoding="utf-8") as out:
   ChrfOptions plus;
   plus.word_order = 2;
   EXPECT_NEAR(corpus_chrf(hyps, {refs, refs2}, plus), chrfpp, 0.01);
-  std::printf("603 Brown sentence pairs: BLEU %.6f (sacrebleu %.6f), 2 refs %.6f (%.6f), chrF %.6f (%.6f), "
-              "chrF++ 2 refs %.6f (%.6f)\n",
-              ours.score, bleu, corpus_bleu(hyps, {refs, refs2}).score, bleu2, corpus_chrf(hyps, {refs}), chrf,
-              corpus_chrf(hyps, {refs, refs2}, plus), chrfpp);
+  std::printf(
+      "603 Brown sentence pairs: BLEU %.6f (sacrebleu %.6f), 2 refs %.6f (%.6f), chrF %.6f (%.6f), "
+      "chrF++ 2 refs %.6f (%.6f)\n",
+      ours.score, bleu, corpus_bleu(hyps, {refs, refs2}).score, bleu2, corpus_chrf(hyps, {refs}), chrf,
+      corpus_chrf(hyps, {refs, refs2}, plus), chrfpp);
   // The scores are not trivially 0 or 100.
   EXPECT_GT(ours.score, 20.0);
   EXPECT_LT(ours.score, 95.0);

@@ -9,10 +9,10 @@
 #include <stdexcept>
 #include <string>
 
-#include "models/seq2seq_transformer.h"
 #include "config/config.h"
 #include "config/load.h"
 #include "export/nllb_moe_format.h"
+#include "models/seq2seq_transformer.h"
 
 namespace moetrain::exporting {
 namespace {
@@ -61,7 +61,11 @@ TEST(NllbMoeExport, ThePresetIsCompatibleAndEachDepartureIsNamed) {
   EXPECT_EQ(changed([](auto& m) { m.moe.d_ff_expert = 100; }),
             "model.moe.d_ff_expert is 100, NLLB-MoE's experts use d_ff (512)");
   // A dense model is NLLB-MoE with no sparse layer; activations map by name.
-  EXPECT_EQ(changed([](auto& m) { m.moe.every = 0; m.moe.top_k = 1; }), "(compatible)");
+  EXPECT_EQ(changed([](auto& m) {
+              m.moe.every = 0;
+              m.moe.top_k = 1;
+            }),
+            "(compatible)");
   EXPECT_EQ(changed([](auto& m) { m.activation = models::Activation::GELU; }), "(compatible)");
   special.pad = 1;
   EXPECT_EQ(mismatch(base, &special),

@@ -23,9 +23,9 @@ class BackendGuard {
 
 }  // namespace moetrain::kernels
 
-#define SKIP_WITHOUT_CUDA_KERNELS()                                                              \
-  do {                                                                                           \
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device: fused kernels not run";   \
-    if (!::moetrain::kernels::cuda_kernels_compiled())                                           \
+#define SKIP_WITHOUT_CUDA_KERNELS()                                                               \
+  do {                                                                                            \
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device: fused kernels not run";    \
+    if (!::moetrain::kernels::cuda_kernels_compiled())                                            \
       GTEST_SKIP() << "CUDA kernels not compiled in this build (MOETRAIN_WITH_CUDA_KERNELS=OFF)"; \
   } while (0)

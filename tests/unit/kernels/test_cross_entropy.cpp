@@ -42,8 +42,8 @@ Batch make_batch(int64_t rows, int64_t vocab, torch::Device device, torch::Scala
   if (rows > 0) b.mask.index_put_({0}, true);
   if (rows > 1) b.mask.index_put_({rows - 1}, false);
   const auto index = torch::arange(rows, opts.dtype(torch::kInt64));
-  const auto padding = torch::where(index.remainder(2) == 0, torch::full_like(index, -100),
-                                    torch::full_like(index, vocab + 7));
+  const auto padding =
+      torch::where(index.remainder(2) == 0, torch::full_like(index, -100), torch::full_like(index, vocab + 7));
   b.targets = torch::where(b.mask, b.targets, padding);
   return b;
 }
@@ -136,9 +136,9 @@ TEST_P(CrossEntropyReference, GradientsMatchHandFormula) {
 
   const int64_t vocab = b.logits.size(1);
   const auto onehot = torch::one_hot(safe_targets, vocab).to(torch::kFloat64);
-  const auto closed = scale * b.mask.to(torch::kFloat64).unsqueeze(1) *
-                      (torch::softmax(b.logits.to(torch::kFloat64), -1) - (1.0 - ls) * onehot -
-                       ls / static_cast<double>(vocab));
+  const auto closed =
+      scale * b.mask.to(torch::kFloat64).unsqueeze(1) *
+      (torch::softmax(b.logits.to(torch::kFloat64), -1) - (1.0 - ls) * onehot - ls / static_cast<double>(vocab));
   EXPECT_LT(max_abs(logits.grad().to(torch::kFloat64) - closed), 1e-6);
 }
 
@@ -210,10 +210,10 @@ class FusedCrossEntropyBase {
   KernelBackend saved_ = KernelBackend::Fused;
 };
 
-#define MOETRAIN_SKIP_WITHOUT_FUSED_CE()          \
-  do {                                            \
-    std::string why;                              \
-    if (skip_reason(&why)) GTEST_SKIP() << why;   \
+#define MOETRAIN_SKIP_WITHOUT_FUSED_CE()        \
+  do {                                          \
+    std::string why;                            \
+    if (skip_reason(&why)) GTEST_SKIP() << why; \
   } while (0)
 
 class FusedCrossEntropyCase : public FusedCrossEntropyBase, public ::testing::Test {
@@ -295,15 +295,16 @@ std::string dtype_label(torch::ScalarType dtype) {
   return "fp32";
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Grid, FusedCrossEntropySizes,
-    ::testing::Combine(::testing::Values(torch::kFloat32, torch::kBFloat16, torch::kFloat16),
-                       ::testing::Values<int64_t>(1000, 32003, 131072), ::testing::Values<int64_t>(1, 257, 4096),
-                       ::testing::Values(0.0, 0.1)),
-    [](const ::testing::TestParamInfo<SizeCase>& info) {
-      return dtype_label(std::get<0>(info.param)) + "_V" + std::to_string(std::get<1>(info.param)) + "_N" +
-             std::to_string(std::get<2>(info.param)) + (std::get<3>(info.param) == 0.0 ? "_ls0" : "_ls0p1");
-    });
+INSTANTIATE_TEST_SUITE_P(Grid, FusedCrossEntropySizes,
+                         ::testing::Combine(::testing::Values(torch::kFloat32, torch::kBFloat16, torch::kFloat16),
+                                            ::testing::Values<int64_t>(1000, 32003, 131072),
+                                            ::testing::Values<int64_t>(1, 257, 4096), ::testing::Values(0.0, 0.1)),
+                         [](const ::testing::TestParamInfo<SizeCase>& info) {
+                           return dtype_label(std::get<0>(info.param)) + "_V" +
+                                  std::to_string(std::get<1>(info.param)) + "_N" +
+                                  std::to_string(std::get<2>(info.param)) +
+                                  (std::get<3>(info.param) == 0.0 ? "_ls0" : "_ls0p1");
+                         });
 
 TEST_F(FusedCrossEntropyCase, DispatchPointUsesTheKernel) {
   MOETRAIN_SKIP_WITHOUT_FUSED_CE();
@@ -362,8 +363,9 @@ TEST_F(FusedCrossEntropyCase, EmptyAndFullyMaskedBatches) {
   MOETRAIN_SKIP_WITHOUT_FUSED_CE();
   {
     const auto logits = torch::randn({0, 500}, torch::kCUDA).requires_grad_();
-    const auto r = softmax_cross_entropy(logits, torch::zeros({0}, torch::TensorOptions(torch::kCUDA).dtype(torch::kInt64)),
-                                         torch::zeros({0}, torch::TensorOptions(torch::kCUDA).dtype(torch::kBool)), 0.1);
+    const auto r =
+        softmax_cross_entropy(logits, torch::zeros({0}, torch::TensorOptions(torch::kCUDA).dtype(torch::kInt64)),
+                              torch::zeros({0}, torch::TensorOptions(torch::kCUDA).dtype(torch::kBool)), 0.1);
     EXPECT_EQ(r.num_tokens, 0);
     EXPECT_EQ(r.loss_sum.item<float>(), 0.0f);
     r.loss_sum.backward();

@@ -14,14 +14,14 @@
 #include <vector>
 
 #include "kernels/dispatch.h"
-#include "tests/unit/kernels/kernel_test_support.h"
 #include "kernels/layer_norm.h"
+#include "tests/unit/kernels/kernel_test_support.h"
 
 namespace moetrain::kernels {
 namespace {
 
-const std::vector<NormActivation> kActivations = {NormActivation::None, NormActivation::ReLU,
-                                                  NormActivation::GELU, NormActivation::SiLU};
+const std::vector<NormActivation> kActivations = {NormActivation::None, NormActivation::ReLU, NormActivation::GELU,
+                                                  NormActivation::SiLU};
 
 std::string describe(NormActivation act, bool rms, torch::ScalarType dtype, int64_t dim) {
   return std::string(rms ? "rms" : "layer") + " norm, " + norm_activation_name(act) + ", " +
@@ -54,8 +54,8 @@ double scaled_error(const torch::Tensor& actual, const torch::Tensor& expected) 
 
 // The forward pass written out in double: mean and variance by their
 // definitions, then the affine transform and the activation.
-torch::Tensor hand_formula(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
-                           double eps, NormActivation act, bool rms) {
+torch::Tensor hand_formula(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, double eps,
+                           NormActivation act, bool rms) {
   torch::Tensor xhat;
   if (rms) {
     xhat = x / torch::sqrt((x * x).mean(-1, /*keepdim=*/true) + eps);
@@ -120,8 +120,8 @@ torch::Tensor upstream_gradient(const torch::Tensor& x, const torch::Tensor& wei
   torch::Tensor dy = torch::randn(x.sizes(), x.options().dtype(torch::kFloat));
   if (act == NormActivation::ReLU) {
     const torch::NoGradGuard no_grad;
-    const torch::Tensor z = layer_norm_activation_reference(x.to(torch::kFloat), weight, bias, eps,
-                                                            NormActivation::None, rms);
+    const torch::Tensor z =
+        layer_norm_activation_reference(x.to(torch::kFloat), weight, bias, eps, NormActivation::None, rms);
     dy = dy.masked_fill(z.abs() < 1e-3, 0.0);
   }
   return dy.to(x.scalar_type());
@@ -137,7 +137,7 @@ struct NormRun {
 
 // y = fn(x, weight, bias) on fresh leaves, then y.backward(dy).
 NormRun run_with_grads(NormFn fn, const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
-                   const torch::Tensor& dy, double eps, NormActivation act, bool rms) {
+                       const torch::Tensor& dy, double eps, NormActivation act, bool rms) {
   const torch::Tensor xg = x.detach().clone().requires_grad_(true);
   const torch::Tensor wg = weight.detach().clone().requires_grad_(true);
   const torch::Tensor bg = bias.defined() ? bias.detach().clone().requires_grad_(true) : torch::Tensor();
@@ -204,8 +204,7 @@ TEST(LayerNormReference, NoActivationIsWhatNormComputed) {
     EXPECT_TRUE(layer_norm_activation_reference(in.x, w, b, 1e-5).equal(ln));
     const torch::Tensor rms =
         (x32 * torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + 1e-6) * w.to(torch::kFloat)).to(dtype);
-    EXPECT_TRUE(layer_norm_activation_reference(in.x, w, torch::Tensor(), 1e-6, NormActivation::None, true)
-                    .equal(rms));
+    EXPECT_TRUE(layer_norm_activation_reference(in.x, w, torch::Tensor(), 1e-6, NormActivation::None, true).equal(rms));
   }
 }
 
@@ -218,7 +217,7 @@ TEST(LayerNormReference, GradientsMatchDoubleFormula) {
       const std::string what = describe(act, rms, torch::kFloat, 33);
       const NormRun ref = run_with_grads(&layer_norm_activation_reference, in.x, in.weight, in.bias, dy, eps, act, rms);
       const NormRun exact = run_with_grads(&hand_formula, in.x.to(torch::kDouble), in.weight.to(torch::kDouble),
-                                       in.bias.to(torch::kDouble), dy.to(torch::kDouble), eps, act, rms);
+                                           in.bias.to(torch::kDouble), dy.to(torch::kDouble), eps, act, rms);
       EXPECT_TRUE(close(ref.grads.dx, exact.grads.dx, 1e-5, what + " dx"));
       EXPECT_TRUE(close(ref.grads.dweight, exact.grads.dweight, 1e-5, what + " dweight"));
       EXPECT_TRUE(close(ref.grads.dbias, exact.grads.dbias, 1e-5, what + " dbias"));
@@ -254,14 +253,14 @@ TEST(LayerNormReference, GradientsHaveTheParametersDtypes) {
   // fp32 parameters with a bf16 input, and everything in bf16.
   for (const torch::ScalarType param_dtype : {torch::kFloat, torch::kBFloat16}) {
     const NormRun run = run_with_grads(&layer_norm_activation, in.x, in.weight.to(param_dtype), in.bias.to(param_dtype),
-                                   dy, 1e-5, NormActivation::GELU, false);
+                                       dy, 1e-5, NormActivation::GELU, false);
     EXPECT_EQ(run.y.scalar_type(), torch::kBFloat16);
     EXPECT_EQ(run.grads.dx.scalar_type(), torch::kBFloat16);
     EXPECT_EQ(run.grads.dweight.scalar_type(), param_dtype);
     EXPECT_EQ(run.grads.dbias.scalar_type(), param_dtype);
-    const NormRun exact = run_with_grads(&hand_formula, in.x.to(torch::kDouble), in.weight.to(param_dtype).to(torch::kDouble),
-                                     in.bias.to(param_dtype).to(torch::kDouble), dy.to(torch::kDouble), 1e-5,
-                                     NormActivation::GELU, false);
+    const NormRun exact = run_with_grads(
+        &hand_formula, in.x.to(torch::kDouble), in.weight.to(param_dtype).to(torch::kDouble),
+        in.bias.to(param_dtype).to(torch::kDouble), dy.to(torch::kDouble), 1e-5, NormActivation::GELU, false);
     EXPECT_TRUE(close(run.grads.dx, exact.grads.dx, 2e-2, "dx"));
     EXPECT_TRUE(close(run.grads.dweight, exact.grads.dweight, 2e-2, "dweight"));
     EXPECT_TRUE(close(run.grads.dbias, exact.grads.dbias, 2e-2, "dbias"));
@@ -296,8 +295,7 @@ TEST(LayerNormDispatch, BadArgumentsThrow) {
     EXPECT_THROW(fn(torch::randn({4, 0}), torch::ones({0}), torch::Tensor(), 1e-5, NormActivation::None, false),
                  std::invalid_argument);
     EXPECT_THROW(fn(torch::Tensor(), w, b, 1e-5, NormActivation::None, false), std::invalid_argument);
-    EXPECT_THROW(fn(torch::ones({4, 8}, torch::kLong), w, b, 1e-5, NormActivation::None, false),
-                 std::invalid_argument);
+    EXPECT_THROW(fn(torch::ones({4, 8}, torch::kLong), w, b, 1e-5, NormActivation::None, false), std::invalid_argument);
     EXPECT_THROW(fn(x, torch::Tensor(), b, 1e-5, NormActivation::None, false), std::invalid_argument);
     EXPECT_THROW(fn(x, torch::ones({9}), b, 1e-5, NormActivation::None, false), std::invalid_argument);
     EXPECT_THROW(fn(x, torch::ones({1, 8}), b, 1e-5, NormActivation::None, false), std::invalid_argument);
@@ -376,7 +374,8 @@ TEST(LayerNormCuda, EveryRowLayout) {
     for (const torch::ScalarType dtype : {torch::kFloat, torch::kBFloat16}) {
       for (const bool rms : {false, true}) {
         const Inputs in = make_inputs({37, dim}, dtype, !rms, torch::kCUDA, ++seed);
-        expect_fused_matches_reference(in, 1e-5, NormActivation::GELU, rms, describe(NormActivation::GELU, rms, dtype, dim));
+        expect_fused_matches_reference(in, 1e-5, NormActivation::GELU, rms,
+                                       describe(NormActivation::GELU, rms, dtype, dim));
       }
     }
   }
@@ -394,8 +393,8 @@ TEST(LayerNormCuda, ManyRowsParametersInTheInputDtypeAndNonContiguousInput) {
   low.bias = low.bias.to(torch::kBFloat16);
   expect_fused_matches_reference(low, 1e-5, NormActivation::ReLU, false, "bf16 parameters");
   const torch::Tensor dy = torch::randn({333, 1000}, low.x.options());
-  const NormRun run = run_with_grads(&layer_norm_activation, low.x, low.weight, low.bias, dy, 1e-5,
-                                 NormActivation::None, false);
+  const NormRun run =
+      run_with_grads(&layer_norm_activation, low.x, low.weight, low.bias, dy, 1e-5, NormActivation::None, false);
   EXPECT_EQ(run.grads.dweight.scalar_type(), torch::kBFloat16);
   EXPECT_EQ(run.grads.dbias.scalar_type(), torch::kBFloat16);
   // A transposed (non-contiguous) input.
@@ -410,10 +409,10 @@ TEST(LayerNormCuda, DeterministicEmptyAndFallbacks) {
   const BackendGuard fused(KernelBackend::Fused);
   const Inputs in = make_inputs({333, 1024}, torch::kBFloat16, true, torch::kCUDA, 501);
   const torch::Tensor dy = torch::randn({333, 1024}, in.x.options());
-  const NormRun first = run_with_grads(&layer_norm_activation, in.x, in.weight, in.bias, dy, 1e-5,
-                                   NormActivation::GELU, false);
-  const NormRun second = run_with_grads(&layer_norm_activation, in.x, in.weight, in.bias, dy, 1e-5,
-                                    NormActivation::GELU, false);
+  const NormRun first =
+      run_with_grads(&layer_norm_activation, in.x, in.weight, in.bias, dy, 1e-5, NormActivation::GELU, false);
+  const NormRun second =
+      run_with_grads(&layer_norm_activation, in.x, in.weight, in.bias, dy, 1e-5, NormActivation::GELU, false);
   EXPECT_TRUE(first.y.equal(second.y));
   EXPECT_TRUE(first.grads.dx.equal(second.grads.dx));
   EXPECT_TRUE(first.grads.dweight.equal(second.grads.dweight));
@@ -422,7 +421,7 @@ TEST(LayerNormCuda, DeterministicEmptyAndFallbacks) {
   // No rows: empty output, zero parameter gradients.
   const Inputs none = make_inputs({0, 64}, torch::kFloat, true, torch::kCUDA, 502);
   const NormRun no_rows = run_with_grads(&layer_norm_activation, none.x, none.weight, none.bias,
-                                   torch::randn({0, 64}, none.x.options()), 1e-5, NormActivation::None, false);
+                                         torch::randn({0, 64}, none.x.options()), 1e-5, NormActivation::None, false);
   EXPECT_EQ(no_rows.y.sizes(), torch::IntArrayRef({0, 64}));
   EXPECT_TRUE(no_rows.grads.dweight.equal(torch::zeros_like(none.weight)));
   EXPECT_TRUE(no_rows.grads.dbias.equal(torch::zeros_like(none.bias)));

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "kernels/dispatch.h"
-#include "tests/unit/kernels/kernel_test_support.h"
 #include "kernels/moe_permute.h"
+#include "tests/unit/kernels/kernel_test_support.h"
 
 namespace moetrain::kernels {
 namespace {
@@ -109,8 +109,7 @@ TEST(UnpermuteRowsReference, GradientsOfExpertOutputAndGates) {
     const torch::Tensor expected_eo = gates[r].to(torch::kDouble).detach() * wt;
     EXPECT_TRUE(torch::allclose(eo.grad()[r], expected_eo, 1e-6, 1e-6)) << "row " << r;
     const double expected_gate = (eo[r].detach() * wt).sum().item<double>();
-    EXPECT_NEAR(gates.grad()[r].item<double>(), expected_gate, 1e-5 * (1.0 + std::abs(expected_gate)))
-        << "row " << r;
+    EXPECT_NEAR(gates.grad()[r].item<double>(), expected_gate, 1e-5 * (1.0 + std::abs(expected_gate))) << "row " << r;
   }
 }
 
@@ -194,14 +193,14 @@ Tolerance tolerance_for(torch::ScalarType dtype) {
 
 ::testing::AssertionResult close(const torch::Tensor& actual, const torch::Tensor& expected, Tolerance tol) {
   if (actual.sizes() != expected.sizes() || actual.scalar_type() != expected.scalar_type()) {
-    return ::testing::AssertionFailure() << "shape/dtype " << actual.sizes() << " " << actual.scalar_type()
-                                         << " vs " << expected.sizes() << " " << expected.scalar_type();
+    return ::testing::AssertionFailure() << "shape/dtype " << actual.sizes() << " " << actual.scalar_type() << " vs "
+                                         << expected.sizes() << " " << expected.scalar_type();
   }
   const torch::Tensor a = actual.to(torch::kDouble);
   const torch::Tensor e = expected.to(torch::kDouble);
   if (torch::allclose(a, e, tol.rtol, tol.atol)) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "max abs diff " << (a - e).abs().max().item<double>()
-                                       << " (rtol " << tol.rtol << ", atol " << tol.atol << ")";
+  return ::testing::AssertionFailure() << "max abs diff " << (a - e).abs().max().item<double>() << " (rtol " << tol.rtol
+                                       << ", atol " << tol.atol << ")";
 }
 
 class MoePermuteCuda : public ::testing::TestWithParam<std::tuple<torch::ScalarType, int64_t>> {};

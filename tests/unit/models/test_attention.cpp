@@ -6,15 +6,15 @@
 #include <string>
 #include <vector>
 
-#include "models/attention.h"
 #include "model_test_util.h"
+#include "models/attention.h"
 
 namespace moetrain::models {
 namespace {
 
 torch::Tensor bool_matrix(const std::vector<std::string>& rows) {
-  torch::Tensor t = torch::zeros({static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())},
-                                 torch::kBool);
+  torch::Tensor t =
+      torch::zeros({static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())}, torch::kBool);
   for (size_t i = 0; i < rows.size(); ++i)
     for (size_t j = 0; j < rows[i].size(); ++j) t[static_cast<int64_t>(i)][static_cast<int64_t>(j)] = rows[i][j] == '1';
   return t;
@@ -135,14 +135,15 @@ TEST(Attention, ProjectionNamesAndShapes) {
   MultiHeadAttention attn(cfg, AttentionType::Dynamic, false);
   std::vector<std::string> names;
   for (const auto& p : attn->named_parameters()) names.push_back(p.key());
-  EXPECT_EQ(names, (std::vector<std::string>{"q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias",
-                                             "v_proj.weight", "v_proj.bias", "o_proj.weight", "o_proj.bias",
-                                             "gate.weight", "gate.bias"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias", "v_proj.weight",
+                                      "v_proj.bias", "o_proj.weight", "o_proj.bias", "gate.weight", "gate.bias"}));
   EXPECT_EQ(attn->gate->weight.sizes(), torch::IntArrayRef({cfg.n_heads, cfg.d_model}));
   const torch::Tensor x = torch::randn({2, 3, cfg.d_model});
   const torch::Tensor mem = torch::randn({2, 4, cfg.d_model});
   MultiHeadAttention cross(cfg, AttentionType::Global, false);
-  const torch::Tensor y = cross(x, mem, AttentionMasks{make_cross_attention_mask(torch::ones({2, 4}, torch::kBool), 3), {}});
+  const torch::Tensor y =
+      cross(x, mem, AttentionMasks{make_cross_attention_mask(torch::ones({2, 4}, torch::kBool), 3), {}});
   EXPECT_EQ(y.sizes(), torch::IntArrayRef({2, 3, cfg.d_model}));
   EXPECT_THROW(cross(x, mem, AttentionMasks{}), std::invalid_argument);
   EXPECT_THROW(cross(x, torch::randn({2, 4, cfg.d_model + 2}), AttentionMasks{}), std::invalid_argument);

@@ -83,12 +83,12 @@ std::string case_name(const ::testing::TestParamInfo<std::tuple<AttentionType, P
          position[static_cast<int>(std::get<1>(info.param))];
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AttentionAndPositions, IncrementalDecoding,
-    ::testing::Combine(::testing::Values(AttentionType::Global, AttentionType::Local, AttentionType::Dynamic),
-                       ::testing::Values(PositionType::Sinusoidal, PositionType::Learned, PositionType::Rotary,
-                                         PositionType::SinusoidalFairseq)),
-    case_name);
+INSTANTIATE_TEST_SUITE_P(AttentionAndPositions, IncrementalDecoding,
+                         ::testing::Combine(::testing::Values(AttentionType::Global, AttentionType::Local,
+                                                              AttentionType::Dynamic),
+                                            ::testing::Values(PositionType::Sinusoidal, PositionType::Learned,
+                                                              PositionType::Rotary, PositionType::SinusoidalFairseq)),
+                         case_name);
 
 // In bf16 (the dtype generation usually runs in on a GPU) the cached steps
 // agree with the whole-prefix decoder to bf16's precision.
@@ -131,9 +131,8 @@ TEST(IncrementalDecodingErrors, RefusesBadTokensAndPositionsPastTheTable) {
   for (int64_t t = 0; t < c.max_positions; ++t) m->decode_step(state, torch::ones({2}, torch::kLong));
   EXPECT_THROW(m->decode_step(state, torch::ones({2}, torch::kLong)), std::invalid_argument);  // position 4 of 4
   // A layer runner (ZeRO 3) wraps whole-layer calls, which decode_step does not make.
-  m->set_layer_runner([](const std::string&, const LayerFunction& fn, const std::vector<torch::Tensor>& in) {
-    return fn(in);
-  });
+  m->set_layer_runner(
+      [](const std::string&, const LayerFunction& fn, const std::vector<torch::Tensor>& in) { return fn(in); });
   EXPECT_THROW(m->start_decoding(encoded, b.src_mask), std::logic_error);
   EXPECT_THROW(m->decode_step(state, torch::ones({2}, torch::kLong)), std::logic_error);
 }

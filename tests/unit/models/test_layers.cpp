@@ -6,11 +6,11 @@
 #include <stdexcept>
 #include <string>
 
+#include "model_test_util.h"
 #include "models/feed_forward.h"
 #include "models/linear.h"
 #include "models/norm.h"
 #include "models/positions.h"
-#include "model_test_util.h"
 
 namespace moetrain::models {
 namespace {
@@ -33,7 +33,8 @@ TEST(Positions, AbsolutePositionsAddTheTableInTheInputDtype) {
   const torch::Tensor x = torch::zeros({2, 5, cfg.d_model}, torch::kBFloat16);
   const torch::Tensor y = pos(x, 3);
   EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
-  EXPECT_TRUE(y[1].to(torch::kFloat).equal(sinusoidal_table(8, cfg.d_model).narrow(0, 3, 5).to(torch::kBFloat16).to(torch::kFloat)));
+  EXPECT_TRUE(y[1].to(torch::kFloat)
+                  .equal(sinusoidal_table(8, cfg.d_model).narrow(0, 3, 5).to(torch::kBFloat16).to(torch::kFloat)));
   cfg.position = PositionType::Rotary;
   EXPECT_THROW(AbsolutePositions{cfg}, std::invalid_argument);
 }
@@ -116,7 +117,7 @@ TEST(FeedForward, ComputesFc2OfActivatedFc1ForEachActivation) {
     FeedForward ffn(cfg);
     const torch::Tensor x = torch::randn({2, 3, cfg.d_model});
     const torch::Tensor h = torch::matmul(x, ffn->fc1->weight.t()) + ffn->fc1->bias;
-    const torch::Tensor a = act == Activation::ReLU ? h.clamp_min(0)
+    const torch::Tensor a = act == Activation::ReLU   ? h.clamp_min(0)
                             : act == Activation::GELU ? 0.5 * h * (1 + torch::erf(h / std::sqrt(2.0)))
                                                       : h * torch::sigmoid(h);
     const torch::Tensor expected = torch::matmul(a, ffn->fc2->weight.t()) + ffn->fc2->bias;

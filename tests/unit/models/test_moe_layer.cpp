@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "model_test_util.h"
 #include "models/feed_forward.h"
 #include "models/moe_layer.h"
-#include "model_test_util.h"
 
 namespace moetrain::models {
 namespace {
@@ -163,12 +163,9 @@ TEST(MoELayer, RouterRunsInFp32WithBf16Parameters) {
 TEST(MoELayer, RejectsBadShapes) {
   const ModelConfig cfg = moe_config(1.0);
   MoELayer moe(cfg);
-  EXPECT_THROW(moe->forward(torch::randn({4, cfg.d_model + 1}), torch::ones({4}, torch::kBool)),
-               std::invalid_argument);
-  EXPECT_THROW(moe->forward(torch::randn({4, cfg.d_model}), torch::ones({5}, torch::kBool)),
-               std::invalid_argument);
-  EXPECT_THROW(moe->forward(torch::randn({2, 2, cfg.d_model}), torch::ones({4}, torch::kBool)),
-               std::invalid_argument);
+  EXPECT_THROW(moe->forward(torch::randn({4, cfg.d_model + 1}), torch::ones({4}, torch::kBool)), std::invalid_argument);
+  EXPECT_THROW(moe->forward(torch::randn({4, cfg.d_model}), torch::ones({5}, torch::kBool)), std::invalid_argument);
+  EXPECT_THROW(moe->forward(torch::randn({2, 2, cfg.d_model}), torch::ones({4}, torch::kBool)), std::invalid_argument);
   EXPECT_THROW(moe->expert_forward(torch::randn({3, cfg.d_model}), {1, 1, 0}), std::invalid_argument);
 }
 

@@ -8,8 +8,8 @@
 #include <stdexcept>
 #include <vector>
 
-#include "models/seq2seq_transformer.h"
 #include "model_test_util.h"
+#include "models/seq2seq_transformer.h"
 
 namespace moetrain::models {
 namespace {

@@ -7,9 +7,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "model_test_util.h"
 #include "models/positions.h"
 #include "models/seq2seq_transformer.h"
-#include "model_test_util.h"
 
 namespace moetrain::models {
 namespace {

@@ -10,8 +10,8 @@
 #include <tuple>
 #include <vector>
 
-#include "models/seq2seq_transformer.h"
 #include "model_test_util.h"
+#include "models/seq2seq_transformer.h"
 
 namespace moetrain::models {
 namespace {
@@ -27,9 +27,9 @@ using testing::tiny_config;
 torch::Tensor training_loss(const Seq2SeqOutput& out, const Batch& b, const ModelConfig& cfg) {
   const int64_t v = out.logits.size(-1);
   const torch::Tensor labels = b.tgt.roll(-1, 1);
-  const torch::Tensor ce = torch::nn::functional::cross_entropy(
-      out.logits.to(torch::kFloat).reshape({-1, v}), labels.reshape({-1}),
-      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+  const torch::Tensor ce =
+      torch::nn::functional::cross_entropy(out.logits.to(torch::kFloat).reshape({-1, v}), labels.reshape({-1}),
+                                           torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
   const torch::Tensor mask = b.tgt_mask.reshape({-1}).to(torch::kFloat);
   return (ce * mask).sum() / mask.sum() + cfg.moe.aux_loss_coef * out.moe.aux_loss +
          cfg.moe.z_loss_coef * out.moe.z_loss;
@@ -63,14 +63,15 @@ TEST_P(DecoderCausality, PerturbingTargetTokenNeverChangesEarlierLogits) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    PositionsAndAttention, DecoderCausality,
-    ::testing::Combine(::testing::Values(PositionType::Sinusoidal, PositionType::Learned, PositionType::Rotary,
-                                         PositionType::SinusoidalFairseq),
-                       ::testing::Values(AttentionType::Global, AttentionType::Local, AttentionType::Dynamic)),
-    [](const auto& info) {
-      return testing::position_name(std::get<0>(info.param)) + testing::attention_name(std::get<1>(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(PositionsAndAttention, DecoderCausality,
+                         ::testing::Combine(::testing::Values(PositionType::Sinusoidal, PositionType::Learned,
+                                                              PositionType::Rotary, PositionType::SinusoidalFairseq),
+                                            ::testing::Values(AttentionType::Global, AttentionType::Local,
+                                                              AttentionType::Dynamic)),
+                         [](const auto& info) {
+                           return testing::position_name(std::get<0>(info.param)) +
+                                  testing::attention_name(std::get<1>(info.param));
+                         });
 
 class SourcePadding : public ::testing::TestWithParam<AttentionType> {};
 
@@ -224,7 +225,8 @@ TEST(Seq2SeqTransformer, TiedEmbeddingsShareStorageWithTheOutputProjection) {
     torch::NoGradGuard no_grad;
     model->embed_tokens->weight[unused].zero_();
   }
-  EXPECT_EQ(model->forward(b.src, b.src_mask, b.tgt, b.tgt_mask).logits.select(-1, unused).abs().max().item<float>(), 0.0f);
+  EXPECT_EQ(model->forward(b.src, b.src_mask, b.tgt, b.tgt_mask).logits.select(-1, unused).abs().max().item<float>(),
+            0.0f);
 
   // The output projection sends gradient into the embedding row of a token
   // that never appears in the input.
@@ -245,7 +247,8 @@ TEST(Seq2SeqTransformer, TiedEmbeddingsShareStorageWithTheOutputProjection) {
   for (auto& p : model->parameters()) p.set_data(p.data().to(torch::kBFloat16));
   EXPECT_TRUE(model->lm_head_weight().is_same(model->embed_tokens->weight));
   model->eval();
-  EXPECT_EQ(model->forward(b.src, b.src_mask, b.tgt, b.tgt_mask).logits.select(-1, unused).abs().max().item<float>(), 0.0f);
+  EXPECT_EQ(model->forward(b.src, b.src_mask, b.tgt, b.tgt_mask).logits.select(-1, unused).abs().max().item<float>(),
+            0.0f);
 
   ModelConfig untied = cfg;
   untied.tie_embeddings = false;
@@ -384,53 +387,98 @@ TEST(Seq2SeqTransformer, ParameterNamesForATinyConfig) {
   cfg.tie_embeddings = false;
   Seq2SeqTransformer model(cfg);
   const std::set<std::string> expected = {
-      "embed_tokens.weight", "embed_positions.weight",
-      "encoder.layers.0.self_attn_norm.weight", "encoder.layers.0.self_attn_norm.bias",
-      "encoder.layers.0.self_attn.q_proj.weight", "encoder.layers.0.self_attn.q_proj.bias",
-      "encoder.layers.0.self_attn.k_proj.weight", "encoder.layers.0.self_attn.k_proj.bias",
-      "encoder.layers.0.self_attn.v_proj.weight", "encoder.layers.0.self_attn.v_proj.bias",
-      "encoder.layers.0.self_attn.o_proj.weight", "encoder.layers.0.self_attn.o_proj.bias",
-      "encoder.layers.0.ffn_norm.weight", "encoder.layers.0.ffn_norm.bias",
-      "encoder.layers.0.ffn.fc1.weight", "encoder.layers.0.ffn.fc1.bias",
-      "encoder.layers.0.ffn.fc2.weight", "encoder.layers.0.ffn.fc2.bias",
-      "encoder.layers.1.self_attn_norm.weight", "encoder.layers.1.self_attn_norm.bias",
-      "encoder.layers.1.self_attn.q_proj.weight", "encoder.layers.1.self_attn.q_proj.bias",
-      "encoder.layers.1.self_attn.k_proj.weight", "encoder.layers.1.self_attn.k_proj.bias",
-      "encoder.layers.1.self_attn.v_proj.weight", "encoder.layers.1.self_attn.v_proj.bias",
-      "encoder.layers.1.self_attn.o_proj.weight", "encoder.layers.1.self_attn.o_proj.bias",
-      "encoder.layers.1.ffn_norm.weight", "encoder.layers.1.ffn_norm.bias",
+      "embed_tokens.weight",
+      "embed_positions.weight",
+      "encoder.layers.0.self_attn_norm.weight",
+      "encoder.layers.0.self_attn_norm.bias",
+      "encoder.layers.0.self_attn.q_proj.weight",
+      "encoder.layers.0.self_attn.q_proj.bias",
+      "encoder.layers.0.self_attn.k_proj.weight",
+      "encoder.layers.0.self_attn.k_proj.bias",
+      "encoder.layers.0.self_attn.v_proj.weight",
+      "encoder.layers.0.self_attn.v_proj.bias",
+      "encoder.layers.0.self_attn.o_proj.weight",
+      "encoder.layers.0.self_attn.o_proj.bias",
+      "encoder.layers.0.ffn_norm.weight",
+      "encoder.layers.0.ffn_norm.bias",
+      "encoder.layers.0.ffn.fc1.weight",
+      "encoder.layers.0.ffn.fc1.bias",
+      "encoder.layers.0.ffn.fc2.weight",
+      "encoder.layers.0.ffn.fc2.bias",
+      "encoder.layers.1.self_attn_norm.weight",
+      "encoder.layers.1.self_attn_norm.bias",
+      "encoder.layers.1.self_attn.q_proj.weight",
+      "encoder.layers.1.self_attn.q_proj.bias",
+      "encoder.layers.1.self_attn.k_proj.weight",
+      "encoder.layers.1.self_attn.k_proj.bias",
+      "encoder.layers.1.self_attn.v_proj.weight",
+      "encoder.layers.1.self_attn.v_proj.bias",
+      "encoder.layers.1.self_attn.o_proj.weight",
+      "encoder.layers.1.self_attn.o_proj.bias",
+      "encoder.layers.1.ffn_norm.weight",
+      "encoder.layers.1.ffn_norm.bias",
       "encoder.layers.1.moe.router.weight",
-      "encoder.layers.1.moe.experts_fc1_weight", "encoder.layers.1.moe.experts_fc1_bias",
-      "encoder.layers.1.moe.experts_fc2_weight", "encoder.layers.1.moe.experts_fc2_bias",
-      "encoder.final_norm.weight", "encoder.final_norm.bias",
-      "decoder.layers.0.self_attn_norm.weight", "decoder.layers.0.self_attn_norm.bias",
-      "decoder.layers.0.self_attn.q_proj.weight", "decoder.layers.0.self_attn.q_proj.bias",
-      "decoder.layers.0.self_attn.k_proj.weight", "decoder.layers.0.self_attn.k_proj.bias",
-      "decoder.layers.0.self_attn.v_proj.weight", "decoder.layers.0.self_attn.v_proj.bias",
-      "decoder.layers.0.self_attn.o_proj.weight", "decoder.layers.0.self_attn.o_proj.bias",
-      "decoder.layers.0.cross_attn_norm.weight", "decoder.layers.0.cross_attn_norm.bias",
-      "decoder.layers.0.cross_attn.q_proj.weight", "decoder.layers.0.cross_attn.q_proj.bias",
-      "decoder.layers.0.cross_attn.k_proj.weight", "decoder.layers.0.cross_attn.k_proj.bias",
-      "decoder.layers.0.cross_attn.v_proj.weight", "decoder.layers.0.cross_attn.v_proj.bias",
-      "decoder.layers.0.cross_attn.o_proj.weight", "decoder.layers.0.cross_attn.o_proj.bias",
-      "decoder.layers.0.ffn_norm.weight", "decoder.layers.0.ffn_norm.bias",
-      "decoder.layers.0.ffn.fc1.weight", "decoder.layers.0.ffn.fc1.bias",
-      "decoder.layers.0.ffn.fc2.weight", "decoder.layers.0.ffn.fc2.bias",
-      "decoder.layers.1.self_attn_norm.weight", "decoder.layers.1.self_attn_norm.bias",
-      "decoder.layers.1.self_attn.q_proj.weight", "decoder.layers.1.self_attn.q_proj.bias",
-      "decoder.layers.1.self_attn.k_proj.weight", "decoder.layers.1.self_attn.k_proj.bias",
-      "decoder.layers.1.self_attn.v_proj.weight", "decoder.layers.1.self_attn.v_proj.bias",
-      "decoder.layers.1.self_attn.o_proj.weight", "decoder.layers.1.self_attn.o_proj.bias",
-      "decoder.layers.1.cross_attn_norm.weight", "decoder.layers.1.cross_attn_norm.bias",
-      "decoder.layers.1.cross_attn.q_proj.weight", "decoder.layers.1.cross_attn.q_proj.bias",
-      "decoder.layers.1.cross_attn.k_proj.weight", "decoder.layers.1.cross_attn.k_proj.bias",
-      "decoder.layers.1.cross_attn.v_proj.weight", "decoder.layers.1.cross_attn.v_proj.bias",
-      "decoder.layers.1.cross_attn.o_proj.weight", "decoder.layers.1.cross_attn.o_proj.bias",
-      "decoder.layers.1.ffn_norm.weight", "decoder.layers.1.ffn_norm.bias",
+      "encoder.layers.1.moe.experts_fc1_weight",
+      "encoder.layers.1.moe.experts_fc1_bias",
+      "encoder.layers.1.moe.experts_fc2_weight",
+      "encoder.layers.1.moe.experts_fc2_bias",
+      "encoder.final_norm.weight",
+      "encoder.final_norm.bias",
+      "decoder.layers.0.self_attn_norm.weight",
+      "decoder.layers.0.self_attn_norm.bias",
+      "decoder.layers.0.self_attn.q_proj.weight",
+      "decoder.layers.0.self_attn.q_proj.bias",
+      "decoder.layers.0.self_attn.k_proj.weight",
+      "decoder.layers.0.self_attn.k_proj.bias",
+      "decoder.layers.0.self_attn.v_proj.weight",
+      "decoder.layers.0.self_attn.v_proj.bias",
+      "decoder.layers.0.self_attn.o_proj.weight",
+      "decoder.layers.0.self_attn.o_proj.bias",
+      "decoder.layers.0.cross_attn_norm.weight",
+      "decoder.layers.0.cross_attn_norm.bias",
+      "decoder.layers.0.cross_attn.q_proj.weight",
+      "decoder.layers.0.cross_attn.q_proj.bias",
+      "decoder.layers.0.cross_attn.k_proj.weight",
+      "decoder.layers.0.cross_attn.k_proj.bias",
+      "decoder.layers.0.cross_attn.v_proj.weight",
+      "decoder.layers.0.cross_attn.v_proj.bias",
+      "decoder.layers.0.cross_attn.o_proj.weight",
+      "decoder.layers.0.cross_attn.o_proj.bias",
+      "decoder.layers.0.ffn_norm.weight",
+      "decoder.layers.0.ffn_norm.bias",
+      "decoder.layers.0.ffn.fc1.weight",
+      "decoder.layers.0.ffn.fc1.bias",
+      "decoder.layers.0.ffn.fc2.weight",
+      "decoder.layers.0.ffn.fc2.bias",
+      "decoder.layers.1.self_attn_norm.weight",
+      "decoder.layers.1.self_attn_norm.bias",
+      "decoder.layers.1.self_attn.q_proj.weight",
+      "decoder.layers.1.self_attn.q_proj.bias",
+      "decoder.layers.1.self_attn.k_proj.weight",
+      "decoder.layers.1.self_attn.k_proj.bias",
+      "decoder.layers.1.self_attn.v_proj.weight",
+      "decoder.layers.1.self_attn.v_proj.bias",
+      "decoder.layers.1.self_attn.o_proj.weight",
+      "decoder.layers.1.self_attn.o_proj.bias",
+      "decoder.layers.1.cross_attn_norm.weight",
+      "decoder.layers.1.cross_attn_norm.bias",
+      "decoder.layers.1.cross_attn.q_proj.weight",
+      "decoder.layers.1.cross_attn.q_proj.bias",
+      "decoder.layers.1.cross_attn.k_proj.weight",
+      "decoder.layers.1.cross_attn.k_proj.bias",
+      "decoder.layers.1.cross_attn.v_proj.weight",
+      "decoder.layers.1.cross_attn.v_proj.bias",
+      "decoder.layers.1.cross_attn.o_proj.weight",
+      "decoder.layers.1.cross_attn.o_proj.bias",
+      "decoder.layers.1.ffn_norm.weight",
+      "decoder.layers.1.ffn_norm.bias",
       "decoder.layers.1.moe.router.weight",
-      "decoder.layers.1.moe.experts_fc1_weight", "decoder.layers.1.moe.experts_fc1_bias",
-      "decoder.layers.1.moe.experts_fc2_weight", "decoder.layers.1.moe.experts_fc2_bias",
-      "decoder.final_norm.weight", "decoder.final_norm.bias",
+      "decoder.layers.1.moe.experts_fc1_weight",
+      "decoder.layers.1.moe.experts_fc1_bias",
+      "decoder.layers.1.moe.experts_fc2_weight",
+      "decoder.layers.1.moe.experts_fc2_bias",
+      "decoder.final_norm.weight",
+      "decoder.final_norm.bias",
       "lm_head.weight",
   };
   EXPECT_EQ(parameter_names(*model), expected);
@@ -452,23 +500,31 @@ TEST(Seq2SeqTransformer, ParameterNamesForATinyConfig) {
   const std::set<std::string> expected_small = {
       "embed_tokens.weight",
       "encoder.layers.0.self_attn_norm.weight",
-      "encoder.layers.0.self_attn.q_proj.weight", "encoder.layers.0.self_attn.k_proj.weight",
-      "encoder.layers.0.self_attn.v_proj.weight", "encoder.layers.0.self_attn.o_proj.weight",
+      "encoder.layers.0.self_attn.q_proj.weight",
+      "encoder.layers.0.self_attn.k_proj.weight",
+      "encoder.layers.0.self_attn.v_proj.weight",
+      "encoder.layers.0.self_attn.o_proj.weight",
       "encoder.layers.0.self_attn.gate.weight",
       "encoder.layers.0.ffn_norm.weight",
       "encoder.layers.0.moe.router.weight",
-      "encoder.layers.0.moe.experts_fc1_weight", "encoder.layers.0.moe.experts_fc2_weight",
+      "encoder.layers.0.moe.experts_fc1_weight",
+      "encoder.layers.0.moe.experts_fc2_weight",
       "encoder.final_norm.weight",
       "decoder.layers.0.self_attn_norm.weight",
-      "decoder.layers.0.self_attn.q_proj.weight", "decoder.layers.0.self_attn.k_proj.weight",
-      "decoder.layers.0.self_attn.v_proj.weight", "decoder.layers.0.self_attn.o_proj.weight",
+      "decoder.layers.0.self_attn.q_proj.weight",
+      "decoder.layers.0.self_attn.k_proj.weight",
+      "decoder.layers.0.self_attn.v_proj.weight",
+      "decoder.layers.0.self_attn.o_proj.weight",
       "decoder.layers.0.self_attn.gate.weight",
       "decoder.layers.0.cross_attn_norm.weight",
-      "decoder.layers.0.cross_attn.q_proj.weight", "decoder.layers.0.cross_attn.k_proj.weight",
-      "decoder.layers.0.cross_attn.v_proj.weight", "decoder.layers.0.cross_attn.o_proj.weight",
+      "decoder.layers.0.cross_attn.q_proj.weight",
+      "decoder.layers.0.cross_attn.k_proj.weight",
+      "decoder.layers.0.cross_attn.v_proj.weight",
+      "decoder.layers.0.cross_attn.o_proj.weight",
       "decoder.layers.0.ffn_norm.weight",
       "decoder.layers.0.moe.router.weight",
-      "decoder.layers.0.moe.experts_fc1_weight", "decoder.layers.0.moe.experts_fc2_weight",
+      "decoder.layers.0.moe.experts_fc1_weight",
+      "decoder.layers.0.moe.experts_fc2_weight",
       "decoder.final_norm.weight",
   };
   EXPECT_EQ(parameter_names(*small), expected_small);

@@ -31,8 +31,8 @@ struct Toy {
     named.emplace_back("decoder.final_norm.weight", unused);
     ShardingOptions sharding;
     sharding.shards = 2;  // padding as under DP 2
-    flat = std::make_unique<FlatParameters>(named, torch::kFloat32,
-                                            [](const std::string&, const torch::Tensor&) { return true; }, sharding);
+    flat = std::make_unique<FlatParameters>(
+        named, torch::kFloat32, [](const std::string&, const torch::Tensor&) { return true; }, sharding);
   }
 
   torch::Tensor loss(const torch::Tensor& x) {

@@ -58,8 +58,8 @@ TEST(AdamW, MatchesHandComputedTwoSteps) {
 
 TEST(FlatParameters, ShardsEachUnitEvenlyWithPadding) {
   // Two units: "a" with 5 elements, "b" with 3; 2 shards pad them to 6 and 4.
-  auto a1 = torch::arange(1, 4, torch::kFloat32).requires_grad_();    // a.x: 3
-  auto a2 = torch::arange(4, 6, torch::kFloat32).requires_grad_();    // a.y: 2
+  auto a1 = torch::arange(1, 4, torch::kFloat32).requires_grad_();               // a.x: 3
+  auto a2 = torch::arange(4, 6, torch::kFloat32).requires_grad_();               // a.y: 2
   auto b1 = torch::arange(6, 9, torch::kFloat32).view({3, 1}).requires_grad_();  // b.z: 3
   auto all = [](const std::string&, const torch::Tensor&) { return true; };
   std::vector<std::pair<std::string, torch::Tensor>> named = {{"a.x", a1}, {"a.y", a2}, {"b.z", b1}};
@@ -103,8 +103,7 @@ TEST(FlatParameters, AccumulatesGradsAcrossMicroBatchesInFp32) {
 
 TEST(FlatParameters, Bf16ModelCopiesFromFp32Master) {
   auto w = torch::tensor({1.0f, 1.0f / 3.0f}).requires_grad_();
-  FlatParameters flat({{"w", w}}, torch::kBFloat16,
-                      [](const std::string&, const torch::Tensor&) { return true; });
+  FlatParameters flat({{"w", w}}, torch::kBFloat16, [](const std::string&, const torch::Tensor&) { return true; });
   EXPECT_EQ(w.scalar_type(), torch::kBFloat16);
   flat.master()[1] = 0.5f;
   flat.copy_master_to_model();
@@ -121,7 +120,7 @@ TEST(LrSchedule, WarmupThenCosineToFloor) {
   LrSchedule s(cfg, 14);
   EXPECT_DOUBLE_EQ(s.lr_at(0), 0.25);
   EXPECT_DOUBLE_EQ(s.lr_at(3), 1.0);
-  EXPECT_DOUBLE_EQ(s.lr_at(4), 1.0);  // start of decay
+  EXPECT_DOUBLE_EQ(s.lr_at(4), 1.0);                // start of decay
   EXPECT_NEAR(s.lr_at(9), 0.1 + 0.9 * 0.5, 1e-12);  // halfway through 10 decay steps
   EXPECT_DOUBLE_EQ(s.lr_at(14), 0.1);
   EXPECT_DOUBLE_EQ(s.lr_at(100), 0.1);

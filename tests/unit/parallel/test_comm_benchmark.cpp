@@ -18,7 +18,7 @@ TEST(CommBenchOptions, DefaultsAreOneKibToSixtyFourMibInStepsOfFour) {
     EXPECT_EQ(options.sizes_bytes[i], 4 * options.sizes_bytes[i - 1]);
   }
   EXPECT_EQ(options.ops, (std::vector<std::string>{"all_reduce", "reduce_scatter", "all_gather", "broadcast",
-                                                    "all_to_all", "send_recv"}));
+                                                   "all_to_all", "send_recv"}));
   EXPECT_EQ(options.warmup, 5);
   EXPECT_EQ(options.iters, 20);
   EXPECT_EQ(options.dtype, torch::kFloat);

@@ -148,7 +148,11 @@ TEST_F(SingleRank, RejectsSizeAndDtypeMismatches) {
 TEST_F(SingleRank, RejectsBadAllToAllCounts) {
   torch::Tensor in = torch::ones({4, 2}, torch::kFloat);
   torch::Tensor out = torch::empty({4, 2}, torch::kFloat);
-  expect_error([&] { world_->all_to_all(in, out, {4, 0}, {4}); }, {"all_to_all (mpi)", "send_counts", "one per rank (1)"});
+  expect_error(
+      [&] {
+        world_->all_to_all(in, out, {4, 0}, {4});
+      },
+      {"all_to_all (mpi)", "send_counts", "one per rank (1)"});
   expect_error([&] { world_->all_to_all(in, out, {3}, {4}); }, {"send_counts [3] sum to 3 rows but input has 4"});
   expect_error([&] { world_->all_to_all(in, out, {4}, {-4}); }, {"recv_counts [-4] has a negative count"});
   torch::Tensor wide = torch::empty({4, 3}, torch::kFloat);

@@ -22,8 +22,7 @@ namespace {
 constexpr PipelineSchedule kSchedules[] = {PipelineSchedule::OneFOneB, PipelineSchedule::GPipe};
 
 std::string describe(PipelineSchedule schedule, int64_t p, int64_t s, int64_t m) {
-  return schedule_name(schedule) + " p=" + std::to_string(p) + " s=" + std::to_string(s) + " m=" +
-         std::to_string(m);
+  return schedule_name(schedule) + " p=" + std::to_string(p) + " s=" + std::to_string(s) + " m=" + std::to_string(m);
 }
 
 std::string text(const std::vector<PipelineStep>& steps) {
@@ -107,9 +106,8 @@ TEST(PipelineSteps, OneFOneBKeepsAtMostStagesMinusStageInFlight) {
         // Warmup: exactly min(p - s - 1, m) forwards before the first backward
         // (plus the steady state's first forward when forwards remain).
         const int64_t warmup = std::min(p - s - 1, m);
-        const auto first_backward = std::find_if(steps.begin(), steps.end(), [](const PipelineStep& step) {
-          return step.kind == StepKind::Backward;
-        });
+        const auto first_backward = std::find_if(
+            steps.begin(), steps.end(), [](const PipelineStep& step) { return step.kind == StepKind::Backward; });
         EXPECT_EQ(first_backward - steps.begin(), warmup < m ? warmup + 1 : m);
       }
     }
@@ -153,8 +151,7 @@ TEST(PipelinePlan, CombinesSendsWithTheNextReceiveAsMegatronDoes) {
   using S = PipelineSchedule;
   // Stage 0 of 2: the steady state sends micro-batch 1's activations while
   // receiving micro-batch 0's gradients (send_forward_recv_backward).
-  EXPECT_EQ(text(pipeline_plan(S::OneFOneB, 2, 0, 2)),
-            "F0 [send A0@1] F1 [send A1@1, recv G0@1] B0 [recv G1@1] B1");
+  EXPECT_EQ(text(pipeline_plan(S::OneFOneB, 2, 0, 2)), "F0 [send A0@1] F1 [send A1@1, recv G0@1] B0 [recv G1@1] B1");
   // Stage 1 of 2 (last): send_backward_recv_forward between micro-batches.
   EXPECT_EQ(text(pipeline_plan(S::OneFOneB, 2, 1, 2)), "[recv A0@0] F0 B0 [send G0@0, recv A1@0] F1 B1 [send G1@0]");
   // A middle stage: activations go on while the next ones arrive.

@@ -57,9 +57,7 @@ TEST(WatchdogDeathTest, StuckScopeAbortsWithOneLineAfterItsHook) {
   EXPECT_EXIT(
       {
         mpi_init();
-        auto scope = Watchdog::instance().watch("all_to_all", 1234, 0.3, [] {
-          std::fputs("hook ran\n", stderr);
-        });
+        auto scope = Watchdog::instance().watch("all_to_all", 1234, 0.3, [] { std::fputs("hook ran\n", stderr); });
         std::this_thread::sleep_for(std::chrono::seconds(20));
         std::fputs("watchdog did not fire\n", stderr);
         std::exit(0);
@@ -73,9 +71,8 @@ TEST(WatchdogDeathTest, HangingHookDoesNotPreventTheAbort) {
   EXPECT_EXIT(
       {
         mpi_init();
-        auto scope = Watchdog::instance().watch("broadcast", 8, 0.2, [] {
-          std::this_thread::sleep_for(std::chrono::seconds(60));
-        });
+        auto scope = Watchdog::instance().watch("broadcast", 8, 0.2,
+                                                [] { std::this_thread::sleep_for(std::chrono::seconds(60)); });
         std::this_thread::sleep_for(std::chrono::seconds(30));
         std::exit(0);
       },

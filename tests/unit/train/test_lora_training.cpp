@@ -129,8 +129,8 @@ TEST(LoraTraining, OptimizerStateScalesWithTheAdapterNotTheModel) {
   EXPECT_EQ(m.frozen_bytes, 4 * model);  // the frozen base, fp32 compute here
   EXPECT_EQ(f.frozen_bytes, 0);
   std::cout << "optimizer moments: LoRA r=4 on q/v " << m.moment_bytes << " bytes (" << adapter
-            << " adapter parameters), full fine-tuning " << f.moment_bytes << " bytes (" << model
-            << " parameters)" << std::endl;
+            << " adapter parameters), full fine-tuning " << f.moment_bytes << " bytes (" << model << " parameters)"
+            << std::endl;
   EXPECT_LT(m.moment_bytes * 10, f.moment_bytes);
 }
 
@@ -159,7 +159,8 @@ TEST(LoraTraining, FullFineTuningFreezesTheNamedParameters) {
   for (int s = 0; s < 2; ++s) t.train_step(data[static_cast<size_t>(s)], s);
   const auto after = snapshot(t);
   for (const auto& [name, value] : before) {
-    const bool frozen = name.find("encoder.layers.0") != std::string::npos || name.find("embed_tokens") != std::string::npos;
+    const bool frozen =
+        name.find("encoder.layers.0") != std::string::npos || name.find("embed_tokens") != std::string::npos;
     if (frozen) {
       EXPECT_TRUE(torch::equal(value, after.at(name))) << name;
     } else if (name.find("weight") != std::string::npos && name.find("norm") == std::string::npos) {
