@@ -30,16 +30,18 @@ int bench_command(int argc, char** argv) {
   int warmup = 5, iters = 20;
   double timeout_s = 300;
   po::options_description options("bench comm options");
-  options.add_options()("help,h", "show this help")("device", po::value(&device)->default_value(device),
-                                                    "cpu (MPI backend) or cuda (NCCL backend, one GPU per rank)")(
-      "op", po::value(&ops)->composing(),
-      "all_reduce, reduce_scatter, all_gather, broadcast, all_to_all, send_recv (repeatable; default all)")(
-      "min-bytes", po::value(&min_bytes)->default_value(min_bytes), "smallest message")(
-      "max-bytes", po::value(&max_bytes)->default_value(max_bytes), "largest message (sizes grow x4)")(
-      "dtype", po::value(&dtype)->default_value(dtype), "fp32 or bf16")(
-      "warmup", po::value(&warmup)->default_value(warmup), "untimed iterations per size")(
-      "iters", po::value(&iters)->default_value(iters), "timed iterations per size (the median is reported)")(
-      "timeout", po::value(&timeout_s)->default_value(timeout_s), "seconds before a stuck collective aborts the job");
+  // clang-format off
+  options.add_options()
+      ("help,h", "show this help")
+      ("device", po::value(&device)->default_value(device), "cpu (MPI backend) or cuda (NCCL backend, one GPU per rank)")
+      ("op", po::value(&ops)->composing(), "all_reduce, reduce_scatter, all_gather, broadcast, all_to_all, send_recv (repeatable; default all)")
+      ("min-bytes", po::value(&min_bytes)->default_value(min_bytes), "smallest message")
+      ("max-bytes", po::value(&max_bytes)->default_value(max_bytes), "largest message (sizes grow x4)")
+      ("dtype", po::value(&dtype)->default_value(dtype), "fp32 or bf16")
+      ("warmup", po::value(&warmup)->default_value(warmup), "untimed iterations per size")
+      ("iters", po::value(&iters)->default_value(iters), "timed iterations per size (the median is reported)")
+      ("timeout", po::value(&timeout_s)->default_value(timeout_s), "seconds before a stuck collective aborts the job");
+  // clang-format on
   const auto vm = parse_command_line(argc - 1, argv + 1, options, "bench comm");
   if (vm.count("help")) return 0;
   if (min_bytes < 4 || max_bytes < min_bytes) throw UsageError("bench comm: need 4 <= --min-bytes <= --max-bytes");

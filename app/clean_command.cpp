@@ -58,38 +58,29 @@ class CommunicatorExchange : public clean::Exchange {
   std::unique_ptr<parallel::Communicator> world_;
 };
 
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 int clean_main(int argc, char** argv) {
   std::string config_path, output, stages, text_field, extract;
   std::vector<std::string> inputs, overrides;
   po::options_description options("clean options");
-  options.add_options()("help,h", "show this help")(
-      "input,i", po::value(&inputs)->multitoken(),
-      "input files or folders: .jsonl, .jsonl.zst, or text (documents separated by blank lines)")(
-      "output,o", po::value(&output), "output folder: kept/, rejected/, stats.json")(
-      "config,c", po::value(&config_path), "YAML config (see configs/clean.yaml)")(
-      "stages", po::value(&stages),
-      "stages in order, e.g. dedup,quality,domain,toxicity,pii (normalisation always runs first)")(
-      "text-field", po::value(&text_field), "JSONL field holding the text (default text)")(
-      "extract", po::value(&extract), "none, or mail: turn raw RFC-822 messages into plain text first")(
-      "strict", "a bad record (invalid JSON or UTF-8, missing or empty text) is fatal")(
-      "set", po::value(&overrides)->composing(),
-      "override a config key: --set quality.gopher_quality.min_doc_words=20 (repeatable)");
+  // clang-format off
+  options.add_options()
+      ("help,h", "show this help")
+      ("input,i", po::value(&inputs)->multitoken(), "input files or folders: .jsonl, .jsonl.zst, or text (documents separated by blank lines)")
+      ("output,o", po::value(&output), "output folder: kept/, rejected/, stats.json")
+      ("config,c", po::value(&config_path), "YAML config (see configs/clean.yaml)")
+      ("stages", po::value(&stages), "stages in order, e.g. dedup,quality,domain,toxicity,pii (normalisation always runs first)")
+      ("text-field", po::value(&text_field), "JSONL field holding the text (default text)")
+      ("extract", po::value(&extract), "none, or mail: turn raw RFC-822 messages into plain text first")
+      ("strict", "a bad record (invalid JSON or UTF-8, missing or empty text) is fatal")
+      ("set", po::value(&overrides)->composing(), "override a config key: --set quality.gopher_quality.min_doc_words=20 (repeatable)");
+  // clang-format on
   const auto vm = parse_command_line(argc, argv, options, "clean");
   if (vm.count("help")) return 0;
 
   clean::CleanConfig config = config_path.empty() ? clean::CleanConfig{} : clean::load_clean_config(config_path);
   if (!inputs.empty()) config.inputs = inputs;
   if (!output.empty()) config.output = output;
-  if (vm.count("stages")) config.stages = split_list(stages);
+  if (vm.count("stages")) config.stages = split_comma_list(stages);
   if (!text_field.empty()) config.text_field = text_field;
   if (!extract.empty()) config.extract = extract;
   if (vm.count("strict")) config.strict = true;
@@ -112,19 +103,22 @@ int train_classifier_main(int argc, char** argv) {
   clean::FastTextTrainOptions t;
   uint64_t split_seed = 1;
   po::options_description options("clean train-classifier options");
-  options.add_options()("help,h", "show this help")("input,i", po::value(&inputs)->multitoken()->required(),
-                                                    "labelled JSONL files")("output,o", po::value(&output)->required(),
-                                                                            "model file to write (fastText .bin)")(
-      "text-field", po::value(&text_field)->default_value(text_field), "field holding the text")(
-      "label-field", po::value(&label_field)->default_value(label_field), "field holding the label")(
-      "extract", po::value(&extract)->default_value(extract), "none, or mail (raw RFC-822 messages)")(
-      "valid-fraction", po::value(&valid_fraction)->default_value(valid_fraction), "share held out to report accuracy")(
-      "epoch", po::value(&t.epoch)->default_value(t.epoch), "training epochs")(
-      "lr", po::value(&t.lr)->default_value(t.lr), "learning rate")("dim", po::value(&t.dim)->default_value(t.dim),
-                                                                    "embedding size")(
-      "word-ngrams", po::value(&t.word_ngrams)->default_value(t.word_ngrams), "word n-gram features")(
-      "threads", po::value(&t.threads)->default_value(t.threads), "training threads (1 is reproducible)")(
-      "seed", po::value(&split_seed)->default_value(split_seed), "seed of the held-out split and of training");
+  // clang-format off
+  options.add_options()
+      ("help,h", "show this help")
+      ("input,i", po::value(&inputs)->multitoken()->required(), "labelled JSONL files")
+      ("output,o", po::value(&output)->required(), "model file to write (fastText .bin)")
+      ("text-field", po::value(&text_field)->default_value(text_field), "field holding the text")
+      ("label-field", po::value(&label_field)->default_value(label_field), "field holding the label")
+      ("extract", po::value(&extract)->default_value(extract), "none, or mail (raw RFC-822 messages)")
+      ("valid-fraction", po::value(&valid_fraction)->default_value(valid_fraction), "share held out to report accuracy")
+      ("epoch", po::value(&t.epoch)->default_value(t.epoch), "training epochs")
+      ("lr", po::value(&t.lr)->default_value(t.lr), "learning rate")
+      ("dim", po::value(&t.dim)->default_value(t.dim), "embedding size")
+      ("word-ngrams", po::value(&t.word_ngrams)->default_value(t.word_ngrams), "word n-gram features")
+      ("threads", po::value(&t.threads)->default_value(t.threads), "training threads (1 is reproducible)")
+      ("seed", po::value(&split_seed)->default_value(split_seed), "seed of the held-out split and of training");
+  // clang-format on
   const auto vm = parse_command_line(argc, argv, options, "clean train-classifier");
   if (vm.count("help")) return 0;
   if (!(valid_fraction >= 0 && valid_fraction < 1))

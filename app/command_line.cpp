@@ -1,6 +1,7 @@
 #include "app/command_line.h"
 
 #include <iostream>
+#include <sstream>
 
 namespace po = boost::program_options;
 
@@ -20,6 +21,15 @@ po::variables_map parse_command_line(int argc, char** argv, const po::options_de
     throw UsageError(command + ": " + e.what());
   }
   return vm;
+}
+
+std::vector<std::string> split_comma_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
 }
 
 }  // namespace moetrain::app

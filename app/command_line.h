@@ -6,6 +6,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace moetrain::app {
 
@@ -22,5 +23,8 @@ class UsageError : public std::runtime_error {
 boost::program_options::variables_map parse_command_line(int argc, char** argv,
                                                          const boost::program_options::options_description& options,
                                                          const std::string& command);
+
+// "a,b,,c" -> {"a", "b", "c"}: a comma-separated flag value, empty items dropped.
+std::vector<std::string> split_comma_list(const std::string& text);
 
 }  // namespace moetrain::app

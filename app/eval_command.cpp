@@ -68,21 +68,24 @@ int eval_command(int argc, char** argv) {
   int64_t batch_size = 64, max_samples = 0;
   Placement placement;
   po::options_description options("eval options");
-  options.add_options()("help,h", "show this help")(
-      "checkpoint", po::value(&checkpoint),
-      "with --data: report this checkpoint's loss and perplexity (a checkpoint or run directory)")(
-      "data", po::value(&data_path), "token shards as `moetrain tokenize` writes them (a directory, .h5 or glob)")(
-      "split", po::value(&split)->default_value(split), "valid or train: which shards of --data")(
-      "batch-size", po::value(&batch_size)->default_value(batch_size), "samples per forward pass")(
-      "max-samples", po::value(&max_samples)->default_value(max_samples), "score only the first N samples (0: all)")(
-      "tokenizer", po::value(&tokenizer), "SentencePiece model (default: the one the run's config names)")(
-      "hypotheses", po::value(&hypotheses), "text file: one output per line")(
-      "references", po::value(&references)->composing(),
-      "text file: one reference per line (repeatable for several references; ROUGE-L uses the first; for WER, PER "
-      "and SER the closest counts and an empty line is no reference)")(
-      "metrics", po::value(&metrics)->default_value(metrics),
-      "comma-separated: bleu, chrf, chrf++, rouge-l, wer (word edit distance / reference words), per (the same "
-      "over space-separated symbols, e.g. phonemes), ser (share of lines not exactly right)");
+  // clang-format off
+  options.add_options()
+      ("help,h", "show this help")
+      ("checkpoint", po::value(&checkpoint),
+       "with --data: report this checkpoint's loss and perplexity (a checkpoint or run directory)")
+      ("data", po::value(&data_path), "token shards as `moetrain tokenize` writes them (a directory, .h5 or glob)")
+      ("split", po::value(&split)->default_value(split), "valid or train: which shards of --data")
+      ("batch-size", po::value(&batch_size)->default_value(batch_size), "samples per forward pass")
+      ("max-samples", po::value(&max_samples)->default_value(max_samples), "score only the first N samples (0: all)")
+      ("tokenizer", po::value(&tokenizer), "SentencePiece model (default: the one the run's config names)")
+      ("hypotheses", po::value(&hypotheses), "text file: one output per line")
+      ("references", po::value(&references)->composing(),
+       "text file: one reference per line (repeatable for several references; ROUGE-L uses the first; for WER, PER "
+       "and SER the closest counts and an empty line is no reference)")
+      ("metrics", po::value(&metrics)->default_value(metrics),
+       "comma-separated: bleu, chrf, chrf++, rouge-l, wer (word edit distance / reference words), per (the same "
+       "over space-separated symbols, e.g. phonemes), ser (share of lines not exactly right)");
+  // clang-format on
   add_placement_options(options, placement);  // --checkpoint with --data
   const auto vm = parse_command_line(argc, argv, options, "eval");
   if (vm.count("help")) return 0;

@@ -17,19 +17,22 @@ namespace moetrain::app {
 int export_command(int argc, char** argv) {
   exporting::ExportOptions o;
   po::options_description options("export options");
-  options.add_options()("help,h", "show this help")("checkpoint", po::value(&o.checkpoint),
-                                                    "checkpoint directory, or a run directory (its newest checkpoint)")(
-      "out", po::value(&o.out), "output directory (created if missing)")(
-      "dtype", po::value(&o.dtype)->default_value(o.dtype), "fp32, bf16 or fp16")(
-      "tokenizer", po::value(&o.tokenizer), "SentencePiece model to ship (default: the one the run's config names)")(
-      "max-shard-bytes", po::value(&o.max_shard_bytes)->default_value(o.max_shard_bytes),
-      "split model.safetensors into shards of at most this many bytes, with an index")(
-      "format", po::value(&o.format)->default_value(o.format),
-      "auto, moetrain or nllb-moe: parameter names and config.json (auto: NLLB-MoE's when the architecture is "
-      "NLLB-MoE's)")(
-      "adapter-only", po::bool_switch(&o.adapter_only),
-      "a LoRA checkpoint's adapters alone, PEFT-style (adapter_config.json, adapter_model.safetensors); without "
-      "it LoRA is merged into the weights");
+  // clang-format off
+  options.add_options()
+      ("help,h", "show this help")
+      ("checkpoint", po::value(&o.checkpoint), "checkpoint directory, or a run directory (its newest checkpoint)")
+      ("out", po::value(&o.out), "output directory (created if missing)")
+      ("dtype", po::value(&o.dtype)->default_value(o.dtype), "fp32, bf16 or fp16")
+      ("tokenizer", po::value(&o.tokenizer), "SentencePiece model to ship (default: the one the run's config names)")
+      ("max-shard-bytes", po::value(&o.max_shard_bytes)->default_value(o.max_shard_bytes),
+       "split model.safetensors into shards of at most this many bytes, with an index")
+      ("format", po::value(&o.format)->default_value(o.format),
+       "auto, moetrain or nllb-moe: parameter names and config.json (auto: NLLB-MoE's when the architecture is "
+       "NLLB-MoE's)")
+      ("adapter-only", po::bool_switch(&o.adapter_only),
+       "a LoRA checkpoint's adapters alone, PEFT-style (adapter_config.json, adapter_model.safetensors); without "
+       "it LoRA is merged into the weights");
+  // clang-format on
   const auto vm = parse_command_line(argc, argv, options, "export");
   if (vm.count("help")) return 0;
   if (o.checkpoint.empty() || o.out.empty()) throw UsageError("export: --checkpoint DIR and --out DIR are required");

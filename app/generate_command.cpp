@@ -28,20 +28,23 @@ int generate_command(int argc, char** argv) {
   eval::GenerateOptions g;
   int64_t batch_size = 32;
   po::options_description options("generate options");
-  options.add_options()("help,h", "show this help")("checkpoint", po::value(&checkpoint),
-                                                    "checkpoint directory, or a run directory (its newest checkpoint)")(
-      "input", po::value(&input), "text file: one source per line")(
-      "output", po::value(&output), "where to write one output per line (default: standard output)")(
-      "method", po::value(&method)->default_value(method), "greedy, beam or sample")(
-      "beam-size", po::value(&g.beam_size)->default_value(g.beam_size), "beams (beam search)")(
-      "length-penalty", po::value(&g.length_penalty)->default_value(g.length_penalty),
-      "beam search ranks log-probability / length^penalty")(
-      "temperature", po::value(&g.temperature)->default_value(g.temperature), "sampling temperature")(
-      "top-p", po::value(&g.top_p)->default_value(g.top_p), "sampling nucleus mass (1: no truncation)")(
-      "max-length", po::value(&g.max_length)->default_value(g.max_length), "most tokens generated per output")(
-      "batch-size", po::value(&batch_size)->default_value(batch_size), "sources per batch")(
-      "seed", po::value(&g.seed)->default_value(g.seed), "sampling seed")(
-      "tokenizer", po::value(&tokenizer), "SentencePiece model (default: the one the run's config names)");
+  // clang-format off
+  options.add_options()
+      ("help,h", "show this help")
+      ("checkpoint", po::value(&checkpoint), "checkpoint directory, or a run directory (its newest checkpoint)")
+      ("input", po::value(&input), "text file: one source per line")
+      ("output", po::value(&output), "where to write one output per line (default: standard output)")
+      ("method", po::value(&method)->default_value(method), "greedy, beam or sample")
+      ("beam-size", po::value(&g.beam_size)->default_value(g.beam_size), "beams (beam search)")
+      ("length-penalty", po::value(&g.length_penalty)->default_value(g.length_penalty),
+       "beam search ranks log-probability / length^penalty")
+      ("temperature", po::value(&g.temperature)->default_value(g.temperature), "sampling temperature")
+      ("top-p", po::value(&g.top_p)->default_value(g.top_p), "sampling nucleus mass (1: no truncation)")
+      ("max-length", po::value(&g.max_length)->default_value(g.max_length), "most tokens generated per output")
+      ("batch-size", po::value(&batch_size)->default_value(batch_size), "sources per batch")
+      ("seed", po::value(&g.seed)->default_value(g.seed), "sampling seed")
+      ("tokenizer", po::value(&tokenizer), "SentencePiece model (default: the one the run's config names)");
+  // clang-format on
   add_placement_options(options, placement);
   const auto vm = parse_command_line(argc, argv, options, "generate");
   if (vm.count("help")) return 0;

@@ -28,8 +28,11 @@ torch::Device Placement::where() const {
 torch::ScalarType Placement::scalar_type() const { return config::to_scalar_type(config::parse_compute_dtype(dtype)); }
 
 void add_placement_options(po::options_description& options, Placement& p) {
-  options.add_options()("device", po::value(&p.device)->default_value(p.device), "cpu or cuda (the first GPU)")(
-      "dtype", po::value(&p.dtype)->default_value(p.dtype), "fp32, bf16 or fp16: the dtype the model computes in");
+  // clang-format off
+  options.add_options()
+      ("device", po::value(&p.device)->default_value(p.device), "cpu or cuda (the first GPU)")
+      ("dtype", po::value(&p.dtype)->default_value(p.dtype), "fp32, bf16 or fp16: the dtype the model computes in");
+  // clang-format on
 }
 
 void check_placement(const Placement& p, const std::string& command) {

@@ -17,27 +17,23 @@ namespace moetrain::app {
 int tokenize_command(int argc, char** argv) {
   data::TokenizeOptions o;
   po::options_description options("tokenize options");
-  options.add_options()("help,h", "show this help")(
-      "input,i", po::value(&o.inputs)->multitoken()->required(),
-      ".jsonl, .jsonl.zst or text files (text: documents separated by blank lines)")(
-      "output,o", po::value(&o.output_dir)->required(),
-      "output directory: tokenizer.model, train-*.h5, valid-*.h5, dataset.json")(
-      "vocab-size", po::value(&o.vocab_size)->default_value(o.vocab_size),
-      "SentencePiece vocabulary size when training one")(
-      "text-field", po::value(&o.text_field)->default_value(o.text_field), "JSONL field holding a document")(
-      "source-field", po::value(&o.source_field), "JSONL field of the source side (pairs mode, with --target-field)")(
-      "target-field", po::value(&o.target_field), "JSONL field of the target side (pairs mode)")(
-      "tokenizer", po::value(&o.tokenizer_model), "use this existing SentencePiece .model instead of training one")(
-      "model-type", po::value(&o.model_type)->default_value(o.model_type), "unigram or bpe")(
-      "valid-fraction", po::value(&o.valid_fraction)->default_value(o.valid_fraction),
-      "fraction of documents held out as the valid split")(
-      "valid-input", po::value(&o.valid_inputs)->multitoken(),
-      "files whose records all go to the valid split (not used to train the tokenizer)")(
-      "docs-per-shard", po::value(&o.docs_per_shard)->default_value(o.docs_per_shard),
-      "documents (or pairs) per HDF5 shard")(
-      "max-sentences", po::value(&o.max_training_sentences)->default_value(o.max_training_sentences),
-      "cap on sentences used to train the tokenizer")("seed", po::value(&o.seed)->default_value(o.seed),
-                                                      "seed for the valid split and tokenizer training");
+  // clang-format off
+  options.add_options()
+      ("help,h", "show this help")
+      ("input,i", po::value(&o.inputs)->multitoken()->required(), ".jsonl, .jsonl.zst or text files (text: documents separated by blank lines)")
+      ("output,o", po::value(&o.output_dir)->required(), "output directory: tokenizer.model, train-*.h5, valid-*.h5, dataset.json")
+      ("vocab-size", po::value(&o.vocab_size)->default_value(o.vocab_size), "SentencePiece vocabulary size when training one")
+      ("text-field", po::value(&o.text_field)->default_value(o.text_field), "JSONL field holding a document")
+      ("source-field", po::value(&o.source_field), "JSONL field of the source side (pairs mode, with --target-field)")
+      ("target-field", po::value(&o.target_field), "JSONL field of the target side (pairs mode)")
+      ("tokenizer", po::value(&o.tokenizer_model), "use this existing SentencePiece .model instead of training one")
+      ("model-type", po::value(&o.model_type)->default_value(o.model_type), "unigram or bpe")
+      ("valid-fraction", po::value(&o.valid_fraction)->default_value(o.valid_fraction), "fraction of documents held out as the valid split")
+      ("valid-input", po::value(&o.valid_inputs)->multitoken(), "files whose records all go to the valid split (not used to train the tokenizer)")
+      ("docs-per-shard", po::value(&o.docs_per_shard)->default_value(o.docs_per_shard), "documents (or pairs) per HDF5 shard")
+      ("max-sentences", po::value(&o.max_training_sentences)->default_value(o.max_training_sentences), "cap on sentences used to train the tokenizer")
+      ("seed", po::value(&o.seed)->default_value(o.seed), "seed for the valid split and tokenizer training");
+  // clang-format on
   const auto vm = parse_command_line(argc, argv, options, "tokenize");
   if (vm.count("help")) return 0;
   if (o.source_field.empty() != o.target_field.empty()) {

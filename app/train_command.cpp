@@ -27,14 +27,16 @@ int train_command(int argc, char** argv) {
   std::vector<std::string> overrides;
   int64_t max_steps = 0;
   po::options_description options("train options");
-  options.add_options()("help,h", "show this help")("config,c", po::value(&config_path), "YAML config file")(
-      "set", po::value(&overrides)->composing(), "override a config key: --set optim.lr=1e-3 (repeatable)")(
-      "output-dir,o", po::value(&output_dir),
-      "run directory: config.yaml, metrics.jsonl, checkpoints/ (default runs/<config name>)")(
-      "max-steps", po::value(&max_steps), "same as --set train.max_steps=N")(
-      "resume", po::value(&resume),
-      "resume from this checkpoint or run directory (default: the newest complete checkpoint in --output-dir)")(
-      "init-from", po::value(&init_from), "start a new run from the weights of this checkpoint");
+  // clang-format off
+  options.add_options()
+      ("help,h", "show this help")
+      ("config,c", po::value(&config_path), "YAML config file")
+      ("set", po::value(&overrides)->composing(), "override a config key: --set optim.lr=1e-3 (repeatable)")
+      ("output-dir,o", po::value(&output_dir), "run directory: config.yaml, metrics.jsonl, checkpoints/ (default runs/<config name>)")
+      ("max-steps", po::value(&max_steps), "same as --set train.max_steps=N")
+      ("resume", po::value(&resume), "resume from this checkpoint or run directory (default: the newest complete checkpoint in --output-dir)")
+      ("init-from", po::value(&init_from), "start a new run from the weights of this checkpoint");
+  // clang-format on
   const auto vm = parse_command_line(argc, argv, options, "train");
   if (vm.count("help")) return 0;
   if (vm.count("max-steps")) overrides.push_back("train.max_steps=" + std::to_string(max_steps));

@@ -86,18 +86,20 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides;
   int64_t threads = 0;
   po::options_description options("bench_generate options");
-  options.add_options()("help,h", "show this help")("config", po::value(&config_path),
-                                                    "the model's YAML config (default configs/tiny.yaml)")(
+  // clang-format off
+  options.add_options()("help,h", "show this help")(
+      "config", po::value(&config_path), "the model's YAML config (default configs/tiny.yaml)")(
       "set", po::value(&overrides)->composing(), "override a config key (repeatable)")(
-      "vocab", po::value(&o.vocab), "vocabulary size (default 8000)")("batch", po::value(&o.batch),
-                                                                      "sources per batch (default 16)")(
-      "src-len", po::value(&o.src_len), "source tokens (default 64)")("length", po::value(&o.length),
-                                                                      "tokens generated per output (default 32)")(
-      "beam-size", po::value(&o.beam_size), "beams of the beam-search row (default 4)")("device", po::value(&o.device),
-                                                                                        "cpu | cuda (default cpu)")(
+      "vocab", po::value(&o.vocab), "vocabulary size (default 8000)")(
+      "batch", po::value(&o.batch), "sources per batch (default 16)")(
+      "src-len", po::value(&o.src_len), "source tokens (default 64)")(
+      "length", po::value(&o.length), "tokens generated per output (default 32)")(
+      "beam-size", po::value(&o.beam_size), "beams of the beam-search row (default 4)")(
+      "device", po::value(&o.device), "cpu | cuda (default cpu)")(
       "dtype", po::value(&o.dtype), "fp32 | bf16 | fp16: the parameters' dtype (default fp32)")(
       "repeats", po::value(&o.repeats), "timed runs per row, the median printed (default 3)")(
       "threads", po::value(&threads), "intra-op threads (default: LibTorch's)");
+  // clang-format on
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, options), vm);

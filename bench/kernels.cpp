@@ -189,12 +189,13 @@ int main(int argc, char** argv) {
   Options opt;
   std::string device = torch::cuda::is_available() ? "cuda" : "cpu";
   po::options_description options("bench_kernels options");
-  options.add_options()("help,h", "show this help")("device", po::value(&device),
-                                                    "cuda | cpu (default: cuda if present)")(
+  // clang-format off
+  options.add_options()("help,h", "show this help")("device", po::value(&device), "cuda | cpu (default: cuda if present)")(
       "small", po::bool_switch(&opt.small), "small sizes (a quick check that everything runs)")(
-      "iters", po::value(&opt.iters), "timed runs per op (default 20)")(
-      "warmup", po::value(&opt.warmup), "untimed runs first (default 5)")("only", po::value(&opt.only),
-                                                                          "only ops whose name contains this");
+      "iters", po::value(&opt.iters), "timed runs per op (default 20)")("warmup", po::value(&opt.warmup),
+                                                                         "untimed runs first (default 5)")(
+      "only", po::value(&opt.only), "only ops whose name contains this");
+  // clang-format on
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, options), vm);

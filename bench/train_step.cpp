@@ -452,28 +452,31 @@ struct CommandLine {
 // Declares the options, bound to the fields of `c`.
 void add_options(po::options_description& options, CommandLine& c) {
   BenchOptions& o = c.o;
-  options.add_options()("help,h", "show this help")("preset", po::value(&c.preset_names)->composing(),
-                                                    "tiny | base-small (repeatable; default: both)")(
-      "config", po::value(&c.config_path), "a YAML config instead of a preset")(
-      "name", po::value(&c.run_name), "the run's name in the output (default: the preset or config path)")(
-      "set", po::value(&c.overrides)->composing(), "override a config key (repeatable)")(
-      "device", po::value(&c.device_arg), "cpu | cuda (train.device; default: the config's)")(
-      "kernels", po::value(&c.kernels_arg),
-      "fused | reference: the fused CUDA kernels or their ATen references (default: MOETRAIN_KERNELS, else fused)")(
-      "steps", po::value(&o.steps), "timed steps (default 10)")("warmup", po::value(&o.warmup),
-                                                                "untimed steps first (default 2)")(
-      "vocab", po::value(&o.vocab), "vocabulary size (default 8000)")("threads", po::value(&c.threads),
-                                                                      "intra-op threads (default: LibTorch's)")(
-      "json", po::bool_switch(&o.json), "print one JSON object per run instead of the table")(
-      "peak-tflops", po::value(&o.peak_tflops), "the device's bf16 matmul rate in TFLOP/s, the MFU denominator")(
-      "measure-matmul", po::bool_switch(&c.measure_matmul),
-      "measure the bf16 matmul rate first (median of timed N^3 matmuls) and use it as --peak-tflops")(
-      "matmul-only", po::bool_switch(&c.matmul_only), "only measure and print the bf16 matmul rate")(
-      "matmul-size", po::value(&c.matmul_size), "N of the N^3 matmul (default 8192)")(
-      "matmul-reps", po::value(&c.matmul_reps), "timed matmuls (default 10)")(
-      "layout", po::bool_switch(&o.layout),
-      "print the parallel layout, every group's bytes per collective summed over all ranks, and the pipeline "
-      "stages' idle time, instead of rank 0's ZeRO accounting");
+  // clang-format off
+  options.add_options()
+      ("help,h", "show this help")
+      ("preset", po::value(&c.preset_names)->composing(), "tiny | base-small (repeatable; default: both)")
+      ("config", po::value(&c.config_path), "a YAML config instead of a preset")
+      ("name", po::value(&c.run_name), "the run's name in the output (default: the preset or config path)")
+      ("set", po::value(&c.overrides)->composing(), "override a config key (repeatable)")
+      ("device", po::value(&c.device_arg), "cpu | cuda (train.device; default: the config's)")
+      ("kernels", po::value(&c.kernels_arg),
+       "fused | reference: the fused CUDA kernels or their ATen references (default: MOETRAIN_KERNELS, else fused)")
+      ("steps", po::value(&o.steps), "timed steps (default 10)")
+      ("warmup", po::value(&o.warmup), "untimed steps first (default 2)")
+      ("vocab", po::value(&o.vocab), "vocabulary size (default 8000)")
+      ("threads", po::value(&c.threads), "intra-op threads (default: LibTorch's)")
+      ("json", po::bool_switch(&o.json), "print one JSON object per run instead of the table")
+      ("peak-tflops", po::value(&o.peak_tflops), "the device's bf16 matmul rate in TFLOP/s, the MFU denominator")
+      ("measure-matmul", po::bool_switch(&c.measure_matmul),
+       "measure the bf16 matmul rate first (median of timed N^3 matmuls) and use it as --peak-tflops")
+      ("matmul-only", po::bool_switch(&c.matmul_only), "only measure and print the bf16 matmul rate")
+      ("matmul-size", po::value(&c.matmul_size), "N of the N^3 matmul (default 8192)")
+      ("matmul-reps", po::value(&c.matmul_reps), "timed matmuls (default 10)")
+      ("layout", po::bool_switch(&o.layout),
+       "print the parallel layout, every group's bytes per collective summed over all ranks, and the pipeline "
+       "stages' idle time, instead of rank 0's ZeRO accounting");
+  // clang-format on
 }
 
 // Parses and checks the command line into `c` and `vm` and selects the kernel
