@@ -1,5 +1,5 @@
 // DataConfig: where the token shards are and which objective turns them into
-// batches. Filled by the trainer from the `data:` section of the YAML config.
+// batches. Filled by config/ from the `data:` section of the YAML config.
 #pragma once
 
 #include <cstdint>

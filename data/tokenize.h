@@ -1,4 +1,4 @@
-// tokenize_corpus: the work behind `moetrain tokenize` (the CLI in trainer/
+// tokenize_corpus: the work behind `moetrain tokenize` (app/tokenize_command.cpp
 // fills TokenizeOptions and prints the TokenizeSummary).
 //
 // It reads the inputs twice, streaming, so corpora need not fit in memory:

@@ -1,5 +1,5 @@
 // ModelConfig: the architecture of the MoE encoder-decoder, as plain values.
-// The trainer fills it from the `model:` section of the YAML config and has
+// config/ fills it from the `model:` section of the YAML config and has
 // already validated it (heads divide d_model, ...) before a model is built.
 #pragma once
 

@@ -158,7 +158,7 @@ class FlatParameters {
   void accumulate_grads() { accumulate_grads_into(grads_); }
   void zero_grads();
   // Unsharded master: model = master cast to the compute dtype. (Sharded
-  // masters reach the model through an all-gather; see the trainer.)
+  // masters reach the model through an all-gather: BucketedGradSync.)
   void copy_master_to_model();
 
  private:

@@ -14,7 +14,7 @@
 //     shard (accumulating over micro-batches). Without grad (evaluation) it
 //     just gathers, runs and frees.
 //   the rest (embed_tokens, tied with the output projection, embed_positions,
-//     the final norms, lm_head): the trainer gathers them before a
+//     the final norms, lm_head): Zero3GradSync gathers them before a
 //     micro-batch's forward, frees them after it, gathers them again before
 //     the backward and, after it, reduce-scatters their .grad and frees them.
 //     Gathering twice makes the traffic the ZeRO paper's 3 psi (the tied
