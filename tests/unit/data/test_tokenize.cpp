@@ -65,6 +65,47 @@ class TokenizeTest : public ::testing::Test {
   void SetUp() override { MOETRAIN_REQUIRE_SHARED("brown.jsonl"); }
 };
 
+// BrownDocumentsEndToEnd: dataset.json describes it all.
+void expect_dataset_json(const TokenizeSummary& summary, const TokenizeOptions& options) {
+  auto j = read_json(summary.dataset_json);
+  EXPECT_EQ(j["kind"], "documents");
+  EXPECT_EQ(j["format_version"], 1);
+  EXPECT_EQ(j["vocab_size"], 800);
+  EXPECT_EQ(j["tokenizer"], "tokenizer.model");
+  EXPECT_EQ(j["inputs"], nlohmann::json(options.inputs));
+  EXPECT_EQ(j["input_records"], 62);
+  EXPECT_EQ(j["splits"]["train"]["documents"], 56);
+  EXPECT_EQ(j["splits"]["train"]["tokens"], summary.train.tokens);
+  EXPECT_EQ(j["splits"]["valid"]["documents"], 6);
+  EXPECT_EQ(j["splits"]["valid"]["shards"], nlohmann::json({"valid-00000.h5"}));
+  EXPECT_EQ(j["special_tokens"]["bos"], 3);
+  EXPECT_EQ(j["special_tokens"]["num_sentinels"], 100);
+}
+
+// BrownDocumentsEndToEnd: the output feeds BatchSource directly, both splits.
+void expect_feeds_batch_source(TempDir& dir, const TokenizeSummary& summary, const Tokenizer& tok) {
+  DataConfig cfg;
+  cfg.train = dir.file("out");
+  cfg.valid = dir.file("out");
+  cfg.src_len = 64;
+  cfg.tgt_len = 24;
+  EXPECT_EQ(resolve_tokenizer_path(cfg), summary.tokenizer_path);
+  DataConfig by_glob = cfg;
+  by_glob.train = dir.file("out/train-*.h5");
+  EXPECT_EQ(resolve_tokenizer_path(by_glob), summary.tokenizer_path);
+  DataConfig explicit_missing = cfg;
+  explicit_missing.tokenizer = dir.file("elsewhere.model");
+  EXPECT_THROW(resolve_tokenizer_path(explicit_missing), std::runtime_error);
+  BatchSource train(cfg, tok.special_tokens(), 1, "train");
+  BatchSource valid(cfg, tok.special_tokens(), 1, "valid");
+  EXPECT_EQ(train.shard_paths().size(), 3u);
+  EXPECT_GT(train.num_samples(), valid.num_samples());
+  auto batches = train.step_batches(0, 0, 1, 4, 2);
+  ASSERT_EQ(batches.size(), 2u);
+  EXPECT_EQ(batches[0].src_tokens.size(0), 2);
+  EXPECT_TRUE(batches[0].tgt_in.select(1, 0).eq(tok.bos_id()).all().item<bool>());
+}
+
 TEST_F(TokenizeTest, BrownDocumentsEndToEnd) {
   TempDir dir;
   const std::string input = dir.file("brown.jsonl");
@@ -120,46 +161,13 @@ TEST_F(TokenizeTest, BrownDocumentsEndToEnd) {
   EXPECT_EQ(ti, train_docs.size());
   EXPECT_EQ(vi, valid_docs.size());
 
-  // dataset.json describes it all.
-  auto j = read_json(summary.dataset_json);
-  EXPECT_EQ(j["kind"], "documents");
-  EXPECT_EQ(j["format_version"], 1);
-  EXPECT_EQ(j["vocab_size"], 800);
-  EXPECT_EQ(j["tokenizer"], "tokenizer.model");
-  EXPECT_EQ(j["inputs"], nlohmann::json(options.inputs));
-  EXPECT_EQ(j["input_records"], 62);
-  EXPECT_EQ(j["splits"]["train"]["documents"], 56);
-  EXPECT_EQ(j["splits"]["train"]["tokens"], summary.train.tokens);
-  EXPECT_EQ(j["splits"]["valid"]["documents"], 6);
-  EXPECT_EQ(j["splits"]["valid"]["shards"], nlohmann::json({"valid-00000.h5"}));
-  EXPECT_EQ(j["special_tokens"]["bos"], 3);
-  EXPECT_EQ(j["special_tokens"]["num_sentinels"], 100);
+  expect_dataset_json(summary, options);
 
   // Nothing temporary left behind.
   for (const auto& e : std::filesystem::directory_iterator(dir.file("out")))
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
 
-  // The output feeds BatchSource directly, both splits.
-  DataConfig cfg;
-  cfg.train = dir.file("out");
-  cfg.valid = dir.file("out");
-  cfg.src_len = 64;
-  cfg.tgt_len = 24;
-  EXPECT_EQ(resolve_tokenizer_path(cfg), summary.tokenizer_path);
-  DataConfig by_glob = cfg;
-  by_glob.train = dir.file("out/train-*.h5");
-  EXPECT_EQ(resolve_tokenizer_path(by_glob), summary.tokenizer_path);
-  DataConfig explicit_missing = cfg;
-  explicit_missing.tokenizer = dir.file("elsewhere.model");
-  EXPECT_THROW(resolve_tokenizer_path(explicit_missing), std::runtime_error);
-  BatchSource train(cfg, tok.special_tokens(), 1, "train");
-  BatchSource valid(cfg, tok.special_tokens(), 1, "valid");
-  EXPECT_EQ(train.shard_paths().size(), 3u);
-  EXPECT_GT(train.num_samples(), valid.num_samples());
-  auto batches = train.step_batches(0, 0, 1, 4, 2);
-  ASSERT_EQ(batches.size(), 2u);
-  EXPECT_EQ(batches[0].src_tokens.size(0), 2);
-  EXPECT_TRUE(batches[0].tgt_in.select(1, 0).eq(tok.bos_id()).all().item<bool>());
+  expect_feeds_batch_source(dir, summary, tok);
 
   // Deterministic: a second run gives the same tokenizer and the same shards.
   TokenizeOptions again = options;
