@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "checkpoint/directory.h"
 #include "models/model_parallelism.h"
 #include "optim/adamw.h"
 #include "optim/flat_parameters.h"
@@ -37,20 +38,6 @@
 #include "parallel/communicator.h"
 
 namespace moetrain::checkpoint {
-
-class CheckpointError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-std::string checkpoint_name(int64_t step);  // "step-000020"
-
-// The newest complete checkpoint under `checkpoints_dir`, if any.
-std::optional<std::string> find_latest_checkpoint(const std::string& checkpoints_dir);
-
-// Accepts a checkpoint directory, a checkpoints/ directory or a run's output
-// directory; returns the checkpoint directory to load. Throws CheckpointError.
-std::string resolve_checkpoint_path(const std::string& path);
 
 struct CheckpointContents {
   int64_t step = 0;
@@ -124,16 +111,5 @@ struct ExtraWeights {
 LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& params, optim::AdamW* optimizer,
                                  int64_t rank = 0, const models::ParameterSlices* slices = nullptr,
                                  const ExtraWeights& extra = {});
-
-// A checkpoint's meta.json. Throws CheckpointError when missing or malformed.
-nlohmann::json read_checkpoint_meta(const std::string& dir);
-
-// The LoRA scale a checkpoint's run trained with (from its recorded config):
-// 0 when it was not a LoRA run.
-double checkpoint_lora_scale(const std::string& dir);
-
-// The index of the phase (Config::phases) that wrote a checkpoint; -1 for a
-// run without phases.
-int64_t checkpoint_phase(const std::string& dir);
 
 }  // namespace moetrain::checkpoint

@@ -1,0 +1,92 @@
+#include "checkpoint/directory.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "config/config.h"
+#include "config/load.h"
+
+namespace fs = std::filesystem;
+
+namespace moetrain::checkpoint {
+
+int64_t checkpoint_step(const std::string& dir) {
+  static const std::regex pattern("step-([0-9]+)");
+  std::smatch m;
+  const std::string name = fs::path(dir).filename().string();
+  if (!std::regex_match(name, m, pattern)) return -1;
+  return std::stoll(m[1]);
+}
+
+bool is_complete_checkpoint(const std::string& dir) { return fs::is_regular_file(fs::path(dir) / "meta.json"); }
+
+std::string checkpoint_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "step-%06lld", static_cast<long long>(step));
+  return buf;
+}
+
+std::optional<std::string> find_latest_checkpoint(const std::string& checkpoints_dir) {
+  if (!fs::is_directory(checkpoints_dir)) return std::nullopt;
+  int64_t best = -1;
+  fs::path best_dir;
+  for (const auto& entry : fs::directory_iterator(checkpoints_dir)) {
+    if (!entry.is_directory()) continue;
+    const int64_t step = checkpoint_step(entry.path().string());
+    if (step > best && is_complete_checkpoint(entry.path().string())) {
+      best = step;
+      best_dir = entry.path();
+    }
+  }
+  if (best < 0) return std::nullopt;
+  return best_dir.string();
+}
+
+std::string resolve_checkpoint_path(const std::string& path) {
+  if (!fs::exists(path)) throw CheckpointError("checkpoint not found: " + path);
+  if (checkpoint_step(path) >= 0 || fs::is_regular_file(fs::path(path) / "meta.json")) {
+    if (!is_complete_checkpoint(path)) {
+      throw CheckpointError("checkpoint " + path + " is incomplete (no meta.json)");
+    }
+    return path;
+  }
+  for (const fs::path& candidate : {fs::path(path), fs::path(path) / "checkpoints"}) {
+    if (auto latest = find_latest_checkpoint(candidate.string())) return *latest;
+  }
+  throw CheckpointError("no complete checkpoint under " + path);
+}
+
+std::string rank_file_name(int64_t rank) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "rank-%05lld.h5", static_cast<long long>(rank));
+  return buf;
+}
+
+nlohmann::json read_checkpoint_meta(const std::string& dir) {
+  const fs::path meta_path = fs::path(dir) / "meta.json";
+  if (!fs::is_regular_file(meta_path)) throw CheckpointError("checkpoint " + dir + " is incomplete (no meta.json)");
+  try {
+    std::ifstream in(meta_path);
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(meta_path.string() + ": malformed: " + e.what());
+  }
+}
+
+double checkpoint_lora_scale(const std::string& dir) {
+  const nlohmann::json meta = read_checkpoint_meta(dir);
+  if (!meta.contains("config") || !meta["config"].is_string()) return 0;
+  const config::Config config =
+      config::load_config_text(meta["config"].get<std::string>(), dir + "/meta.json (config)");
+  return config.finetune.mode == config::FinetuneMode::Lora ? config.lora.scale() : 0;
+}
+
+int64_t checkpoint_phase(const std::string& dir) {
+  const nlohmann::json meta = read_checkpoint_meta(dir);
+  if (!meta.contains("phase") || !meta["phase"].is_object()) return -1;
+  return meta["phase"].value("index", int64_t{-1});
+}
+
+}  // namespace moetrain::checkpoint
