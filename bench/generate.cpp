@@ -78,6 +78,25 @@ void print_row(const std::string& method, const Options& o, double seconds, cons
   std::fflush(stdout);
 }
 
+// The config's model with o.vocab, no dropout and dropless MoE (as
+// generate runs), random weights from seed 0, on `device` in o.dtype.
+models::Seq2SeqTransformer build_model(const Options& o, const std::string& config_path,
+                                       const std::vector<std::string>& overrides, const torch::Device& device) {
+  auto cfg = config::load_config(config_path, overrides).model;
+  cfg.vocab_size = o.vocab;
+  cfg.dropout = 0;
+  cfg.moe.capacity_factor = 0;
+  if (o.src_len > cfg.max_positions || o.length + 1 > cfg.max_positions) {
+    throw std::runtime_error("--src-len and --length + 1 must be at most model.max_positions (" +
+                             std::to_string(cfg.max_positions) + ")");
+  }
+  torch::manual_seed(0);
+  models::Seq2SeqTransformer model(cfg);
+  model->eval();
+  model->place(device, config::to_scalar_type(config::parse_compute_dtype(o.dtype)));
+  return model;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -87,18 +106,19 @@ int main(int argc, char** argv) {
   int64_t threads = 0;
   po::options_description options("bench_generate options");
   // clang-format off
-  options.add_options()("help,h", "show this help")(
-      "config", po::value(&config_path), "the model's YAML config (default configs/tiny.yaml)")(
-      "set", po::value(&overrides)->composing(), "override a config key (repeatable)")(
-      "vocab", po::value(&o.vocab), "vocabulary size (default 8000)")(
-      "batch", po::value(&o.batch), "sources per batch (default 16)")(
-      "src-len", po::value(&o.src_len), "source tokens (default 64)")(
-      "length", po::value(&o.length), "tokens generated per output (default 32)")(
-      "beam-size", po::value(&o.beam_size), "beams of the beam-search row (default 4)")(
-      "device", po::value(&o.device), "cpu | cuda (default cpu)")(
-      "dtype", po::value(&o.dtype), "fp32 | bf16 | fp16: the parameters' dtype (default fp32)")(
-      "repeats", po::value(&o.repeats), "timed runs per row, the median printed (default 3)")(
-      "threads", po::value(&threads), "intra-op threads (default: LibTorch's)");
+  options.add_options()
+      ("help,h", "show this help")
+      ("config", po::value(&config_path), "the model's YAML config (default configs/tiny.yaml)")
+      ("set", po::value(&overrides)->composing(), "override a config key (repeatable)")
+      ("vocab", po::value(&o.vocab), "vocabulary size (default 8000)")
+      ("batch", po::value(&o.batch), "sources per batch (default 16)")
+      ("src-len", po::value(&o.src_len), "source tokens (default 64)")
+      ("length", po::value(&o.length), "tokens generated per output (default 32)")
+      ("beam-size", po::value(&o.beam_size), "beams of the beam-search row (default 4)")
+      ("device", po::value(&o.device), "cpu | cuda (default cpu)")
+      ("dtype", po::value(&o.dtype), "fp32 | bf16 | fp16: the parameters' dtype (default fp32)")
+      ("repeats", po::value(&o.repeats), "timed runs per row, the median printed (default 3)")
+      ("threads", po::value(&threads), "intra-op threads (default: LibTorch's)");
   // clang-format on
   po::variables_map vm;
   try {
@@ -128,18 +148,7 @@ int main(int argc, char** argv) {
       throw std::runtime_error("--device cuda: no CUDA device is available");
     }
     const torch::Device device = o.device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
-    auto cfg = config::load_config(config_path, overrides).model;
-    cfg.vocab_size = o.vocab;
-    cfg.dropout = 0;
-    cfg.moe.capacity_factor = 0;  // dropless, as generate runs
-    if (o.src_len > cfg.max_positions || o.length + 1 > cfg.max_positions) {
-      throw std::runtime_error("--src-len and --length + 1 must be at most model.max_positions (" +
-                               std::to_string(cfg.max_positions) + ")");
-    }
-    torch::manual_seed(0);
-    models::Seq2SeqTransformer model(cfg);
-    model->eval();
-    model->place(device, config::to_scalar_type(config::parse_compute_dtype(o.dtype)));
+    models::Seq2SeqTransformer model = build_model(o, config_path, overrides, device);
     int64_t params = 0;
     for (const auto& p : model->parameters()) params += p.numel();
     const auto src = torch::randint(4, o.vocab, {o.batch, o.src_len}, torch::kInt64);
