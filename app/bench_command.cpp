@@ -3,13 +3,16 @@
 
 #include <boost/program_options.hpp>
 
+#include <cstdlib>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "app/command_line.h"
 #include "parallel/comm_benchmark.h"
+#include "parallel/device_map.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/nccl_communicator.h"
 
@@ -60,9 +63,26 @@ int bench_command(int argc, char** argv) {
   if (device == "cuda") {
     if (!torch::cuda::is_available()) throw UsageError("bench comm: --device cuda but no CUDA device is available");
     if (!parallel::nccl_compiled()) throw UsageError("bench comm: this build has no NCCL backend");
-    const int local = static_cast<int>(world->rank() % torch::cuda::device_count());
-    comm = parallel::make_nccl_communicator(*world, local, timeout_s);
-    o.device = torch::Device(torch::kCUDA, local);
+    // One rank per GPU by node-local rank, checked across the job before
+    // NCCL is set up (it refuses two ranks on one GPU).
+    const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+    const int64_t local_rank = parallel::node_local_rank().local_rank;
+    const parallel::RankDevice mine{
+        world->rank(), parallel::host_name(), local_rank,
+        parallel::choose_device(local_rank, torch::cuda::device_count(), visible ? visible : "")};
+    const auto map = parallel::gather_device_map(*world, mine);
+    try {
+      parallel::check_device_map(map, /*exclusive=*/true);
+    } catch (const parallel::DeviceMapError& e) {
+      throw UsageError(std::string("bench comm: ") + e.what());
+    }
+    if (world->rank() == 0) {
+      std::istringstream lines(parallel::describe_device_map(map));
+      for (std::string line; std::getline(lines, line);) std::cout << "# devices " << line << "\n";
+    }
+    const int device_index = static_cast<int>(mine.device.index);
+    comm = parallel::make_nccl_communicator(*world, device_index, timeout_s);
+    o.device = torch::Device(torch::kCUDA, device_index);
   }
   parallel::Communicator& c = comm ? *comm : *world;
   // The first collectives on a communicator set up its connections: keep
