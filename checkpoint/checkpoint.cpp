@@ -40,13 +40,8 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const Checkpoint
       write_pieces(file, "model/", params, params.master(), c.slices, c.writes_entry);
       for (const auto& [name, tensor] : c.frozen) {
         const std::vector<int64_t> shape(tensor.sizes().begin(), tensor.sizes().end());
-        const auto block = block_of(name, shape, c.slices);
-        const std::string dataset = "model/" + name;
-        file.write_tensor(dataset, tensor.detach().to(torch::kCPU, torch::kFloat32).contiguous().view(-1));
-        file.set_attr(dataset, "global_shape", block.global_shape);
-        file.set_attr(dataset, "slice_start", block.start);
-        file.set_attr(dataset, "slice_shape", shape);
-        file.set_attr(dataset, "flat_offset", int64_t{0});
+        write_piece(file, "model/" + name, tensor.detach().to(torch::kCPU, torch::kFloat32).contiguous().view(-1),
+                    block_of(name, shape, c.slices), shape, 0);
       }
       write_pieces(file, "optim/exp_avg/", params, c.optimizer->exp_avg(), c.slices, c.writes_entry);
       write_pieces(file, "optim/exp_avg_sq/", params, c.optimizer->exp_avg_sq(), c.slices, c.writes_entry);
@@ -89,17 +84,8 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const Checkpoint
     data::write_file_atomically((fs::path(checkpoints_dir) / "latest").string(), name + "\n");
 
     if (keep > 0) {
-      std::vector<std::pair<int64_t, fs::path>> complete;
-      for (const auto& entry : fs::directory_iterator(checkpoints_dir)) {
-        const int64_t step = checkpoint_step(entry.path().string());
-        if (entry.is_directory() && step >= 0 && is_complete_checkpoint(entry.path().string())) {
-          complete.emplace_back(step, entry.path());
-        }
-      }
-      std::sort(complete.begin(), complete.end());
-      for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) {
-        data::remove_tree(complete[i].second.string());
-      }
+      const auto complete = complete_checkpoints(checkpoints_dir);
+      for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) data::remove_tree(complete[i].second);
     }
   }
   world.barrier();

@@ -1,5 +1,6 @@
 #include "checkpoint/directory.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -28,25 +29,36 @@ std::string checkpoint_name(int64_t step) {
   return buf;
 }
 
-std::optional<std::string> find_latest_checkpoint(const std::string& checkpoints_dir) {
-  if (!fs::is_directory(checkpoints_dir)) return std::nullopt;
-  int64_t best = -1;
-  fs::path best_dir;
+std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::string& checkpoints_dir) {
+  std::vector<std::pair<int64_t, std::string>> complete;
+  if (!fs::is_directory(checkpoints_dir)) return complete;
   for (const auto& entry : fs::directory_iterator(checkpoints_dir)) {
-    if (!entry.is_directory()) continue;
-    const int64_t step = checkpoint_step(entry.path().string());
-    if (step > best && is_complete_checkpoint(entry.path().string())) {
-      best = step;
-      best_dir = entry.path();
-    }
+    const std::string dir = entry.path().string();
+    const int64_t step = checkpoint_step(dir);
+    if (entry.is_directory() && step >= 0 && is_complete_checkpoint(dir)) complete.emplace_back(step, dir);
   }
-  if (best < 0) return std::nullopt;
-  return best_dir.string();
+  std::sort(complete.begin(), complete.end());
+  return complete;
+}
+
+std::optional<std::string> find_latest_checkpoint(const std::string& checkpoints_dir) {
+  const auto complete = complete_checkpoints(checkpoints_dir);
+  if (complete.empty()) return std::nullopt;
+  return complete.back().second;
+}
+
+std::string checkpoints_dir_of(const std::string& output_dir) {
+  return (fs::path(output_dir) / "checkpoints").string();
+}
+
+std::optional<std::string> checkpoint_to_resume(const std::string& output_dir, const std::string& resume) {
+  if (!resume.empty()) return resolve_checkpoint_path(resume);
+  return find_latest_checkpoint(checkpoints_dir_of(output_dir));
 }
 
 std::string resolve_checkpoint_path(const std::string& path) {
   if (!fs::exists(path)) throw CheckpointError("checkpoint not found: " + path);
-  if (checkpoint_step(path) >= 0 || fs::is_regular_file(fs::path(path) / "meta.json")) {
+  if (checkpoint_step(path) >= 0 || is_complete_checkpoint(path)) {
     if (!is_complete_checkpoint(path)) {
       throw CheckpointError("checkpoint " + path + " is incomplete (no meta.json)");
     }
@@ -75,12 +87,16 @@ nlohmann::json read_checkpoint_meta(const std::string& dir) {
   }
 }
 
-double checkpoint_lora_scale(const std::string& dir) {
+std::optional<config::Config> read_checkpoint_config(const std::string& dir) {
   const nlohmann::json meta = read_checkpoint_meta(dir);
-  if (!meta.contains("config") || !meta["config"].is_string()) return 0;
-  const config::Config config =
-      config::load_config_text(meta["config"].get<std::string>(), dir + "/meta.json (config)");
-  return config.finetune.mode == config::FinetuneMode::Lora ? config.lora.scale() : 0;
+  if (!meta.contains("config") || !meta["config"].is_string()) return std::nullopt;
+  return config::load_config_text(meta["config"].get<std::string>(),
+                                  (fs::path(dir) / "meta.json").string() + " (config)");
+}
+
+double checkpoint_lora_scale(const std::string& dir) {
+  const auto config = read_checkpoint_config(dir);
+  return config && config->finetune.mode == config::FinetuneMode::Lora ? config->lora.scale() : 0;
 }
 
 int64_t checkpoint_phase(const std::string& dir) {

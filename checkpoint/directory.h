@@ -12,6 +12,10 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include "config/config.h"
 
 namespace moetrain::checkpoint {
 
@@ -28,8 +32,20 @@ std::string rank_file_name(int64_t rank);   // "rank-00003.h5"
 int64_t checkpoint_step(const std::string& dir);
 bool is_complete_checkpoint(const std::string& dir);
 
+// The complete checkpoints under `checkpoints_dir` as (step, directory),
+// oldest first; none when the folder does not exist.
+std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::string& checkpoints_dir);
+
 // The newest complete checkpoint under `checkpoints_dir`, if any.
 std::optional<std::string> find_latest_checkpoint(const std::string& checkpoints_dir);
+
+// OUTPUT/checkpoints for a run's output directory.
+std::string checkpoints_dir_of(const std::string& output_dir);
+
+// The checkpoint a run resumes from: `resume` (a checkpoint, checkpoints/ or
+// run folder; see resolve_checkpoint_path) when given, else the newest
+// complete one of OUTPUT/checkpoints, if any.
+std::optional<std::string> checkpoint_to_resume(const std::string& output_dir, const std::string& resume);
 
 // Accepts a checkpoint directory, a checkpoints/ directory or a run's output
 // directory; returns the checkpoint directory to load. Throws CheckpointError.
@@ -37,6 +53,10 @@ std::string resolve_checkpoint_path(const std::string& path);
 
 // A checkpoint's meta.json. Throws CheckpointError when missing or malformed.
 nlohmann::json read_checkpoint_meta(const std::string& dir);
+
+// The run config a checkpoint's meta.json records (none when it records no
+// config). Throws ConfigError naming meta.json when the recorded one is bad.
+std::optional<config::Config> read_checkpoint_config(const std::string& dir);
 
 // The LoRA scale a checkpoint's run trained with (from its recorded config):
 // 0 when it was not a LoRA run.

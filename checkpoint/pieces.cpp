@@ -30,14 +30,18 @@ void write_pieces(data::Hdf5File& file, const std::string& group, const optim::F
     const auto piece = params.local_piece(e);
     const int64_t len = piece.end - piece.begin;
     if (len == 0 || (writes_entry && !writes_entry(e))) continue;
-    const auto block = block_of(e, slices);
-    const std::string dataset = group + e.name;
-    file.write_tensor(dataset, host.narrow(0, piece.master_offset, len));
-    file.set_attr(dataset, "global_shape", block.global_shape);
-    file.set_attr(dataset, "slice_start", block.start);
-    file.set_attr(dataset, "slice_shape", e.shape);
-    file.set_attr(dataset, "flat_offset", piece.begin);
+    write_piece(file, group + e.name, host.narrow(0, piece.master_offset, len), block_of(e, slices), e.shape,
+                piece.begin);
   }
+}
+
+void write_piece(data::Hdf5File& file, const std::string& dataset, const torch::Tensor& values,
+                 const models::ParameterSlice& block, const std::vector<int64_t>& shape, int64_t flat_offset) {
+  file.write_tensor(dataset, values);
+  file.set_attr(dataset, "global_shape", block.global_shape);
+  file.set_attr(dataset, "slice_start", block.start);
+  file.set_attr(dataset, "slice_shape", shape);
+  file.set_attr(dataset, "flat_offset", flat_offset);
 }
 
 namespace {

@@ -24,6 +24,12 @@ models::ParameterSlice block_of(const std::string& name, const std::vector<int64
                                 const models::ParameterSlices* slices);
 models::ParameterSlice block_of(const optim::FlatParameterEntry& e, const models::ParameterSlices* slices);
 
+// Writes `values` (1-D: the elements from `flat_offset` on of the block
+// `block` of a parameter, whose shape on this rank is `shape`) as `dataset`,
+// with the attributes that place them in the whole parameter.
+void write_piece(data::Hdf5File& file, const std::string& dataset, const torch::Tensor& values,
+                 const models::ParameterSlice& block, const std::vector<int64_t>& shape, int64_t flat_offset);
+
 // Writes this rank's pieces of `buffer` (laid out like params.master()) as
 // `<group><param>` datasets with the attributes that place each piece in its
 // whole parameter; `writes_entry` (when set) says which parameters.

@@ -1,14 +1,11 @@
 #include "export/checkpoint_model.h"
 
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <stdexcept>
 #include <utility>
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
-#include "config/load.h"
 #include "data/batch_source.h"
 #include "optim/flat_parameters.h"
 
@@ -20,11 +17,11 @@ CheckpointModel load_checkpoint_model(const std::string& checkpoint, const std::
   CheckpointModel m;
   m.checkpoint = checkpoint::resolve_checkpoint_path(checkpoint);
   const fs::path meta_path = fs::path(m.checkpoint) / "meta.json";
-  const nlohmann::json meta = checkpoint::read_checkpoint_meta(m.checkpoint);
-  if (!meta.contains("config") || !meta["config"].is_string()) {
+  auto config = checkpoint::read_checkpoint_config(m.checkpoint);
+  if (!config) {
     throw checkpoint::CheckpointError(meta_path.string() + ": no run config recorded (written by an older moetrain?)");
   }
-  m.config = config::load_config_text(meta["config"].get<std::string>(), meta_path.string() + " (config)");
+  m.config = std::move(*config);
   if (m.config.model.vocab_size <= 0) {
     throw checkpoint::CheckpointError(meta_path.string() + ": the recorded config has no vocabulary size");
   }

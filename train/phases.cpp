@@ -1,17 +1,12 @@
 #include "train/phases.h"
 
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <optional>
 #include <string>
 
 #include "checkpoint/checkpoint.h"
-#include "config/load.h"
 #include "train/shutdown_signal.h"
 #include "train/training_loop.h"
-
-namespace fs = std::filesystem;
 
 namespace moetrain::train {
 
@@ -22,17 +17,10 @@ int train_run(const config::Config& config, std::shared_ptr<parallel::Communicat
     return run_training(trainer, options);
   }
   const bool leader = world->rank() == 0;
-  if (leader) {
-    fs::create_directories(options.output_dir);
-    std::ofstream out(fs::path(options.output_dir) / "config.yaml", std::ios::trunc);
-    out << config::config_to_yaml(config);
-  }
+  if (leader) write_run_config(options.output_dir, config);
   // The phase holding the next step of the newest checkpoint (the first
   // phase of a new run).
-  const std::string checkpoints_dir = (fs::path(options.output_dir) / "checkpoints").string();
-  const std::optional<std::string> latest = options.resume.empty()
-                                                ? checkpoint::find_latest_checkpoint(checkpoints_dir)
-                                                : checkpoint::resolve_checkpoint_path(options.resume);
+  const std::optional<std::string> latest = checkpoint::checkpoint_to_resume(options.output_dir, options.resume);
   size_t first = 0;
   if (latest) {
     const int64_t step = checkpoint::read_checkpoint_meta(*latest).value("step", int64_t{0});

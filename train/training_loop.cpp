@@ -58,15 +58,10 @@ TrainingLoop::TrainingLoop(Trainer& trainer, const TrainOptions& options)
       phase_(trainer.phase()),
       options_(options),
       leader_(trainer.world().rank() == 0),
-      checkpoints_dir_((fs::path(options.output_dir) / "checkpoints").string()) {
+      checkpoints_dir_(checkpoint::checkpoints_dir_of(options.output_dir)) {
   trainer_.set_output_dir(options.output_dir);
-  if (leader_) {
-    fs::create_directories(options.output_dir);
-    if (!phase_.in_phases()) {  // a run of phases writes its whole config itself
-      std::ofstream out(fs::path(options.output_dir) / "config.yaml", std::ios::trunc);
-      out << config::config_to_yaml(cfg_);
-    }
-  }
+  // A run of phases writes its whole config itself (train_run).
+  if (leader_ && !phase_.in_phases()) write_run_config(options.output_dir, cfg_);
   trainer_.world().barrier();
   const auto tokenizer = data::Tokenizer::load(data::resolve_tokenizer_path(cfg_.data));
   const auto special = tokenizer.special_tokens();
@@ -126,9 +121,7 @@ int64_t TrainingLoop::resume_or_initialise() {
   // Resume: --resume, else the newest complete checkpoint of this output dir.
   // In a run of phases, a checkpoint of an earlier phase (its last step)
   // starts this one instead: its weights, a fresh optimizer.
-  std::optional<std::string> resume_dir = options_.resume.empty()
-                                              ? checkpoint::find_latest_checkpoint(checkpoints_dir_)
-                                              : checkpoint::resolve_checkpoint_path(options_.resume);
+  std::optional<std::string> resume_dir = checkpoint::checkpoint_to_resume(options_.output_dir, options_.resume);
   std::string init_from = options_.init_from;
   if (resume_dir && phase_.in_phases() && checkpoint::checkpoint_phase(*resume_dir) < phase_.index) {
     init_from = *resume_dir;
@@ -279,5 +272,11 @@ bool TrainingLoop::agree_to_stop() {
 }  // namespace
 
 int run_training(Trainer& trainer, const TrainOptions& options) { return TrainingLoop(trainer, options).run(); }
+
+void write_run_config(const std::string& output_dir, const config::Config& config) {
+  fs::create_directories(output_dir);
+  std::ofstream out(fs::path(output_dir) / "config.yaml", std::ios::trunc);
+  out << config::config_to_yaml(config);
+}
 
 }  // namespace moetrain::train

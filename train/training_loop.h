@@ -4,6 +4,9 @@
 // writes OUTPUT/config.yaml and OUTPUT/metrics.jsonl.
 #pragma once
 
+#include <string>
+
+#include "config/config.h"
 #include "train/trainer.h"
 
 namespace moetrain::train {
@@ -12,5 +15,9 @@ namespace moetrain::train {
 // options.resume) left off. Returns the process exit code (0, also after a
 // SIGTERM/SIGINT that ended the run with a checkpoint).
 int run_training(Trainer& trainer, const TrainOptions& options);
+
+// Writes OUTPUT/config.yaml: the whole resolved config of the run (for a run
+// of phases, the config with its phases). Rank 0 alone calls it.
+void write_run_config(const std::string& output_dir, const config::Config& config);
 
 }  // namespace moetrain::train
