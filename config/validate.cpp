@@ -24,19 +24,16 @@ bool path_exists(const std::string& pattern) {
   return found;
 }
 
-// require(ok, key, what) throws ConfigError "KEY: WHAT (file:line)".
-struct Checker {
+// require(ok, key, what) throws ConfigError "KEY: WHAT (file:line)" unless ok.
+struct Require {
   const ConfigSource& src;
-  void require(bool ok, const std::string& key, const std::string& what) const {
+  void operator()(bool ok, const std::string& key, const std::string& what) const {
     if (!ok) throw ConfigError(key + ": " + what + src.where(key));
   }
 };
 
 // model: sizes, positions, attention, MoE.
-void validate_model(const Config& c, const Checker& check) {
-  const auto require = [&check](bool ok, const std::string& key, const std::string& what) {
-    check.require(ok, key, what);
-  };
+void validate_model(const Config& c, const Require& require) {
   const auto& m = c.model;
   require(m.vocab_size >= 0, "model.vocab_size", "must be >= 0 (0: from the tokenizer)");
   require(m.d_model > 0, "model.d_model", "must be positive");
@@ -68,10 +65,7 @@ void validate_model(const Config& c, const Checker& check) {
 
 // The batch against the parallel layout, and what each kind of parallelism
 // needs of the model.
-void validate_layout(const Config& c, const Checker& check, int64_t world_size) {
-  const auto require = [&check](bool ok, const std::string& key, const std::string& what) {
-    check.require(ok, key, what);
-  };
+void validate_layout(const Config& c, const Require& require, int64_t world_size) {
   require(c.train.micro_batch >= 1, "train.micro_batch", "must be at least 1");
   require(c.train.global_batch >= 1, "train.global_batch", "must be at least 1");
   try {
@@ -127,14 +121,11 @@ void validate_layout(const Config& c, const Checker& check, int64_t world_size) 
   require(
       c.parallel.pp_cuts.empty() || static_cast<int64_t>(c.parallel.pp_cuts.size()) == pp - 1, "parallel.pp_cuts",
       "needs pp - 1 = " + std::to_string(pp - 1) + " cut point(s), got " + std::to_string(c.parallel.pp_cuts.size()));
-  resolve_pp_cuts(c, &check.src);
+  resolve_pp_cuts(c, &require.src);
 }
 
 // train: steps, device, evaluation.
-void validate_train(const Config& c, const Checker& check) {
-  const auto require = [&check](bool ok, const std::string& key, const std::string& what) {
-    check.require(ok, key, what);
-  };
+void validate_train(const Config& c, const Require& require) {
   const auto& t = c.train;
   require(t.max_steps >= 1, "train.max_steps", "must be at least 1");
   require(t.device == "cpu" || t.device == "cuda" || t.device == "auto", "train.device",
@@ -147,10 +138,7 @@ void validate_train(const Config& c, const Checker& check) {
 }
 
 // optim: AdamW and the learning-rate schedule.
-void validate_optim(const Config& c, const Checker& check) {
-  const auto require = [&check](bool ok, const std::string& key, const std::string& what) {
-    check.require(ok, key, what);
-  };
+void validate_optim(const Config& c, const Require& require) {
   const auto& o = c.optim;
   require(o.lr > 0, "optim.lr", "must be positive");
   require(o.min_lr >= 0 && o.min_lr <= o.lr, "optim.min_lr", "must be in [0, optim.lr]");
@@ -164,10 +152,7 @@ void validate_optim(const Config& c, const Checker& check) {
 }
 
 // precision: the fp16 loss scaler.
-void validate_precision(const Config& c, const Checker& check) {
-  const auto require = [&check](bool ok, const std::string& key, const std::string& what) {
-    check.require(ok, key, what);
-  };
+void validate_precision(const Config& c, const Require& require) {
   const auto& ls = c.precision.loss_scale;
   require(ls.initial >= 1, "precision.loss_scale.initial", "must be >= 1");
   require(ls.growth_interval >= 1, "precision.loss_scale.growth_interval", "must be at least 1");
@@ -176,14 +161,11 @@ void validate_precision(const Config& c, const Checker& check) {
 }
 
 // data: the training data (one dataset or a mixture), the valid split, lengths.
-void validate_data(const Config& c, const Checker& check) {
-  const auto require = [&check](bool ok, const std::string& key, const std::string& what) {
-    check.require(ok, key, what);
-  };
+void validate_data(const Config& c, const Require& require) {
   const auto& d = c.data;
   if (d.mixture.empty()) {
     // `mixture: []` is what config_to_yaml writes beside a data.train.
-    require(!d.train.empty() || !check.src.locations.count("data.mixture"), "data.mixture",
+    require(!d.train.empty() || !require.src.locations.count("data.mixture"), "data.mixture",
             "is empty (list datasets as {path: DIR, weight: W}, or give data.train)");
     require(!d.train.empty(), "data.train",
             "is required (a directory written by `moetrain tokenize`), or data.mixture (datasets with weights)");
@@ -194,7 +176,7 @@ void validate_data(const Config& c, const Checker& check) {
     // An item's error is located at its field when given, else at the item.
     auto require_item = [&](bool ok, const std::string& item, const std::string& field, const std::string& what) {
       const std::string key = item + "." + field;
-      if (!ok) throw ConfigError(key + ": " + what + check.src.where(check.src.locations.count(key) ? key : item));
+      if (!ok) throw ConfigError(key + ": " + what + require.src.where(require.src.locations.count(key) ? key : item));
     };
     std::map<std::string, std::string> names;  // name -> the item that has it
     for (size_t i = 0; i < d.mixture.size(); ++i) {
@@ -224,10 +206,7 @@ void validate_data(const Config& c, const Checker& check) {
 }
 
 // checkpoint, log, finetune and lora.
-void validate_finetune(const Config& c, const Checker& check) {
-  const auto require = [&check](bool ok, const std::string& key, const std::string& what) {
-    check.require(ok, key, what);
-  };
+void validate_finetune(const Config& c, const Require& require) {
   require(c.checkpoint.every >= 0, "checkpoint.every", "must be >= 0");
   require(c.checkpoint.keep >= 0, "checkpoint.keep", "must be >= 0 (0 keeps all)");
   require(c.log.every >= 1, "log.every", "must be at least 1");
@@ -278,17 +257,17 @@ std::vector<int64_t> resolve_pp_cuts(const Config& c, const ConfigSource* src) {
 }
 
 void validate_config(const Config& c, int64_t world_size, const ConfigSource& src) {
-  const Checker check{src};
+  const Require require{src};
   for (size_t i = 0; i < c.phases.size(); ++i) {
-    check.require(c.phases[i].steps >= 1, "phases[" + std::to_string(i) + "].steps", "must be at least 1");
+    require(c.phases[i].steps >= 1, "phases[" + std::to_string(i) + "].steps", "must be at least 1");
   }
-  validate_model(c, check);
-  validate_layout(c, check, world_size);
-  validate_train(c, check);
-  validate_optim(c, check);
-  validate_precision(c, check);
-  validate_data(c, check);
-  validate_finetune(c, check);
+  validate_model(c, require);
+  validate_layout(c, require, world_size);
+  validate_train(c, require);
+  validate_optim(c, require);
+  validate_precision(c, require);
+  validate_data(c, require);
+  validate_finetune(c, require);
   // Phases: each one's config must hold on its own; errors name the phase
   // and the key's line in it.
   for (size_t i = 0; i < c.phases.size(); ++i) {

@@ -14,6 +14,15 @@ struct Seq2SeqBatch {
   torch::Tensor tgt_mask;         // [B, T] bool, true where tgt_out is a real token
   int64_t num_target_tokens = 0;  // tgt_mask.sum()
   int64_t num_source_tokens = 0;  // src_mask.sum()
+
+  // The same batch with its tensors on `device` (the counts stay).
+  Seq2SeqBatch to(torch::Device device, bool non_blocking = false) const {
+    Seq2SeqBatch b = *this;
+    for (torch::Tensor* t : {&b.src_tokens, &b.src_mask, &b.tgt_in, &b.tgt_out, &b.tgt_mask}) {
+      *t = t->to(device, non_blocking);
+    }
+    return b;
+  }
 };
 
 }  // namespace moetrain::data

@@ -33,12 +33,7 @@ LossTotals dataset_loss(models::Seq2SeqTransformer& model, const data::BatchSour
   for (int64_t first = 0; first < count; first += batch_size) {
     std::vector<data::Seq2SeqSample> samples;
     for (int64_t k = first; k < std::min(count, first + batch_size); ++k) samples.push_back(source.sample(k));
-    auto b = data::BatchSource::collate(samples, special);
-    b.src_tokens = b.src_tokens.to(device);
-    b.src_mask = b.src_mask.to(device);
-    b.tgt_in = b.tgt_in.to(device);
-    b.tgt_out = b.tgt_out.to(device);
-    b.tgt_mask = b.tgt_mask.to(device);
+    const auto b = data::BatchSource::collate(samples, special).to(device);
     const auto logits = model->forward(b.src_tokens, b.src_mask, b.tgt_in, b.tgt_mask).logits;
     totals.add(batch_cross_entropy(logits, b, 0.0));
   }

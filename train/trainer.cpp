@@ -202,7 +202,7 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
   model_->train();
   grad_sync_->begin_step();
   std::vector<data::Seq2SeqBatch> batches;
-  for (const auto& mb : micro_batches) batches.push_back(to_device(mb));
+  for (const auto& mb : micro_batches) batches.push_back(mb.to(device_, /*non_blocking=*/true));
   const int64_t m = static_cast<int64_t>(batches.size());
   std::map<int64_t, torch::Tensor> stage_losses;  // each micro-batch's loss terms, forward to backward
   double ce_sum = 0, aux = 0, z = 0;
@@ -310,7 +310,7 @@ std::pair<double, int64_t> Trainer::evaluate(const std::vector<data::Seq2SeqBatc
   torch::NoGradGuard no_grad;
   model_->eval();
   std::vector<data::Seq2SeqBatch> batches;
-  for (const auto& b : host_batches) batches.push_back(to_device(b));
+  for (const auto& b : host_batches) batches.push_back(b.to(device_, /*non_blocking=*/true));
   eval::LossTotals totals;
   // Forward only, stage by stage; the last stage scores.
   parallel::PipelineStageCallbacks stage;
@@ -398,17 +398,6 @@ void Trainer::dump_gradients(const torch::Tensor& grads, int64_t step) {
   checkpoint::save_gradient_dump(
       dir.string(), *params_, grads, &model_->parameter_slices(),
       [this](const optim::FlatParameterEntry& e) { return writers_->writes(e); }, step + 1, world());
-}
-
-data::Seq2SeqBatch Trainer::to_device(const data::Seq2SeqBatch& b) const {
-  if (device_.is_cpu()) return b;
-  data::Seq2SeqBatch d = b;
-  d.src_tokens = b.src_tokens.to(device_, /*non_blocking=*/true);
-  d.src_mask = b.src_mask.to(device_, true);
-  d.tgt_in = b.tgt_in.to(device_, true);
-  d.tgt_out = b.tgt_out.to(device_, true);
-  d.tgt_mask = b.tgt_mask.to(device_, true);
-  return d;
 }
 
 std::string Trainer::first_nonfinite_parameter(const torch::Tensor& grads) const {

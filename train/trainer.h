@@ -166,7 +166,6 @@ class Trainer {
   void handle_nonfinite(StepResult& r, const torch::Tensor& grads, int64_t step);
   void dump_gradients(const torch::Tensor& grads, int64_t step);
 
-  data::Seq2SeqBatch to_device(const data::Seq2SeqBatch& batch) const;
   std::string first_nonfinite_parameter(const torch::Tensor& grads) const;
   // Tied embeddings on the first and last pipeline stages: both copies get
   // the sum of the two stages' gradients (after the DP reduction).
