@@ -63,6 +63,9 @@ Failure describe_current_exception(const std::string& command) {
 }
 
 int report(const Failure& f) {
+  // An abort already under way (the watchdog ending a stuck collective) has
+  // printed the job's line; this exception is its echo on the main thread.
+  if (parallel::job_aborting()) parallel::wait_for_abort();
   const int ranks = parallel::mpi_running() ? parallel::world_size() : 1;
   const int rank = parallel::mpi_running() ? parallel::world_rank() : 0;
   if (f.same_on_every_rank) {

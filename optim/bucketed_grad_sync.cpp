@@ -15,9 +15,10 @@ BucketedGradSync::BucketedGradSync(FlatParameters& params, GradGroups groups, co
   // must then allow calls from several threads) or an asynchronous stream
   // (NCCL).
   auto& dp = *groups_.dp;
-  const bool mpi_threads_ok = dp.backend() != "mpi" || parallel::mpi_thread_level() == MPI_THREAD_MULTIPLE;
-  if (options.overlap_grad_reduce && dp.size() > 1 && mpi_threads_ok) {
-    reducer_ = std::make_unique<GradReducer>(params_, buckets_, /*async_thread=*/dp.backend() == "mpi");
+  const bool async_thread = !dp.asynchronous();  // MPI, or MPI staged through the host
+  const bool threads_ok = !async_thread || parallel::mpi_thread_level() == MPI_THREAD_MULTIPLE;
+  if (options.overlap_grad_reduce && dp.size() > 1 && threads_ok) {
+    reducer_ = std::make_unique<GradReducer>(params_, buckets_, async_thread);
   }
 }
 

@@ -67,6 +67,10 @@ GradReducer::~GradReducer() {
 void GradReducer::arm(torch::Tensor target, ReduceFn reduce) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (armed_) throw std::logic_error("GradReducer::arm: still armed (finish() was not called)");
+  if (!async_thread_ && (!side_stream_ || side_device_ != target.device())) {
+    side_device_ = target.device();
+    side_stream_ = std::make_unique<parallel::SideStream>(side_device_);
+  }
   target_ = std::move(target);
   reduce_ = std::move(reduce);
   pending_ = entries_in_bucket_;
@@ -114,7 +118,8 @@ void GradReducer::reduce_next(std::unique_lock<std::mutex>& lock) {
   lock.unlock();
   std::exception_ptr error;
   try {
-    if (!failed) fn(buckets_[b]);
+    if (!failed && async_thread_) fn(buckets_[b]);
+    if (!failed && !async_thread_) side_stream_->run([&] { fn(buckets_[b]); });
   } catch (...) {
     error = std::current_exception();
   }
@@ -152,6 +157,9 @@ void GradReducer::finish() {
     }
     if (!async_thread_) run_ready_inline(lock);
     cv_.wait(lock, [this] { return reduced_ == buckets_.size(); });
+    // The reductions queued on the side stream come before whatever reads
+    // the target next (the optimizer step).
+    if (!async_thread_) side_stream_->join();
     armed_ = false;
     target_ = torch::Tensor();
     reduce_ = nullptr;

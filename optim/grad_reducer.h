@@ -23,8 +23,21 @@
 //     must provide MPI_THREAD_MULTIPLE when other communicators are used
 //     meanwhile, e.g. expert all-to-alls in the backward);
 //   - inline in the hook (async_thread = false; NCCL): the collective is
-//     enqueued on the communicator's own stream, which is asynchronous by
-//     itself.
+//     only enqueued, from a side stream (parallel/side_stream.h) so that the
+//     backward's later kernels do not wait for it; finish() makes the
+//     caller's stream wait for the side stream.
+//
+// Why the expert-DP reductions and the expert all-to-alls cannot deadlock
+// (an expert no token reached has its bucket settled only by finish(), while
+// the same bucket is complete early on the other ranks of its expert-DP
+// group): a rank never waits for a reduction before finish(). The reductions
+// run beside the backward (on the thread, or on the side stream), never in
+// its way, so every rank's backward, with its expert all-to-alls in the EP
+// group, runs to the end whatever the reductions are doing; then every rank
+// calls finish(), which issues its remaining buckets in the same fixed order.
+// Each group (DP, expert-DP, EP) thus sees its collectives in one order on
+// every rank, and no collective of one group waits on a collective of
+// another group that waits on it.
 //
 // Between arm() and finish() the parameters' .grad fields are filled by
 // autograd as usual; finish() releases them (the target holds the values).
@@ -36,11 +49,13 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #include "optim/flat_parameters.h"
+#include "parallel/side_stream.h"
 
 namespace moetrain::optim {
 
@@ -106,6 +121,9 @@ class GradReducer {
   bool running_inline_ = false;
   std::exception_ptr error_;
   std::thread worker_;
+  // The inline (asynchronous communicator) mode's stream for reductions.
+  std::unique_ptr<parallel::SideStream> side_stream_;
+  torch::Device side_device_ = torch::kCPU;
 };
 
 }  // namespace moetrain::optim

@@ -1,11 +1,13 @@
 // Communicator: collectives on torch::Tensor over a fixed group of ranks.
 //
 // Every rank of the group must make the same calls in the same order with
-// tensors of matching shape and dtype; calls block until the result is in the
-// output tensor (the NCCL backend enqueues on its own stream and the result
-// is ready for later work on that stream, see nccl_communicator.h).
-// Tensors must be contiguous. The MPI backend takes CPU tensors and reduces
-// bf16/fp16 in fp32; the NCCL backend takes CUDA tensors.
+// tensors of matching shape and dtype. Tensors must be contiguous. When a call
+// returns, its result is ready for later work on the caller's current stream
+// (CUDA) or in place (CPU): the MPI backend (CPU tensors, bf16/fp16 reduced in
+// fp32) and the host-staged backend return with the result in place; the NCCL
+// backend (asynchronous() is true) only enqueues the work on its own stream
+// and makes the caller's stream wait for it, so the host runs ahead and waits
+// only where it reads a value (see nccl_communicator.h).
 //
 // Every call adds to per-operation counters (calls, bytes, seconds). Bytes
 // follow the ZeRO paper's accounting of what one rank moves: all_reduce counts
@@ -13,7 +15,8 @@
 // counts its input's bytes, all_gather its output's bytes, broadcast, send and
 // recv the tensor's bytes, all_to_all the bytes this rank sends, send_recv the
 // bytes it sends plus the bytes it receives (what a send and a recv of the same
-// tensors would count together).
+// tensors would count together). Seconds are wall time of the call on the
+// host backends, time on the communicator's stream on NCCL.
 //
 // Failure: a call that does not finish within the timeout given at creation
 // aborts the whole job (MPI_Abort) after printing one line naming the rank and
@@ -22,6 +25,7 @@
 
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -54,7 +58,10 @@ class Communicator {
 
   virtual int64_t rank() const = 0;
   virtual int64_t size() const = 0;
-  virtual std::string backend() const = 0;  // "mpi" or "nccl"
+  virtual std::string backend() const = 0;  // "mpi", "mpi-staged" or "nccl"
+  // True when calls only enqueue work on a device stream and return before
+  // it has run (NCCL); false when they return with the result in place.
+  virtual bool asynchronous() const { return false; }
 
   // In place: every rank ends with the reduction over all ranks.
   virtual void all_reduce(torch::Tensor& tensor, ReduceOp op = ReduceOp::Sum) = 0;
@@ -98,11 +105,40 @@ class Communicator {
   // each with the group it belongs to; groups must partition the ranks.
   virtual std::unique_ptr<Communicator> split(const std::vector<int64_t>& ranks) = 0;
 
-  const CommStats& stats() const { return stats_; }
-  void reset_stats() { stats_.clear(); }
+  // Counters of the calls made so far (operations still queued on a device
+  // are waited for and counted first).
+  const CommStats& stats() const {
+    settle_stats();
+    return stats_;
+  }
+  void reset_stats() {
+    settle_stats();
+    stats_.clear();
+  }
 
  protected:
-  CommStats stats_;
+  // Adds what asynchronous operations have measured since to stats_.
+  virtual void settle_stats() const {}
+
+  // Runs `call`, which makes one `op` call on `delegate`, and counts it here
+  // as `delegate` counted it (bytes), with the seconds of the whole of
+  // `call`. A call the delegate rejected before moving anything counts
+  // nothing.
+  template <class F>
+  void count_delegated(const Communicator& delegate, const std::string& op, F&& call) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto find = [&](const CommStats& s) { return s.count(op) ? s.at(op) : OpStats{}; };
+    const OpStats before = find(delegate.stats());
+    call();
+    const OpStats after = find(delegate.stats());
+    if (after.calls == before.calls) return;
+    OpStats& mine = stats_[op];
+    mine.calls += after.calls - before.calls;
+    mine.bytes += after.bytes - before.bytes;
+    mine.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+
+  mutable CommStats stats_;
 };
 
 }  // namespace moetrain::parallel

@@ -20,11 +20,6 @@ int64_t sum_of(const std::vector<int64_t>& values) { return std::accumulate(valu
 
 bool ep_off(const Communicator* group) { return group == nullptr || group->size() == 1; }
 
-// The device the group's collectives take: CUDA for NCCL, CPU for MPI.
-torch::Device collective_device(const Communicator& group) {
-  return group.backend() == "nccl" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-}
-
 torch::Tensor arange_rows(int64_t rows) { return torch::arange(rows, torch::kLong); }
 
 // Moves rows of `rows` (send[j] of them to rank j, in order) and returns what
@@ -168,13 +163,13 @@ ExpertDispatchPlan plan_expert_dispatch(const std::vector<int64_t>& tokens_per_e
   }
 
   // Row j of `mine` holds the counts for rank j's experts; after the exchange,
-  // row s of `theirs` holds what source s sends to this rank's experts.
-  const torch::Tensor mine =
-      torch::tensor(tokens_per_expert, torch::kLong).reshape({ep, local}).to(collective_device(*group));
+  // row s of `theirs` holds what source s sends to this rank's experts. The
+  // counts are host values, so they travel on the host (over MPI, also for
+  // an NCCL group): no device round trip.
+  const torch::Tensor mine = torch::tensor(tokens_per_expert, torch::kLong).reshape({ep, local});
   torch::Tensor theirs = torch::empty_like(mine);
   const std::vector<int64_t> one_row_each(static_cast<size_t>(ep), 1);
   group->all_to_all(mine, theirs, one_row_each, one_row_each);
-  theirs = theirs.cpu().contiguous();
   const int64_t* from = theirs.data_ptr<int64_t>();
   plan.recv_counts_per_expert.assign(from, from + ep * local);
 

@@ -1,6 +1,5 @@
 #include "parallel/host_staged_communicator.h"
 
-#include <chrono>
 #include <utility>
 
 namespace moetrain::parallel {
@@ -32,15 +31,7 @@ HostStagedCommunicator::HostStagedCommunicator(std::unique_ptr<Communicator> hos
 
 template <class F>
 void HostStagedCommunicator::staged(const std::string& op, F&& call) {
-  const auto start = std::chrono::steady_clock::now();
-  const OpStats before = host_->stats().count(op) ? host_->stats().at(op) : OpStats{};
-  call();
-  const OpStats after = host_->stats().count(op) ? host_->stats().at(op) : OpStats{};
-  if (after.calls == before.calls) return;  // rejected before moving anything: counts nothing
-  auto& mine = stats_[op];
-  mine.calls += after.calls - before.calls;
-  mine.bytes += after.bytes - before.bytes;
-  mine.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  count_delegated(*host_, op, std::forward<F>(call));
 }
 
 void HostStagedCommunicator::all_reduce(torch::Tensor& tensor, ReduceOp op) {

@@ -1,10 +1,13 @@
 #include "parallel/mpi_runtime.h"
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "parallel/communicator.h"
 
@@ -91,15 +94,35 @@ bool mpi_finalized() {
 
 bool mpi_running() { return rank_for_messages() >= 0; }
 
-void abort_job(const std::string& message, int code) {
+namespace {
+std::atomic<bool> g_aborting{false};
+}  // namespace
+
+bool announce_abort(const std::string& message) {
+  if (g_aborting.exchange(true)) return false;
   const int rank = rank_for_messages();
   // One write so that lines of different ranks do not interleave mid-line.
   const std::string line =
       "moetrain: rank " + (rank >= 0 ? std::to_string(rank) : std::string("?")) + ": " + message + "\n";
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);
-  if (rank >= 0) MPI_Abort(MPI_COMM_WORLD, code);
+  return true;
+}
+
+void end_job(int code) {
+  if (rank_for_messages() >= 0) MPI_Abort(MPI_COMM_WORLD, code);
   std::_Exit(code);  // MPI_Abort returned (it should not) or MPI is down
+}
+
+bool job_aborting() { return g_aborting.load(); }
+
+void wait_for_abort() {
+  for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+}
+
+void abort_job(const std::string& message, int code) {
+  if (!announce_abort(message)) wait_for_abort();
+  end_job(code);
 }
 
 void check_mpi(int rc, const char* call) {

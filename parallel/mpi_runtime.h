@@ -53,7 +53,25 @@ bool mpi_running();
 // Prints `moetrain: rank R: <message>` as one line to stderr, then ends the
 // whole job with MPI_Abort(MPI_COMM_WORLD, code). Never returns; if MPI cannot
 // abort (not initialised, or finalised) the process exits with `code`.
+// Only the first abort of a process prints: a thread that calls it while
+// another is already aborting waits for the end silently, so a failure that
+// wakes several threads (the watchdog aborting a collective the main thread
+// waits on) still gives one line.
 [[noreturn]] void abort_job(const std::string& message, int code = 1);
+
+// The two halves of abort_job, for an abort that must do something between
+// its line and the end (the watchdog aborting a communicator):
+// announce_abort() claims the abort and prints the line, or returns false if
+// another thread claimed it first; end_job() then ends the job.
+bool announce_abort(const std::string& message);
+[[noreturn]] void end_job(int code = 1);
+
+// True once some thread of this process has announced an abort.
+bool job_aborting();
+
+// Blocks the calling thread until the process is ended by the abort under
+// way (for threads that must not touch anything an abort tears down).
+[[noreturn]] void wait_for_abort();
 
 // Checks the return code of an MPI call. Our communicators set
 // MPI_ERRORS_RETURN so errors come back here instead of killing the process

@@ -9,9 +9,14 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
+#include <deque>
+#include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "parallel/collective_checks.h"
 #include "parallel/mpi_communicator.h"
@@ -33,8 +38,9 @@ void check_cuda(cudaError_t rc, const char* expr) {
   abort_job(call_name(expr) + " failed: " + cudaGetErrorString(rc) + "; aborting the job");
 }
 
+// ncclInProgress is a nonblocking communicator's "taken, still running".
 void check_nccl(ncclResult_t rc, const char* expr) {
-  if (rc == ncclSuccess) return;
+  if (rc == ncclSuccess || rc == ncclInProgress) return;
   abort_job(call_name(expr) + " failed: " + ncclGetErrorString(rc) + " (" + ncclGetLastError(nullptr) +
             "); aborting the job");
 }
@@ -76,12 +82,56 @@ ncclRedOp_t nccl_op(ReduceOp op, torch::ScalarType t) {
 
 }  // namespace
 
-struct NcclCommunicator::State {
-  std::unique_ptr<MpiCommunicator> mpi;  // the twin over the same ranks
+// The NCCL handle, shared with the watchdog's hooks so that a hook never sees
+// a destroyed communicator. Every NCCL call on `comm` holds `mutex`; the
+// watchdog's abort takes it too and leaves `comm` null, so the main thread
+// never touches an aborted communicator.
+struct NcclHandle {
+  std::mutex mutex;
   ncclComm_t comm = nullptr;
+
+  // On the watchdog thread, after its line is out.
+  void abort() {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (comm != nullptr) ncclCommAbort(comm);
+    comm = nullptr;
+  }
+
+  // On the watchdog thread, while an operation is queued: ends the job with
+  // NCCL's message on an asynchronous error (a peer's network failed).
+  // Skipped while the main thread holds the lock; the next poll looks again.
+  void check_async_error(const std::string& op) {
+    std::unique_lock<std::mutex> lock(mutex, std::try_to_lock);
+    if (!lock.owns_lock() || comm == nullptr) return;
+    ncclResult_t state = ncclSuccess;
+    if (ncclCommGetAsyncError(comm, &state) != ncclSuccess) return;
+    if (state == ncclSuccess || state == ncclInProgress) return;
+    if (!announce_abort(op + ": NCCL reported " + ncclGetErrorString(state) + " (" + ncclGetLastError(comm) +
+                        "); aborting the job")) {
+      wait_for_abort();
+    }
+    ncclCommAbort(comm);
+    comm = nullptr;
+    end_job(1);
+  }
+};
+
+struct NcclCommunicator::State {
+  // An operation queued on `stream` whose events have not been read yet.
+  struct Queued {
+    std::string op;
+    int64_t bytes = 0;
+    cudaEvent_t start = nullptr;  // timing events around the NCCL kernels
+    cudaEvent_t stop = nullptr;
+    Watchdog::Scope scope;  // closed by the watchdog when `stop` completes
+  };
+
+  std::unique_ptr<MpiCommunicator> mpi;  // the twin over the same ranks
+  std::shared_ptr<NcclHandle> handle = std::make_shared<NcclHandle>();
   cudaStream_t stream = nullptr;
   cudaEvent_t ready = nullptr;  // recorded on the caller's stream
-  cudaEvent_t done = nullptr;   // recorded on ours after the NCCL kernels
+  std::vector<cudaEvent_t> spare_events;
+  std::deque<Queued> queued;
   torch::Tensor barrier_buffer;
   int device = 0;
   int64_t rank = 0;
@@ -91,14 +141,29 @@ struct NcclCommunicator::State {
   ~State() {
     // At process exit the CUDA runtime may already be gone; errors here are
     // ignored because nothing can be done about them.
-    if (comm != nullptr) {
-      cudaSetDevice(device);
-      if (stream != nullptr) cudaStreamSynchronize(stream);
-      ncclCommDestroy(comm);
-    }
+    cudaSetDevice(device);
+    finalize();
+    queued.clear();  // closes the watchdog scopes before their events go
+    for (auto* e : spare_events) cudaEventDestroy(e);
     if (ready != nullptr) cudaEventDestroy(ready);
-    if (done != nullptr) cudaEventDestroy(done);
     if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+
+  // Flushes and destroys the communicator, waiting at most timeout_s;
+  // aborts it if that did not finish (a peer gone, an error).
+  void finalize() {
+    std::unique_lock<std::mutex> lock(handle->mutex);
+    ncclComm_t comm = handle->comm;
+    if (comm == nullptr || job_aborting()) return;
+    ncclResult_t state = ncclCommFinalize(comm);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (state == ncclInProgress || state == ncclSuccess) {
+      if (ncclCommGetAsyncError(comm, &state) != ncclSuccess) break;
+      if (state != ncclInProgress || std::chrono::steady_clock::now() > deadline) break;
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    state == ncclSuccess ? ncclCommDestroy(comm) : ncclCommAbort(comm);
+    handle->comm = nullptr;
   }
 
   void check_device_tensor(const std::string& op, const char* what, const torch::Tensor& t) const {
@@ -109,66 +174,138 @@ struct NcclCommunicator::State {
     }
   }
 
-  // Steps 1-4 of the header around `enqueue`, inside a watchdog scope, adding
-  // the call to `stats` when it completes.
+  // Makes the NCCL calls of `calls(comm)` under the lock, then waits until
+  // the nonblocking communicator has taken them (ncclInProgress clears).
+  template <class Calls>
+  void locked(const std::string& op, Calls calls) {
+    std::unique_lock<std::mutex> lock(handle->mutex);
+    if (handle->comm == nullptr || job_aborting()) {
+      lock.unlock();
+      wait_for_abort();
+    }
+    calls(handle->comm);
+    wait_taken(lock, *handle, op);
+  }
+
+  static void wait_taken(std::unique_lock<std::mutex>& lock, NcclHandle& h, const std::string& op) {
+    for (int polls = 0;; ++polls) {
+      ncclResult_t state = ncclSuccess;
+      MOETRAIN_NCCL_CHECK(ncclCommGetAsyncError(h.comm, &state));
+      if (state == ncclSuccess) return;
+      if (state != ncclInProgress) {
+        abort_job(op + ": NCCL reported " + ncclGetErrorString(state) + " (" + ncclGetLastError(h.comm) +
+                  "); aborting the job");
+      }
+      lock.unlock();
+      polls < 1000 ? std::this_thread::yield() : std::this_thread::sleep_for(std::chrono::microseconds(50));
+      lock.lock();
+      if (h.comm == nullptr) {  // the watchdog aborted it meanwhile
+        lock.unlock();
+        wait_for_abort();
+      }
+    }
+  }
+
+  cudaEvent_t take_event() {
+    if (spare_events.empty()) {
+      cudaEvent_t e = nullptr;
+      MOETRAIN_CUDA_CHECK(cudaEventCreate(&e));  // with timing
+      return e;
+    }
+    cudaEvent_t e = spare_events.back();
+    spare_events.pop_back();
+    return e;
+  }
+
+  // Steps 1-3 of the header around `enqueue(comm)`, with a watchdog scope
+  // that ends when the operation has run on the device.
   template <class Enqueue>
   void run(CommStats& stats, const char* op, int64_t stat_bytes, int64_t payload_bytes, Enqueue enqueue) {
     c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-    const auto start = std::chrono::steady_clock::now();
-    ncclComm_t to_abort = comm;
-    auto scope = Watchdog::instance().watch(op, payload_bytes, timeout_s, [to_abort] { ncclCommAbort(to_abort); });
+    collect(stats, /*wait=*/false);
     cudaStream_t caller = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream();
+    Queued q;
+    q.op = op;
+    q.bytes = stat_bytes;
+    q.start = take_event();
+    q.stop = take_event();
     MOETRAIN_CUDA_CHECK(cudaEventRecord(ready, caller));
     MOETRAIN_CUDA_CHECK(cudaStreamWaitEvent(stream, ready, 0));
-    enqueue();
-    MOETRAIN_CUDA_CHECK(cudaEventRecord(done, stream));
-    MOETRAIN_CUDA_CHECK(cudaStreamWaitEvent(caller, done, 0));
-    wait_done(op);
-    scope.close();
-    OpStats& s = stats[op];
-    s.calls += 1;
-    s.bytes += stat_bytes;
-    s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    MOETRAIN_CUDA_CHECK(cudaEventRecord(q.start, stream));
+    locked(op_name(op), enqueue);
+    MOETRAIN_CUDA_CHECK(cudaEventRecord(q.stop, stream));
+    MOETRAIN_CUDA_CHECK(cudaStreamWaitEvent(caller, q.stop, 0));
+    const std::string name = op_name(op);
+    q.scope = Watchdog::instance().watch_until(
+        name, payload_bytes, timeout_s,
+        [stop = q.stop, h = handle, name] {
+          if (cudaEventQuery(stop) != cudaErrorNotReady) return true;
+          h->check_async_error(name);
+          return false;
+        },
+        [h = handle] { h->abort(); });
+    queued.push_back(std::move(q));
   }
 
-  // Polls rather than cudaEventSynchronize so that an asynchronous NCCL error
-  // is noticed, and so the watchdog (not a blocked driver call) decides when
-  // waiting has gone on too long.
-  void wait_done(const char* op) const {
-    for (int polls = 0;; ++polls) {
-      cudaError_t rc = cudaEventQuery(done);
-      if (rc == cudaSuccess) return;
-      if (rc != cudaErrorNotReady) check_cuda(rc, "cudaEventQuery");
-      if (polls % 64 == 63) {
-        ncclResult_t async_error = ncclSuccess;
-        MOETRAIN_NCCL_CHECK(ncclCommGetAsyncError(comm, &async_error));
-        if (async_error != ncclSuccess && async_error != ncclInProgress) {
-          ncclCommAbort(comm);
-          abort_job(std::string(op) + ": NCCL reported " + ncclGetErrorString(async_error) + " (" +
-                    ncclGetLastError(comm) + "); aborting the job");
-        }
-      }
-      // Spin briefly for small collectives, then stop burning a core.
-      if (polls < 1000) {
-        std::this_thread::yield();
-      } else {
-        std::this_thread::sleep_for(std::chrono::microseconds(50));
-      }
+  // Adds the operations that have run to `stats`, oldest first (one stream
+  // runs them in order); with `wait`, waits for all of them.
+  void collect(CommStats& stats, bool wait) {
+    while (!queued.empty()) {
+      Queued& q = queued.front();
+      const cudaError_t rc = wait ? cudaEventSynchronize(q.stop) : cudaEventQuery(q.stop);
+      if (rc == cudaErrorNotReady) return;
+      if (rc != cudaSuccess && job_aborting()) wait_for_abort();
+      check_cuda(rc, "cudaEventSynchronize");
+      float ms = 0;
+      MOETRAIN_CUDA_CHECK(cudaEventElapsedTime(&ms, q.start, q.stop));
+      OpStats& s = stats[q.op];
+      s.calls += 1;
+      s.bytes += q.bytes;
+      s.seconds += ms / 1000.0;
+      q.scope.close();
+      spare_events.push_back(q.start);
+      spare_events.push_back(q.stop);
+      queued.pop_front();
     }
   }
 };
 
 namespace {
 
-// Creates the NCCL communicator over the ranks of `mpi` (collective over it).
-std::unique_ptr<NcclCommunicator::State> make_state(std::unique_ptr<MpiCommunicator> mpi, int device,
+ncclConfig_t nonblocking_config() {
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  return config;
+}
+
+// The state shell of a communicator over the ranks of `mpi`: stream, events
+// and the barrier buffer; the NCCL communicator itself is made by the caller.
+std::unique_ptr<NcclCommunicator::State> make_shell(std::unique_ptr<MpiCommunicator> mpi, int device,
                                                     double timeout_s) {
   auto state = std::make_unique<NcclCommunicator::State>();
   state->device = device;
   state->timeout_s = timeout_s;
   state->rank = mpi->rank();
   state->size = mpi->size();
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  MOETRAIN_CUDA_CHECK(cudaStreamCreateWithFlags(&state->stream, cudaStreamNonBlocking));
+  MOETRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&state->ready, cudaEventDisableTiming));
+  state->barrier_buffer = torch::ones({1}, torch::TensorOptions().dtype(torch::kFloat).device(torch::kCUDA, device));
+  state->mpi = std::move(mpi);
+  return state;
+}
 
+// Waits, under the watchdog, until a communicator being created is ready.
+void wait_created(NcclCommunicator::State& s, const std::string& op) {
+  auto scope = Watchdog::instance().watch(op, 0, s.timeout_s, [h = s.handle] { h->abort(); });
+  std::unique_lock<std::mutex> lock(s.handle->mutex);
+  NcclCommunicator::State::wait_taken(lock, *s.handle, op);
+}
+
+// A new NCCL communicator over the ranks of `mpi` from a unique id broadcast
+// over it (collective over it).
+std::unique_ptr<NcclCommunicator::State> make_world_state(std::unique_ptr<MpiCommunicator> mpi, int device,
+                                                          double timeout_s) {
   ncclUniqueId id;
   std::memset(&id, 0, sizeof id);
   if (mpi->rank() == 0) MOETRAIN_NCCL_CHECK(ncclGetUniqueId(&id));
@@ -176,20 +313,17 @@ std::unique_ptr<NcclCommunicator::State> make_state(std::unique_ptr<MpiCommunica
     auto scope = Watchdog::instance().watch("nccl_unique_id_broadcast", sizeof id, timeout_s);
     MOETRAIN_MPI_CHECK(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, mpi->mpi_comm()));
   }
-
+  auto state = make_shell(std::move(mpi), device, timeout_s);
   c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-  MOETRAIN_CUDA_CHECK(cudaStreamCreateWithFlags(&state->stream, cudaStreamNonBlocking));
-  MOETRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&state->ready, cudaEventDisableTiming));
-  MOETRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&state->done, cudaEventDisableTiming));
+  ncclConfig_t config = nonblocking_config();
   {
-    // Blocks until every rank has joined: a rank that never comes is a hang
-    // the watchdog must end.
-    auto scope = Watchdog::instance().watch("ncclCommInitRank", 0, timeout_s);
-    MOETRAIN_NCCL_CHECK(
-        ncclCommInitRank(&state->comm, static_cast<int>(state->size), id, static_cast<int>(state->rank)));
+    std::lock_guard<std::mutex> lock(state->handle->mutex);
+    MOETRAIN_NCCL_CHECK(ncclCommInitRankConfig(&state->handle->comm, static_cast<int>(state->size), id,
+                                               static_cast<int>(state->rank), &config));
   }
-  state->barrier_buffer = torch::ones({1}, torch::TensorOptions().dtype(torch::kFloat).device(torch::kCUDA, device));
-  state->mpi = std::move(mpi);
+  // Ready once every rank has joined: a rank that never comes is a hang the
+  // watchdog must end.
+  wait_created(*state, "ncclCommInitRankConfig");
   return state;
 }
 
@@ -202,21 +336,37 @@ int64_t NcclCommunicator::rank() const { return state_->rank; }
 int64_t NcclCommunicator::size() const { return state_->size; }
 int NcclCommunicator::device_index() const { return state_->device; }
 
+void NcclCommunicator::settle_stats() const {
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(state_->device));
+  state_->collect(stats_, /*wait=*/true);
+}
+
+namespace {
+
+// Host tensors go to the MPI twin; the first tensor of a call decides.
+bool on_host(const torch::Tensor& t) { return t.defined() && !t.is_cuda(); }
+
+}  // namespace
+
 void NcclCommunicator::all_reduce(torch::Tensor& tensor, ReduceOp op) {
-  const std::string name = op_name("all_reduce");
   State& s = *state_;
+  if (on_host(tensor)) return count_delegated(*s.mpi, "all_reduce", [&] { s.mpi->all_reduce(tensor, op); });
+  const std::string name = op_name("all_reduce");
   s.check_device_tensor(name, "tensor", tensor);
   const ncclDataType_t type = nccl_type(name, tensor.scalar_type());
   void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
   const ncclRedOp_t red = nccl_op(op, tensor.scalar_type());
   s.run(stats_, "all_reduce", 2 * tensor.nbytes(), tensor.nbytes(),
-        [&] { MOETRAIN_NCCL_CHECK(ncclAllReduce(data, data, count, type, red, s.comm, s.stream)); });
+        [&](ncclComm_t comm) { MOETRAIN_NCCL_CHECK(ncclAllReduce(data, data, count, type, red, comm, s.stream)); });
 }
 
 void NcclCommunicator::reduce_scatter(const torch::Tensor& input, torch::Tensor& output, ReduceOp op) {
-  const std::string name = op_name("reduce_scatter");
   State& s = *state_;
+  if (on_host(input)) {
+    return count_delegated(*s.mpi, "reduce_scatter", [&] { s.mpi->reduce_scatter(input, output, op); });
+  }
+  const std::string name = op_name("reduce_scatter");
   s.check_device_tensor(name, "input", input);
   s.check_device_tensor(name, "output", output);
   check_same_dtype(name, input, output);
@@ -228,12 +378,13 @@ void NcclCommunicator::reduce_scatter(const torch::Tensor& input, torch::Tensor&
   void* out = output.data_ptr();
   const size_t count = output.numel();
   s.run(stats_, "reduce_scatter", input.nbytes(), input.nbytes(),
-        [&] { MOETRAIN_NCCL_CHECK(ncclReduceScatter(in, out, count, type, red, s.comm, s.stream)); });
+        [&](ncclComm_t comm) { MOETRAIN_NCCL_CHECK(ncclReduceScatter(in, out, count, type, red, comm, s.stream)); });
 }
 
 void NcclCommunicator::all_gather(const torch::Tensor& input, torch::Tensor& output) {
-  const std::string name = op_name("all_gather");
   State& s = *state_;
+  if (on_host(input)) return count_delegated(*s.mpi, "all_gather", [&] { s.mpi->all_gather(input, output); });
+  const std::string name = op_name("all_gather");
   s.check_device_tensor(name, "input", input);
   s.check_device_tensor(name, "output", output);
   check_same_dtype(name, input, output);
@@ -244,25 +395,30 @@ void NcclCommunicator::all_gather(const torch::Tensor& input, torch::Tensor& out
   void* out = output.data_ptr();
   const size_t count = input.numel();
   s.run(stats_, "all_gather", output.nbytes(), output.nbytes(),
-        [&] { MOETRAIN_NCCL_CHECK(ncclAllGather(in, out, count, type, s.comm, s.stream)); });
+        [&](ncclComm_t comm) { MOETRAIN_NCCL_CHECK(ncclAllGather(in, out, count, type, comm, s.stream)); });
 }
 
 void NcclCommunicator::broadcast(torch::Tensor& tensor, int64_t root) {
-  const std::string name = op_name("broadcast");
   State& s = *state_;
+  if (on_host(tensor)) return count_delegated(*s.mpi, "broadcast", [&] { s.mpi->broadcast(tensor, root); });
+  const std::string name = op_name("broadcast");
   s.check_device_tensor(name, "tensor", tensor);
   check_peer(name, "root", root, s.size);
   const ncclDataType_t type = nccl_type(name, tensor.scalar_type());
   void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
-  s.run(stats_, "broadcast", tensor.nbytes(), tensor.nbytes(),
-        [&] { MOETRAIN_NCCL_CHECK(ncclBroadcast(data, data, count, type, static_cast<int>(root), s.comm, s.stream)); });
+  s.run(stats_, "broadcast", tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
+    MOETRAIN_NCCL_CHECK(ncclBroadcast(data, data, count, type, static_cast<int>(root), comm, s.stream));
+  });
 }
 
 void NcclCommunicator::all_to_all(const torch::Tensor& input, torch::Tensor& output,
                                   const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts) {
-  const std::string name = op_name("all_to_all");
   State& s = *state_;
+  if (on_host(input)) {
+    return count_delegated(*s.mpi, "all_to_all", [&] { s.mpi->all_to_all(input, output, send_counts, recv_counts); });
+  }
+  const std::string name = op_name("all_to_all");
   s.check_device_tensor(name, "input", input);
   s.check_device_tensor(name, "output", output);
   const int64_t row = check_all_to_all(name, input, output, send_counts, recv_counts, s.size);
@@ -271,7 +427,7 @@ void NcclCommunicator::all_to_all(const torch::Tensor& input, torch::Tensor& out
   const int64_t element = input.element_size();
   const char* in = static_cast<const char*>(input.data_ptr());
   char* out = static_cast<char*>(output.data_ptr());
-  s.run(stats_, "all_to_all", input.nbytes(), input.nbytes(), [&] {
+  s.run(stats_, "all_to_all", input.nbytes(), input.nbytes(), [&](ncclComm_t comm) {
     // One group: NCCL posts every send and recv together, so no ordering of
     // peers can deadlock, and the rows a rank keeps go through NCCL's
     // self-send (a device copy).
@@ -280,10 +436,10 @@ void NcclCommunicator::all_to_all(const torch::Tensor& input, torch::Tensor& out
     for (int64_t r = 0; r < s.size; ++r) {
       const int64_t scount = send_counts[r] * row, rcount = recv_counts[r] * row;
       if (scount > 0) {
-        MOETRAIN_NCCL_CHECK(ncclSend(in + soff * element, scount, type, static_cast<int>(r), s.comm, s.stream));
+        MOETRAIN_NCCL_CHECK(ncclSend(in + soff * element, scount, type, static_cast<int>(r), comm, s.stream));
       }
       if (rcount > 0) {
-        MOETRAIN_NCCL_CHECK(ncclRecv(out + roff * element, rcount, type, static_cast<int>(r), s.comm, s.stream));
+        MOETRAIN_NCCL_CHECK(ncclRecv(out + roff * element, rcount, type, static_cast<int>(r), comm, s.stream));
       }
       soff += scount;
       roff += rcount;
@@ -293,35 +449,43 @@ void NcclCommunicator::all_to_all(const torch::Tensor& input, torch::Tensor& out
 }
 
 void NcclCommunicator::send(const torch::Tensor& tensor, int64_t dst) {
-  const std::string name = op_name("send");
   State& s = *state_;
+  if (on_host(tensor)) return count_delegated(*s.mpi, "send", [&] { s.mpi->send(tensor, dst); });
+  const std::string name = op_name("send");
   s.check_device_tensor(name, "tensor", tensor);
   check_peer(name, "dst", dst, s.size);
   check_not_self(name, "dst", dst, s.rank);
   const ncclDataType_t type = nccl_type(name, tensor.scalar_type());
   const void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
-  s.run(stats_, "send", tensor.nbytes(), tensor.nbytes(),
-        [&] { MOETRAIN_NCCL_CHECK(ncclSend(data, count, type, static_cast<int>(dst), s.comm, s.stream)); });
+  s.run(stats_, "send", tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
+    MOETRAIN_NCCL_CHECK(ncclSend(data, count, type, static_cast<int>(dst), comm, s.stream));
+  });
 }
 
 void NcclCommunicator::recv(torch::Tensor& tensor, int64_t src) {
-  const std::string name = op_name("recv");
   State& s = *state_;
+  if (on_host(tensor)) return count_delegated(*s.mpi, "recv", [&] { s.mpi->recv(tensor, src); });
+  const std::string name = op_name("recv");
   s.check_device_tensor(name, "tensor", tensor);
   check_peer(name, "src", src, s.size);
   check_not_self(name, "src", src, s.rank);
   const ncclDataType_t type = nccl_type(name, tensor.scalar_type());
   void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
-  s.run(stats_, "recv", tensor.nbytes(), tensor.nbytes(),
-        [&] { MOETRAIN_NCCL_CHECK(ncclRecv(data, count, type, static_cast<int>(src), s.comm, s.stream)); });
+  s.run(stats_, "recv", tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
+    MOETRAIN_NCCL_CHECK(ncclRecv(data, count, type, static_cast<int>(src), comm, s.stream));
+  });
 }
 
 void NcclCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_t dst,
                                  std::vector<torch::Tensor>& recvs, int64_t src) {
-  const std::string name = op_name("send_recv");
   State& s = *state_;
+  const torch::Tensor& first = sends.empty() ? (recvs.empty() ? torch::Tensor() : recvs.front()) : sends.front();
+  if (on_host(first)) {
+    return count_delegated(*s.mpi, "send_recv", [&] { s.mpi->send_recv(sends, dst, recvs, src); });
+  }
+  const std::string name = op_name("send_recv");
   check_send_recv_peers(name, sends.size(), dst, recvs.size(), src, s.rank, s.size);
   std::vector<ncclDataType_t> send_types, recv_types;
   int64_t bytes = 0;
@@ -340,17 +504,17 @@ void NcclCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_
   check_send_recv_buffers(name, sends, recvs);
   if (sends.empty() && recvs.empty()) return;
 
-  s.run(stats_, "send_recv", bytes, bytes, [&] {
+  s.run(stats_, "send_recv", bytes, bytes, [&](ncclComm_t comm) {
     // One group: NCCL starts every send and receive together, so two ranks
     // sending to each other cannot wait on one another.
     MOETRAIN_NCCL_CHECK(ncclGroupStart());
     for (size_t i = 0; i < recvs.size(); ++i) {
       MOETRAIN_NCCL_CHECK(
-          ncclRecv(recvs[i].data_ptr(), recvs[i].numel(), recv_types[i], static_cast<int>(src), s.comm, s.stream));
+          ncclRecv(recvs[i].data_ptr(), recvs[i].numel(), recv_types[i], static_cast<int>(src), comm, s.stream));
     }
     for (size_t i = 0; i < sends.size(); ++i) {
       MOETRAIN_NCCL_CHECK(
-          ncclSend(sends[i].data_ptr(), sends[i].numel(), send_types[i], static_cast<int>(dst), s.comm, s.stream));
+          ncclSend(sends[i].data_ptr(), sends[i].numel(), send_types[i], static_cast<int>(dst), comm, s.stream));
     }
     MOETRAIN_NCCL_CHECK(ncclGroupEnd());
   });
@@ -359,8 +523,12 @@ void NcclCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_
 void NcclCommunicator::barrier() {
   State& s = *state_;
   void* data = s.barrier_buffer.data_ptr();
-  s.run(stats_, "barrier", 0, 0,
-        [&] { MOETRAIN_NCCL_CHECK(ncclAllReduce(data, data, 1, ncclFloat32, ncclMax, s.comm, s.stream)); });
+  s.run(stats_, "barrier", 0, 0, [&](ncclComm_t comm) {
+    MOETRAIN_NCCL_CHECK(ncclAllReduce(data, data, 1, ncclFloat32, ncclMax, comm, s.stream));
+  });
+  // A barrier is the one call the host waits for.
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(s.device));
+  s.collect(stats_, /*wait=*/true);
 }
 
 std::unique_ptr<Communicator> NcclCommunicator::split(const std::vector<int64_t>& ranks) {
@@ -368,7 +536,20 @@ std::unique_ptr<Communicator> NcclCommunicator::split(const std::vector<int64_t>
   check_split_ranks(ranks, s.rank, s.size, "nccl");
   std::unique_ptr<Communicator> sub = s.mpi->split(ranks);
   std::unique_ptr<MpiCommunicator> sub_mpi(static_cast<MpiCommunicator*>(sub.release()));
-  return std::make_unique<NcclCommunicator>(make_state(std::move(sub_mpi), s.device, s.timeout_s));
+  auto child = make_shell(std::move(sub_mpi), s.device, s.timeout_s);
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(s.device));
+  // Groups partition the ranks, so the smallest rank of each names it; the
+  // key keeps this communicator's rank order.
+  const int color = static_cast<int>(ranks.front());
+  ncclConfig_t config = nonblocking_config();
+  {
+    auto scope = Watchdog::instance().watch("ncclCommSplit", 0, s.timeout_s, [h = s.handle] { h->abort(); });
+    s.locked("ncclCommSplit", [&](ncclComm_t comm) {
+      MOETRAIN_NCCL_CHECK(ncclCommSplit(comm, color, static_cast<int>(s.rank), &child->handle->comm, &config));
+    });
+  }
+  wait_created(*child, "ncclCommSplit");
+  return std::make_unique<NcclCommunicator>(std::move(child));
 }
 
 bool nccl_compiled() { return true; }
@@ -392,7 +573,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(const Communicator& mpi_boo
     MOETRAIN_MPI_CHECK(MPI_Comm_dup(mpi->mpi_comm(), &twin));
   }
   auto twin_comm = std::make_unique<MpiCommunicator>(twin, timeout_s);
-  return std::make_unique<NcclCommunicator>(make_state(std::move(twin_comm), device_index, timeout_s));
+  return std::make_unique<NcclCommunicator>(make_world_state(std::move(twin_comm), device_index, timeout_s));
 }
 
 }  // namespace moetrain::parallel

@@ -1,48 +1,72 @@
 // NcclCommunicator: the Communicator of communicator.h over NCCL, for
-// contiguous CUDA tensors on one device. Built only when LibTorch has CUDA and
-// NCCL is found (CMake option MOETRAIN_WITH_NCCL); otherwise nccl_compiled()
-// is false and make_nccl_communicator() throws CommunicatorError.
+// contiguous CUDA tensors on one device, with host tensors handed to an MPI
+// twin. Built only when LibTorch has CUDA and NCCL is found (CMake option
+// MOETRAIN_WITH_NCCL); otherwise nccl_compiled() is false and
+// make_nccl_communicator() throws CommunicatorError.
 //
 // What every rank must call: make_nccl_communicator() is collective over the
 // MPI bootstrap communicator (rank 0 makes the ncclUniqueId and broadcasts it
 // over MPI); split() and every operation are collective over this
 // communicator, in the same order on every rank, except send/recv, which pair
 // one sender with one receiver. One rank per GPU: NCCL refuses two ranks of a
-// communicator on one device.
+// communicator on one device (parallel/device_map.h checks that first).
 //
-// Streams and blocking: each communicator owns a CUDA stream. An operation
+// Device and host tensors. CUDA tensors go through NCCL. CPU tensors (host
+// scalars: token counts, norms, flags, MoE split sizes) go through the MPI
+// twin, a duplicate of the bootstrap's MPI communicator over the same ranks,
+// with MPI's blocking semantics: MPI stays the control plane. Every rank of
+// the group must pass tensors on the same kind of device to a given call.
+//
+// Streams, and no host blocking. Each communicator owns a CUDA stream. An
+// operation
 //   1. makes that stream wait (cudaEvent) for the caller's current torch CUDA
 //      stream, so it sees the inputs the caller just computed;
-//   2. enqueues the NCCL kernel(s) on it and records a "done" event;
-//   3. makes the caller's current stream wait for "done", so later work on it
-//      sees the result;
-//   4. blocks the host until "done" has completed, polling the event and
-//      ncclCommGetAsyncError.
-// Step 4 is what communicator.h promises ("calls block until the result is in
-// the output tensor"): results are ordered for the caller's stream and for the
-// host alike, byte and second stats are true wall time, and the watchdog sees
-// exactly when an operation ends. The price is that the host cannot run ahead
-// of the GPU across a collective.
+//   2. records a timing event, enqueues the NCCL kernel(s), records another;
+//   3. makes the caller's current stream wait for the second event, so later
+//      work on it sees the result;
+// and returns: the host does not wait. It waits only where it reads a value
+// (a .item(), a copy to the host), as torch's own kernels do. A caller that
+// wants the collective to overlap its later work (the gradient reducer)
+// calls it with a side stream as the current stream (parallel/side_stream.h)
+// and joins that stream when it needs the result.
 //
-// Timeout: the watchdog scope covers steps 1-4 (and initialisation); when it
-// fires it calls ncclCommAbort (bounded) and MPI_Abort, printing the one line
-// of watchdog.h. An asynchronous NCCL error (a peer's network failed) aborts
-// the job the same way, with NCCL's error string.
+// Tensor lifetimes need no care from callers: an input freed right after the
+// call is reused by the caching allocator only for work on the caller's
+// stream, which is ordered after the collective by step 3.
+//
+// Timing: an operation's seconds are the time between its two events, i.e.
+// time on this communicator's stream, excluding compute still queued before
+// it. They are collected when the events have completed (at the next call,
+// or when stats() is read, which waits for every queued operation).
+//
+// Timeout and errors. The communicator is created nonblocking
+// (ncclConfig_t::blocking = 0), so no NCCL call can hold a thread for long.
+// Each queued operation opens a watchdog scope that the watchdog thread
+// closes when the operation's event completes (Watchdog::watch_until); one
+// that does not complete within the timeout makes the watchdog print its one
+// line, abort the NCCL communicator, and end the job. The watchdog thread
+// also polls ncclCommGetAsyncError, so a peer's network failure ends the job
+// with NCCL's error string. The main thread never touches an aborted
+// communicator: every NCCL call holds the communicator's lock and first
+// checks whether an abort has begun; the watchdog takes the same lock before
+// ncclCommAbort.
+//
+// Teardown is bounded: the destructor finalizes the communicator
+// (ncclCommFinalize, which flushes queued work), waits at most the timeout
+// for that, then destroys it (or aborts it if finalizing did not finish).
+// ProcessGroups are destroyed before MPI_Finalize, so this always runs while
+// MPI is up.
 //
 // dtypes: float32, float64, bfloat16 and float16 (reduced natively by NCCL),
 // int32, int64, int8, uint8, bool (moved as uint8; Sum and Max are OR, Min is
-// AND, as in the MPI backend). Stats follow communicator.h exactly as the MPI
-// backend does (see mpi_communicator.h).
-//
-// One thread at a time per communicator (its events are reused per call).
-// send/recv to oneself are rejected, as in the MPI backend.
+// AND, as in the MPI backend). Byte stats follow communicator.h. One thread
+// at a time per communicator; send/recv to oneself are rejected.
 //
 // all_to_all is grouped ncclSend/ncclRecv (rows to itself included), and so is
 // send_recv (all its sends and receives in one ncclGroupStart/ncclGroupEnd, so
-// neighbours exchanging at once cannot deadlock). split()
-// splits the MPI bootstrap communicator alongside and creates the child NCCL
-// communicator from a fresh unique id broadcast over the MPI sub-communicator,
-// so every NCCL communicator keeps an MPI twin over the same ranks.
+// neighbours exchanging at once cannot deadlock). split() is ncclCommSplit of
+// this communicator (children share its resources), with the MPI twin split
+// alongside.
 #pragma once
 
 #include <memory>
@@ -53,8 +77,7 @@ namespace moetrain::parallel {
 
 class NcclCommunicator : public Communicator {
  public:
-  // Use make_nccl_communicator(); this takes the MPI twin (owned) and creates
-  // the NCCL communicator over the same ranks.
+  // Use make_nccl_communicator().
   struct State;
   explicit NcclCommunicator(std::unique_ptr<State> state);
   ~NcclCommunicator() override;
@@ -64,6 +87,7 @@ class NcclCommunicator : public Communicator {
   int64_t rank() const override;
   int64_t size() const override;
   std::string backend() const override { return "nccl"; }
+  bool asynchronous() const override { return true; }
 
   void all_reduce(torch::Tensor& tensor, ReduceOp op = ReduceOp::Sum) override;
   void reduce_scatter(const torch::Tensor& input, torch::Tensor& output, ReduceOp op = ReduceOp::Sum) override;
@@ -81,6 +105,9 @@ class NcclCommunicator : public Communicator {
   std::unique_ptr<Communicator> split(const std::vector<int64_t>& ranks) override;
 
   int device_index() const;
+
+ protected:
+  void settle_stats() const override;
 
  private:
   std::unique_ptr<State> state_;

@@ -1,5 +1,6 @@
 #include "parallel/watchdog.h"
 
+#include <algorithm>
 #include <future>
 #include <memory>
 #include <sstream>
@@ -50,6 +51,11 @@ Watchdog::~Watchdog() {
 }
 
 Watchdog::Scope Watchdog::watch(std::string op, int64_t bytes, double timeout_s, std::function<void()> on_timeout) {
+  return watch_until(std::move(op), bytes, timeout_s, {}, std::move(on_timeout));
+}
+
+Watchdog::Scope Watchdog::watch_until(std::string op, int64_t bytes, double timeout_s, std::function<bool()> finished,
+                                      std::function<void()> on_timeout) {
   if (!(timeout_s > 0)) return Scope();
   uint64_t id;
   {
@@ -58,7 +64,7 @@ Watchdog::Scope Watchdog::watch(std::string op, int64_t bytes, double timeout_s,
     id = next_id_++;
     const auto deadline =
         Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
-    entries_.emplace(id, Entry{std::move(op), bytes, timeout_s, deadline, std::move(on_timeout)});
+    entries_.emplace(id, Entry{std::move(op), bytes, timeout_s, deadline, std::move(on_timeout), std::move(finished)});
   }
   // The thread may be sleeping until a later deadline; let it see this one.
   wake_.notify_all();
@@ -81,9 +87,23 @@ void Watchdog::close(uint64_t id) {
   entries_.erase(id);
 }
 
+bool Watchdog::poll_finished_locked() {
+  bool polled = false;
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (it->second.finished && it->second.finished()) {
+      it = entries_.erase(it);
+      continue;
+    }
+    polled = polled || static_cast<bool>(it->second.finished);
+    ++it;
+  }
+  return polled;
+}
+
 void Watchdog::run() {
   std::unique_lock<std::mutex> lock(mutex_);
   while (!stop_) {
+    const bool polling = poll_finished_locked();
     if (entries_.empty()) {
       wake_.wait(lock);
       continue;
@@ -98,11 +118,14 @@ void Watchdog::run() {
       lock.unlock();
       fire(expired);
     }
-    wake_.wait_until(lock, deadline);
+    wake_.wait_until(lock, polling ? std::min(deadline, Clock::now() + kPollInterval) : deadline);
   }
 }
 
 void Watchdog::fire(const Entry& entry) {
+  // The line goes out before the hook runs: aborting a communicator may wake
+  // the main thread with an error of its own, which must not be the message.
+  if (!announce_abort(timeout_message(entry.op, entry.bytes, entry.timeout_s))) wait_for_abort();
   if (entry.on_timeout) {
     auto done = std::make_shared<std::promise<void>>();
     std::future<void> finished = done->get_future();
@@ -115,7 +138,7 @@ void Watchdog::fire(const Entry& entry) {
     }).detach();
     finished.wait_for(kHookGrace);
   }
-  abort_job(timeout_message(entry.op, entry.bytes, entry.timeout_s));
+  end_job(1);
 }
 
 }  // namespace moetrain::parallel

@@ -10,6 +10,11 @@
 //   moetrain: rank R: <op> (<bytes> bytes) did not finish within T s; aborting the job
 // and calls MPI_Abort(MPI_COMM_WORLD, 1), which ends every rank.
 //
+// Work that goes on after the caller returns (an NCCL collective queued on a
+// device stream) is watched with watch_until(): the watchdog thread polls the
+// scope's `finished` predicate every kPollInterval and closes the scope
+// itself once it holds, so nobody has to wait on the host for it.
+//
 // Purely local: no rank has to call anything in step with the others. Scopes
 // may be opened from any thread. The thread starts with the first scope.
 #pragma once
@@ -52,6 +57,16 @@ class Watchdog {
   // on_timeout runs on the watchdog thread just before the job is aborted.
   Scope watch(std::string op, int64_t bytes, double timeout_s, std::function<void()> on_timeout = {});
 
+  // Like watch(), but the scope also ends when `finished` returns true,
+  // polled on the watchdog thread (under its lock: it must be quick, must not
+  // block and must not call the watchdog). Closing the returned scope early
+  // is still allowed.
+  Scope watch_until(std::string op, int64_t bytes, double timeout_s, std::function<bool()> finished,
+                    std::function<void()> on_timeout = {});
+
+  // How often watch_until predicates are polled.
+  static constexpr std::chrono::milliseconds kPollInterval{2};
+
   // Scopes open right now (for tests and diagnostics).
   size_t open_scopes() const;
 
@@ -68,11 +83,14 @@ class Watchdog {
     double timeout_s;
     Clock::time_point deadline;
     std::function<void()> on_timeout;
+    std::function<bool()> finished;  // empty: only close() ends the scope
   };
 
   Watchdog() = default;
   void close(uint64_t id);
   void run();
+  // Drops the entries whose `finished` holds; true if any entry is polled.
+  bool poll_finished_locked();
   [[noreturn]] void fire(const Entry& entry);
 
   mutable std::mutex mutex_;

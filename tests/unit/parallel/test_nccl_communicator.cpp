@@ -1,9 +1,14 @@
 // The NCCL communicator on one GPU (world size 1): every operation, the
-// stream ordering, stats and argument errors. Skipped, saying why, where the
+// stream ordering without host waits, host tensors through the MPI twin,
+// stats and argument errors. Skipped, saying why, where the
 // build has no NCCL or the machine no GPU.
 #include <gtest/gtest.h>
 
 #include <torch/cuda.h>
+#if __has_include(<ATen/cuda/Sleep.h>)
+#include <ATen/cuda/Sleep.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include "parallel/comm_benchmark.h"
 #include "parallel/mpi_communicator.h"
@@ -107,9 +112,36 @@ TEST_F(NcclSingleGpu, SplitToItself) {
   EXPECT_EQ(t.sum().item<float>(), 10.0f);
 }
 
-TEST_F(NcclSingleGpu, RejectsCpuAndNonContiguousTensors) {
-  torch::Tensor cpu = torch::ones({4}, torch::kFloat);
-  EXPECT_THROW(nccl_->all_reduce(cpu), CommunicatorError);
+TEST_F(NcclSingleGpu, HostTensorsGoThroughTheMpiTwin) {
+  torch::Tensor counts = torch::tensor({3, 4}, torch::kLong);
+  nccl_->all_reduce(counts);
+  EXPECT_EQ(counts[1].item<int64_t>(), 4);
+  torch::Tensor rows = torch::arange(6, torch::kLong).reshape({3, 2}), moved = torch::empty({3, 2}, torch::kLong);
+  nccl_->all_to_all(rows, moved, {3}, {3});
+  EXPECT_TRUE(torch::equal(moved, rows));
+  EXPECT_EQ(nccl_->stats().at("all_reduce").calls, 1);
+  EXPECT_EQ(nccl_->stats().at("all_reduce").bytes, 32);
+  EXPECT_EQ(nccl_->stats().at("all_to_all").calls, 1);
+}
+
+#if __has_include(<ATen/cuda/Sleep.h>)
+TEST_F(NcclSingleGpu, ReturnsBeforeTheDeviceHasRunAndTimesOnItsStream) {
+  // About half a second of device time queued before the collective: the
+  // call returns at once, the caller's stream is still busy, and the
+  // collective's seconds leave that compute out.
+  torch::Tensor t = torch::ones({1024}, on_gpu(torch::kFloat));
+  at::cuda::sleep(int64_t{1} << 30);
+  nccl_->all_reduce(t);
+  EXPECT_FALSE(c10::cuda::getCurrentCUDAStream(0).query());
+  const double seconds = nccl_->stats().at("all_reduce").seconds;  // waits for it
+  EXPECT_TRUE(c10::cuda::getCurrentCUDAStream(0).query());
+  EXPECT_GT(seconds, 0.0);
+  EXPECT_LT(seconds, 0.1);
+  EXPECT_EQ(t.sum().item<float>(), 1024.0f);
+}
+#endif
+
+TEST_F(NcclSingleGpu, RejectsNonContiguousTensors) {
   torch::Tensor strided = torch::ones({4, 4}, on_gpu(torch::kFloat)).t();
   EXPECT_THROW(nccl_->all_reduce(strided), CommunicatorError);
   torch::Tensor t = torch::ones({4}, on_gpu(torch::kFloat));
