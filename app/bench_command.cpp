@@ -74,7 +74,7 @@ int bench_command(int argc, char** argv) {
     try {
       parallel::check_device_map(map, /*exclusive=*/true);
     } catch (const parallel::DeviceMapError& e) {
-      throw UsageError(std::string("bench comm: ") + e.what());
+      throw UsageError(std::string("bench comm: ") + e.what() + "; start at most one rank per GPU on each node");
     }
     if (world->rank() == 0) {
       std::istringstream lines(parallel::describe_device_map(map));

@@ -146,6 +146,7 @@ void visit_config(V& root, Config& c) {
     s.field("bucket_mb", p.bucket_mb);
     s.field("overlap_grad_reduce", p.overlap_grad_reduce);
     s.field("timeout_s", p.timeout_s);
+    s.field("backend", p.backend);
     s.done();
   }
   {

@@ -91,6 +91,11 @@ void validate_layout(const Config& c, const Require& require, int64_t world_size
   }
   require(c.parallel.bucket_mb > 0, "parallel.bucket_mb", "must be positive");
   require(c.parallel.timeout_s > 0, "parallel.timeout_s", "must be positive");
+  const std::string& backend = c.parallel.backend;
+  require(backend == "auto" || backend == "nccl" || backend == "mpi", "parallel.backend",
+          "'" + backend + "' is not one of auto, nccl, mpi");
+  require(!(backend == "nccl" && c.train.device == "cpu"), "parallel.backend",
+          "nccl moves GPU memory, but train.device is cpu; use auto or mpi");
   // Tensor parallelism splits heads, FFN and expert widths evenly.
   const int64_t tp = c.parallel.tp;
   if (tp > 1) {

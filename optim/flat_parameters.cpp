@@ -20,7 +20,7 @@ std::string unit_of(const std::string& name, bool expert_units) {
 FlatParameters::FlatParameters(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters,
                                torch::ScalarType compute_dtype,
                                const std::function<bool(const std::string&, const torch::Tensor&)>& decays,
-                               const ShardingOptions& sharding)
+                               const ShardingOptions& sharding, std::optional<torch::Device> run_device)
     : compute_dtype_(compute_dtype), sharding_(sharding) {
   if (sharding_.shards < 1 || sharding_.rank < 0 || sharding_.rank >= sharding_.shards) {
     throw std::invalid_argument("FlatParameters: bad sharding rank/shards");
@@ -36,7 +36,7 @@ FlatParameters::FlatParameters(const std::vector<std::pair<std::string, torch::T
   if (sharding_.shard_params && !sharding_.shard_grads) {
     throw std::invalid_argument("FlatParameters: sharded parameters need sharded grads and master");
   }
-  torch::Device device = torch::kCPU;
+  torch::Device device = run_device.value_or(torch::kCPU);
   // Group parameters by unit, keeping the model's registration order.
   for (const auto& [name, param] : named_parameters) {
     if (!param.requires_grad()) continue;
@@ -58,7 +58,11 @@ FlatParameters::FlatParameters(const std::vector<std::pair<std::string, torch::T
     e.weight_decay = decays(name, param);
     e.unit = units_.size() - 1;
     units_.back().numel += e.numel;
-    device = param.device();
+    if (!run_device) device = param.device();
+    if (param.device() != device) {
+      throw std::invalid_argument("FlatParameters: " + name + " is on " + param.device().str() + ", not on " +
+                                  device.str());
+    }
     entries_.push_back(std::move(e));
   }
   int64_t offset = 0, local = 0;

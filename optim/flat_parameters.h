@@ -31,6 +31,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -98,11 +99,14 @@ std::string unit_of(const std::string& parameter_name, bool expert_units = false
 
 class FlatParameters {
  public:
-  // `decays(name, param)` says whether a parameter gets weight decay.
+  // `decays(name, param)` says whether a parameter gets weight decay. The
+  // flat buffers live on `device` (the run's: a pipeline stage may hold no
+  // trainable parameter at all); without it, on the parameters' device, or
+  // the CPU when there are none.
   FlatParameters(const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters,
                  torch::ScalarType compute_dtype,
                  const std::function<bool(const std::string&, const torch::Tensor&)>& decays,
-                 const ShardingOptions& sharding = {});
+                 const ShardingOptions& sharding = {}, std::optional<torch::Device> device = std::nullopt);
 
   int64_t numel() const { return numel_; }              // parameters (unpadded)
   int64_t padded_numel() const { return padded_; }      // the flat space

@@ -48,9 +48,7 @@ void check_device_map(const std::vector<RankDevice>& ranks, bool exclusive) {
     const auto [it, fresh] = owner.emplace(std::make_pair(r.host, r.device.physical), r.rank);
     if (!fresh && exclusive) {
       throw DeviceMapError("ranks " + std::to_string(it->second) + " and " + std::to_string(r.rank) + " on " + r.host +
-                           " would share GPU " + r.device.physical +
-                           ", which NCCL refuses: start at most one rank per GPU on each node (or use the "
-                           "host-staged backend)");
+                           " would share GPU " + r.device.physical + ", which NCCL refuses");
     }
   }
 }

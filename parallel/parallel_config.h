@@ -25,6 +25,9 @@ struct ParallelConfig {
   double bucket_mb = 25.0;          // gradient all-reduce bucket size
   bool overlap_grad_reduce = true;  // reduce gradient buckets during the backward
   double timeout_s = 300.0;         // a collective slower than this aborts the job
+  // Who carries the data groups' collectives: auto | nccl | mpi
+  // (parallel/backend.h).
+  std::string backend = "auto";
 };
 
 }  // namespace moetrain::parallel

@@ -6,26 +6,28 @@
 
 namespace moetrain::parallel {
 
-ProcessGroups::ProcessGroups(std::shared_ptr<Communicator> world, const ParallelConfig& config, bool tied_embeddings)
-    : grid_(world->size(), world->rank(), config), world_(std::move(world)) {
+ProcessGroups::ProcessGroups(std::shared_ptr<Communicator> world, const ParallelConfig& config, bool tied_embeddings,
+                             std::unique_ptr<Communicator> data_world)
+    : grid_(world->size(), world->rank(), config), world_(std::move(world)), data_world_(std::move(data_world)) {
   // Splits are collective: every rank takes part in each (with its own
   // group), in this order. DP and PP get groups of their own whenever the
   // world has more than one rank, so each group's traffic is counted apart.
-  dp_ = world_.get();
-  if (grid_.tp_size() > 1) tp_comm_ = world_->split(grid_.tp_group());
-  if (world_->size() > 1) {
-    dp_comm_ = world_->split(grid_.dp_group());
+  Communicator& data = data_world_ ? *data_world_ : *world_;
+  dp_ = &data;
+  if (grid_.tp_size() > 1) tp_comm_ = data.split(grid_.tp_group());
+  if (data.size() > 1) {
+    dp_comm_ = data.split(grid_.dp_group());
     dp_ = dp_comm_.get();
   }
   edp_ = dp_;
   if (grid_.ep_size() > 1) {
-    ep_comm_ = world_->split(grid_.ep_group());
-    edp_comm_ = world_->split(grid_.expert_dp_group());
+    ep_comm_ = data.split(grid_.ep_group());
+    edp_comm_ = data.split(grid_.expert_dp_group());
     edp_ = edp_comm_.get();
   }
-  pp_ = world_.get();
-  if (world_->size() > 1) {
-    pp_comm_ = world_->split(grid_.pp_group());
+  pp_ = &data;
+  if (data.size() > 1) {
+    pp_comm_ = data.split(grid_.pp_group());
     pp_ = pp_comm_.get();
   }
   const int64_t pp = grid_.pp_size(), pp_rank = grid_.pp_rank();
@@ -33,8 +35,19 @@ ProcessGroups::ProcessGroups(std::shared_ptr<Communicator> world, const Parallel
     std::vector<int64_t> pair{grid_.rank_of(grid_.dp_rank(), 0, grid_.tp_rank()),
                               grid_.rank_of(grid_.dp_rank(), pp - 1, grid_.tp_rank())};
     if (pp_rank != 0 && pp_rank != pp - 1) pair = {world_->rank()};
-    tied_comm_ = world_->split(pair);
+    tied_comm_ = data.split(pair);
   }
+}
+
+ProcessGroups::~ProcessGroups() {
+  // Children before the data world they were split from.
+  tied_comm_.reset();
+  pp_comm_.reset();
+  edp_comm_.reset();
+  ep_comm_.reset();
+  dp_comm_.reset();
+  tp_comm_.reset();
+  data_world_.reset();
 }
 
 CommStats ProcessGroups::stats() const {
@@ -46,12 +59,20 @@ CommStats ProcessGroups::stats() const {
     if (!comm) continue;
     for (const auto& [op, op_stats] : comm->stats()) all[std::string(name) + " " + op] = op_stats;
   }
+  if (data_world_) {
+    for (const auto& [op, op_stats] : data_world_->stats()) {
+      OpStats& s = all["world " + op];
+      s.calls += op_stats.calls;
+      s.bytes += op_stats.bytes;
+      s.seconds += op_stats.seconds;
+    }
+  }
   return all;
 }
 
 void ProcessGroups::reset_stats() {
-  for (auto* comm : {world_.get(), dp_comm_.get(), tp_comm_.get(), pp_comm_.get(), ep_comm_.get(), edp_comm_.get(),
-                     tied_comm_.get()}) {
+  for (auto* comm : {world_.get(), data_world_.get(), dp_comm_.get(), tp_comm_.get(), pp_comm_.get(), ep_comm_.get(),
+                     edp_comm_.get(), tied_comm_.get()}) {
     if (comm) comm->reset_stats();
   }
 }

@@ -2,8 +2,9 @@
 // world in one place by the ProcessGrid's arithmetic, with the traffic of
 // each counted apart.
 //
-//   world  every rank of the job
-//   dp     the data-parallel group (the world itself for one rank)
+//   world  every rank of the job, over MPI: the control plane (barriers,
+//          checkpoint coordination, stop flags, host scalars)
+//   dp     the data-parallel group (the data world itself for one rank)
 //   edp    expert data parallel: the DP ranks holding the same experts (dp
 //          while ep = 1)
 //   pp     this rank's pipeline: the stages holding the same DP/TP piece
@@ -13,12 +14,19 @@
 //          embedding (null unless pp > 1 with tied embeddings; ranks of the
 //          middle stages get a group of their own)
 //
+// Every group but `world` is split from the data world given at
+// construction (parallel/backend.h: NCCL or host-staged MPI for CUDA
+// tensors), or from the world itself when none is given (MPI on the CPU).
+// So every data group has the data world's backend.
+//
 // Construction is collective: every rank of the world builds its
 // ProcessGroups at the same point, each split in the same order. The groups
-// live as long as this object.
+// live as long as this object; they are destroyed (NCCL communicators
+// finalized) with it, which the trainer does before MPI is finalized.
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "parallel/communicator.h"
 #include "parallel/parallel_config.h"
@@ -28,7 +36,9 @@ namespace moetrain::parallel {
 
 class ProcessGroups {
  public:
-  ProcessGroups(std::shared_ptr<Communicator> world, const ParallelConfig& config, bool tied_embeddings);
+  ProcessGroups(std::shared_ptr<Communicator> world, const ParallelConfig& config, bool tied_embeddings,
+                std::unique_ptr<Communicator> data_world = nullptr);
+  ~ProcessGroups();
 
   const ProcessGrid& grid() const { return grid_; }
   Communicator& world() const { return *world_; }
@@ -42,14 +52,19 @@ class ProcessGroups {
   // edp for expert units, dp for the rest.
   Communicator& replicas(bool expert_unit) const { return expert_unit ? *edp_ : *dp_; }
 
+  // The data groups' backend ("mpi", "mpi-staged", "nccl").
+  std::string data_backend() const { return dp_->backend(); }
+
   // Communication since the last reset, per group and operation: keys
-  // "<group> <op>" with group one of world, dp, tp, pp, ep, edp, tied.
+  // "<group> <op>" with group one of world, dp, tp, pp, ep, edp, tied (the
+  // data world's own calls, made only by a one-rank job, count as world).
   CommStats stats() const;
   void reset_stats();
 
  private:
   ProcessGrid grid_;
   std::shared_ptr<Communicator> world_;
+  std::unique_ptr<Communicator> data_world_;
   std::unique_ptr<Communicator> tp_comm_, dp_comm_, ep_comm_, edp_comm_, pp_comm_, tied_comm_;
   Communicator* dp_ = nullptr;
   Communicator* edp_ = nullptr;

@@ -16,16 +16,6 @@ namespace moetrain::train {
 
 namespace {
 
-torch::Device select_device(const std::string& name) {
-  if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) {
-    if (!torch::cuda::is_available()) {
-      throw config::ConfigError("train.device: cuda requested but no CUDA device is available");
-    }
-    return torch::Device(torch::kCUDA, 0);
-  }
-  return torch::kCPU;
-}
-
 // Weight decay applies to matrices; norms, biases and embeddings are exempt
 // unless the config says otherwise (the GPT-2 / Megatron convention).
 bool decays(const optim::OptimConfig& cfg, const std::string& name, const torch::Tensor& p) {
@@ -49,21 +39,19 @@ at::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
 }  // namespace
 
 Trainer::Trainer(config::Config config, std::shared_ptr<parallel::Communicator> world, PhaseInfo phase)
-    : config_(std::move(config)), phase_(std::move(phase)), device_(select_device(config_.train.device)) {
+    : config_(std::move(config)), phase_(std::move(phase)) {
   if (config_.model.vocab_size <= 0) {
     throw config::ConfigError("model.vocab_size must be known before the model is built");
   }
-  // Collectives go through the MPI communicator, which takes CPU tensors: a
-  // CUDA run is one process on one GPU (NCCL groups for several GPUs are not
-  // wired into the trainer).
-  if (device_.is_cuda() && world->size() > 1) {
-    throw config::ConfigError("train.device: " + config_.train.device +
-                              " selects CUDA, but training on CUDA runs as one "
-                              "rank and this job has " +
-                              std::to_string(world->size()) +
-                              " (several GPUs are not supported yet); start one rank, or set train.device: cpu");
-  }
-  groups_ = std::make_unique<parallel::ProcessGroups>(std::move(world), config_.parallel, config_.model.tie_embeddings);
+  // The GPU and the backend first: nothing may touch CUDA before the device
+  // is chosen. The data groups are split from a data world of that backend;
+  // `world` (MPI) stays the control plane.
+  run_device_ = setup_run_device(config_, *world);
+  device_ = run_device_.device;
+  auto data_world = parallel::make_data_world(run_device_.backend.backend, *world,
+                                              device_.is_cuda() ? device_.index() : -1, config_.parallel.timeout_s);
+  groups_ = std::make_unique<parallel::ProcessGroups>(std::move(world), config_.parallel, config_.model.tie_embeddings,
+                                                      std::move(data_world));
   try {
     pipeline_schedule_ = parallel::parse_schedule(config_.parallel.schedule);
   } catch (const std::invalid_argument& e) {
@@ -154,7 +142,7 @@ void Trainer::build_optimizer(const std::vector<std::pair<std::string, torch::Te
   const auto& ocfg = config_.optim;
   params_ = std::make_unique<optim::FlatParameters>(
       trainable, config::to_scalar_type(config_.precision.compute),
-      [&ocfg](const std::string& n, const torch::Tensor& p) { return decays(ocfg, n, p); }, sharding);
+      [&ocfg](const std::string& n, const torch::Tensor& p) { return decays(ocfg, n, p); }, sharding, device_);
   optim::GradSyncOptions sync;
   sync.zero_stage = zero;
   sync.bucket_mb = config_.parallel.bucket_mb;
@@ -205,19 +193,21 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
   for (const auto& mb : micro_batches) batches.push_back(mb.to(device_, /*non_blocking=*/true));
   const int64_t m = static_cast<int64_t>(batches.size());
   std::map<int64_t, torch::Tensor> stage_losses;  // each micro-batch's loss terms, forward to backward
-  double ce_sum = 0, aux = 0, z = 0;
+  // The loss terms summed on the device in fp64 (ce, aux, z): read once per
+  // step, not once per micro-batch.
+  torch::Tensor loss_terms = torch::zeros({3}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
   parallel::PipelineStageCallbacks stage;
   stage.input_buffers = [&](int64_t i) { return activation_buffers(batches[i]); };
   stage.forward = [&](int64_t i, const std::vector<torch::Tensor>& inputs) {
     const auto out = forward_stage(batches[i], inputs);
     torch::Tensor loss = (moe.aux_loss_coef * out.moe.aux_loss + moe.z_loss_coef * out.moe.z_loss) / global_micro;
-    aux += out.moe.aux_loss.item<double>();
-    z += out.moe.z_loss.item<double>();
+    loss_terms[1] += out.moe.aux_loss.detach().to(torch::kFloat64);
+    loss_terms[2] += out.moe.z_loss.detach().to(torch::kFloat64);
     r.dropped_tokens += out.moe.dropped;
     if (holds_lm_head()) {
       const auto ce = cross_entropy(out.logits, batches[i], config_.train.label_smoothing);
       loss = loss + ce.loss_sum / token_divisor;
-      ce_sum += ce.loss_sum.item<double>();
+      loss_terms[0] += ce.loss_sum.detach().to(torch::kFloat64);
     }
     stage_losses[i] = loss;
     if (grid().pp_rank() == grid().pp_size() - 1) return std::vector<torch::Tensor>{};
@@ -243,7 +233,7 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
   //    batch's metrics.
   torch::Tensor& grads = grad_sync_->finish_step();
   reduce_tied_embedding_grads(grads);
-  sum_step_metrics(ce_sum, aux, z, token_divisor, global_micro, r);
+  sum_step_metrics(loss_terms, token_divisor, global_micro, r);
 
   // 4. Unscale, then check: an fp16 overflow skips the step on every rank
   //    (the norm is global, so all agree); any other non-finite value stops
@@ -279,12 +269,14 @@ void Trainer::count_tokens(const std::vector<data::Seq2SeqBatch>& micro_batches,
   }
 }
 
-void Trainer::sum_step_metrics(double ce_sum, double aux, double z, double token_divisor, double global_micro,
+void Trainer::sum_step_metrics(const torch::Tensor& loss_terms, double token_divisor, double global_micro,
                                StepResult& r) {
   // Every DP rank's micro-batches, every stage's MoE layers (the
-  // cross-entropy is the last stage's), in one small all-reduce per group.
+  // cross-entropy is the last stage's), in one small all-reduce per group,
+  // on the host: one device-to-host copy of the loss terms.
+  const auto host = loss_terms.cpu();
   auto sums =
-      sum_over_dp_and_pp(torch::tensor({ce_sum, aux, z, static_cast<double>(r.dropped_tokens)}, torch::kFloat64));
+      sum_over_dp_and_pp(torch::cat({host, torch::tensor({static_cast<double>(r.dropped_tokens)}, torch::kFloat64)}));
   r.loss = sums[0].item<double>() / token_divisor;
   r.aux_loss = sums[1].item<double>() / global_micro;
   r.z_loss = sums[2].item<double>() / global_micro;
@@ -389,8 +381,10 @@ double Trainer::global_grad_norm(const torch::Tensor& grads) {
     const double tp_copies = tp && !slices.count(e.name) ? static_cast<double>(tp->size()) : 1.0;
     sum_sq += g.to(torch::kFloat64).pow(2).sum() / (dp_copies * tp_copies);
   }
-  if (world().size() > 1) world().all_reduce(sum_sq);
-  return std::sqrt(sum_sq.item<double>());
+  // A host value: one device-to-host copy, then over MPI (the control plane).
+  auto total = sum_sq.cpu();
+  if (world().size() > 1) world().all_reduce(total);
+  return std::sqrt(total.item<double>());
 }
 
 void Trainer::dump_gradients(const torch::Tensor& grads, int64_t step) {

@@ -40,6 +40,7 @@
 #include "parallel/pipeline.h"
 #include "parallel/process_groups.h"
 #include "parallel/tensor_parallel.h"
+#include "train/run_device.h"
 
 namespace moetrain::train {
 
@@ -132,6 +133,8 @@ class Trainer {
   const optim::FlatParameters& params() const { return *params_; }
   optim::AdamW& optimizer() { return *optimizer_; }
   torch::Device device() const { return device_; }
+  // The GPU mapping and the backend chosen at start-up (train/run_device.h).
+  const RunDevice& run_device() const { return run_device_; }
   const parallel::ProcessGrid& grid() const { return groups_->grid(); }
   parallel::Communicator& world() { return groups_->world(); }
   OptimizerMemory optimizer_memory() const;
@@ -161,7 +164,7 @@ class Trainer {
   // The global batch's token counts (summed over DP) into r.
   void count_tokens(const std::vector<data::Seq2SeqBatch>& micro_batches, StepResult& r);
   // The metrics of the global batch, summed over DP and PP, into r.
-  void sum_step_metrics(double ce_sum, double aux, double z, double token_divisor, double global_micro, StepResult& r);
+  void sum_step_metrics(const torch::Tensor& loss_terms, double token_divisor, double global_micro, StepResult& r);
   // A non-finite norm or loss: skips the step (fp16) or throws TrainingError.
   void handle_nonfinite(StepResult& r, const torch::Tensor& grads, int64_t step);
   void dump_gradients(const torch::Tensor& grads, int64_t step);
@@ -200,7 +203,8 @@ class Trainer {
   std::vector<int64_t> stage_starts_;
   int64_t stage_begin_ = 0, stage_end_ = 0;
   parallel::PipelineStats pipeline_stats_;
-  torch::Device device_;
+  RunDevice run_device_;
+  torch::Device device_ = torch::kCPU;
   models::Seq2SeqTransformer model_{nullptr};
   std::unique_ptr<optim::FlatParameters> params_;
   std::unique_ptr<optim::GradSync> grad_sync_;

@@ -181,6 +181,12 @@ void TrainingLoop::print_banner() const {
             << " data-parallel rank(s), ZeRO stage " << cfg_.parallel.zero_stage << ", tensor parallel "
             << grid.tp_size() << ", expert parallel " << grid.ep_size() << ", pipeline parallel " << grid.pp_size()
             << ", device " << trainer_.device() << std::endl;
+  const auto& run_device = trainer_.run_device();
+  for (const auto& line : run_device.device_map) std::cout << "# devices " << line << std::endl;
+  if (grid.world_size() > 1 || run_device.device.is_cuda()) {
+    std::cout << "collectives: " << parallel::backend_name(run_device.backend.backend) << " ("
+              << run_device.backend.reason << ") for the data groups, mpi for control" << std::endl;
+  }
   if (data.num_datasets() > 1) {
     std::cout << "data: a mixture of";
     for (int64_t d = 0; d < data.num_datasets(); ++d) {

@@ -17,6 +17,13 @@ constexpr double kTestTimeoutS = 60.0;
 
 Communicator& test_world();
 
+// Every rank of `comm`, for a split that copies it (traffic of its own).
+inline std::vector<int64_t> all_ranks(const Communicator& comm) {
+  std::vector<int64_t> ranks(static_cast<size_t>(comm.size()));
+  for (int64_t r = 0; r < comm.size(); ++r) ranks[static_cast<size_t>(r)] = r;
+  return ranks;
+}
+
 // The dtypes every backend must handle.
 inline std::vector<torch::ScalarType> all_dtypes() {
   return {torch::kFloat, torch::kDouble, torch::kInt,      torch::kLong,

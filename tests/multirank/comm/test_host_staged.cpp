@@ -16,9 +16,7 @@ namespace {
 // its traffic is its own).
 std::unique_ptr<Communicator> staged_world() {
   Communicator& world = test_world();
-  std::vector<int64_t> everyone(static_cast<size_t>(world.size()));
-  for (int64_t r = 0; r < world.size(); ++r) everyone[static_cast<size_t>(r)] = r;
-  return std::make_unique<HostStagedCommunicator>(world.split(everyone));
+  return std::make_unique<HostStagedCommunicator>(world.split(all_ranks(world)));
 }
 
 TEST(HostStaged, CollectivesMatchTheHostCommunicator) {

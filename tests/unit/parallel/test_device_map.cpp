@@ -68,8 +68,7 @@ TEST(DeviceMap, MoreRanksThanGpusShareOnlyWhenAllowed) {
   EXPECT_EQ(job[2].device.index, 0);
   EXPECT_EQ(thrown_by(job, /*exclusive=*/false), "");
   EXPECT_EQ(thrown_by(job, /*exclusive=*/true),
-            "ranks 0 and 2 on node-a would share GPU 0, which NCCL refuses: start at most one rank per GPU on each "
-            "node (or use the host-staged backend)");
+            "ranks 0 and 2 on node-a would share GPU 0, which NCCL refuses");
 }
 
 TEST(DeviceMap, TheSameGpuNumberOnTwoHostsIsTwoGpus) {
