@@ -70,6 +70,8 @@ void visit_data(V& s, data::DataConfig& d) {
   s.field("noise_density", d.noise_density);
   s.field("mean_noise_span", d.mean_noise_span);
   s.field("shuffle", d.shuffle);
+  s.field("streaming", d.streaming);
+  s.field("prefetch", d.prefetch);
   s.done();
 }
 

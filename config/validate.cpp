@@ -204,6 +204,7 @@ void validate_data(const Config& c, const Require& require) {
           "no such file: " + d.tokenizer);
   require(d.src_len >= 4, "data.src_len", "must be at least 4");
   require(d.tgt_len >= 2, "data.tgt_len", "must be at least 2");
+  require(d.prefetch >= 0, "data.prefetch", "must be 0 or more");
   require(d.noise_density > 0 && d.noise_density < 1, "data.noise_density", "must be in (0, 1)");
   require(d.mean_noise_span >= 1, "data.mean_noise_span", "must be at least 1");
   require(c.train.eval_every == 0 || !d.valid.empty(), "train.eval_every",

@@ -12,7 +12,6 @@
 #include <nlohmann/json.hpp>
 
 #include "data/portable_rng.h"
-#include "data/token_shard.h"
 
 namespace moetrain::data {
 namespace {
@@ -186,52 +185,17 @@ BatchSource::BatchSource(const DataConfig& cfg, const SpecialTokens& special, ui
 }
 
 void BatchSource::load(Dataset& ds, const std::vector<std::string>& shards, const std::string& label) const {
-  auto check_vocab = [&](const std::string& shard, int64_t vocab) {
-    if (ds.vocab_size == 0) ds.vocab_size = vocab;
-    if (vocab != ds.vocab_size)
-      throw std::runtime_error("token shard " + shard + " has vocab_size " + std::to_string(vocab) +
-                               ", earlier shards of " + ds.path + " have " + std::to_string(ds.vocab_size));
-  };
-
+  ds.tokens = open_token_store(shards, cfg_.objective, special_.eos, ds.path, cfg_.streaming);
+  ds.vocab_size = ds.tokens->vocab_size();
   if (cfg_.objective == Objective::SpanCorruption) {
-    for (const auto& shard_path : shards) {
-      if (read_shard_kind(shard_path) != ShardKind::Documents)
-        throw std::runtime_error("token shard " + shard_path + " holds pairs; span corruption needs document shards");
-      DocumentShard shard = read_document_shard(shard_path);
-      check_vocab(shard_path, shard.vocab_size);
-      const int32_t* tokens = shard.documents.tokens.data_ptr<int32_t>();
-      const int64_t* offsets = shard.documents.offsets.data_ptr<int64_t>();
-      ds.stream.reserve(ds.stream.size() + shard.documents.num_tokens() + shard.documents.size());
-      for (int64_t d = 0; d < shard.documents.size(); ++d) {
-        ds.stream.insert(ds.stream.end(), tokens + offsets[d], tokens + offsets[d + 1]);
-        ds.stream.push_back(static_cast<int32_t>(special_.eos));
-      }
-    }
-    ds.num_samples = static_cast<int64_t>(ds.stream.size()) / lengths_.raw_length;
+    const int64_t length = ds.tokens->stream_length();
+    ds.num_samples = length / lengths_.raw_length;
     if (ds.num_samples == 0)
-      throw std::runtime_error(label + " has " + std::to_string(ds.stream.size()) +
+      throw std::runtime_error(label + " has " + std::to_string(length) +
                                " tokens (EOS included), fewer than one span-corruption sample of " +
                                std::to_string(lengths_.raw_length));
   } else {
-    ds.source_offsets.push_back(0);
-    ds.target_offsets.push_back(0);
-    for (const auto& shard_path : shards) {
-      if (read_shard_kind(shard_path) != ShardKind::Pairs)
-        throw std::runtime_error("token shard " + shard_path +
-                                 " holds documents; the seq2seq objective needs pair shards");
-      PairShard shard = read_pair_shard(shard_path);
-      check_vocab(shard_path, shard.vocab_size);
-      auto append = [](const TokenSequences& seq, std::vector<int32_t>& tokens, std::vector<int64_t>& offsets) {
-        const int64_t base = static_cast<int64_t>(tokens.size());
-        const int32_t* t = seq.tokens.data_ptr<int32_t>();
-        const int64_t* o = seq.offsets.data_ptr<int64_t>();
-        tokens.insert(tokens.end(), t, t + seq.num_tokens());
-        for (int64_t i = 1; i <= seq.size(); ++i) offsets.push_back(base + o[i]);
-      };
-      append(shard.source, ds.source_tokens, ds.source_offsets);
-      append(shard.target, ds.target_tokens, ds.target_offsets);
-    }
-    ds.num_samples = static_cast<int64_t>(ds.source_offsets.size()) - 1;
+    ds.num_samples = ds.tokens->num_pairs();
     if (ds.num_samples == 0) throw std::runtime_error(label + " holds no pairs");
   }
 }
@@ -287,8 +251,7 @@ Seq2SeqSample BatchSource::sample_at(const SampleOrigin& o) const {
 
 Seq2SeqSample BatchSource::span_corruption_sample(const Dataset& ds, int64_t epoch, int64_t window) const {
   const int64_t raw = lengths_.raw_length;
-  const int32_t* begin = ds.stream.data() + window * raw;
-  std::vector<int64_t> tokens(begin, begin + raw);
+  std::vector<int64_t> tokens = ds.tokens->stream(window * raw, (window + 1) * raw);
   const uint64_t seed =
       combine_seeds({ds.seed, kCorruptionTag, static_cast<uint64_t>(epoch), static_cast<uint64_t>(window)});
   CorruptedSpans c =
@@ -297,15 +260,13 @@ Seq2SeqSample BatchSource::span_corruption_sample(const Dataset& ds, int64_t epo
 }
 
 Seq2SeqSample BatchSource::pair_sample(const Dataset& ds, int64_t pair) const {
-  auto cut = [&](const std::vector<int32_t>& tokens, const std::vector<int64_t>& offsets, int64_t max_len) {
-    const int64_t begin = offsets[pair];
-    const int64_t n = std::min(offsets[pair + 1] - begin, max_len - 1);
-    std::vector<int64_t> out(tokens.begin() + begin, tokens.begin() + begin + n);
+  // Each side cut to its length - 1 tokens, then EOS.
+  auto side = [&](bool target, int64_t max_len) {
+    std::vector<int64_t> out = ds.tokens->pair_side(pair, target, max_len - 1);
     out.push_back(special_.eos);
     return out;
   };
-  return {cut(ds.source_tokens, ds.source_offsets, cfg_.src_len),
-          cut(ds.target_tokens, ds.target_offsets, cfg_.tgt_len)};
+  return {side(false, cfg_.src_len), side(true, cfg_.tgt_len)};
 }
 
 Seq2SeqBatch BatchSource::collate(const std::vector<Seq2SeqSample>& samples, const SpecialTokens& special) {

@@ -41,9 +41,10 @@
 // lengths and tokenizer are the same for every dataset of a mixture, and every
 // dataset's shards must have the same vocab_size.
 //
-// The split is loaded into memory at construction (the token arrays). The only
-// state after that is the blended index's memo (under a mutex), so
-// step_batches is const and thread-safe.
+// Each dataset's tokens are a TokenStore (token_store.h): streamed from the
+// shards by default (cfg.streaming), a sample read when it is built, or
+// loaded into memory at construction. The only other state is the blended
+// index's memo (under a mutex), so step_batches is const and thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -55,6 +56,7 @@
 #include "data/data_config.h"
 #include "data/mixture_index.h"
 #include "data/span_corruption.h"
+#include "data/token_store.h"
 #include "data/tokenizer.h"
 
 namespace moetrain::data {
@@ -126,20 +128,16 @@ class BatchSource {
   const std::vector<std::string>& shard_paths() const { return shard_paths_; }
 
  private:
-  // One dataset's shards, loaded into memory.
+  // One dataset: its tokens and its seed stream.
   struct Dataset {
     std::string path;
     uint64_t seed = 0;  // its seed stream
     int64_t num_samples = 0;
     int64_t vocab_size = 0;
-    // SpanCorruption: every document + EOS, back to back.
-    std::vector<int32_t> stream;
-    // Seq2Seq: all pairs of all shards, back to back.
-    std::vector<int32_t> source_tokens, target_tokens;
-    std::vector<int64_t> source_offsets, target_offsets;
+    std::unique_ptr<TokenStore> tokens;
   };
 
-  // Reads `shards` into `ds`; `label` names the dataset in errors.
+  // Opens `shards` as `ds`'s tokens; `label` names the dataset in errors.
   void load(Dataset& ds, const std::vector<std::string>& shards, const std::string& label) const;
   SampleOrigin origin_of(const MixtureIndex::Draw& draw) const;
   Seq2SeqSample sample_at(const SampleOrigin& origin) const;

@@ -45,6 +45,12 @@ struct DataConfig {
   double noise_density = 0.15;
   double mean_noise_span = 3.0;
   bool shuffle = true;
+  // Read each sample's tokens from the shards when it is needed (true), or
+  // load every shard into memory at start-up (false). Same batches either way.
+  bool streaming = true;
+  // Steps of micro-batches a background loader prepares ahead of training
+  // (0: built on the training thread when needed).
+  int64_t prefetch = 2;
 };
 
 }  // namespace moetrain::data

@@ -59,6 +59,7 @@ void MetricsLogger::log_step(const StepMetrics& m) {
          {"loss_scale", m.loss_scale},
          {"tokens_per_s", m.tokens_per_s},
          {"step_ms", m.step_ms},
+         {"data_wait_ms", m.data_wait_ms},
          {"elapsed_s", m.elapsed_s},
          {"tokens", m.tokens},
          {"dropped_tokens", m.dropped_tokens},

@@ -21,7 +21,8 @@ struct StepMetrics {
   double loss_scale = 1;
   double tokens_per_s = 0;  // source + target tokens per second, this step
   double step_ms = 0;
-  double elapsed_s = 0;  // this process
+  double data_wait_ms = 0;  // of step_ms, waiting for this step's batches (data/batch_prefetcher.h)
+  double elapsed_s = 0;     // this process
   double eta_s = 0;
   int64_t tokens = 0;          // source + target tokens in this step's global batch
   int64_t dropped_tokens = 0;  // MoE assignments over capacity

@@ -10,6 +10,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "config/load.h"
+#include "data/batch_prefetcher.h"
 #include "data/batch_source.h"
 #include "data/tokenizer.h"
 #include "monitor/metrics_logger.h"
@@ -35,7 +36,7 @@ class TrainingLoop {
   int64_t resume_or_initialise();
   void print_resume_notes(const checkpoint::LoadedCheckpoint& loaded, int64_t start_step) const;
   void print_banner() const;
-  void log_step(const StepResult& r, int64_t done, double step_s, int64_t steps_this_run);
+  void log_step(const StepResult& r, int64_t done, double step_s, double data_wait_ms, int64_t steps_this_run);
   void evaluate(int64_t done);
   std::string save(int64_t step);
   // Ranks may see a signal at different moments: they agree before acting.
@@ -85,15 +86,19 @@ int TrainingLoop::run() {
   ShutdownSignal::install();
   t0_ = std::chrono::steady_clock::now();
   const auto& grid = trainer_.grid();
+  // The next steps' micro-batches are built in the background meanwhile.
+  data::BatchPrefetcher batches_ahead(*train_data_,
+                                      {grid.dp_rank(), grid.dp_size(), cfg_.train.global_batch, cfg_.train.micro_batch},
+                                      start_step - phase_.start, cfg_.data.prefetch, trainer_.device().is_cuda());
   for (int64_t step = start_step; step < max_steps; ++step) {
     const auto step_t0 = std::chrono::steady_clock::now();
-    const auto batches = train_data_->step_batches(step - phase_.start, grid.dp_rank(), grid.dp_size(),
-                                                   cfg_.train.global_batch, cfg_.train.micro_batch);
+    double data_wait_ms = 0;
+    const auto batches = batches_ahead.next(step - phase_.start, data_wait_ms);
     const StepResult r = trainer_.train_step(batches, step);
     // The optimizer's kernels may still be queued: count them in this step.
     if (trainer_.device().is_cuda()) torch::cuda::synchronize(trainer_.device().index());
     const int64_t done = step + 1;
-    log_step(r, done, seconds_since(step_t0), done - start_step);
+    log_step(r, done, seconds_since(step_t0), data_wait_ms, done - start_step);
     if (valid_data_ && cfg_.train.eval_every > 0 && done % cfg_.train.eval_every == 0) evaluate(done);
     const bool stop = agree_to_stop();
     const bool interval = cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0;
@@ -209,7 +214,8 @@ void TrainingLoop::print_banner() const {
   }
 }
 
-void TrainingLoop::log_step(const StepResult& r, int64_t done, double step_s, int64_t steps_this_run) {
+void TrainingLoop::log_step(const StepResult& r, int64_t done, double step_s, double data_wait_ms,
+                            int64_t steps_this_run) {
   const int64_t max_steps = cfg_.train.max_steps;
   if (!leader_ || !(done % cfg_.log.every == 0 || done == max_steps || steps_this_run == 1)) return;
   monitor::StepMetrics m;
@@ -222,6 +228,7 @@ void TrainingLoop::log_step(const StepResult& r, int64_t done, double step_s, in
   m.grad_norm = r.grad_norm;
   m.loss_scale = r.loss_scale;
   m.tokens = r.tokens;
+  m.data_wait_ms = data_wait_ms;
   m.tokens_per_s = static_cast<double>(r.tokens) / step_s;
   m.step_ms = step_s * 1000.0;
   m.dropped_tokens = r.dropped_tokens;
