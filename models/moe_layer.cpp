@@ -56,7 +56,6 @@ RoutingResult route_tokens(const torch::Tensor& logits_fp32, const torch::Tensor
   torch::Tensor gates = normalize_top_k ? top_p / top_p.sum(-1, /*keepdim=*/true) : top_p;
   const torch::Tensor valid = token_mask.unsqueeze(1).expand({n, top_k});
   r.gates = torch::where(valid, gates, torch::zeros({}, gates.options()));
-  r.num_valid = token_mask.sum().item<int64_t>();
 
   // Priority order is choice-major: row c * N + t is token t's choice c.
   const torch::Tensor expert_cm = top_i.t().reshape({-1});
@@ -66,6 +65,9 @@ RoutingResult route_tokens(const torch::Tensor& logits_fp32, const torch::Tensor
 
   torch::Tensor kept_cm = valid_cm;
   if (capacity_factor > 0.0) {
+    // The capacity depends on the valid count: the one extra host sync of
+    // capacity-limited routing.
+    r.num_valid = token_mask.sum().item<int64_t>();
     const double slots = capacity_factor * static_cast<double>(r.num_valid * top_k) / static_cast<double>(e);
     r.capacity = static_cast<int64_t>(std::ceil(slots - 1e-9));
     // Slot of each assignment within its expert, counting earlier-priority ones.
@@ -74,7 +76,15 @@ RoutingResult route_tokens(const torch::Tensor& logits_fp32, const torch::Tensor
   }
   r.kept = kept_cm.view({top_k, n}).t().contiguous();
   r.tokens_per_expert = (one_hot * kept_cm.unsqueeze(1).to(torch::kLong)).sum(0);
-  r.dropped = r.num_valid * top_k - r.kept.sum().item<int64_t>();
+  // What the host needs, in one device-to-host copy: the split sizes and the
+  // valid count. Every kept assignment is counted once in tokens_per_expert.
+  const torch::Tensor host =
+      torch::cat({r.tokens_per_expert, token_mask.sum().reshape({1}).to(torch::kLong)}).to(torch::kCPU).contiguous();
+  const int64_t* counts = host.data_ptr<int64_t>();
+  r.tokens_per_expert_host.assign(counts, counts + e);
+  r.num_valid = counts[e];
+  const int64_t kept_total = std::accumulate(counts, counts + e, int64_t{0});
+  r.dropped = r.num_valid * top_k - kept_total;
   r.expert_index = top_i.masked_fill(~valid, -1);
   return r;
 }
@@ -115,17 +125,26 @@ PermutedTokens permute_tokens(const torch::Tensor& x, const RoutingResult& routi
   const int64_t k = routing.expert_index.size(1);
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(x.device());
   const torch::Tensor flat_token = torch::arange(n, long_opts).unsqueeze(1).expand({n, k}).reshape({-1});
-  const torch::Tensor selected = routing.kept.reshape({-1}).nonzero().squeeze(1);
-  const torch::Tensor expert = routing.expert_index.reshape({-1}).index_select(0, selected);
-  const torch::Tensor order = std::get<1>(expert.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
-  const torch::Tensor source = selected.index_select(0, order);  // flat (token, choice) ids
-
   PermutedTokens p;
+  p.tokens_per_expert = routing.tokens_per_expert_host;
+  if (p.tokens_per_expert.empty()) {
+    const torch::Tensor counts = routing.tokens_per_expert.to(torch::kCPU).contiguous();
+    p.tokens_per_expert.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + counts.numel());
+  }
+  const int64_t experts = static_cast<int64_t>(p.tokens_per_expert.size());
+  const int64_t kept = std::accumulate(p.tokens_per_expert.begin(), p.tokens_per_expert.end(), int64_t{0});
+  // Kept assignments by expert, each expert's in (token, choice) order: a
+  // stable sort with the dropped ones keyed past the last expert, cut at the
+  // kept count the host already knows (no nonzero(), which would wait for
+  // the device).
+  const torch::Tensor key =
+      torch::where(routing.kept.reshape({-1}), routing.expert_index.reshape({-1}), torch::full({}, experts, long_opts));
+  const torch::Tensor source =
+      std::get<1>(key.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false)).narrow(0, 0, kept);
+
   p.token_index = flat_token.index_select(0, source);
   p.gates = routing.gates.reshape({-1}).index_select(0, source);
   p.hidden = kernels::permute_rows(x, p.token_index);
-  const torch::Tensor counts = routing.tokens_per_expert.to(torch::kCPU).contiguous();
-  p.tokens_per_expert.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + counts.numel());
   return p;
 }
 

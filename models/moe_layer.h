@@ -46,9 +46,12 @@ struct RoutingResult {
   torch::Tensor kept;                 // [N, k] bool: routed and within capacity
   torch::Tensor assigned_per_expert;  // [E] int64 assignments before capacity dropping
   torch::Tensor tokens_per_expert;    // [E] int64 kept assignments
-  int64_t num_valid = 0;              // unpadded tokens
-  int64_t capacity = -1;              // slots per expert; -1 when dropless
-  int64_t dropped = 0;                // assignments of valid tokens over capacity
+  // tokens_per_expert on the host (the split sizes the dispatch needs),
+  // copied together with num_valid in one device-to-host transfer.
+  std::vector<int64_t> tokens_per_expert_host;
+  int64_t num_valid = 0;  // unpadded tokens
+  int64_t capacity = -1;  // slots per expert; -1 when dropless
+  int64_t dropped = 0;    // assignments of valid tokens over capacity
 };
 
 // logits_fp32 [N, E] float32, token_mask [N] bool. Capacity is
