@@ -1,18 +1,75 @@
-// `moetrain tokenize`: a SentencePiece model and HDF5 token shards (data/tokenize.h).
+// `moetrain tokenize`: a SentencePiece model and HDF5 token shards
+// (data/tokenize.h), on one process or on every rank of an mpirun job; this
+// file supplies the job's ranks over parallel/'s communicator.
 #include "app/commands.h"
 
+#include <torch/torch.h>
 #include <boost/program_options.hpp>
 
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
 #include "app/command_line.h"
 #include "data/tokenize.h"
+#include "parallel/byte_exchange.h"
+#include "parallel/mpi_communicator.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
 
 namespace moetrain::app {
+namespace {
+
+// The tokenize job's ranks over the world communicator. Its collectives wait
+// as long as rank 0's tokenizer training or the slowest rank's shards take,
+// so it is not watched by the collective timeout.
+class CommunicatorRanks : public data::TokenizeRanks {
+ public:
+  CommunicatorRanks() : world_(parallel::make_world_communicator(/*timeout_s=*/0)) {}
+  int rank() const override { return static_cast<int>(world_->rank()); }
+  int size() const override { return static_cast<int>(world_->size()); }
+  std::string broadcast_from_rank0(const std::string& bytes) override {
+    torch::Tensor size = torch::tensor({static_cast<int64_t>(bytes.size())}, torch::kInt64);
+    world_->broadcast(size, 0);
+    torch::Tensor data = torch::empty({size.item<int64_t>()}, torch::kUInt8);
+    if (world_->rank() == 0) std::memcpy(data.data_ptr(), bytes.data(), bytes.size());
+    world_->broadcast(data, 0);
+    return std::string(static_cast<const char*>(data.data_ptr()), static_cast<size_t>(data.numel()));
+  }
+  std::vector<std::string> all_gather(const std::string& mine) override {
+    const auto gathered = parallel::all_gather_bytes(*world_, parallel::ByteMessage(mine.begin(), mine.end()));
+    std::vector<std::string> out;
+    for (const auto& m : gathered) out.emplace_back(m.begin(), m.end());
+    return out;
+  }
+
+ private:
+  std::unique_ptr<parallel::Communicator> world_;
+};
+
+void print_summary(const data::TokenizeSummary& s) {
+  std::cout << (s.trained_tokenizer ? "trained " : "loaded ") << "tokenizer " << s.tokenizer_path << " (vocab "
+            << s.vocab_size;
+  if (s.trained_tokenizer) std::cout << ", " << s.training_sentences << " training sentences";
+  if (s.reused_tokenizer) std::cout << ", kept from the interrupted run";
+  std::cout << ")\n" << s.input_records << " " << s.kind << " read, " << s.skipped_empty << " empty skipped\n";
+  for (const auto* split : {&s.train, &s.valid}) {
+    if (split->shards.empty()) continue;
+    std::cout << (split == &s.train ? "train" : "valid") << ": " << split->records << " " << s.kind << ", "
+              << split->tokens << " tokens in " << split->shards.size() << " shard(s)\n";
+  }
+  const double mb = static_cast<double>(s.encoded_bytes) / 1e6;
+  char rate[160];
+  std::snprintf(rate, sizeof(rate), "encoded %.1f MB of text in %.1f s (%.2f MB/s)", mb, s.encode_seconds,
+                s.encode_seconds > 0 ? mb / s.encode_seconds : 0.0);
+  std::cout << s.shards_written << " shard(s) written, " << s.shards_skipped << " already done by an earlier run; "
+            << rate << " with " << s.ranks << " rank(s) x " << s.threads << " thread(s)\n";
+  std::cout << "wrote " << s.dataset_json << std::endl;
+}
+
+}  // namespace
 
 int tokenize_command(int argc, char** argv) {
   data::TokenizeOptions o;
@@ -32,30 +89,29 @@ int tokenize_command(int argc, char** argv) {
       ("valid-input", po::value(&o.valid_inputs)->multitoken(), "files whose records all go to the valid split (not used to train the tokenizer)")
       ("docs-per-shard", po::value(&o.docs_per_shard)->default_value(o.docs_per_shard), "documents (or pairs) per HDF5 shard")
       ("max-sentences", po::value(&o.max_training_sentences)->default_value(o.max_training_sentences), "cap on sentences used to train the tokenizer")
-      ("seed", po::value(&o.seed)->default_value(o.seed), "seed for the valid split and tokenizer training");
+      ("seed", po::value(&o.seed)->default_value(o.seed), "seed for the valid split and tokenizer training")
+      ("threads", po::value(&o.threads)->default_value(o.threads), "encoding threads per rank (the output does not depend on it)");
   // clang-format on
   const auto vm = parse_command_line(argc, argv, options, "tokenize");
   if (vm.count("help")) return 0;
   if (o.source_field.empty() != o.target_field.empty()) {
     throw UsageError("tokenize: --source-field and --target-field go together");
   }
+  if (o.threads < 1) throw UsageError("tokenize: --threads must be at least 1");
+  if (o.docs_per_shard < 1) throw UsageError("tokenize: --docs-per-shard must be at least 1");
   for (const auto& input : o.inputs) {
     if (!fs::is_regular_file(input)) throw UsageError("tokenize: input not found: " + input);
   }
   for (const auto& input : o.valid_inputs) {
     if (!fs::is_regular_file(input)) throw UsageError("tokenize: --valid-input not found: " + input);
   }
-  const auto s = data::tokenize_corpus(o);
-  std::cout << (s.trained_tokenizer ? "trained " : "loaded ") << "tokenizer " << s.tokenizer_path << " (vocab "
-            << s.vocab_size;
-  if (s.trained_tokenizer) std::cout << ", " << s.training_sentences << " training sentences";
-  std::cout << ")\n" << s.input_records << " " << s.kind << " read, " << s.skipped_empty << " empty skipped\n";
-  for (const auto* split : {&s.train, &s.valid}) {
-    if (split->records == 0) continue;
-    std::cout << (split == &s.train ? "train" : "valid") << ": " << split->records << " " << s.kind << ", "
-              << split->tokens << " tokens in " << split->shards.size() << " shard(s)\n";
+  if (!o.tokenizer_model.empty() && !fs::is_regular_file(o.tokenizer_model)) {
+    throw UsageError("tokenize: --tokenizer not found: " + o.tokenizer_model);
   }
-  std::cout << "wrote " << s.dataset_json << std::endl;
+  CommunicatorRanks ranks;
+  if (ranks.rank() == 0) o.progress = &std::cerr;
+  const auto s = data::tokenize_corpus(o, ranks);
+  if (ranks.rank() == 0) print_summary(s);
   return 0;
 }
 

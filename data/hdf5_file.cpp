@@ -216,7 +216,9 @@ void Hdf5File::ensure_parent_groups(const std::string& name) {
       if (info.type != H5O_TYPE_GROUP) fail("exists and is not a group", prefix);
       continue;
     }
-    Handle group(H5Gcreate2(file_, prefix.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+    Handle gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
+    if (!gcpl.valid() || H5Pset_obj_track_times(gcpl.get(), false) < 0) fail("cannot create property list", prefix);
+    Handle group(H5Gcreate2(file_, prefix.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), H5Gclose);
     if (!group.valid()) fail("cannot create group", prefix);
   }
 }
@@ -279,6 +281,9 @@ void Hdf5File::write_tensor(const std::string& raw_name, const torch::Tensor& te
 
   Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   if (!dcpl.valid()) fail("cannot create property list", name);
+  // No modification times in the object headers: the same tensors give the
+  // same file bytes whenever they are written (reproducible shards).
+  if (H5Pset_obj_track_times(dcpl.get(), false) < 0) fail("cannot switch off time tracking", name);
   size_t bytes = t.numel() * type->size;
   if (!dims.empty() && t.numel() > 0 && bytes > kChunkBytes) {
     std::vector<hsize_t> chunk = chunk_shape(dims, type->size);

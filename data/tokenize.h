@@ -1,22 +1,39 @@
 // tokenize_corpus: the work behind `moetrain tokenize` (app/tokenize_command.cpp
-// fills TokenizeOptions and prints the TokenizeSummary).
+// fills TokenizeOptions, runs it on every rank of the job and prints the
+// TokenizeSummary of rank 0).
 //
 // It reads the inputs twice, streaming, so corpora need not fit in memory:
-//   pass 1 validates every record, counts them and samples up to
-//          max_training_sentences lines (seeded reservoir sampling) for the
-//          tokenizer, which is then trained (or loaded from tokenizer_model);
-//   pass 2 encodes every record and writes the token shards.
+//   pass 1 (rank 0) validates every record, counts them and samples up to
+//          max_training_sentences lines over all inputs (seeded reservoir
+//          sampling) for the tokenizer, which is then trained (or loaded from
+//          tokenizer_model) and handed to the other ranks;
+//   pass 2 (every rank) encodes the records of its own shards with `threads`
+//          threads and writes them.
 // Bad input is found in pass 1, before anything in output_dir is touched.
+//
+// Shards depend only on the record sequence: with docs_per_shard K, shard j of
+// a split holds the records at positions [j*K, (j+1)*K) of that split (the
+// train split is the inputs' records minus the valid ones; the valid split is
+// the valid ones, then every record of valid_inputs), minus those that encode
+// to no tokens. Shard g of the job (train shards first, then valid shards) is
+// written by rank g % ranks. So the output is the same, byte for byte, for any
+// number of threads and ranks (tokenize_plan.h).
 //
 // OUTPUT/ then holds
 //   tokenizer.model, tokenizer.vocab
-//   train-00000.h5 ...   documents (or pairs) shards, docs_per_shard records each
-//   valid-00000.h5 ...   when valid_fraction > 0
-//   dataset.json         kind, counts, vocab size, inputs, shard lists
-// every file written under a temporary name and renamed; dataset.json is
-// written last and is what BatchSource trusts (it is removed first, so an
-// interrupted rerun leaves no manifest pointing at a mix of old and new
-// shards). Shards of an earlier run that the new one did not write are removed.
+//   train-00000.h5 ...   documents (or pairs) shards
+//   valid-00000.h5 ...   when there is a valid split
+//   dataset.json         kind, counts, vocab size, inputs, shard lists with
+//                        each shard's records, tokens and checksum; written
+//                        last, by rank 0, after every rank has finished
+//   .tokenize/           resume state: the options' fingerprint and one
+//                        marker per finished shard (tokenize_state.h)
+// every file written under a temporary name and renamed. dataset.json is what
+// BatchSource trusts; it is removed first, so an interrupted run leaves no
+// manifest pointing at a mix of old and new shards. A rerun with the same
+// options (and unchanged inputs) skips the shards an earlier run finished; a
+// rerun with other options starts over. Shards of an earlier run that the new
+// one does not list are removed at the end.
 //
 // Validation records are chosen exactly: round(n * valid_fraction) of the n
 // input records (at least 1 when valid_fraction > 0, never all), picked by
@@ -28,8 +45,11 @@
 #pragma once
 
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 #include <vector>
+
+#include "data/tokenize_ranks.h"
 
 namespace moetrain::data {
 
@@ -48,14 +68,29 @@ struct TokenizeOptions {
   int64_t docs_per_shard = 100000;
   int64_t max_training_sentences = 2000000;
   uint64_t seed = 1234;
+  int threads = 1;                   // encoding threads of each rank; the output does not depend on it
+  std::ostream* progress = nullptr;  // where pass 2 reports progress (every few seconds), if anywhere
+};
+
+// One written shard, as dataset.json lists it.
+struct TokenizedShard {
+  std::string name;  // file name inside output_dir
+  int64_t records = 0;
+  int64_t tokens = 0;         // source + target for pairs
+  int64_t source_tokens = 0;  // pairs only
+  int64_t target_tokens = 0;  // pairs only
+  int64_t skipped_empty = 0;  // records of its range that encoded to nothing
+  int64_t bytes = 0;          // file size
+  uint64_t checksum = 0;      // FNV-1a 64 of the file's bytes
 };
 
 struct TokenizeSplitSummary {
-  int64_t records = 0;              // documents or pairs written
-  int64_t tokens = 0;               // all tokens written (source + target for pairs)
-  int64_t source_tokens = 0;        // pairs only
-  int64_t target_tokens = 0;        // pairs only
-  std::vector<std::string> shards;  // file names inside output_dir, in order
+  int64_t records = 0;                     // documents or pairs written
+  int64_t tokens = 0;                      // all tokens written (source + target for pairs)
+  int64_t source_tokens = 0;               // pairs only
+  int64_t target_tokens = 0;               // pairs only
+  std::vector<std::string> shards;         // file names inside output_dir, in order
+  std::vector<TokenizedShard> shard_info;  // the same shards with their counts
 };
 
 struct TokenizeSummary {
@@ -65,13 +100,28 @@ struct TokenizeSummary {
   std::string dataset_json;  // path of dataset.json
   bool trained_tokenizer = false;
   int64_t vocab_size = 0;
-  int64_t training_sentences = 0;  // lines the tokenizer was trained on (0 when loaded)
-  int64_t input_records = 0;       // records read from the inputs
+  int64_t training_sentences = 0;  // lines the tokenizer was trained on (0 when loaded or reused)
+  int64_t input_records = 0;       // records read from the inputs (valid_inputs included)
   int64_t skipped_empty = 0;       // records dropped because they encode to nothing
   TokenizeSplitSummary train;
   TokenizeSplitSummary valid;
+  // How the job ran (the same output whatever these are).
+  int ranks = 1;
+  int threads = 1;
+  bool reused_tokenizer = false;  // an interrupted run's tokenizer was kept
+  int64_t shards_written = 0;     // by this run, all ranks
+  int64_t shards_skipped = 0;     // finished by an earlier run
+  int64_t encoded_bytes = 0;      // text bytes encoded by this run, all ranks
+  double encode_seconds = 0;      // pass 2 of the slowest rank
+  double seconds = 0;             // the whole run, as rank 0 saw it
 };
 
+// Every rank of the job calls it with the same options (it is collective over
+// `ranks`). The summary is complete on rank 0; on the others it holds the
+// kind, paths and run fields only.
+TokenizeSummary tokenize_corpus(const TokenizeOptions& options, TokenizeRanks& ranks);
+
+// A job of one process.
 TokenizeSummary tokenize_corpus(const TokenizeOptions& options);
 
 }  // namespace moetrain::data

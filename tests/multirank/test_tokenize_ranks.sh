@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# `mpirun -np 2 moetrain tokenize` writes the same files, byte for byte, as one
+# process. A 2-rank run whose ranks are killed with SIGKILL once the first
+# shards are finished, rerun as one process with 2 threads, keeps those
+# shards, writes the rest and ends with the files of an uninterrupted run.
+source "$(dirname "$0")/../e2e/lib.sh"
+source "$(dirname "$0")/../e2e/tokenize_lib.sh"
+need_brown
+: "${MOETRAIN_MPIRUN:?}"
+D="$MOETRAIN_SHARED_DATA"
+work="$MOETRAIN_E2E_WORK/tokenize_ranks"
+rm -rf "$work"; mkdir -p "$work"
+inputs=("$D/brown.jsonl")
+per_shard=2
+if [[ -f "$D/spam_assassin.jsonl" ]]; then inputs+=("$D/spam_assassin.jsonl"); per_shard=20; fi
+args=(tokenize --input "${inputs[@]}" --vocab-size 2000 --max-sentences 5000 --valid-fraction 0.02
+      --docs-per-shard $per_shard)
+
+"$MOETRAIN_BIN" "${args[@]}" --output "$work/np1" > "$work/np1.txt"
+$MOETRAIN_MPIRUN -np 2 "$MOETRAIN_BIN" "${args[@]}" --output "$work/np2" > "$work/np2.txt"
+cat "$work/np2.txt"
+grep -q "2 rank(s) x 1 thread(s)" "$work/np2.txt" || fail "the np 2 run did not use 2 ranks"
+same_output "$work/np1" "$work/np2"
+total=$(find "$work/np1" -name '*.h5' | wc -l)
+
+# Kill both ranks (the children of mpirun) with SIGKILL mid-run.
+$MOETRAIN_MPIRUN -np 2 "$MOETRAIN_BIN" "${args[@]}" --output "$work/killed" > "$work/killed.txt" 2>&1 &
+pid=$!
+on_exit "kill -KILL $pid 2>/dev/null"
+for _ in $(seq 1 1200); do
+  [[ $(finished_shards "$work/killed") -ge 2 ]] && break
+  kill -0 $pid 2>/dev/null || break
+  sleep 0.05
+done
+ranks=$(pgrep -P $pid || true)
+[[ -n "$ranks" ]] || fail "found no rank processes under mpirun"
+for rank_pid in $ranks; do kill -KILL "$rank_pid" 2>/dev/null || true; done
+wait $pid 2>/dev/null || true
+finished=$(finished_shards "$work/killed")
+echo "killed the $(echo $ranks | wc -w) ranks (SIGKILL) with $finished of $total shards finished"
+[[ ! -f "$work/killed/dataset.json" ]] || fail "the killed run had already finished"
+[[ $finished -ge 1 && $finished -lt $total ]] || fail "the kill did not land midway ($finished of $total shards finished)"
+declare -A inode
+record_finished_inodes "$work/killed"
+
+"$MOETRAIN_BIN" "${args[@]}" --output "$work/killed" --threads 2 > "$work/resumed.txt"
+cat "$work/resumed.txt"
+grep -q "$((total - finished)) shard(s) written, $finished already done by an earlier run" "$work/resumed.txt" \
+  || fail "the rerun did not skip exactly the $finished finished shards"
+check_not_rewritten
+same_output "$work/np1" "$work/killed"
+echo "PASS"
