@@ -38,19 +38,5 @@ for _ in $(seq 1 1200); do
 done
 kill -KILL $pid 2>/dev/null || true
 wait $pid 2>/dev/null || true
-finished=$(finished_shards "$work/killed")
-echo "killed (SIGKILL) with $finished of $total shards finished"
-[[ ! -f "$work/killed/dataset.json" ]] || fail "the killed run had already finished"
-[[ $finished -ge 1 && $finished -lt $total ]] || fail "the kill did not land midway ($finished of $total shards finished)"
-declare -A inode
-record_finished_inodes "$work/killed"
-
-"$MOETRAIN_BIN" "${args[@]}" --output "$work/killed" --threads 2 > "$work/resumed.txt"
-cat "$work/resumed.txt"
-grep -q "kept from the interrupted run" "$work/resumed.txt" || fail "the rerun trained the tokenizer again"
-grep -q "$((total - finished)) shard(s) written, $finished already done by an earlier run" "$work/resumed.txt" \
-  || fail "the rerun did not skip exactly the $finished finished shards"
-check_not_rewritten
-[[ -z "$(find "$work/killed" -name '*.tmp-*')" ]] || fail "temporary files left: $(find "$work/killed" -name '*.tmp-*')"
-same_output "$work/full" "$work/killed"
+resume_after_kill "$work/killed" "$total" "$work/full" "${args[@]}"
 echo "PASS"

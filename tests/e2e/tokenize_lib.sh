@@ -43,3 +43,26 @@ check_not_rewritten() {
     [[ $(stat -c %i "$shard") == "${inode[$shard]}" ]] || fail "$shard was written again"
   done
 }
+
+# After a run into DIR was killed (no dataset.json yet, some of TOTAL shards
+# finished): reruns `moetrain ARGS... --output DIR --threads 2`, which must
+# keep the tokenizer, skip exactly the finished shards without rewriting
+# them, leave no temporary file and end with the files of REFERENCE.
+resume_after_kill() {  # DIR TOTAL REFERENCE ARGS...
+  local dir=$1 total=$2 reference=$3; shift 3
+  local finished
+  finished=$(finished_shards "$dir")
+  echo "killed (SIGKILL) with $finished of $total shards finished"
+  [[ ! -f "$dir/dataset.json" ]] || fail "the killed run had already finished"
+  [[ $finished -ge 1 && $finished -lt $total ]] || fail "the kill did not land midway ($finished of $total shards finished)"
+  declare -gA inode=()
+  record_finished_inodes "$dir"
+  "$MOETRAIN_BIN" "$@" --output "$dir" --threads 2 > "$dir.resumed.txt"
+  cat "$dir.resumed.txt"
+  grep -q "kept from the interrupted run" "$dir.resumed.txt" || fail "the rerun trained the tokenizer again"
+  grep -q "$((total - finished)) shard(s) written, $finished already done by an earlier run" "$dir.resumed.txt" \
+    || fail "the rerun did not skip exactly the $finished finished shards"
+  check_not_rewritten
+  [[ -z "$(find "$dir" -name '*.tmp-*')" ]] || fail "temporary files left: $(find "$dir" -name '*.tmp-*')"
+  same_output "$reference" "$dir"
+}

@@ -36,17 +36,6 @@ ranks=$(pgrep -P $pid || true)
 [[ -n "$ranks" ]] || fail "found no rank processes under mpirun"
 for rank_pid in $ranks; do kill -KILL "$rank_pid" 2>/dev/null || true; done
 wait $pid 2>/dev/null || true
-finished=$(finished_shards "$work/killed")
-echo "killed the $(echo $ranks | wc -w) ranks (SIGKILL) with $finished of $total shards finished"
-[[ ! -f "$work/killed/dataset.json" ]] || fail "the killed run had already finished"
-[[ $finished -ge 1 && $finished -lt $total ]] || fail "the kill did not land midway ($finished of $total shards finished)"
-declare -A inode
-record_finished_inodes "$work/killed"
-
-"$MOETRAIN_BIN" "${args[@]}" --output "$work/killed" --threads 2 > "$work/resumed.txt"
-cat "$work/resumed.txt"
-grep -q "$((total - finished)) shard(s) written, $finished already done by an earlier run" "$work/resumed.txt" \
-  || fail "the rerun did not skip exactly the $finished finished shards"
-check_not_rewritten
-same_output "$work/np1" "$work/killed"
+echo "killed the $(echo $ranks | wc -w) ranks"
+resume_after_kill "$work/killed" "$total" "$work/np1" "${args[@]}"
 echo "PASS"
