@@ -65,11 +65,7 @@ int bench_command(int argc, char** argv) {
     if (!parallel::nccl_compiled()) throw UsageError("bench comm: this build has no NCCL backend");
     // One rank per GPU by node-local rank, checked across the job before
     // NCCL is set up (it refuses two ranks on one GPU).
-    const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
-    const int64_t local_rank = parallel::node_local_rank().local_rank;
-    const parallel::RankDevice mine{
-        world->rank(), parallel::host_name(), local_rank,
-        parallel::choose_device(local_rank, torch::cuda::device_count(), visible ? visible : "")};
+    const parallel::RankDevice mine = parallel::this_rank_device(*world, torch::cuda::device_count());
     const auto map = parallel::gather_device_map(*world, mine);
     try {
       parallel::check_device_map(map, /*exclusive=*/true);

@@ -28,8 +28,7 @@ struct Closer {
 };
 
 // The extents of dataset `dset`, or a failure naming why it cannot be read raw.
-std::vector<RawArray::Extent> extents_of(const std::string& path, const std::string& name, hid_t dset, int64_t size,
-                                         int64_t element_size) {
+std::vector<RawArray::Extent> extents_of(const std::string& path, const std::string& name, hid_t dset, int64_t size) {
   std::vector<RawArray::Extent> extents;
   if (size == 0) return extents;
   Closer dcpl{H5Dget_create_plist(dset), H5Pclose};
@@ -68,7 +67,6 @@ std::vector<RawArray::Extent> extents_of(const std::string& path, const std::str
     next += e.count;
   }
   if (next != size) fail(path, name + " is not fully written");
-  (void)element_size;
   return extents;
 }
 
@@ -88,7 +86,7 @@ RawArray open_array(const std::string& path, hid_t file, const std::string& name
     fail(path, name + " is not a 1-d array");
   }
   const auto size = static_cast<int64_t>(dims[0]);
-  return RawArray(name, size, element_size, extents_of(path, name, dset.id, size, element_size));
+  return RawArray(name, size, element_size, extents_of(path, name, dset.id, size));
 }
 
 }  // namespace

@@ -37,12 +37,7 @@ StreamedTokenStore::StreamedTokenStore(const std::vector<std::string>& shards, O
 void StreamedTokenStore::open_shard(const std::string& path, Objective objective, const std::string& label) {
   const ShardKind kind = read_shard_kind(path);
   check_shard_kind(path, kind, objective);
-  const int64_t vocab = Hdf5File(path, Hdf5File::Mode::Read).attr_int("/", "vocab_size");
-  if (vocab_size_ == 0) vocab_size_ = vocab;
-  if (vocab != vocab_size_) {
-    throw std::runtime_error("token shard " + path + " has vocab_size " + std::to_string(vocab) +
-                             ", earlier shards of " + label + " have " + std::to_string(vocab_size_));
-  }
+  check_same_vocab(vocab_size_, path, Hdf5File(path, Hdf5File::Mode::Read).attr_int("/", "vocab_size"), label);
   Shard shard;
   shard.path = path;
   const bool docs = kind == ShardKind::Documents;

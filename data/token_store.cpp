@@ -20,11 +20,11 @@ class InMemoryTokenStore : public TokenStore {
       check_shard_kind(path, kind, objective);
       if (kind == ShardKind::Documents) {
         DocumentShard shard = read_document_shard(path);
-        check_vocab(path, shard.vocab_size, label);
+        check_same_vocab(vocab_size_, path, shard.vocab_size, label);
         append_documents(shard.documents, eos);
       } else {
         PairShard shard = read_pair_shard(path);
-        check_vocab(path, shard.vocab_size, label);
+        check_same_vocab(vocab_size_, path, shard.vocab_size, label);
         append(shard.source, source_tokens_, source_offsets_);
         append(shard.target, target_tokens_, target_offsets_);
       }
@@ -46,14 +46,6 @@ class InMemoryTokenStore : public TokenStore {
   }
 
  private:
-  void check_vocab(const std::string& shard, int64_t vocab, const std::string& label) {
-    if (vocab_size_ == 0) vocab_size_ = vocab;
-    if (vocab != vocab_size_) {
-      throw std::runtime_error("token shard " + shard + " has vocab_size " + std::to_string(vocab) +
-                               ", earlier shards of " + label + " have " + std::to_string(vocab_size_));
-    }
-  }
-
   void append_documents(const TokenSequences& docs, int64_t eos) {
     const int32_t* tokens = docs.tokens.data_ptr<int32_t>();
     const int64_t* offsets = docs.offsets.data_ptr<int64_t>();
@@ -86,6 +78,14 @@ void check_shard_kind(const std::string& path, ShardKind kind, Objective objecti
   }
   if (objective == Objective::Seq2Seq && kind != ShardKind::Pairs) {
     throw std::runtime_error("token shard " + path + " holds documents; the seq2seq objective needs pair shards");
+  }
+}
+
+void check_same_vocab(int64_t& dataset_vocab, const std::string& shard, int64_t vocab, const std::string& label) {
+  if (dataset_vocab == 0) dataset_vocab = vocab;
+  if (vocab != dataset_vocab) {
+    throw std::runtime_error("token shard " + shard + " has vocab_size " + std::to_string(vocab) +
+                             ", earlier shards of " + label + " have " + std::to_string(dataset_vocab));
   }
 }
 

@@ -46,6 +46,10 @@ class TokenStore {
 // Throws naming the shard when its kind does not suit the objective.
 void check_shard_kind(const std::string& path, ShardKind kind, Objective objective);
 
+// Keeps the first shard's vocab size in `dataset_vocab` (0: none yet) and
+// throws naming the shard when a later one of `label` has another.
+void check_same_vocab(int64_t& dataset_vocab, const std::string& shard, int64_t vocab, const std::string& label);
+
 // The store for `shards` (in order) under `objective`: streamed or in
 // memory. `eos` ends every document of the stream; `label` names the dataset
 // in errors (a shard of the wrong kind, differing vocab sizes).

@@ -96,10 +96,10 @@ class RankEncoder {
         ranks_(ranks),
         state_(state),
         pairs_(record_fields_of(options).pairs()),
-        todo_(plan.shards().size(), false) {}
+        writes_here_(plan.shards().size(), false) {}
 
   RankEncodeResult run() {
-    int64_t todo_shards = 0;
+    int64_t shards_to_write = 0;
     for (size_t g = 0; g < plan_.shards().size(); ++g) {
       const PlannedShard& s = plan_.shards()[g];
       if (s.owner != rank_) continue;
@@ -107,13 +107,13 @@ class RankEncoder {
         finished_[static_cast<int64_t>(g)] = *done;
         ++result_.skipped;
       } else {
-        todo_[g] = true;
-        ++todo_shards;
+        writes_here_[g] = true;
+        ++shards_to_write;
         records_left_ += s.records;
       }
     }
-    progress_ = std::make_unique<TokenizeProgress>(options_.progress, rank_, ranks_, todo_shards, records_left_);
-    if (todo_shards > 0) read_and_encode();
+    progress_ = std::make_unique<TokenizeProgress>(options_.progress, rank_, ranks_, shards_to_write, records_left_);
+    if (shards_to_write > 0) read_and_encode();
     for (auto& [g, shard] : finished_) result_.shards.push_back(std::move(shard));
     result_.seconds = progress_->elapsed_seconds();
     return std::move(result_);
@@ -131,7 +131,7 @@ class RankEncoder {
     auto block = std::make_unique<EncodeBlock>();
     while (records_left_ > 0 && stream.next(record, &from_valid_inputs)) {
       const int64_t g = router.next(from_valid_inputs, stream.path());
-      if (!todo_[static_cast<size_t>(g)]) continue;
+      if (!writes_here_[static_cast<size_t>(g)]) continue;
       --records_left_;
       block->shard.push_back(g);
       block->text_bytes += static_cast<int64_t>(record.text.size() + record.target.size());
@@ -175,9 +175,9 @@ class RankEncoder {
   const int rank_, ranks_;
   const TokenizeState& state_;
   const bool pairs_;
-  std::vector<bool> todo_;    // by plan index: this rank writes it in this run
-  int64_t records_left_ = 0;  // records of todo shards not yet read
-  int64_t records_done_ = 0;  // records encoded and appended
+  std::vector<bool> writes_here_;  // by plan index: this rank writes the shard in this run
+  int64_t records_left_ = 0;       // records of the shards to write not yet read
+  int64_t records_done_ = 0;       // records encoded and appended
   std::map<int64_t, ShardBuilder> open_;
   std::map<int64_t, TokenizedShard> finished_;  // by plan index
   std::unique_ptr<TokenizeProgress> progress_;

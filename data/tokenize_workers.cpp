@@ -14,7 +14,7 @@ EncoderPool::~EncoderPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
-    todo_.clear();
+    queued_.clear();
   }
   work_ready_.notify_all();
   for (auto& t : threads_) t.join();
@@ -26,7 +26,7 @@ void EncoderPool::submit(std::unique_ptr<EncodeBlock> block) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     order_.push_back(slot);
-    todo_.push_back(slot);
+    queued_.push_back(slot);
   }
   work_ready_.notify_one();
 }
@@ -51,10 +51,10 @@ void EncoderPool::work() {
     std::shared_ptr<Slot> slot;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      work_ready_.wait(lock, [&] { return stopping_ || !todo_.empty(); });
+      work_ready_.wait(lock, [&] { return stopping_ || !queued_.empty(); });
       if (stopping_) return;
-      slot = todo_.front();
-      todo_.pop_front();
+      slot = queued_.front();
+      queued_.pop_front();
     }
     try {
       encode(*slot->block);

@@ -58,8 +58,8 @@ class EncoderPool {
   const bool pairs_;
   mutable std::mutex mutex_;
   std::condition_variable work_ready_, block_done_;
-  std::deque<std::shared_ptr<Slot>> order_;  // submitted, not yet taken, oldest first
-  std::deque<std::shared_ptr<Slot>> todo_;   // submitted, not yet started
+  std::deque<std::shared_ptr<Slot>> order_;   // submitted, not yet taken, oldest first
+  std::deque<std::shared_ptr<Slot>> queued_;  // submitted, not yet started
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };

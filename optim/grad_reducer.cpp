@@ -67,9 +67,8 @@ GradReducer::~GradReducer() {
 void GradReducer::arm(torch::Tensor target, ReduceFn reduce) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (armed_) throw std::logic_error("GradReducer::arm: still armed (finish() was not called)");
-  if (!async_thread_ && (!side_stream_ || side_device_ != target.device())) {
-    side_device_ = target.device();
-    side_stream_ = std::make_unique<parallel::SideStream>(side_device_);
+  if (!async_thread_ && (!side_stream_ || side_stream_->device() != target.device())) {
+    side_stream_ = std::make_unique<parallel::SideStream>(target.device());
   }
   target_ = std::move(target);
   reduce_ = std::move(reduce);

@@ -123,7 +123,6 @@ class GradReducer {
   std::thread worker_;
   // The inline (asynchronous communicator) mode's stream for reductions.
   std::unique_ptr<parallel::SideStream> side_stream_;
-  torch::Device side_device_ = torch::kCPU;
 };
 
 }  // namespace moetrain::optim

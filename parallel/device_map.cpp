@@ -1,5 +1,7 @@
 #include "parallel/device_map.h"
 
+#include <cstdlib>
+
 #include <unistd.h>
 
 #include <map>
@@ -87,6 +89,13 @@ std::string host_name() {
   char buf[256] = {};
   if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown-host";
   return buf;
+}
+
+RankDevice this_rank_device(const Communicator& world, int64_t device_count) {
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  const int64_t local_rank = node_local_rank().local_rank;
+  return {world.rank(), host_name(), local_rank,
+          choose_device(local_rank, device_count, visible != nullptr ? visible : "")};
 }
 
 std::vector<RankDevice> gather_device_map(Communicator& world, const RankDevice& mine) {

@@ -72,6 +72,11 @@ NodeRank node_local_rank();
 // This host's name (gethostname).
 std::string host_name();
 
+// This rank's report: its host, its node-local rank (collective over the
+// world, see node_local_rank) and the device that rank picks among
+// `device_count` visible ones, honouring CUDA_VISIBLE_DEVICES.
+RankDevice this_rank_device(const Communicator& world, int64_t device_count);
+
 // Every rank's report, gathered over `world` (collective), in rank order.
 std::vector<RankDevice> gather_device_map(Communicator& world, const RankDevice& mine);
 

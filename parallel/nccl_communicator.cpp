@@ -231,11 +231,11 @@ struct NcclCommunicator::State {
     q.stop = take_event();
     MOETRAIN_CUDA_CHECK(cudaEventRecord(ready, caller));
     MOETRAIN_CUDA_CHECK(cudaStreamWaitEvent(stream, ready, 0));
+    const std::string name = op_name(op);
     MOETRAIN_CUDA_CHECK(cudaEventRecord(q.start, stream));
-    locked(op_name(op), enqueue);
+    locked(name, enqueue);
     MOETRAIN_CUDA_CHECK(cudaEventRecord(q.stop, stream));
     MOETRAIN_CUDA_CHECK(cudaStreamWaitEvent(caller, q.stop, 0));
-    const std::string name = op_name(op);
     q.scope = Watchdog::instance().watch_until(
         name, payload_bytes, timeout_s,
         [stop = q.stop, h = handle, name] {

@@ -39,17 +39,6 @@ ProcessGroups::ProcessGroups(std::shared_ptr<Communicator> world, const Parallel
   }
 }
 
-ProcessGroups::~ProcessGroups() {
-  // Children before the data world they were split from.
-  tied_comm_.reset();
-  pp_comm_.reset();
-  edp_comm_.reset();
-  ep_comm_.reset();
-  dp_comm_.reset();
-  tp_comm_.reset();
-  data_world_.reset();
-}
-
 CommStats ProcessGroups::stats() const {
   CommStats all;
   const std::pair<const char*, const Communicator*> groups[] = {

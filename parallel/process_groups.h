@@ -38,7 +38,6 @@ class ProcessGroups {
  public:
   ProcessGroups(std::shared_ptr<Communicator> world, const ParallelConfig& config, bool tied_embeddings,
                 std::unique_ptr<Communicator> data_world = nullptr);
-  ~ProcessGroups();
 
   const ProcessGrid& grid() const { return grid_; }
   Communicator& world() const { return *world_; }
@@ -63,6 +62,8 @@ class ProcessGroups {
 
  private:
   ProcessGrid grid_;
+  // Members are destroyed in reverse order: the groups before the data
+  // world they were split from (NCCL children before their parent).
   std::shared_ptr<Communicator> world_;
   std::unique_ptr<Communicator> data_world_;
   std::unique_ptr<Communicator> tp_comm_, dp_comm_, ep_comm_, edp_comm_, pp_comm_, tied_comm_;

@@ -27,7 +27,7 @@ namespace moetrain::parallel {
 
 class SideStream {
  public:
-  explicit SideStream(torch::Device device);
+  explicit SideStream(torch::Device device);  // a device without index: index 0
 
   // Calls fn() with the side stream as its device's current stream, after
   // the side stream has waited for the current stream's queued work.
@@ -44,6 +44,8 @@ class SideStream {
 
   // Makes the current stream wait for everything queued on the side stream.
   void join();
+
+  torch::Device device() const { return device_; }
 
  private:
   c10::Stream current() const;

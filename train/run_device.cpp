@@ -2,7 +2,6 @@
 
 #include <c10/core/impl/VirtualGuardImpl.h>
 
-#include <cstdlib>
 #include <sstream>
 
 #include "parallel/device_map.h"
@@ -41,11 +40,7 @@ RunDevice setup_run_device(const config::Config& config, parallel::Communicator&
     run.backend = resolve_backend(config, false, "");
     return run;
   }
-  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
-  const int64_t local_rank = parallel::node_local_rank().local_rank;
-  const parallel::RankDevice mine{
-      world.rank(), parallel::host_name(), local_rank,
-      parallel::choose_device(local_rank, torch::cuda::device_count(), visible != nullptr ? visible : "")};
+  const parallel::RankDevice mine = parallel::this_rank_device(world, torch::cuda::device_count());
   // Every rank reports, even one without a device, so that all of them stop
   // with the same line rather than some waiting for the others.
   const auto map = parallel::gather_device_map(world, mine);

@@ -47,9 +47,9 @@ Trainer::Trainer(config::Config config, std::shared_ptr<parallel::Communicator> 
   // is chosen. The data groups are split from a data world of that backend;
   // `world` (MPI) stays the control plane.
   run_device_ = setup_run_device(config_, *world);
-  device_ = run_device_.device;
+  const torch::Device device = run_device_.device;
   auto data_world = parallel::make_data_world(run_device_.backend.backend, *world,
-                                              device_.is_cuda() ? device_.index() : -1, config_.parallel.timeout_s);
+                                              device.is_cuda() ? device.index() : -1, config_.parallel.timeout_s);
   groups_ = std::make_unique<parallel::ProcessGroups>(std::move(world), config_.parallel, config_.model.tie_embeddings,
                                                       std::move(data_world));
   try {
@@ -124,7 +124,7 @@ void Trainer::keep_stage_parameters(std::vector<std::pair<std::string, torch::Te
     }
     trainable.emplace_back(item.key(), item.value());
   }
-  model_->to(device_);
+  model_->to(run_device_.device);
   torch::NoGradGuard no_grad;
   for (auto& [name, p] : frozen_) p.set_data(p.to(config::to_scalar_type(config_.precision.compute)));
 }
@@ -142,7 +142,8 @@ void Trainer::build_optimizer(const std::vector<std::pair<std::string, torch::Te
   const auto& ocfg = config_.optim;
   params_ = std::make_unique<optim::FlatParameters>(
       trainable, config::to_scalar_type(config_.precision.compute),
-      [&ocfg](const std::string& n, const torch::Tensor& p) { return decays(ocfg, n, p); }, sharding, device_);
+      [&ocfg](const std::string& n, const torch::Tensor& p) { return decays(ocfg, n, p); }, sharding,
+      run_device_.device);
   optim::GradSyncOptions sync;
   sync.zero_stage = zero;
   sync.bucket_mb = config_.parallel.bucket_mb;
@@ -190,12 +191,13 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batc
   model_->train();
   grad_sync_->begin_step();
   std::vector<data::Seq2SeqBatch> batches;
-  for (const auto& mb : micro_batches) batches.push_back(mb.to(device_, /*non_blocking=*/true));
+  for (const auto& mb : micro_batches) batches.push_back(mb.to(run_device_.device, /*non_blocking=*/true));
   const int64_t m = static_cast<int64_t>(batches.size());
   std::map<int64_t, torch::Tensor> stage_losses;  // each micro-batch's loss terms, forward to backward
   // The loss terms summed on the device in fp64 (ce, aux, z): read once per
   // step, not once per micro-batch.
-  torch::Tensor loss_terms = torch::zeros({3}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
+  torch::Tensor loss_terms =
+      torch::zeros({3}, torch::TensorOptions().dtype(torch::kFloat64).device(run_device_.device));
   parallel::PipelineStageCallbacks stage;
   stage.input_buffers = [&](int64_t i) { return activation_buffers(batches[i]); };
   stage.forward = [&](int64_t i, const std::vector<torch::Tensor>& inputs) {
@@ -302,7 +304,7 @@ std::pair<double, int64_t> Trainer::evaluate(const std::vector<data::Seq2SeqBatc
   torch::NoGradGuard no_grad;
   model_->eval();
   std::vector<data::Seq2SeqBatch> batches;
-  for (const auto& b : host_batches) batches.push_back(b.to(device_, /*non_blocking=*/true));
+  for (const auto& b : host_batches) batches.push_back(b.to(run_device_.device, /*non_blocking=*/true));
   eval::LossTotals totals;
   // Forward only, stage by stage; the last stage scores.
   parallel::PipelineStageCallbacks stage;
@@ -349,7 +351,8 @@ models::StageOutput Trainer::forward_stage(const data::Seq2SeqBatch& mb, const s
 }
 
 std::vector<torch::Tensor> Trainer::activation_buffers(const data::Seq2SeqBatch& mb) const {
-  const auto options = torch::TensorOptions().dtype(config::to_scalar_type(config_.precision.compute)).device(device_);
+  const auto options =
+      torch::TensorOptions().dtype(config::to_scalar_type(config_.precision.compute)).device(run_device_.device);
   const int64_t batch = mb.src_tokens.size(0), d = config_.model.d_model;
   return {torch::empty({batch, mb.src_tokens.size(1), d}, options),
           torch::empty({batch, mb.tgt_in.size(1), d}, options)};
@@ -427,8 +430,8 @@ checkpoint::CheckpointContents Trainer::checkpoint_contents(int64_t step) const 
   c.rng_state = cpu_generator().get_state();
   c.slices = &model_->parameter_slices();
   if (tp_rng_) c.tp_rng_states = tp_rng_->get_state();
-  if (device_.is_cuda()) {
-    auto generator = at::globalContext().defaultGenerator(device_);
+  if (run_device_.device.is_cuda()) {
+    auto generator = at::globalContext().defaultGenerator(run_device_.device);
     c.cuda_rng_state = generator.get_state();
   }
   return c;
@@ -446,8 +449,8 @@ checkpoint::LoadedCheckpoint Trainer::resume_from(const std::string& dir) {
   if (loaded.meta.value("layout", nlohmann::json::object()) == layout()) {
     if (loaded.rng_state.defined()) cpu_generator().set_state(loaded.rng_state);
     if (tp_rng_ && !loaded.tp_rng_states.empty()) tp_rng_->set_state(loaded.tp_rng_states);
-    if (loaded.cuda_rng_state.defined() && device_.is_cuda()) {
-      auto generator = at::globalContext().defaultGenerator(device_);
+    if (loaded.cuda_rng_state.defined() && run_device_.device.is_cuda()) {
+      auto generator = at::globalContext().defaultGenerator(run_device_.device);
       generator.set_state(loaded.cuda_rng_state);
     }
   }

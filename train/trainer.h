@@ -132,7 +132,7 @@ class Trainer {
   optim::FlatParameters& params() { return *params_; }
   const optim::FlatParameters& params() const { return *params_; }
   optim::AdamW& optimizer() { return *optimizer_; }
-  torch::Device device() const { return device_; }
+  torch::Device device() const { return run_device_.device; }
   // The GPU mapping and the backend chosen at start-up (train/run_device.h).
   const RunDevice& run_device() const { return run_device_; }
   const parallel::ProcessGrid& grid() const { return groups_->grid(); }
@@ -204,7 +204,6 @@ class Trainer {
   int64_t stage_begin_ = 0, stage_end_ = 0;
   parallel::PipelineStats pipeline_stats_;
   RunDevice run_device_;
-  torch::Device device_ = torch::kCPU;
   models::Seq2SeqTransformer model_{nullptr};
   std::unique_ptr<optim::FlatParameters> params_;
   std::unique_ptr<optim::GradSync> grad_sync_;
