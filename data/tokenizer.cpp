@@ -1,5 +1,8 @@
-// Tokenizer over SentencePiece 0.1.9x: training through the kwargs API with a
-// sentence iterator (no temporary corpus file), loading from serialized bytes.
+// Tokenizer over SentencePiece 0.2.1 (built with moetrain, see
+// cmake/sentencepiece.cmake): training through the kwargs API with a sentence
+// iterator (no temporary corpus file), loading from serialized bytes, and
+// encoding through SentencePiece's normalizer and model directly
+// (data/sentencepiece_ids.h).
 #include "data/tokenizer.h"
 
 #include <sentencepiece_processor.h>
@@ -14,6 +17,7 @@
 #include <unordered_map>
 
 #include "data/atomic_file.h"
+#include "data/sentencepiece_ids.h"
 
 namespace moetrain::data {
 namespace {
@@ -124,6 +128,7 @@ void Tokenizer::init_from_bytes(const std::string& what) {
   if (!status.ok())
     throw std::runtime_error(
         one_line("tokenizer model " + what + " is not a valid SentencePiece model: " + status.ToString()));
+  encoder_ = std::make_shared<const IdEncoder>(sp_);
   special_.pad = sp_->pad_id();
   special_.eos = sp_->eos_id();
   special_.bos = sp_->bos_id();
@@ -154,12 +159,7 @@ void Tokenizer::save(const std::string& path) const {
   write_file_atomically(vocab_path_for(path), vocab);
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
-  std::vector<int> ids;
-  auto status = sp_->Encode(absl::string_view(text.data(), text.size()), &ids);
-  if (!status.ok()) throw std::runtime_error(one_line("tokenizer encode failed: " + status.ToString()));
-  return ids;
-}
+std::vector<int32_t> Tokenizer::encode(std::string_view text) const { return encoder_->encode(text); }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   const int64_t n = vocab_size();

@@ -12,7 +12,9 @@
 // encode() returns the raw pieces of the text: no BOS/EOS is added, that is the
 // objectives' job. Text is normalised by SentencePiece's default nmt_nfkc rule
 // (NFKC, whitespace runs collapsed, newlines become spaces), so decode(encode(t))
-// is the normalised t.
+// is the normalised t. Its ids are exactly SentencePieceProcessor::Encode's,
+// computed without the per-piece protocol buffer Encode builds (see IdEncoder
+// in tokenizer.cpp).
 //
 // A Tokenizer is cheap to copy (the model is shared) and encode/decode are
 // safe to call from several threads.
@@ -29,6 +31,8 @@ class SentencePieceProcessor;
 }
 
 namespace moetrain::data {
+
+class IdEncoder;
 
 // The ids the objectives and the model need, without the SentencePiece model.
 struct SpecialTokens {
@@ -85,7 +89,8 @@ class Tokenizer {
   Tokenizer() = default;
   void init_from_bytes(const std::string& what);
 
-  std::shared_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::shared_ptr<sentencepiece::SentencePieceProcessor> sp_;  // training, decode, pieces
+  std::shared_ptr<const IdEncoder> encoder_;                   // encode
   std::string bytes_;
   SpecialTokens special_;
 };

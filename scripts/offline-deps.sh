@@ -9,12 +9,14 @@
 #       packages and every dependency as apt would on an empty system,
 #       leaves out the compiler toolchain and base system libraries a build
 #       node already has (unless --keep-toolchain), and downloads the rest
-#       into DIR/debs with a manifest (DIR/packages.txt).
+#       into DIR/debs with a manifest (DIR/packages.txt), and SentencePiece's
+#       source archive, which moetrain builds itself, into DIR/sources.
 #   scripts/offline-deps.sh install DIR PREFIX
 #       On the node: unpacks every .deb of DIR/debs into PREFIX (dpkg -x),
 #       recreates the update-alternatives links the packages' install
 #       scripts would have made (mpirun, mpicc, the HDF5 headers...) inside
-#       PREFIX, and writes PREFIX/env.sh.
+#       PREFIX, copies the SentencePiece source to PREFIX/src, and writes
+#       PREFIX/env.sh.
 #   scripts/offline-deps.sh check PREFIX
 #       Says whether every header, library and program moetrain's build
 #       needs is in PREFIX, and lists shared libraries in PREFIX whose
@@ -55,6 +57,7 @@ cmd_bundle() {
     esac
   done
   command -v apt-get >/dev/null || die "bundle: apt-get not found (run this on a Debian machine of the node's release)"
+  command -v cmake >/dev/null || die "bundle: cmake not found (it fetches SentencePiece's source: cmake/sentencepiece.cmake)"
   mkdir -p "$dir/debs"
   dir="$(cd "$dir" && pwd)"
   # apt resolves the install set as on a machine with nothing installed, so
@@ -83,6 +86,8 @@ cmd_bundle() {
   done
   log "${#all[@]} packages in the closure; bundling ${#kept[@]}, leaving out ${#left_out[@]} (toolchain and base system)"
   (cd "$dir/debs" && apt-get download -q "${kept[@]}") || die "bundle: apt-get download failed (network? apt-get update?)"
+  cmake -DMOETRAIN_SENTENCEPIECE_DOWNLOAD_TO="$dir/sources" -P "$ROOT/cmake/sentencepiece.cmake" > /dev/null ||
+    die "bundle: SentencePiece's source could not be downloaded (see the message above)"
   {
     echo "# moetrain offline dependencies: $(. /etc/os-release && echo "$PRETTY_NAME"), $(dpkg --print-architecture)"
     echo "# bundled:"
@@ -93,7 +98,7 @@ cmd_bundle() {
   local n size
   n="$(find "$dir/debs" -name '*.deb' | wc -l)"
   size="$(du -sh "$dir/debs" | cut -f1)"
-  log "wrote $n .deb files ($size) to $dir/debs and the manifest $dir/packages.txt"
+  log "wrote $n .deb files ($size) to $dir/debs, the manifest $dir/packages.txt and $(basename "$(spm_archive "$dir/sources")") to $dir/sources"
   log "copy $dir and this repository to the node, then: scripts/offline-deps.sh install $dir PREFIX"
 }
 
@@ -127,10 +132,21 @@ make_alternatives() {
   done
 }
 
+# The SentencePiece source archive in folder $1 (the one cmake/sentencepiece.cmake pins), or nothing.
+spm_archive() {
+  local version
+  version="$(sed -n 's/^set(MOETRAIN_SENTENCEPIECE_VERSION \([0-9.]*\))$/\1/p' "$ROOT/cmake/sentencepiece.cmake")"
+  [[ -f "$1/sentencepiece-$version.tar.gz" ]] && echo "$1/sentencepiece-$version.tar.gz"
+  return 0
+}
+
 cmd_install() {
   local dir="${1:-}" prefix="${2:-}"
   [[ -n "$dir" && -n "$prefix" ]] || die "install: usage: offline-deps.sh install DIR PREFIX"
   [[ -d "$dir/debs" ]] || die "install: $dir/debs not found (make it with: offline-deps.sh bundle $dir)"
+  local spm_source
+  spm_source="$(spm_archive "$dir/sources")"
+  [[ -n "$spm_source" ]] || die "install: $dir/sources holds no SentencePiece source archive (make the bundle again with: offline-deps.sh bundle $dir)"
   [[ "$prefix" != / ]] || die "install: PREFIX must not be / (it would overwrite the node's own files)"
   local debs=()
   mapfile -t debs < <(find "$dir/debs" -name '*.deb' | sort)
@@ -149,6 +165,8 @@ cmd_install() {
     make_alternatives "$prefix" "$control"
   done
   rm -rf "$control"
+  mkdir -p "$prefix/src"
+  cp "$spm_source" "$prefix/src/"
   # The HDF5 compiler wrappers (which CMake's FindHDF5 asks first) and the
   # pkg-config files name /usr: point them at the prefix.
   local f
@@ -167,6 +185,8 @@ export PATH="$prefix/usr/bin:\$PATH"
 export LD_LIBRARY_PATH="$prefix/usr/lib/$multiarch:$prefix/usr/lib/$multiarch/openmpi/lib:$prefix/usr/lib/$multiarch/hdf5/serial\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 export PKG_CONFIG_PATH="$prefix/usr/lib/$multiarch/pkgconfig:$prefix/usr/share/pkgconfig\${PKG_CONFIG_PATH:+:\$PKG_CONFIG_PATH}"
 export CPATH="$prefix/usr/include\${CPATH:+:\$CPATH}"
+# SentencePiece's source, which moetrain's CMake builds (no download).
+export MOETRAIN_SENTENCEPIECE_ARCHIVE="$prefix/src/$(basename "$spm_source")"
 # Open MPI finds its components, help texts and wrapper data from here.
 export OPAL_PREFIX="$prefix/usr"
 export OPAL_LIBDIR="$prefix/usr/lib/$multiarch/openmpi/lib"
@@ -188,13 +208,13 @@ cmd_check() {
   # One file per dependency CMake looks for.
   local need=(
     "usr/include/yaml-cpp/yaml.h" "usr/include/hdf5/serial/hdf5.h" "usr/include/boost/program_options.hpp"
-    "usr/include/nlohmann/json.hpp" "usr/include/simdjson.h" "usr/include/sentencepiece_processor.h"
+    "usr/include/nlohmann/json.hpp" "usr/include/simdjson.h" "usr/include/zlib.h"
     "usr/include/gtest/gtest.h" "usr/include/gmock/gmock.h" "usr/include/zstd.h" "usr/include/xxhash.h"
     "usr/include/re2/re2.h" "usr/include/utf8proc.h" "usr/include/fasttext/fasttext.h"
     "usr/lib/$multiarch/openmpi/include/mpi.h" "usr/bin/mpirun" "usr/bin/mpicc" "usr/bin/pkgconf"
     "usr/lib/$multiarch/hdf5/serial/libhdf5.so" "usr/lib/$multiarch/libyaml-cpp.so"
-    "usr/lib/$multiarch/libboost_program_options.so" "usr/lib/$multiarch/libsentencepiece.so"
-    "usr/lib/$multiarch/libmpi.so" "usr/lib/$multiarch/cmake/yaml-cpp" "usr/lib/$multiarch/pkgconfig/sentencepiece.pc"
+    "usr/lib/$multiarch/libboost_program_options.so"
+    "usr/lib/$multiarch/libmpi.so" "usr/lib/$multiarch/cmake/yaml-cpp"
   )
   for f in "${need[@]}"; do
     if [[ ! -e "$prefix/$f" ]]; then
@@ -202,6 +222,10 @@ cmd_check() {
       missing=$((missing + 1))
     fi
   done
+  if [[ -z "$(spm_archive "$prefix/src")" ]]; then
+    echo "missing: SentencePiece's source archive in $prefix/src"
+    missing=$((missing + 1))
+  fi
   # Shared libraries whose dependencies resolve neither in the prefix nor on the node.
   local unresolved
   unresolved="$(find "$lib" -maxdepth 3 -name '*.so*' -type f 2>/dev/null | while read -r so; do

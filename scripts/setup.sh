@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything moetrain needs on a Debian machine and builds it:
 #   1. Debian packages (compiler, CMake, Open MPI, HDF5, yaml-cpp, Boost,
-#      SentencePiece, GoogleTest, ...) with apt-get;
+#      GoogleTest, ...) with apt-get;
 #   2. a Python virtual environment (.venv) holding the PyTorch 2.11 wheel,
 #      whose LibTorch (headers, libraries, CMake config) the build uses;
-#   3. configure and build into build/.
+#   3. configure and build into build/ (CMake downloads SentencePiece's
+#      source from PyPI once and builds it: cmake/sentencepiece.cmake).
 # Idempotent: a second run only rebuilds what changed.
 #
 # Environment:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# scripts/offline-deps.sh: a bundle of Debian packages, unpacked under a
-# prefix, holds everything moetrain's CMake configuration looks for, and
+# scripts/offline-deps.sh: a bundle of Debian packages and SentencePiece's
+# source, unpacked under a prefix, holds everything moetrain's CMake
+# configuration looks for (no download at configure time), and
 # CMake finds each dependency in the prefix (not in the system) when given
 # only the prefix and LibTorch. Also: a corrupt .deb and a missing bundle are
 # refused with one line and exit 2. Skips when no Debian package repository
@@ -27,10 +28,11 @@ if [[ ! -f "$bundle/packages.txt" || "$script" -nt "$bundle/packages.txt" ]]; th
   fi
 fi
 grep '^\[offline-deps\]' "$work/bundle.log" 2>/dev/null || true
-for p in libopenmpi-dev openmpi-bin libhdf5-dev libyaml-cpp-dev libsentencepiece-dev libgtest-dev; do
+for p in libopenmpi-dev openmpi-bin libhdf5-dev libyaml-cpp-dev libgtest-dev; do
   grep -qx "$p" "$bundle/packages.txt" || fail "$p is not in the bundle's manifest"
 done
 grep -qx "gcc-12" "$bundle/packages.txt" && fail "the toolchain (gcc-12) was bundled"
+ls "$bundle"/sources/sentencepiece-*.tar.gz > /dev/null || fail "SentencePiece's source is not in the bundle"
 
 prefix="$work/prefix"
 rm -rf "$prefix"
@@ -50,17 +52,20 @@ rm -rf "$build"
     -DCMAKE_PREFIX_PATH="$MOETRAIN_DEPS_PREFIX;$torch_cmake" > "$work/configure.log" 2>&1
 ) || { tail -20 "$work/configure.log"; fail "configuring against the prefix failed"; }
 for key in yaml-cpp_DIR HDF5_C_LIBRARY_hdf5 MPI_C_HEADER_DIR MPI_mpi_LIBRARY Boost_DIR nlohmann_json_DIR \
-           simdjson_DIR GTest_DIR PKG_CONFIG_EXECUTABLE SENTENCEPIECE_INCLUDEDIR; do
+           simdjson_DIR GTest_DIR PKG_CONFIG_EXECUTABLE MOETRAIN_SENTENCEPIECE_ARCHIVE; do
   value=$(sed -n "s/^$key:[A-Z]*=//p" "$build/CMakeCache.txt")
   echo "$key = $value"
   [[ "$value" == "$prefix"/* ]] || fail "$key was not found in the prefix: '$value'"
 done
 
 # Refusals: one line, exit 2, nothing unpacked.
-broken="$work/broken"
-rm -rf "$broken"; mkdir -p "$broken/debs"
+broken="$work/broken" unsourced="$work/unsourced"
+rm -rf "$broken" "$unsourced"; mkdir -p "$broken/debs" "$unsourced"
 echo "not a deb" > "$broken/debs/bad_1.0_amd64.deb"
-for args in "install $broken $work/prefix-broken" "install $work/absent $work/prefix-absent" "check $work/absent"; do
+cp -r "$bundle/sources" "$broken/"
+cp -r "$bundle/debs" "$unsourced/"
+for args in "install $broken $work/prefix-broken" "install $unsourced $work/prefix-unsourced" \
+            "install $work/absent $work/prefix-absent" "check $work/absent"; do
   rc=0
   # shellcheck disable=SC2086
   bash "$script" $args > "$work/out" 2> "$work/err" || rc=$?
@@ -69,5 +74,8 @@ for args in "install $broken $work/prefix-broken" "install $work/absent $work/pr
   [[ $(wc -l < "$work/err") -eq 1 ]] || fail "wanted one line on stderr for: $args"
 done
 grep -q "not a readable .deb" <(bash "$script" install "$broken" "$work/prefix-broken" 2>&1) || fail "corrupt .deb not named"
-rm -rf "$build" "$work/prefix-broken"
+grep -q "no SentencePiece source" <(bash "$script" install "$unsourced" "$work/prefix-unsourced" 2>&1) ||
+  fail "a bundle without SentencePiece's source was not named"
+[[ ! -e "$work/prefix-unsourced" ]] || fail "a refused install unpacked something"
+rm -rf "$build" "$work/prefix-broken" "$unsourced"
 echo "PASS"
