@@ -88,6 +88,7 @@ int tokenize_command(int argc, char** argv) {
       ("valid-fraction", po::value(&o.valid_fraction)->default_value(o.valid_fraction), "fraction of documents held out as the valid split")
       ("valid-input", po::value(&o.valid_inputs)->multitoken(), "files whose records all go to the valid split (not used to train the tokenizer)")
       ("docs-per-shard", po::value(&o.docs_per_shard)->default_value(o.docs_per_shard), "documents (or pairs) per HDF5 shard")
+      ("compression-level", po::value(&o.deflate_level)->default_value(o.deflate_level), "0: uncompressed token arrays; 1-9: shuffle + deflate at this zlib level")
       ("max-sentences", po::value(&o.max_training_sentences)->default_value(o.max_training_sentences), "cap on sentences used to train the tokenizer")
       ("seed", po::value(&o.seed)->default_value(o.seed), "seed for the valid split and tokenizer training")
       ("threads", po::value(&o.threads)->default_value(o.threads), "encoding threads per rank (the output does not depend on it)");
@@ -99,6 +100,7 @@ int tokenize_command(int argc, char** argv) {
   }
   if (o.threads < 1) throw UsageError("tokenize: --threads must be at least 1");
   if (o.docs_per_shard < 1) throw UsageError("tokenize: --docs-per-shard must be at least 1");
+  if (o.deflate_level < 0 || o.deflate_level > 9) throw UsageError("tokenize: --compression-level must be 0 to 9");
   for (const auto& input : o.inputs) {
     if (!fs::is_regular_file(input)) throw UsageError("tokenize: input not found: " + input);
   }

@@ -144,20 +144,43 @@ std::string root_or(const std::string& name) { return name.empty() ? "/" : name;
 // small enough that a hyperslab read (read_slice) touches little beyond what
 // it asked for. Smaller datasets stay contiguous.
 constexpr size_t kChunkBytes = size_t{1} << 20;
+// Compressed datasets: a reader inflates whole chunks, so they are smaller.
+constexpr size_t kCompressedChunkBytes = size_t{1} << 14;
 
-std::vector<hsize_t> chunk_shape(const std::vector<hsize_t>& dims, size_t element_size) {
+std::vector<hsize_t> chunk_shape(const std::vector<hsize_t>& dims, size_t element_size, size_t chunk_bytes) {
   std::vector<hsize_t> chunk = dims;
   size_t bytes = element_size;
   for (hsize_t d : dims) bytes *= static_cast<size_t>(d);
-  for (size_t i = 0; i < chunk.size() && bytes > kChunkBytes; ++i) {
+  for (size_t i = 0; i < chunk.size() && bytes > chunk_bytes; ++i) {
     size_t rest = bytes / static_cast<size_t>(chunk[i]);  // bytes of one index along dim i
-    hsize_t keep = std::max<hsize_t>(1, kChunkBytes / std::max<size_t>(rest, 1));
+    hsize_t keep = std::max<hsize_t>(1, chunk_bytes / std::max<size_t>(rest, 1));
     if (keep < chunk[i]) {
       chunk[i] = keep;
       bytes = rest * keep;
     }
   }
   return chunk;
+}
+
+// Sets a dataset's creation properties: no time stamps, and the chunks and
+// filters of `layout`. Returns what failed, or "".
+std::string set_layout(hid_t dcpl, const std::vector<hsize_t>& dims, int64_t numel, size_t element_size,
+                       const DatasetLayout& layout) {
+  // No modification times in the object headers: the same tensors give the
+  // same file bytes whenever they are written (reproducible shards).
+  if (H5Pset_obj_track_times(dcpl, false) < 0) return "cannot switch off time tracking";
+  if (layout.deflate_level < 0 || layout.deflate_level > 9)
+    return "deflate level " + std::to_string(layout.deflate_level) + " is not in 0..9";
+  const bool compress = layout.deflate_level > 0 && !dims.empty() && numel > 0;
+  const size_t chunk_bytes = compress ? kCompressedChunkBytes : kChunkBytes;
+  const size_t bytes = static_cast<size_t>(numel) * element_size;
+  if (compress || (!dims.empty() && numel > 0 && bytes > chunk_bytes)) {
+    std::vector<hsize_t> chunk = chunk_shape(dims, element_size, chunk_bytes);
+    if (H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data()) < 0) return "cannot set chunk shape";
+  }
+  if (compress && (H5Pset_shuffle(dcpl) < 0 || H5Pset_deflate(dcpl, static_cast<unsigned>(layout.deflate_level)) < 0))
+    return "cannot set the shuffle and deflate filters";
+  return "";
 }
 
 }  // namespace
@@ -253,7 +276,7 @@ bool Hdf5File::exists(const std::string& name) const {
   return ok > 0;
 }
 
-void Hdf5File::write_tensor(const std::string& raw_name, const torch::Tensor& tensor) {
+void Hdf5File::write_tensor(const std::string& raw_name, const torch::Tensor& tensor, const DatasetLayout& layout) {
   const std::string name = normalise(raw_name);
   if (name.empty()) fail("a dataset needs a name", raw_name);
   unsigned intent = 0;
@@ -281,15 +304,8 @@ void Hdf5File::write_tensor(const std::string& raw_name, const torch::Tensor& te
 
   Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   if (!dcpl.valid()) fail("cannot create property list", name);
-  // No modification times in the object headers: the same tensors give the
-  // same file bytes whenever they are written (reproducible shards).
-  if (H5Pset_obj_track_times(dcpl.get(), false) < 0) fail("cannot switch off time tracking", name);
-  size_t bytes = t.numel() * type->size;
-  if (!dims.empty() && t.numel() > 0 && bytes > kChunkBytes) {
-    std::vector<hsize_t> chunk = chunk_shape(dims, type->size);
-    if (H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()) < 0)
-      fail("cannot set chunk shape", name);
-  }
+  const std::string layout_failure = set_layout(dcpl.get(), dims, t.numel(), type->size, layout);
+  if (!layout_failure.empty()) fail(layout_failure, name);
 
   Handle dset(H5Dcreate2(file_, name.c_str(), file_type(*type), space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
               H5Dclose);

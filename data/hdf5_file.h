@@ -24,6 +24,15 @@ class Hdf5Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// How write_tensor stores a dataset. By default: contiguous up to 1 MiB,
+// chunked in about 1 MiB chunks beyond, unfiltered (a checkpoint's layout).
+struct DatasetLayout {
+  // 1..9: compressed in chunks of about 16 KiB with HDF5's byte-shuffle and
+  // deflate filters at this zlib level (small chunks keep a read of a few
+  // elements cheap: a reader inflates whole chunks). 0: uncompressed.
+  int deflate_level = 0;
+};
+
 class Hdf5File {
  public:
   enum class Mode { Read, Create };  // Create truncates an existing file
@@ -38,7 +47,7 @@ class Hdf5File {
   const std::string& path() const { return path_; }
 
   // Writes a (CPU or not, contiguous or not) tensor; 0-d tensors are allowed.
-  void write_tensor(const std::string& name, const torch::Tensor& tensor);
+  void write_tensor(const std::string& name, const torch::Tensor& tensor, const DatasetLayout& layout = {});
   // Reads a whole dataset into a CPU tensor of the stored dtype.
   torch::Tensor read_tensor(const std::string& name) const;
   // Reads the hyperslab [offset, offset + count) of an N-d dataset.

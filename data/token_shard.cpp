@@ -56,8 +56,8 @@ void validate_vocab(const std::string& path, int64_t vocab_size) {
 }
 
 void write_sequences(Hdf5File& file, const std::string& tokens_name, const std::string& offsets_name,
-                     const TokenSequences& seq) {
-  file.write_tensor(tokens_name, seq.tokens);
+                     const TokenSequences& seq, const ShardWriteOptions& options) {
+  file.write_tensor(tokens_name, seq.tokens, DatasetLayout{options.deflate_level});
   file.write_tensor(offsets_name, seq.offsets);
 }
 
@@ -125,14 +125,14 @@ TokenSequences make_token_sequences(const std::vector<int32_t>& tokens, const st
   return seq;
 }
 
-void write_document_shard(const std::string& path, const DocumentShard& shard) {
+void write_document_shard(const std::string& path, const DocumentShard& shard, const ShardWriteOptions& options) {
   validate_vocab(path, shard.vocab_size);
   validate(path, "tokens", "doc_offsets", shard.documents, shard.vocab_size);
   write_shard(path, ShardKind::Documents, shard.vocab_size,
-              [&](Hdf5File& file) { write_sequences(file, "tokens", "doc_offsets", shard.documents); });
+              [&](Hdf5File& file) { write_sequences(file, "tokens", "doc_offsets", shard.documents, options); });
 }
 
-void write_pair_shard(const std::string& path, const PairShard& shard) {
+void write_pair_shard(const std::string& path, const PairShard& shard, const ShardWriteOptions& options) {
   validate_vocab(path, shard.vocab_size);
   validate(path, "source_tokens", "source_offsets", shard.source, shard.vocab_size);
   validate(path, "target_tokens", "target_offsets", shard.target, shard.vocab_size);
@@ -140,8 +140,8 @@ void write_pair_shard(const std::string& path, const PairShard& shard) {
     shard_fail(
         path, std::to_string(shard.source.size()) + " sources but " + std::to_string(shard.target.size()) + " targets");
   write_shard(path, ShardKind::Pairs, shard.vocab_size, [&](Hdf5File& file) {
-    write_sequences(file, "source_tokens", "source_offsets", shard.source);
-    write_sequences(file, "target_tokens", "target_offsets", shard.target);
+    write_sequences(file, "source_tokens", "source_offsets", shard.source, options);
+    write_sequences(file, "target_tokens", "target_offsets", shard.target, options);
   });
 }
 

@@ -7,7 +7,9 @@
 //   source_tokens, source_offsets, target_tokens, target_offsets
 // (pair p is source p -> target p; both offset arrays have n_pairs + 1 entries).
 // File attributes: kind ("documents" | "pairs"), vocab_size, format_version.
-// Documents carry no EOS/BOS: the objectives add them.
+// Documents carry no EOS/BOS: the objectives add them. Token arrays may be
+// compressed (HDF5 shuffle + deflate in 16 KiB chunks, ShardWriteOptions);
+// offset arrays never are (streamed readers binary-search them on disk).
 //
 // Invariants, checked on every write and every read: offsets start at 0, never
 // decrease, end at the length of their token array; every id is in
@@ -55,8 +57,12 @@ struct PairShard {
 // Builds TokenSequences from flat vectors (copies them into tensors).
 TokenSequences make_token_sequences(const std::vector<int32_t>& tokens, const std::vector<int64_t>& offsets);
 
-void write_document_shard(const std::string& path, const DocumentShard& shard);
-void write_pair_shard(const std::string& path, const PairShard& shard);
+struct ShardWriteOptions {
+  int deflate_level = 0;  // 0: uncompressed token arrays; 1..9: zlib level
+};
+
+void write_document_shard(const std::string& path, const DocumentShard& shard, const ShardWriteOptions& options = {});
+void write_pair_shard(const std::string& path, const PairShard& shard, const ShardWriteOptions& options = {});
 
 // Which kind a shard holds (reads only the attributes).
 ShardKind read_shard_kind(const std::string& path);

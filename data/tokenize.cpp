@@ -36,6 +36,8 @@ void check_options(const TokenizeOptions& o) {
   if (!(o.valid_fraction >= 0.0 && o.valid_fraction < 1.0))
     throw std::invalid_argument("tokenize: valid_fraction must be in [0, 1), got " + std::to_string(o.valid_fraction));
   if (o.docs_per_shard < 1) throw std::invalid_argument("tokenize: docs_per_shard must be >= 1");
+  if (o.deflate_level < 0 || o.deflate_level > 9)
+    throw std::invalid_argument("tokenize: deflate_level must be in 0..9, got " + std::to_string(o.deflate_level));
   if (o.threads < 1) throw std::invalid_argument("tokenize: threads must be >= 1");
   if (o.tokenizer_model.empty()) {
     if (o.model_type != "unigram" && o.model_type != "bpe")

@@ -66,6 +66,7 @@ struct TokenizeOptions {
   // own, e.g. split by word); they do not train the tokenizer.
   std::vector<std::string> valid_inputs;
   int64_t docs_per_shard = 100000;
+  int deflate_level = 0;  // token arrays: 0 uncompressed, 1..9 shuffle + deflate at this zlib level
   int64_t max_training_sentences = 2000000;
   uint64_t seed = 1234;
   int threads = 1;                   // encoding threads of each rank; the output does not depend on it

@@ -50,19 +50,19 @@ class ShardBuilder {
   bool complete() const { return seen_ == plan_.records; }
 
   // Writes the shard into `dir` and returns it with its size and checksum.
-  TokenizedShard write(const std::string& dir, int64_t vocab_size) {
+  TokenizedShard write(const std::string& dir, int64_t vocab_size, const ShardWriteOptions& write_options) {
     const std::string path = (fs::path(dir) / plan_.name).string();
     if (pairs_) {
       PairShard shard;
       shard.source = make_token_sequences(source_, source_offsets_);
       shard.target = make_token_sequences(target_, target_offsets_);
       shard.vocab_size = vocab_size;
-      write_pair_shard(path, shard);
+      write_pair_shard(path, shard, write_options);
     } else {
       DocumentShard shard;
       shard.documents = make_token_sequences(source_, source_offsets_);
       shard.vocab_size = vocab_size;
-      write_document_shard(path, shard);
+      write_document_shard(path, shard, write_options);
     }
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) throw std::runtime_error("cannot stat " + path + " after writing it");
@@ -158,7 +158,8 @@ class RankEncoder {
       it->second.add(block.source_ids[i], pairs_ ? &block.target_ids[i] : nullptr);
       ++records_done_;
       if (it->second.complete()) {
-        TokenizedShard shard = it->second.write(options_.output_dir, tokenizer_.vocab_size());
+        TokenizedShard shard =
+            it->second.write(options_.output_dir, tokenizer_.vocab_size(), ShardWriteOptions{options_.deflate_level});
         open_.erase(it);
         state_.mark_finished(shard);
         finished_[g] = std::move(shard);

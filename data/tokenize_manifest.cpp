@@ -63,6 +63,7 @@ nlohmann::json make_manifest(const TokenizeOptions& options, const TokenizeSumma
       {"seed", options.seed},
       {"valid_fraction", options.valid_fraction},
       {"docs_per_shard", options.docs_per_shard},
+      {"deflate_level", options.deflate_level},
       {"input_records", summary.input_records},
       {"skipped_empty", summary.skipped_empty},
       {"checksum", "fnv1a64"},

@@ -90,6 +90,7 @@ nlohmann::json run_fingerprint(const TokenizeOptions& o) {
       {"target_field", o.target_field},
       {"valid_fraction", o.valid_fraction},
       {"docs_per_shard", o.docs_per_shard},
+      {"deflate_level", o.deflate_level},
       {"seed", o.seed},
   };
   if (o.tokenizer_model.empty()) {

@@ -1,7 +1,10 @@
 // bench_shard_read: how a training run's reads of token shards perform.
 //   1. random 512-token windows of one large documents shard, read through
 //      HDF5 hyperslabs (Hdf5File::read_slice) and as raw ranges
-//      (data/raw_array.h, what the streamed store uses);
+//      (data/raw_array.h, what the streamed store uses), with the token array
+//      uncompressed and compressed (shuffle + deflate, levels 1 and 6), and
+//      each file's size. The tokens are random, or with --tokens-from a real
+//      shard's (`moetrain tokenize` output), whose compression is realistic;
 //   2. opening a dataset of many small shards, streamed and loaded
 //      (BatchSource construction).
 // The shards are written first into --dir (removed at the end). Prints one
@@ -42,17 +45,15 @@ DocumentShard random_documents(int64_t tokens_total, int64_t doc_length, uint64_
   return shard;
 }
 
-void bench_windows(const std::string& path, int64_t tokens, int reads, int64_t window) {
-  write_document_shard(path, random_documents(tokens, 1000, 1));
-  std::mt19937_64 gen(7);
-  std::vector<int64_t> starts(static_cast<size_t>(reads));
-  for (auto& s : starts) s = static_cast<int64_t>(gen() % static_cast<uint64_t>(tokens - window));
+// Times `reads` windows of `window` tokens at `starts` of the shard at `path`.
+void bench_windows(const std::string& path, const std::vector<int64_t>& starts, int64_t window, const char* label) {
   int64_t checksum = 0;
+  const double reads = static_cast<double>(starts.size());
   {
     Hdf5File file(path, Hdf5File::Mode::Read);
     const auto t0 = Clock::now();
     for (int64_t s : starts) checksum += file.read_slice("tokens", {s}, {window}).data_ptr<int32_t>()[0];
-    std::printf("windows of %lld tokens, HDF5 hyperslab: %.2f us each\n", static_cast<long long>(window),
+    std::printf("%s, windows of %lld tokens, HDF5 hyperslab: %.2f us each\n", label, static_cast<long long>(window),
                 1e6 * since(t0) / reads);
   }
   {
@@ -64,10 +65,26 @@ void bench_windows(const std::string& path, int64_t tokens, int reads, int64_t w
       arrays[0].read(file, s, window, buffer.data());
       checksum += buffer[0];
     }
-    std::printf("windows of %lld tokens, raw pread:      %.2f us each\n", static_cast<long long>(window),
-                1e6 * since(t0) / reads);
+    std::printf("%s, windows of %lld tokens, raw read:       %.2f us each (checksum %lld)\n", label,
+                static_cast<long long>(window), 1e6 * since(t0) / reads, static_cast<long long>(checksum % 1000));
   }
-  std::printf("(checksum %lld)\n", static_cast<long long>(checksum % 1000));
+}
+
+// The shard written uncompressed and at deflate levels 1 and 6, each read at
+// the same random windows.
+void bench_compression(const std::string& dir, const DocumentShard& shard, int reads, int64_t window) {
+  const int64_t tokens = shard.documents.num_tokens();
+  std::mt19937_64 gen(7);
+  std::vector<int64_t> starts(static_cast<size_t>(reads));
+  for (auto& s : starts) s = static_cast<int64_t>(gen() % static_cast<uint64_t>(tokens - window));
+  for (int level : {0, 1, 6}) {
+    const std::string path = (fs::path(dir) / ("large-" + std::to_string(level) + ".h5")).string();
+    write_document_shard(path, shard, ShardWriteOptions{level});
+    char label[64];
+    std::snprintf(label, sizeof label, "deflate %d (%.1f MB)", level, static_cast<double>(fs::file_size(path)) / 1e6);
+    bench_windows(path, starts, window, label);
+    fs::remove(path);
+  }
 }
 
 void bench_open(const std::string& dir, int shards) {
@@ -98,12 +115,14 @@ int main(int argc, char** argv) {
   std::string dir = (fs::temp_directory_path() / "moetrain-bench-shard-read").string();
   int64_t tokens = 50'000'000;
   int reads = 20000, shards = 2000;
+  std::string tokens_from;
   po::options_description options("bench_shard_read options");
   // clang-format off
   options.add_options()
       ("help,h", "show this help")
       ("dir", po::value(&dir)->default_value(dir), "scratch folder for the shards (removed at the end)")
-      ("tokens", po::value(&tokens)->default_value(tokens), "tokens of the large shard (4 bytes each)")
+      ("tokens", po::value(&tokens)->default_value(tokens), "tokens of the large random shard (4 bytes each)")
+      ("tokens-from", po::value(&tokens_from), "a documents shard whose tokens replace the random ones")
       ("reads", po::value(&reads)->default_value(reads), "random 512-token windows read each way")
       ("shards", po::value(&shards)->default_value(shards), "small shards of the open benchmark");
   // clang-format on
@@ -116,7 +135,11 @@ int main(int argc, char** argv) {
   po::notify(vm);
   remove_tree(dir);
   fs::create_directories(dir);
-  bench_windows((fs::path(dir) / "large.h5").string(), tokens, reads, 512);
+  const DocumentShard large =
+      tokens_from.empty() ? random_documents(tokens, 1000, 1) : read_document_shard(tokens_from);
+  std::printf("large shard: %lld tokens (%s)\n", static_cast<long long>(large.documents.num_tokens()),
+              tokens_from.empty() ? "random" : tokens_from.c_str());
+  bench_compression(dir, large, reads, 512);
   bench_open((fs::path(dir) / "many").string(), shards);
   remove_tree(dir);
   return 0;

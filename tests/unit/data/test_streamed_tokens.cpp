@@ -22,8 +22,8 @@ using test_support::specials;
 using test_support::TempDir;
 
 // A documents shard of `docs` documents of 0..max_len-1 tokens (empty ones
-// included); big enough, it is stored in 1 MB chunks.
-void write_random_documents(const std::string& path, int docs, int max_len, uint64_t seed) {
+// included); big enough, it is stored in 1 MB chunks (16 KiB compressed).
+void write_random_documents(const std::string& path, int docs, int max_len, uint64_t seed, int deflate_level = 0) {
   std::mt19937_64 gen(seed);
   std::vector<int32_t> tokens;
   std::vector<int64_t> offsets = {0};
@@ -35,22 +35,23 @@ void write_random_documents(const std::string& path, int docs, int max_len, uint
   DocumentShard shard;
   shard.documents = make_token_sequences(tokens, offsets);
   shard.vocab_size = kVocab;
-  write_document_shard(path, shard);
+  write_document_shard(path, shard, ShardWriteOptions{deflate_level});
 }
 
-// Shards whose arrays are contiguous and chunked, tokens and offsets alike.
-std::vector<std::string> mixed_layout_shards(const TempDir& dir) {
+// Shards whose arrays are contiguous and chunked, tokens and offsets alike
+// (token arrays compressed at `deflate_level` when it is not 0).
+std::vector<std::string> mixed_layout_shards(const TempDir& dir, int deflate_level = 0) {
   const std::vector<std::string> shards = {dir.file("train-00000.h5"), dir.file("train-00001.h5"),
                                            dir.file("train-00002.h5")};
-  write_random_documents(shards[0], 300, 50, 1);    // small: contiguous
-  write_random_documents(shards[1], 20000, 60, 2);  // ~600k tokens: chunked tokens
-  write_random_documents(shards[2], 150000, 3, 3);  // many tiny documents: chunked offsets
+  write_random_documents(shards[0], 300, 50, 1, deflate_level);    // small: contiguous (or one chunk)
+  write_random_documents(shards[1], 20000, 60, 2, deflate_level);  // ~600k tokens: chunked tokens
+  write_random_documents(shards[2], 150000, 3, 3, deflate_level);  // many tiny documents: chunked offsets
   return shards;
 }
 
-TEST(StreamedTokens, EveryWindowMatchesTheLoadedStream) {
-  TempDir dir;
-  const auto shards = mixed_layout_shards(dir);
+// Windows of the streamed and the loaded store agree: short, long, at the
+// ends, across chunk boundaries, and many random ones.
+void expect_same_windows(const std::vector<std::string>& shards) {
   const int64_t eos = specials().eos;
   const auto loaded = open_token_store(shards, Objective::SpanCorruption, eos, "test", /*streamed=*/false);
   const auto streamed = open_token_store(shards, Objective::SpanCorruption, eos, "test", /*streamed=*/true);
@@ -67,6 +68,23 @@ TEST(StreamedTokens, EveryWindowMatchesTheLoadedStream) {
     windows.push_back({a, std::min(n, a + 1 + static_cast<int64_t>(gen() % 3000))});
   }
   for (const auto& [a, b] : windows) ASSERT_EQ(streamed->stream(a, b), loaded->stream(a, b)) << a << ".." << b;
+}
+
+TEST(StreamedTokens, EveryWindowMatchesTheLoadedStream) {
+  TempDir dir;
+  expect_same_windows(mixed_layout_shards(dir));
+}
+
+// Compressed token arrays (shuffle + deflate in 16 KiB chunks) read by range
+// give the same windows; the offsets stay uncompressed.
+TEST(StreamedTokens, CompressedShardsMatchTheLoadedStream) {
+  TempDir dir;
+  const auto shards = mixed_layout_shards(dir, 1);
+  const auto arrays = read_raw_arrays(shards[1], {{"tokens", 4}, {"doc_offsets", 8}});
+  EXPECT_TRUE(arrays[0].compressed());
+  EXPECT_GT(arrays[0].extents().size(), 100u);  // ~600k tokens in 4096-token chunks
+  EXPECT_FALSE(arrays[1].compressed());
+  expect_same_windows(shards);
 }
 
 TEST(StreamedTokens, EveryPairSideMatches) {
@@ -163,6 +181,27 @@ TEST(StreamedTokens, AShardDamagedAfterStartUpFailsNamingIt) {
   ASSERT_EQ(::truncate(shard.c_str(), 4096), 0);
   line = failure_of(*store, store->stream_length() - 50, store->stream_length());
   EXPECT_NE(line.find("token shard " + shard), std::string::npos) << line;
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+}
+
+TEST(StreamedTokens, ADamagedCompressedChunkFailsNamingIt) {
+  TempDir dir;
+  const std::string shard = dir.file("train-00000.h5");
+  write_random_documents(shard, 3000, 40, 9, 6);
+  const auto store = open_token_store({shard}, Objective::SpanCorruption, 1, "test", true);
+  ASSERT_EQ(failure_of(*store, 0, store->stream_length()), "");
+  const auto arrays = read_raw_arrays(shard, {{"tokens", 4}});
+  ASSERT_TRUE(arrays[0].compressed());
+  const auto& second = arrays[0].extents().at(1);
+  overwrite(shard, second.file_offset + second.stored_bytes / 2, std::string(16, '\x5a'));
+  // The first chunk still reads; the damaged one fails with one line naming the shard and the chunk
+  // (stream positions run ahead of token positions by one EOS per document: this window covers it).
+  EXPECT_EQ(failure_of(*store, 0, 100), "");
+  const std::string line = failure_of(*store, second.first, second.first + 2 * second.count);
+  EXPECT_NE(line.find("token shard " + shard + ": tokens chunk at element " + std::to_string(second.first)),
+            std::string::npos)
+      << line;
+  EXPECT_NE(line.find("damaged"), std::string::npos) << line;
   EXPECT_EQ(line.find('\n'), std::string::npos);
 }
 

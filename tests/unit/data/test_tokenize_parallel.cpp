@@ -31,6 +31,18 @@ void write_brown_documents(const std::string& path, size_t n) {
   }
 }
 
+// Options tokenizing `docs` Brown documents (written into `dir`) into `out`
+// with a trained 700-piece vocabulary.
+TokenizeOptions brown_options(const TempDir& dir, size_t docs, const std::string& out, int64_t docs_per_shard) {
+  write_brown_documents(dir.file("brown.jsonl"), docs);
+  TokenizeOptions options;
+  options.inputs = {dir.file("brown.jsonl")};
+  options.output_dir = dir.file(out);
+  options.vocab_size = 700;
+  options.docs_per_shard = docs_per_shard;
+  return options;
+}
+
 nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(test_support::read_file(path)); }
 
 // dataset.json without what may differ between runs: the `run` object, and
@@ -150,15 +162,10 @@ class TokenizeParallelTest : public ::testing::Test {
 
 TEST_F(TokenizeParallelTest, ThreadsGiveTheSameShards) {
   TempDir dir;
-  write_brown_documents(dir.file("brown.jsonl"), 80);
   test_support::write_file(dir.file("held.txt"), "A held-out document.\n\nAnother one, held out too.\n");
-  TokenizeOptions options;
-  options.inputs = {dir.file("brown.jsonl")};
+  TokenizeOptions options = brown_options(dir, 80, "one", 7);
   options.valid_inputs = {dir.file("held.txt")};
-  options.output_dir = dir.file("one");
-  options.vocab_size = 700;
   options.valid_fraction = 0.1;
-  options.docs_per_shard = 7;
   const TokenizeSummary one = tokenize_corpus(options);
   EXPECT_EQ(one.input_records, 83);
   EXPECT_EQ(one.skipped_empty, 1);
@@ -184,6 +191,33 @@ TEST_F(TokenizeParallelTest, ThreadsGiveTheSameShards) {
   for (const auto& shard : manifest["splits"]["train"]["shard_info"])
     EXPECT_EQ(shard["fnv1a64"], checksum_hex(fnv1a64_file(dir.file("three/") + shard["name"].get<std::string>())));
   EXPECT_EQ(manifest["run"]["threads"], 3);
+}
+
+// --compression-level: the same sequences in smaller files, byte-identical
+// for any number of threads.
+TEST_F(TokenizeParallelTest, CompressedShardsHoldTheSameTokens) {
+  TempDir dir;
+  TokenizeOptions options = brown_options(dir, 80, "plain", 40);
+  const TokenizeSummary plain = tokenize_corpus(options);
+  options.tokenizer_model = dir.file("plain/tokenizer.model");
+  options.deflate_level = 6;
+  options.output_dir = dir.file("deflate-1thread");
+  const TokenizeSummary one = tokenize_corpus(options);
+  options.threads = 3;
+  options.output_dir = dir.file("deflate-3threads");
+  tokenize_corpus(options);
+  ASSERT_EQ(one.train.shards, plain.train.shards);
+  expect_same_shards(dir.file("plain"), dir.file("deflate-1thread"), plain, false);
+  uintmax_t plain_bytes = 0, deflated_bytes = 0;
+  for (const auto& name : one.train.shards) {
+    plain_bytes += std::filesystem::file_size(dir.file("plain/" + name));
+    deflated_bytes += std::filesystem::file_size(dir.file("deflate-1thread/" + name));
+    EXPECT_EQ(test_support::read_file(dir.file("deflate-1thread/" + name)),
+              test_support::read_file(dir.file("deflate-3threads/" + name)))
+        << name;
+  }
+  EXPECT_LT(deflated_bytes * 10, plain_bytes * 7) << deflated_bytes << " vs " << plain_bytes;
+  EXPECT_EQ(read_json(dir.file("deflate-1thread/dataset.json"))["deflate_level"], 6);
 }
 
 TEST_F(TokenizeParallelTest, PairsWithThreads) {
@@ -220,12 +254,7 @@ TEST_F(TokenizeParallelTest, PairsWithThreads) {
 
 TEST_F(TokenizeParallelTest, RerunSkipsFinishedShardsAndRedoesTheRest) {
   TempDir dir;
-  write_brown_documents(dir.file("brown.jsonl"), 60);
-  TokenizeOptions options;
-  options.inputs = {dir.file("brown.jsonl")};
-  options.output_dir = dir.file("out");
-  options.vocab_size = 700;
-  options.docs_per_shard = 10;
+  TokenizeOptions options = brown_options(dir, 60, "out", 10);
   options.threads = 2;
   const TokenizeSummary first = tokenize_corpus(options);
   ASSERT_EQ(first.train.shards.size(), 7u);  // 61 records
