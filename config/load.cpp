@@ -425,6 +425,30 @@ class ConfigWriter {
   YAML::Node node_;
 };
 
+// yaml-cpp keeps both entries of a key given twice in one mapping and reads
+// the first: a mistake a user would not see, so it is an error naming both
+// lines (`where` is the file, or the --set text).
+void reject_duplicate_keys(const YAML::Node& node, const std::string& where, const std::string& path) {
+  if (node.IsSequence()) {
+    for (size_t i = 0; i < node.size(); ++i)
+      reject_duplicate_keys(node[i], where, path + "[" + std::to_string(i) + "]");
+    return;
+  }
+  if (!node.IsMap()) return;
+  std::map<std::string, int> first_line;
+  for (const auto& entry : node) {
+    const std::string key = entry.first.IsScalar() ? entry.first.Scalar() : YAML::Dump(entry.first);
+    const std::string full = path.empty() ? key : path + "." + key;
+    const int line = entry.first.Mark().line + 1;
+    const auto [first, fresh] = first_line.emplace(key, line);
+    if (!fresh && where.rfind("--set ", 0) == 0) throw ConfigError("duplicate key '" + full + "' (" + where + ")");
+    if (!fresh)
+      throw ConfigError("duplicate key '" + full + "' (" + where + ":" + std::to_string(line) + ", first at line " +
+                        std::to_string(first->second) + ")");
+    reject_duplicate_keys(entry.second, where, full);
+  }
+}
+
 void apply_override(YAML::Node& root, const std::string& text, ReadContext& ctx) {
   const auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0) {
@@ -438,6 +462,7 @@ void apply_override(YAML::Node& root, const std::string& text, ReadContext& ctx)
   } catch (const YAML::Exception& e) {
     throw ConfigError("--set " + text + ": value is not valid YAML: " + e.msg);
   }
+  reject_duplicate_keys(value, "--set " + text, key);
   std::vector<std::string> parts;
   std::stringstream ss(key);
   for (std::string part; std::getline(ss, part, '.');) {
@@ -519,6 +544,7 @@ Config load_config_text(const std::string& yaml, const std::string& origin) {
   } catch (const YAML::ParserException& e) {
     throw ConfigError(origin + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
   }
+  reject_duplicate_keys(root, origin, "");
   return config_from_yaml(root, origin, {}, ctx);
 }
 
@@ -541,6 +567,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     } catch (const YAML::Exception& e) {
       throw ConfigError(path + ": cannot read: " + e.msg);
     }
+    reject_duplicate_keys(root, path, "");
   }
   return config_from_yaml(root, path, overrides, ctx);
 }

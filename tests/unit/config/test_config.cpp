@@ -51,6 +51,21 @@ TEST(Config, UnknownKeyNamesPathFileLineAndSuggestion) {
   EXPECT_EQ(far, "unknown key 'model.zzzzzzzz' (--set model.zzzzzzzz=1)");
 }
 
+TEST(Config, DuplicateKeysNameBothLines) {
+  const auto top =
+      write_temp("duplicate.yaml", "model:\n  d_model: 64\ntrain:\n  max_steps: 3\nmodel:\n  d_model: 32\n");
+  EXPECT_EQ(error_of([&] { load_config(top, {}); }), "duplicate key 'model' (" + top + ":5, first at line 1)");
+  const auto nested = write_temp("duplicate_nested.yaml", "optim:\n  lr: 1.0e-3\n  warmup_steps: 2\n  lr: 2.0e-3\n");
+  EXPECT_EQ(error_of([&] { load_config(nested, {}); }), "duplicate key 'optim.lr' (" + nested + ":4, first at line 2)");
+  EXPECT_EQ(error_of([] { load_config_text("phases:\n  - name: a\n    name: b\n", "meta.json config"); }),
+            "duplicate key 'phases[0].name' (meta.json config:3, first at line 2)");
+  EXPECT_EQ(error_of([] { load_config(kTiny, {"optim={lr: 1, lr: 2}"}); }),
+            "duplicate key 'optim.lr' (--set optim={lr: 1, lr: 2})");
+  // The same key in two different mappings is fine.
+  const auto fine = write_temp("same_key_twice.yaml", "checkpoint:\n  every: 5\nlog:\n  every: 5\n");
+  EXPECT_EQ(error_of([&] { load_config(fine, {}); }), "(no error)");
+}
+
 TEST(Config, WrongTypesAndChoicesAreErrors) {
   EXPECT_EQ(error_of([] { load_config(kTiny, {"train.max_steps=1.5"}); }),
             "train.max_steps: expected an integer, got '1.5' (--set train.max_steps=1.5)");
