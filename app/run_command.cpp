@@ -12,6 +12,7 @@
 #include "data/clean/pipeline.h"
 #include "parallel/mpi_runtime.h"
 #include "parallel/process_grid.h"
+#include "train/run_lock.h"
 
 namespace moetrain::app {
 namespace {
@@ -51,6 +52,8 @@ Failure describe_current_exception(const std::string& command) {
     return {std::string("config error: ") + e.what(), 2, true};
   } catch (const parallel::LayoutError& e) {
     return {std::string("config error: parallel: ") + e.what(), 2, true};
+  } catch (const train::RunLockError& e) {
+    return {command + ": " + e.what(), 2, true};
   } catch (const data::clean::CleanConfigError& e) {
     return {command + ": config error: " + e.what(), 2, true};
   } catch (const data::clean::CleanInputError& e) {

@@ -16,6 +16,7 @@
 #include "data/tokenizer.h"
 #include "parallel/mpi_communicator.h"
 #include "train/phases.h"
+#include "train/run_lock.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -56,6 +57,8 @@ int train_command(int argc, char** argv) {
   // One process, or every rank of an mpirun job.
   std::shared_ptr<parallel::Communicator> world = parallel::make_world_communicator(config.parallel.timeout_s);
   config::validate_config(config, world->size(), source);
+  // One run per output directory, held until this command returns.
+  const std::unique_ptr<train::RunLock> run_lock = train::take_run_lock(output_dir, *world);
 
   std::string tok_path;
   try {
