@@ -54,7 +54,14 @@ void print_summary(const data::TokenizeSummary& s) {
             << s.vocab_size;
   if (s.trained_tokenizer) std::cout << ", " << s.training_sentences << " training sentences";
   if (s.reused_tokenizer) std::cout << ", kept from the interrupted run";
-  std::cout << ")\n" << s.input_records << " " << s.kind << " read, " << s.skipped_empty << " empty skipped\n";
+  std::cout << ")\n" << s.input_records << " " << s.kind << " read, " << s.skipped_empty << " empty skipped";
+  if (s.skipped_bad.count > 0) {
+    std::cout << ", " << s.skipped_bad.count << " bad skipped (--strict makes a bad record fatal):";
+    for (const auto& line : s.skipped_bad.first) std::cout << "\n  " << line;
+    if (s.skipped_bad.count > static_cast<int64_t>(s.skipped_bad.first.size()))
+      std::cout << "\n  ... and " << s.skipped_bad.count - static_cast<int64_t>(s.skipped_bad.first.size()) << " more";
+  }
+  std::cout << "\n";
   for (const auto* split : {&s.train, &s.valid}) {
     if (split->shards.empty()) continue;
     std::cout << (split == &s.train ? "train" : "valid") << ": " << split->records << " " << s.kind << ", "
@@ -91,7 +98,8 @@ int tokenize_command(int argc, char** argv) {
       ("compression-level", po::value(&o.deflate_level)->default_value(o.deflate_level), "0: uncompressed token arrays; 1-9: shuffle + deflate at this zlib level")
       ("max-sentences", po::value(&o.max_training_sentences)->default_value(o.max_training_sentences), "cap on sentences used to train the tokenizer")
       ("seed", po::value(&o.seed)->default_value(o.seed), "seed for the valid split and tokenizer training")
-      ("threads", po::value(&o.threads)->default_value(o.threads), "encoding threads per rank (the output does not depend on it)");
+      ("threads", po::value(&o.threads)->default_value(o.threads), "encoding threads per rank (the output does not depend on it)")
+      ("strict", po::bool_switch(&o.strict), "a bad record (invalid JSON or UTF-8, a missing field) is fatal instead of skipped");
   // clang-format on
   const auto vm = parse_command_line(argc, argv, options, "tokenize");
   if (vm.count("help")) return 0;

@@ -15,6 +15,12 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 bool is_blank(const std::string& line) { return line.find_first_not_of(" \t\r\f\v") == std::string::npos; }
 
+// A record-level problem: skippable under JsonlReader::skip_bad_records.
+class BadRecordError : public InputError {
+ public:
+  using InputError::InputError;
+};
+
 // Messages must stay on one line.
 std::string one_line(std::string s) {
   for (char& c : s)
@@ -54,10 +60,19 @@ JsonlReader::JsonlReader(JsonlReader&&) noexcept = default;
 JsonlReader& JsonlReader::operator=(JsonlReader&&) noexcept = default;
 
 void JsonlReader::fail(int64_t line, const std::string& what) const {
-  throw InputError(one_line(path_ + ":" + std::to_string(line) + ": " + what));
+  throw BadRecordError(one_line(path_ + ":" + std::to_string(line) + ": " + what));
 }
 
-bool JsonlReader::next(TextRecord& record) { return json_ ? next_jsonl(record) : next_text(record); }
+bool JsonlReader::next(TextRecord& record) {
+  while (true) {
+    try {
+      return json_ ? next_jsonl(record) : next_text(record);
+    } catch (const BadRecordError& e) {
+      if (bad_ == nullptr) throw;
+      bad_->add(e.what());  // the bad record is consumed: go on with the next
+    }
+  }
+}
 
 bool JsonlReader::next_jsonl(TextRecord& record) {
   std::string line;
@@ -106,12 +121,14 @@ bool JsonlReader::next_text(TextRecord& record) {
   record.line = lines_->line_number();
   record.target.clear();
   record.text.clear();
+  int64_t bad_line = 0;  // the first line of invalid UTF-8; the document is read to its end regardless
   while (true) {
-    if (!is_valid_utf8(line)) fail(lines_->line_number(), "invalid UTF-8");
+    if (bad_line == 0 && !is_valid_utf8(line)) bad_line = lines_->line_number();
     if (!record.text.empty()) record.text += '\n';
     record.text += line;
     if (!lines_->next(line) || is_blank(line)) break;
   }
+  if (bad_line != 0) fail(bad_line, "invalid UTF-8");
   return true;
 }
 

@@ -10,12 +10,15 @@
 //
 // Bad input (invalid JSON, a missing or non-string field, invalid UTF-8, a
 // corrupt zstd stream) throws InputError with a one-line message
-// "PATH:LINE: what is wrong", which the CLI prints as-is.
+// "PATH:LINE: what is wrong", which the CLI prints as-is. With
+// skip_bad_records, a bad record (everything above but a file that cannot be
+// read or a corrupt zstd stream) is counted and skipped instead.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "data/line_reader.h"
 
@@ -42,6 +45,18 @@ struct TextRecord {
   int64_t line = 0;    // 1-based line the record starts on
 };
 
+// Records skipped as bad: how many, and the first few as "PATH:LINE: what".
+struct BadRecords {
+  static constexpr size_t kKept = 10;
+  int64_t count = 0;
+  std::vector<std::string> first;
+
+  void add(const std::string& line) {
+    ++count;
+    if (first.size() < kKept) first.push_back(line);
+  }
+};
+
 class JsonlReader {
  public:
   // Opens the file; throws InputError when it cannot be read.
@@ -57,6 +72,10 @@ class JsonlReader {
   const std::string& path() const { return path_; }
   InputFormat format() const { return format_; }
 
+  // From now on bad records go to `sink` (which must outlive the reader) and
+  // next() moves on to the following record.
+  void skip_bad_records(BadRecords* sink) { bad_ = sink; }
+
  private:
   struct Json;  // the simdjson parser, kept out of this header
 
@@ -69,6 +88,7 @@ class JsonlReader {
   InputFormat format_;
   std::unique_ptr<LineReader> lines_;
   std::unique_ptr<Json> json_;
+  BadRecords* bad_ = nullptr;
 };
 
 // True when `bytes` is valid UTF-8.

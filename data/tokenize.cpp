@@ -64,6 +64,8 @@ struct Handoff {
   std::string encode() const {
     const nlohmann::json head = {{"records", counts.records},
                                  {"valid_input_records", counts.valid_input_records},
+                                 {"bad_records", counts.bad.count},
+                                 {"bad_examples", counts.bad.first},
                                  {"trained", trained},
                                  {"reused", reused},
                                  {"training_sentences", training_sentences}};
@@ -77,6 +79,8 @@ struct Handoff {
     Handoff h;
     h.counts.records = head.at("records").get<int64_t>();
     h.counts.valid_input_records = head.at("valid_input_records").get<int64_t>();
+    h.counts.bad.count = head.at("bad_records").get<int64_t>();
+    h.counts.bad.first = head.at("bad_examples").get<std::vector<std::string>>();
     h.trained = head.at("trained").get<bool>();
     h.reused = head.at("reused").get<bool>();
     h.training_sentences = head.at("training_sentences").get<int64_t>();
@@ -212,6 +216,7 @@ TokenizeSummary tokenize_corpus(const TokenizeOptions& options, TokenizeRanks& r
   summary.training_sentences = h.training_sentences;
   summary.vocab_size = tokenizer.vocab_size();
   summary.input_records = h.counts.records + h.counts.valid_input_records;
+  summary.skipped_bad = h.counts.bad;
 
   // Pass 2: each rank its own shards; then rank 0 gathers what they wrote.
   const ShardPlan plan(h.counts, options.valid_fraction, options.seed, options.docs_per_shard, ranks.size());

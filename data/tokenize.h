@@ -41,7 +41,8 @@
 // target does) are skipped and counted.
 //
 // Failures throw std::runtime_error (InputError for bad input) with a one-line
-// message naming the file and, for bad records, the line.
+// message naming the file and, for bad records under `strict`, the line;
+// otherwise bad records are skipped, counted and listed in the summary.
 #pragma once
 
 #include <cstdint>
@@ -49,6 +50,7 @@
 #include <string>
 #include <vector>
 
+#include "data/jsonl_reader.h"
 #include "data/tokenize_ranks.h"
 
 namespace moetrain::data {
@@ -70,6 +72,7 @@ struct TokenizeOptions {
   int64_t max_training_sentences = 2000000;
   uint64_t seed = 1234;
   int threads = 1;                   // encoding threads of each rank; the output does not depend on it
+  bool strict = false;               // a bad record is fatal (otherwise skipped and counted)
   std::ostream* progress = nullptr;  // where pass 2 reports progress (every few seconds), if anywhere
 };
 
@@ -104,6 +107,7 @@ struct TokenizeSummary {
   int64_t training_sentences = 0;  // lines the tokenizer was trained on (0 when loaded or reused)
   int64_t input_records = 0;       // records read from the inputs (valid_inputs included)
   int64_t skipped_empty = 0;       // records dropped because they encode to nothing
+  BadRecords skipped_bad;          // records skipped as bad (invalid JSON or UTF-8, missing field)
   TokenizeSplitSummary train;
   TokenizeSplitSummary valid;
   // How the job ran (the same output whatever these are).

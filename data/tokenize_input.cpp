@@ -20,6 +20,7 @@ bool RecordStream::next(TextRecord& record, bool* from_valid_inputs) {
     if (!reader_) {
       const std::string& path = file_ < n_inputs ? options_.inputs[file_] : options_.valid_inputs[file_ - n_inputs];
       reader_ = std::make_unique<JsonlReader>(path, fields_);
+      if (!options_.strict) reader_->skip_bad_records(&bad_);
     }
     if (reader_->next(record)) {
       *from_valid_inputs = file_ >= n_inputs;
@@ -73,6 +74,7 @@ InputCounts count_records(const TokenizeOptions& options, SentenceSampler* sampl
       if (pairs) sampler->add_text(record.target);
     }
   }
+  counts.bad = stream.bad_records();
   return counts;
 }
 

@@ -4,7 +4,8 @@
 //
 // The record stream is every record of options.inputs, file by file, then
 // every record of options.valid_inputs. Pass 1 reads all of it, so a bad
-// record anywhere is an InputError before the output folder is touched.
+// record anywhere is skipped and counted (both passes skip the same ones),
+// or under options.strict an InputError before the output folder is touched.
 //
 // SentenceSampler keeps a uniform sample of at most `capacity` non-blank
 // lines of the texts it is given (seeded reservoir sampling over all the
@@ -35,12 +36,16 @@ class RecordStream {
   bool next(TextRecord& record, bool* from_valid_inputs);
   // The file of the record last returned (for messages).
   const std::string& path() const;
+  // The bad records skipped so far (none under options.strict, where the
+  // first one throws InputError).
+  const BadRecords& bad_records() const { return bad_; }
 
  private:
   const TokenizeOptions& options_;
   RecordFields fields_;
   size_t file_ = 0;  // index into inputs, then valid_inputs
   std::unique_ptr<JsonlReader> reader_;
+  BadRecords bad_;
 };
 
 class SentenceSampler {
@@ -63,6 +68,7 @@ class SentenceSampler {
 struct InputCounts {
   int64_t records = 0;              // of inputs
   int64_t valid_input_records = 0;  // of valid_inputs
+  BadRecords bad;                   // skipped, in either (not counted above)
 };
 
 // Pass 1: reads the whole record stream; the records of `inputs` (sources

@@ -66,6 +66,7 @@ nlohmann::json make_manifest(const TokenizeOptions& options, const TokenizeSumma
       {"deflate_level", options.deflate_level},
       {"input_records", summary.input_records},
       {"skipped_empty", summary.skipped_empty},
+      {"skipped_bad", summary.skipped_bad.count},
       {"checksum", "fnv1a64"},
   };
   if (pairs)

@@ -91,6 +91,7 @@ nlohmann::json run_fingerprint(const TokenizeOptions& o) {
       {"valid_fraction", o.valid_fraction},
       {"docs_per_shard", o.docs_per_shard},
       {"deflate_level", o.deflate_level},
+      {"strict", o.strict},
       {"seed", o.seed},
   };
   if (o.tokenizer_model.empty()) {

@@ -191,6 +191,57 @@ TEST_F(TokenizeTest, BrownDocumentsEndToEnd) {
   EXPECT_EQ(read_json(s2.dataset_json)["trained_tokenizer"], false);
 }
 
+// Bad records (invalid UTF-8, invalid JSON, a missing field; in JSONL and
+// in plain text) are skipped and counted with file and line; the rest is
+// tokenized as if they were not there.
+TEST_F(TokenizeTest, BadRecordsAreSkippedAndCounted) {
+  TempDir dir;
+  const auto docs = test_support::brown_paragraphs(40);
+  std::string clean, dirty;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    const std::string line = nlohmann::json{{"text", docs[i]}}.dump() + "\n";
+    clean += line;
+    dirty += line;
+    if (i == 0) dirty += "{\"text\": \"bad \xff byte\"}\n";  // line 2
+    if (i == 2) dirty += "{\"text\": \"unterminated}\n";     // line 5
+    if (i == 3) dirty += "{\"body\": \"no text field\"}\n";  // line 7
+  }
+  test_support::write_file(dir.file("clean.jsonl"), clean);
+  test_support::write_file(dir.file("dirty.jsonl"), dirty);
+  test_support::write_file(dir.file("held.txt"),
+                           "A held-out document.\n\nA bad \xc3 one,\nto its end.\n\nA last one.\n");
+  TokenizeOptions options;
+  options.inputs = {dir.file("clean.jsonl")};
+  options.output_dir = dir.file("clean");
+  options.vocab_size = 700;
+  const TokenizeSummary reference = tokenize_corpus(options);
+  options.inputs = {dir.file("dirty.jsonl")};
+  options.valid_inputs = {dir.file("held.txt")};
+  options.output_dir = dir.file("dirty");
+  const TokenizeSummary s = tokenize_corpus(options);
+  EXPECT_EQ(s.skipped_bad.count, 4);
+  const std::vector<std::string> expected = {
+      dir.file("dirty.jsonl") + ":2: invalid JSON: ", dir.file("dirty.jsonl") + ":5: invalid JSON: ",
+      dir.file("dirty.jsonl") + ":7: missing field 'text'", dir.file("held.txt") + ":3: invalid UTF-8"};
+  ASSERT_EQ(s.skipped_bad.first.size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i)
+    EXPECT_EQ(s.skipped_bad.first[i].rfind(expected[i], 0), 0u) << s.skipped_bad.first[i];
+  EXPECT_EQ(s.input_records, static_cast<int64_t>(docs.size()) + 2);
+  EXPECT_EQ(s.train.tokens, reference.train.tokens);  // the good records, as if alone
+  EXPECT_EQ(read_json(s.dataset_json)["skipped_bad"], 4);
+
+  // --strict: the first bad record stops the run, naming file and line, before the output exists.
+  options.strict = true;
+  options.output_dir = dir.file("strict");
+  try {
+    tokenize_corpus(options);
+    FAIL() << "expected an error";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind(dir.file("dirty.jsonl") + ":2: invalid JSON", 0), 0u) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.file("strict")));
+}
+
 TEST_F(TokenizeTest, BadInputIsAOneLineErrorAndTouchesNothing) {
   TempDir dir;
   const std::string input = dir.file("broken.jsonl");
@@ -199,6 +250,7 @@ TEST_F(TokenizeTest, BadInputIsAOneLineErrorAndTouchesNothing) {
   options.inputs = {input};
   options.output_dir = dir.file("out");
   options.vocab_size = 400;
+  options.strict = true;
   try {
     tokenize_corpus(options);
     FAIL() << "expected an error";
