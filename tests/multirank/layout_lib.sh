@@ -23,8 +23,10 @@ run_layout() {  # NAME NP EXTRA_ARGS...
 }
 
 # Losses, final parameters and step-1 gradients of run NAME against REFERENCE.
+# PARAM_ATOL: the final parameters' absolute tolerance (compare_runs.py's
+# --atol, default 1e-5).
 compare_with_single() {  # NAME DESCRIPTION [REFERENCE]
   echo "$2:"
   "$MOETRAIN_PYTHON" "$(dirname "${BASH_SOURCE[0]}")/compare_runs.py" "$work/${3:-single}" "$work/$1" \
-    --steps 8 --grad-step 1 || fail "$2 does not match the single-process run"
+    --steps 8 --grad-step 1 --atol "${PARAM_ATOL:-1e-5}" || fail "$2 does not match the single-process run"
 }

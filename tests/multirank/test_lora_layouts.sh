@@ -4,7 +4,7 @@
 # 6 steps is LoRA-tuned (rank 4, every projection and the experts) for 8
 # steps with --init-from; per-step loss within rtol 1e-5, the final
 # parameters (adapters and the frozen base, assembled from every rank's
-# pieces) within 1e-5 and every adapter's gradient at step 1 within 1e-4 of
+# pieces) within 5e-5 and every adapter's gradient at step 1 within 1e-4 of
 # its largest entry, for
 #   TP2 (adapters split with their layers' TP split);
 #   PP2;
@@ -21,6 +21,13 @@ train_tiny --output-dir "$work/base" --max-steps 6 --set train.eval_every=0 --se
 lora=(--init-from "$work/base" --set finetune.mode=lora --set lora.r=4 --set lora.alpha=8
       --set "lora.targets=[all-linear]" --set optim.lr=0.01 --set checkpoint.every=4 --set checkpoint.keep=0)
 
+# The adapters train at lr 0.01, ten times the other parity tests' rate, and
+# Adam moves every element by about lr per step whatever its gradient's size,
+# so the float rounding of another reduction order (TP splits the matmuls)
+# shows up ten times larger in the parameters: 1.2e-5 on a lora_B of
+# magnitude 3.6e-2 after 8 steps, with the losses equal to 5e-8. A wrong
+# split or a missed reduction differs by orders of magnitude more.
+PARAM_ATOL=5e-5
 run_single single "${lora[@]}"
 grep -q "LoRA: rank 4, scale 2 on" "$work.single.log" || fail "no LoRA summary line: $(cat "$work.single.log")"
 
@@ -34,7 +41,7 @@ cp -r "$work/tp2/checkpoints/step-000004" "$work/tp2-resumed/checkpoints/"
 run_single tp2-resumed "${lora[@]}"
 grep -q "layout changed from" "$work.tp2-resumed.log" || fail "the TP2 checkpoint was not resharded"
 "$MOETRAIN_PYTHON" "$(dirname "$0")/compare_runs.py" "$work/single" "$work/tp2-resumed" --steps 8 --first-step 5 \
-  || fail "the LoRA checkpoint saved under TP2 does not resume in one process"
+  --atol "$PARAM_ATOL" || fail "the LoRA checkpoint saved under TP2 does not resume in one process"
 
 run_layout pp2 2 "${lora[@]}" --set parallel.pp=2
 compare_with_single pp2 "LoRA, PP2"
