@@ -7,6 +7,7 @@
 
 #include "app/command_line.h"
 #include "app/commands.h"
+#include "checkpoint/checkpoint.h"
 #include "config/config.h"
 #include "data/clean/clean_config.h"
 #include "data/clean/pipeline.h"
@@ -52,6 +53,8 @@ Failure describe_current_exception(const std::string& command) {
     return {std::string("config error: ") + e.what(), 2, true};
   } catch (const parallel::LayoutError& e) {
     return {std::string("config error: parallel: ") + e.what(), 2, true};
+  } catch (const checkpoint::CheckpointWriteError& e) {
+    return {command + " failed: " + e.what(), 1, true};
   } catch (const train::RunLockError& e) {
     return {command + ": " + e.what(), 2, true};
   } catch (const data::clean::CleanConfigError& e) {

@@ -15,81 +15,129 @@
 #include "data/atomic_file.h"
 #include "data/hdf5_file.h"
 #include "models/lora.h"
+#include "parallel/byte_exchange.h"
 
 namespace fs = std::filesystem;
 
 namespace moetrain::checkpoint {
 
+namespace {
+
+// An HDF5 write failure carries HDF5's whole report (time, buffer address,
+// sizes); keep the file, the object and the system's reason.
+std::string short_reason(const std::string& what) {
+  const std::string key = "error message = '";
+  const size_t at = what.find(key);
+  const size_t cut = what.find(" (file write failed");
+  if (at == std::string::npos || cut == std::string::npos) return what;
+  const size_t end = what.find('\'', at + key.size());
+  return what.substr(0, cut) + ": " + what.substr(at + key.size(), end - at - key.size());
+}
+
+// Runs `body`; returns "" or the one line of what it threw.
+std::string attempt(const std::function<void()>& body) {
+  try {
+    body();
+    return "";
+  } catch (const std::exception& e) {
+    return short_reason(e.what());
+  }
+}
+
+// The first failure in rank order, the same on every rank ("" when none).
+// Collective: it also orders every rank's part before what follows.
+std::string agreed_failure(parallel::Communicator& world, const std::string& mine) {
+  if (world.size() == 1) return mine;
+  const auto all = parallel::all_gather_bytes(world, parallel::ByteMessage(mine.begin(), mine.end()));
+  for (size_t r = 0; r < all.size(); ++r)
+    if (!all[r].empty()) return "rank " + std::to_string(r) + ": " + std::string(all[r].begin(), all[r].end());
+  return "";
+}
+
+// One rank's file of the checkpoint in `dir`.
+void write_rank_file(const fs::path& dir, const CheckpointContents& c, int64_t rank) {
+  data::Hdf5File file((dir / rank_file_name(rank)).string(), data::Hdf5File::Mode::Create);
+  if (c.write_state) {
+    const auto& params = *c.params;
+    write_pieces(file, "model/", params, params.master(), c.slices, c.writes_entry);
+    for (const auto& [name, tensor] : c.frozen) {
+      const std::vector<int64_t> shape(tensor.sizes().begin(), tensor.sizes().end());
+      write_piece(file, "model/" + name, tensor.detach().to(torch::kCPU, torch::kFloat32).contiguous().view(-1),
+                  block_of(name, shape, c.slices), shape, 0);
+    }
+    write_pieces(file, "optim/exp_avg/", params, c.optimizer->exp_avg(), c.slices, c.writes_entry);
+    write_pieces(file, "optim/exp_avg_sq/", params, c.optimizer->exp_avg_sq(), c.slices, c.writes_entry);
+    file.set_attr("/", "optimizer_steps", c.optimizer->steps_taken());
+  }
+  file.write_tensor("rng/cpu", c.rng_state);
+  if (c.cuda_rng_state.defined()) file.write_tensor("rng/cuda", c.cuda_rng_state);
+  for (size_t i = 0; i < c.tp_rng_states.size(); ++i)
+    file.write_tensor("rng/tp/" + std::to_string(i), c.tp_rng_states[i]);
+  file.set_attr("/", "step", c.step);
+  file.set_attr("/", "rank", rank);
+  file.flush();
+}
+
+// Rank 0, once every rank file is whole: meta.json (the commit marker), the
+// rename into place, `latest`, and pruning to the newest `keep`.
+void commit_checkpoint(const fs::path& checkpoints_dir, const fs::path& partial, const std::string& name,
+                       const CheckpointContents& c, int64_t keep, int64_t world_size) {
+  nlohmann::json meta = c.meta;
+  meta["format"] = "moetrain-checkpoint";
+  meta["format_version"] = 1;
+  meta["step"] = c.step;
+  meta["world_size"] = world_size;
+  std::vector<std::string> files;
+  for (int64_t r = 0; r < world_size; ++r) files.push_back(rank_file_name(r));
+  meta["files"] = files;
+  meta["loss_scale"] = {
+      {"scale", c.scaler.scale}, {"good_steps", c.scaler.good_steps}, {"hysteresis_left", c.scaler.hysteresis_left}};
+  data::write_file_atomically((partial / "meta.json").string(), meta.dump(2) + "\n");
+
+  // Replace an older checkpoint of the same step only once the new one is whole.
+  const fs::path final_dir = checkpoints_dir / name;
+  if (fs::exists(final_dir)) {
+    const fs::path old = checkpoints_dir / (name + ".old");
+    data::remove_tree(old.string());
+    fs::rename(final_dir, old);
+    fs::rename(partial, final_dir);
+    data::remove_tree(old.string());
+  } else {
+    fs::rename(partial, final_dir);
+  }
+  data::write_file_atomically((checkpoints_dir / "latest").string(), name + "\n");
+
+  if (keep > 0) {
+    const auto complete = complete_checkpoints(checkpoints_dir.string());
+    for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) data::remove_tree(complete[i].second);
+  }
+}
+
+}  // namespace
+
 std::string save_checkpoint(const std::string& checkpoints_dir, const CheckpointContents& c, int64_t keep,
                             parallel::Communicator& world) {
   const std::string name = checkpoint_name(c.step);
-  const fs::path final_dir = fs::path(checkpoints_dir) / name;
   const fs::path partial = fs::path(checkpoints_dir) / (name + ".partial");
   const bool leader = world.rank() == 0;
-  if (leader) {
-    fs::create_directories(checkpoints_dir);
-    data::remove_tree(partial.string());
-    fs::create_directories(partial);
-  }
-  world.barrier();
-
-  {
-    data::Hdf5File file((partial / rank_file_name(world.rank())).string(), data::Hdf5File::Mode::Create);
-    if (c.write_state) {
-      const auto& params = *c.params;
-      write_pieces(file, "model/", params, params.master(), c.slices, c.writes_entry);
-      for (const auto& [name, tensor] : c.frozen) {
-        const std::vector<int64_t> shape(tensor.sizes().begin(), tensor.sizes().end());
-        write_piece(file, "model/" + name, tensor.detach().to(torch::kCPU, torch::kFloat32).contiguous().view(-1),
-                    block_of(name, shape, c.slices), shape, 0);
-      }
-      write_pieces(file, "optim/exp_avg/", params, c.optimizer->exp_avg(), c.slices, c.writes_entry);
-      write_pieces(file, "optim/exp_avg_sq/", params, c.optimizer->exp_avg_sq(), c.slices, c.writes_entry);
-      file.set_attr("/", "optimizer_steps", c.optimizer->steps_taken());
-    }
-    file.write_tensor("rng/cpu", c.rng_state);
-    if (c.cuda_rng_state.defined()) file.write_tensor("rng/cuda", c.cuda_rng_state);
-    for (size_t i = 0; i < c.tp_rng_states.size(); ++i) {
-      file.write_tensor("rng/tp/" + std::to_string(i), c.tp_rng_states[i]);
-    }
-    file.set_attr("/", "step", c.step);
-    file.set_attr("/", "rank", world.rank());
-    file.flush();
-  }
-  world.barrier();  // every rank file is complete before the commit marker
-
-  if (leader) {
-    nlohmann::json meta = c.meta;
-    meta["format"] = "moetrain-checkpoint";
-    meta["format_version"] = 1;
-    meta["step"] = c.step;
-    meta["world_size"] = world.size();
-    std::vector<std::string> files;
-    for (int64_t r = 0; r < world.size(); ++r) files.push_back(rank_file_name(r));
-    meta["files"] = files;
-    meta["loss_scale"] = {
-        {"scale", c.scaler.scale}, {"good_steps", c.scaler.good_steps}, {"hysteresis_left", c.scaler.hysteresis_left}};
-    data::write_file_atomically((partial / "meta.json").string(), meta.dump(2) + "\n");
-
-    // Replace an older checkpoint of the same step only once the new one is whole.
-    if (fs::exists(final_dir)) {
-      const fs::path old = fs::path(checkpoints_dir) / (name + ".old");
-      data::remove_tree(old.string());
-      fs::rename(final_dir, old);
-      fs::rename(partial, final_dir);
-      data::remove_tree(old.string());
-    } else {
-      fs::rename(partial, final_dir);
-    }
-    data::write_file_atomically((fs::path(checkpoints_dir) / "latest").string(), name + "\n");
-
-    if (keep > 0) {
-      const auto complete = complete_checkpoints(checkpoints_dir);
-      for (size_t i = 0; i + static_cast<size_t>(keep) < complete.size(); ++i) data::remove_tree(complete[i].second);
-    }
-  }
-  world.barrier();
-  return final_dir.string();
+  // Each stage ends with every rank agreeing whether some rank failed in it.
+  const auto abandon_on = [&](const std::string& failure) {
+    if (failure.empty()) return;
+    if (leader) attempt([&] { data::remove_tree(partial.string()); });
+    world.barrier();  // nobody goes on before the partial directory is gone
+    throw CheckpointWriteError("checkpoint " + name + " not saved: " + failure +
+                               " (the earlier checkpoints are unchanged)");
+  };
+  abandon_on(agreed_failure(world, leader ? attempt([&] {
+                              fs::create_directories(checkpoints_dir);
+                              data::remove_tree(partial.string());
+                              fs::create_directories(partial);
+                            })
+                                          : ""));
+  abandon_on(agreed_failure(world, attempt([&] { write_rank_file(partial, c, world.rank()); })));
+  abandon_on(agreed_failure(
+      world, leader ? attempt([&] { commit_checkpoint(checkpoints_dir, partial, name, c, keep, world.size()); }) : ""));
+  return (fs::path(checkpoints_dir) / name).string();
 }
 
 void save_gradient_dump(const std::string& dir, const optim::FlatParameters& params, const torch::Tensor& grads,

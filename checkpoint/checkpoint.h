@@ -61,8 +61,18 @@ struct CheckpointContents {
   nlohmann::json meta;  // extra fields merged into meta.json
 };
 
+// A checkpoint that could not be written (a full disk, permissions, one rank
+// failing): every rank throws it with the same one line, naming the file and
+// the cause; the partial directory is removed, and the earlier checkpoints
+// and `latest` are as they were.
+class CheckpointWriteError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // Writes step-NNNNNN atomically and prunes all but the newest `keep` (0: keep
-// all). Collective over `world`: every rank calls it. Returns the directory.
+// all). Collective over `world`: every rank calls it. Returns the directory;
+// throws CheckpointWriteError on every rank when any rank's part failed.
 std::string save_checkpoint(const std::string& checkpoints_dir, const CheckpointContents& contents, int64_t keep,
                             parallel::Communicator& world);
 

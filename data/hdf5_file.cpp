@@ -14,6 +14,9 @@
 #include <utility>
 
 namespace moetrain::data {
+
+void skip_hdf5_shutdown_at_exit() { H5dont_atexit(); }
+
 namespace {
 
 // HDF5 prints its whole error stack to stderr on every failure by default;

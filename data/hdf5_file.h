@@ -19,6 +19,13 @@
 
 namespace moetrain::data {
 
+// Call first in main(), before any other HDF5 call: HDF5 then does not close
+// the files still open at exit. A file whose close failed (a full disk) stays
+// in HDF5's tables half torn down, and closing it again at exit crashes the
+// process (H5F__close_cb from H5_term_library); every file moetrain writes is
+// closed explicitly, so nothing is lost by skipping that last sweep.
+void skip_hdf5_shutdown_at_exit();
+
 class Hdf5Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
