@@ -441,10 +441,13 @@ void reject_duplicate_keys(const YAML::Node& node, const std::string& where, con
     const std::string full = path.empty() ? key : path + "." + key;
     const int line = entry.first.Mark().line + 1;
     const auto [first, fresh] = first_line.emplace(key, line);
-    if (!fresh && where.rfind("--set ", 0) == 0) throw ConfigError("duplicate key '" + full + "' (" + where + ")");
-    if (!fresh)
-      throw ConfigError("duplicate key '" + full + "' (" + where + ":" + std::to_string(line) + ", first at line " +
-                        std::to_string(first->second) + ")");
+    if (!fresh) {
+      const bool one_line_value = where.rfind("--set ", 0) == 0;  // its line numbers say nothing
+      throw ConfigError(
+          "duplicate key '" + full + "' (" + where +
+          (one_line_value ? "" : ":" + std::to_string(line) + ", first at line " + std::to_string(first->second)) +
+          ")");
+    }
     reject_duplicate_keys(entry.second, where, full);
   }
 }

@@ -169,9 +169,6 @@ ReadOnlyFile::~ReadOnlyFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-RawArray::RawArray(std::string name, int64_t size, int64_t element_size, std::vector<Extent> extents)
-    : name_(std::move(name)), size_(size), element_size_(element_size), extents_(std::move(extents)) {}
-
 RawArray::RawArray(std::string name, int64_t size, int64_t element_size, std::vector<Extent> extents,
                    std::vector<Filter> filters, int64_t chunk_elements)
     : name_(std::move(name)),

@@ -58,10 +58,10 @@ class RawArray {
   enum class Filter { Shuffle, Deflate };
 
   RawArray() = default;
-  RawArray(std::string name, int64_t size, int64_t element_size, std::vector<Extent> extents);
-  // A chunked array with a filter pipeline (in the order it was applied).
+  // `filters`: a chunked array's filter pipeline, in the order it was applied
+  // (none: the extents hold the elements as they are).
   RawArray(std::string name, int64_t size, int64_t element_size, std::vector<Extent> extents,
-           std::vector<Filter> filters, int64_t chunk_elements);
+           std::vector<Filter> filters = {}, int64_t chunk_elements = 0);
 
   const std::string& name() const { return name_; }
   int64_t size() const { return size_; }

@@ -13,15 +13,10 @@
 #include <filesystem>
 
 #include "parallel/communicator.h"
+#include "parallel/device_map.h"
 
 namespace moetrain::train {
 namespace {
-
-std::string hostname() {
-  char buf[256] = {0};
-  if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown-host";
-  return buf;
-}
 
 std::string now_utc() {
   const std::time_t t = std::time(nullptr);
@@ -66,7 +61,8 @@ RunLock::RunLock(const std::string& output_dir) {
                          "); wait for it to end or choose another --output-dir");
     throw std::runtime_error("cannot lock " + path + ": " + std::strerror(err));
   }
-  const std::string line = "host " + hostname() + " pid " + std::to_string(::getpid()) + " since " + now_utc() + "\n";
+  const std::string line =
+      "host " + parallel::host_name() + " pid " + std::to_string(::getpid()) + " since " + now_utc() + "\n";
   if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, line.data(), line.size(), 0) != static_cast<ssize_t>(line.size())) {
     const int err = errno;
     ::close(fd_);

@@ -31,11 +31,7 @@ total=$(find "$work/full" -name '*.h5' | wc -l)
 "$MOETRAIN_BIN" "${args[@]}" --output "$work/killed" > "$work/killed.txt" 2>&1 &
 pid=$!
 on_exit "kill -KILL $pid 2>/dev/null"
-for _ in $(seq 1 1200); do
-  [[ $(finished_shards "$work/killed") -ge 2 ]] && break
-  kill -0 $pid 2>/dev/null || break
-  sleep 0.05
-done
+wait_for_finished_shards "$work/killed" $pid 2
 kill -KILL $pid 2>/dev/null || true
 wait $pid 2>/dev/null || true
 resume_after_kill "$work/killed" "$total" "$work/full" "${args[@]}"

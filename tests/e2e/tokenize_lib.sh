@@ -26,6 +26,16 @@ finished_shards() {  # DIR
   find "$1/.tokenize" -name '*.h5.json' 2>/dev/null | wc -l
 }
 
+# Waits (up to 60 s) until a run into DIR, process PID, has finished N shards
+# or has ended.
+wait_for_finished_shards() {  # DIR PID N
+  for _ in $(seq 1 1200); do
+    [[ $(finished_shards "$1") -ge $3 ]] && return
+    kill -0 "$2" 2>/dev/null || return
+    sleep 0.05
+  done
+}
+
 # Records the inode of every finished shard of DIR in the associative array
 # `inode` (declare -A inode first), so that rewrites can be found.
 record_finished_inodes() {  # DIR

@@ -27,11 +27,7 @@ total=$(find "$work/np1" -name '*.h5' | wc -l)
 $MOETRAIN_MPIRUN -np 2 "$MOETRAIN_BIN" "${args[@]}" --output "$work/killed" > "$work/killed.txt" 2>&1 &
 pid=$!
 on_exit "kill -KILL $pid 2>/dev/null"
-for _ in $(seq 1 1200); do
-  [[ $(finished_shards "$work/killed") -ge 2 ]] && break
-  kill -0 $pid 2>/dev/null || break
-  sleep 0.05
-done
+wait_for_finished_shards "$work/killed" $pid 2
 ranks=$(pgrep -P $pid || true)
 [[ -n "$ranks" ]] || fail "found no rank processes under mpirun"
 for rank_pid in $ranks; do kill -KILL "$rank_pid" 2>/dev/null || true; done
