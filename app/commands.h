@@ -15,5 +15,6 @@ int export_command(int argc, char** argv);
 int generate_command(int argc, char** argv);
 int eval_command(int argc, char** argv);
 int bench_command(int argc, char** argv);
+int checkpoint_command(int argc, char** argv);  // `checkpoint verify`
 
 }  // namespace moetrain::app

@@ -31,6 +31,7 @@ constexpr const char* kUsage =
     "  eval       score hypotheses against references (BLEU, chrF, chrF++, ROUGE-L, WER, PER), or a checkpoint's "
     "loss and perplexity on a dataset\n"
     "  bench      benchmarks: `moetrain bench comm` (collective latency and bandwidth)\n"
+    "  checkpoint `moetrain checkpoint verify PATH`: read a checkpoint whole and check every checksum\n"
     "\n"
     "`moetrain <command> --help` lists the options of a command.\n";
 
@@ -87,6 +88,7 @@ int report(const Failure& f) {
 std::string command_name(int argc, char** argv) {
   std::string name = argv[1];
   if (name == "clean" && argc > 2 && std::string(argv[2]) == "train-classifier") name += " train-classifier";
+  if (name == "checkpoint" && argc > 2 && std::string(argv[2]) == "verify") name += " verify";
   return name;
 }
 
@@ -99,9 +101,11 @@ int dispatch(const std::string& command, int argc, char** argv) {
   if (command == "generate") return generate_command(argc, argv);
   if (command == "eval") return eval_command(argc, argv);
   if (command == "bench") return bench_command(argc, argv);
-  std::cerr << "moetrain: unknown command '" << command
-            << "' (commands: train, tokenize, clean, augment, export, generate, eval, bench; see moetrain --help)"
-            << std::endl;
+  if (command == "checkpoint") return checkpoint_command(argc, argv);
+  std::cerr
+      << "moetrain: unknown command '" << command
+      << "' (commands: train, tokenize, clean, augment, export, generate, eval, bench, checkpoint; see moetrain --help)"
+      << std::endl;
   return 2;
 }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "checkpoint/pieces.h"
+#include "checkpoint/rank_file.h"
 #include "data/atomic_file.h"
 #include "data/hdf5_file.h"
 #include "models/lora.h"
@@ -47,35 +48,33 @@ std::string attempt(const std::function<void()>& body) {
 // The first failure in rank order, the same on every rank ("" when none).
 // Collective: it also orders every rank's part before what follows.
 std::string agreed_failure(parallel::Communicator& world, const std::string& mine) {
-  if (world.size() == 1) return mine;
-  const auto all = parallel::all_gather_bytes(world, parallel::ByteMessage(mine.begin(), mine.end()));
-  for (size_t r = 0; r < all.size(); ++r)
-    if (!all[r].empty()) return "rank " + std::to_string(r) + ": " + std::string(all[r].begin(), all[r].end());
-  return "";
+  const auto [rank, failure] = parallel::first_failure(world, mine);
+  if (rank < 0 || world.size() == 1) return failure;
+  return "rank " + std::to_string(rank) + ": " + failure;
 }
 
 // One rank's file of the checkpoint in `dir`.
 void write_rank_file(const fs::path& dir, const CheckpointContents& c, int64_t rank) {
-  data::Hdf5File file((dir / rank_file_name(rank)).string(), data::Hdf5File::Mode::Create);
+  RankFileWriter writer((dir / rank_file_name(rank)).string());
+  auto& file = writer.file();
   if (c.write_state) {
     const auto& params = *c.params;
-    write_pieces(file, "model/", params, params.master(), c.slices, c.writes_entry);
+    write_pieces(writer, "model/", params, params.master(), c.slices, c.writes_entry);
     for (const auto& [name, tensor] : c.frozen) {
       const std::vector<int64_t> shape(tensor.sizes().begin(), tensor.sizes().end());
-      write_piece(file, "model/" + name, tensor.detach().to(torch::kCPU, torch::kFloat32).contiguous().view(-1),
+      write_piece(writer, "model/" + name, tensor.detach().to(torch::kCPU, torch::kFloat32).contiguous().view(-1),
                   block_of(name, shape, c.slices), shape, 0);
     }
-    write_pieces(file, "optim/exp_avg/", params, c.optimizer->exp_avg(), c.slices, c.writes_entry);
-    write_pieces(file, "optim/exp_avg_sq/", params, c.optimizer->exp_avg_sq(), c.slices, c.writes_entry);
+    write_pieces(writer, "optim/exp_avg/", params, c.optimizer->exp_avg(), c.slices, c.writes_entry);
+    write_pieces(writer, "optim/exp_avg_sq/", params, c.optimizer->exp_avg_sq(), c.slices, c.writes_entry);
     file.set_attr("/", "optimizer_steps", c.optimizer->steps_taken());
   }
-  file.write_tensor("rng/cpu", c.rng_state);
-  if (c.cuda_rng_state.defined()) file.write_tensor("rng/cuda", c.cuda_rng_state);
-  for (size_t i = 0; i < c.tp_rng_states.size(); ++i)
-    file.write_tensor("rng/tp/" + std::to_string(i), c.tp_rng_states[i]);
+  writer.write("rng/cpu", c.rng_state);
+  if (c.cuda_rng_state.defined()) writer.write("rng/cuda", c.cuda_rng_state);
+  for (size_t i = 0; i < c.tp_rng_states.size(); ++i) writer.write("rng/tp/" + std::to_string(i), c.tp_rng_states[i]);
   file.set_attr("/", "step", c.step);
   file.set_attr("/", "rank", rank);
-  file.flush();
+  writer.finish();
 }
 
 // Rank 0, once every rank file is whole: meta.json (the commit marker), the
@@ -84,7 +83,7 @@ void commit_checkpoint(const fs::path& checkpoints_dir, const fs::path& partial,
                        const CheckpointContents& c, int64_t keep, int64_t world_size) {
   nlohmann::json meta = c.meta;
   meta["format"] = "moetrain-checkpoint";
-  meta["format_version"] = 1;
+  meta["format_version"] = 2;  // 2: rank files carry checksums (rank_file.h)
   meta["step"] = c.step;
   meta["world_size"] = world_size;
   std::vector<std::string> files;
@@ -150,10 +149,10 @@ void save_gradient_dump(const std::string& dir, const optim::FlatParameters& par
   }
   world.barrier();
   {
-    data::Hdf5File file((fs::path(dir) / rank_file_name(world.rank())).string(), data::Hdf5File::Mode::Create);
-    write_pieces(file, "model/", params, grads, slices, writes_entry);
-    file.set_attr("/", "step", step);
-    file.flush();
+    RankFileWriter writer((fs::path(dir) / rank_file_name(world.rank())).string());
+    write_pieces(writer, "model/", params, grads, slices, writes_entry);
+    writer.file().set_attr("/", "step", step);
+    writer.finish();
   }
   world.barrier();
   if (world.rank() == 0) {
@@ -165,32 +164,52 @@ void save_gradient_dump(const std::string& dir, const optim::FlatParameters& par
   world.barrier();
 }
 
-LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& params, optim::AdamW* optimizer,
-                                 int64_t rank, const models::ParameterSlices* slices, const ExtraWeights& extra) {
-  const fs::path meta_path = fs::path(dir) / "meta.json";
-  LoadedCheckpoint loaded;
+namespace {
+
+// meta.json's step, loss scaler and rank file names.
+std::vector<std::string> read_meta_fields(const std::string& dir, LoadedCheckpoint& loaded) {
   loaded.meta = read_checkpoint_meta(dir);
-  std::vector<std::string> file_names;
   try {
     loaded.step = loaded.meta.at("step").get<int64_t>();
     const auto& ls = loaded.meta.at("loss_scale");
     loaded.scaler.scale = ls.at("scale").get<double>();
     loaded.scaler.good_steps = ls.at("good_steps").get<int64_t>();
     loaded.scaler.hysteresis_left = ls.at("hysteresis_left").get<int64_t>();
-    file_names = loaded.meta.at("files").get<std::vector<std::string>>();
+    return loaded.meta.at("files").get<std::vector<std::string>>();
   } catch (const nlohmann::json::exception& e) {
-    throw CheckpointError(meta_path.string() + ": malformed: " + e.what());
+    throw CheckpointError((fs::path(dir) / "meta.json").string() + ": malformed: " + e.what());
   }
+}
 
-  std::vector<data::Hdf5File> files;
-  for (const auto& name : file_names) {
+std::vector<RankFileReader> open_rank_files(const std::string& dir, const std::vector<std::string>& names) {
+  std::vector<RankFileReader> files;
+  for (const auto& name : names) {
     const fs::path path = fs::path(dir) / name;
     if (!fs::is_regular_file(path)) throw CheckpointError(path.string() + ": missing rank file");
-    files.emplace_back(path.string(), data::Hdf5File::Mode::Read);
+    files.emplace_back(path.string());
   }
+  if (files.empty()) throw CheckpointError((fs::path(dir) / "meta.json").string() + ": lists no rank files");
+  return files;
+}
+
+// The generator states rank `rank` saved (the first file's when the
+// checkpoint has fewer ranks).
+void read_rng_states(std::vector<RankFileReader>& files, int64_t rank, LoadedCheckpoint& loaded) {
+  auto& own = files[rank < static_cast<int64_t>(files.size()) ? static_cast<size_t>(rank) : 0];
+  if (own.holds("rng/cpu")) loaded.rng_state = own.read("rng/cpu");
+  if (own.holds("rng/cuda")) loaded.cuda_rng_state = own.read("rng/cuda");
+  for (int i = 0; own.holds("rng/tp/" + std::to_string(i)); ++i) {
+    loaded.tp_rng_states.push_back(own.read("rng/tp/" + std::to_string(i)));
+  }
+}
+
+LoadedCheckpoint load_verified(const std::string& dir, optim::FlatParameters& params, optim::AdamW* optimizer,
+                               int64_t rank, const models::ParameterSlices* slices, const ExtraWeights& extra) {
+  LoadedCheckpoint loaded;
+  auto files = open_rank_files(dir, read_meta_fields(dir, loaded));
   torch::NoGradGuard no_grad;
   auto stored_anywhere = [&files](const std::string& dataset) {
-    return std::any_of(files.begin(), files.end(), [&](data::Hdf5File& f) { return f.exists(dataset); });
+    return std::any_of(files.begin(), files.end(), [&](RankFileReader& f) { return f.holds(dataset); });
   };
   // Elements [begin, end) of this rank's flattened block of a weight, with
   // the checkpoint's LoRA adapter folded in when asked to and it has one.
@@ -238,19 +257,27 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& 
   }
   if (optimizer) {
     for (auto& file : files) {
-      if (file.has_attr("/", "optimizer_steps")) {
-        optimizer->set_steps_taken(file.attr_int("/", "optimizer_steps"));
+      if (file.file().has_attr("/", "optimizer_steps")) {
+        optimizer->set_steps_taken(file.file().attr_int("/", "optimizer_steps"));
         break;
       }
     }
   }
-  const size_t own = rank < static_cast<int64_t>(files.size()) ? static_cast<size_t>(rank) : 0;
-  if (files[own].exists("rng/cpu")) loaded.rng_state = files[own].read_tensor("rng/cpu");
-  if (files[own].exists("rng/cuda")) loaded.cuda_rng_state = files[own].read_tensor("rng/cuda");
-  for (int i = 0; files[own].exists("rng/tp/" + std::to_string(i)); ++i) {
-    loaded.tp_rng_states.push_back(files[own].read_tensor("rng/tp/" + std::to_string(i)));
-  }
+  read_rng_states(files, rank, loaded);
   return loaded;
+}
+
+}  // namespace
+
+LoadedCheckpoint load_checkpoint(const std::string& dir, optim::FlatParameters& params, optim::AdamW* optimizer,
+                                 int64_t rank, const models::ParameterSlices* slices, const ExtraWeights& extra) {
+  try {
+    return load_verified(dir, params, optimizer, rank, slices, extra);
+  } catch (const data::Hdf5Error& e) {
+    // An attribute or dataset HDF5 cannot read: the message names the file
+    // and the object.
+    throw CheckpointError(std::string(e.what()) + ": the rank file is damaged");
+  }
 }
 
 }  // namespace moetrain::checkpoint

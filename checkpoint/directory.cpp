@@ -51,11 +51,6 @@ std::string checkpoints_dir_of(const std::string& output_dir) {
   return (fs::path(output_dir) / "checkpoints").string();
 }
 
-std::optional<std::string> checkpoint_to_resume(const std::string& output_dir, const std::string& resume) {
-  if (!resume.empty()) return resolve_checkpoint_path(resume);
-  return find_latest_checkpoint(checkpoints_dir_of(output_dir));
-}
-
 std::string resolve_checkpoint_path(const std::string& path) {
   if (!fs::exists(path)) throw CheckpointError("checkpoint not found: " + path);
   if (checkpoint_step(path) >= 0 || is_complete_checkpoint(path)) {

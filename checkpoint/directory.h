@@ -42,11 +42,6 @@ std::optional<std::string> find_latest_checkpoint(const std::string& checkpoints
 // OUTPUT/checkpoints for a run's output directory.
 std::string checkpoints_dir_of(const std::string& output_dir);
 
-// The checkpoint a run resumes from: `resume` (a checkpoint, checkpoints/ or
-// run folder; see resolve_checkpoint_path) when given, else the newest
-// complete one of OUTPUT/checkpoints, if any.
-std::optional<std::string> checkpoint_to_resume(const std::string& output_dir, const std::string& resume);
-
 // Accepts a checkpoint directory, a checkpoints/ directory or a run's output
 // directory; returns the checkpoint directory to load. Throws CheckpointError.
 std::string resolve_checkpoint_path(const std::string& path);

@@ -22,7 +22,7 @@ models::ParameterSlice block_of(const optim::FlatParameterEntry& e, const models
   return block_of(e.name, e.shape, slices);
 }
 
-void write_pieces(data::Hdf5File& file, const std::string& group, const optim::FlatParameters& params,
+void write_pieces(RankFileWriter& file, const std::string& group, const optim::FlatParameters& params,
                   const torch::Tensor& buffer, const models::ParameterSlices* slices,
                   const std::function<bool(const optim::FlatParameterEntry&)>& writes_entry) {
   const auto host = buffer.detach().to(torch::kCPU);
@@ -35,9 +35,10 @@ void write_pieces(data::Hdf5File& file, const std::string& group, const optim::F
   }
 }
 
-void write_piece(data::Hdf5File& file, const std::string& dataset, const torch::Tensor& values,
+void write_piece(RankFileWriter& writer, const std::string& dataset, const torch::Tensor& values,
                  const models::ParameterSlice& block, const std::vector<int64_t>& shape, int64_t flat_offset) {
-  file.write_tensor(dataset, values);
+  writer.write(dataset, values);
+  auto& file = writer.file();
   file.set_attr(dataset, "global_shape", block.global_shape);
   file.set_attr(dataset, "slice_start", block.start);
   file.set_attr(dataset, "slice_shape", shape);
@@ -49,7 +50,7 @@ namespace {
 // One stored piece of a parameter: the flat range [offset, offset + length)
 // of the block at `start` (shape `shape`) of the whole tensor.
 struct StoredPiece {
-  data::Hdf5File* file = nullptr;
+  RankFileReader* file = nullptr;
   std::vector<int64_t> start, shape;
   int64_t offset = 0, length = 0;
 };
@@ -86,7 +87,7 @@ std::pair<torch::Tensor, torch::Tensor> assemble_whole(const std::vector<StoredP
       data = torch::zeros(p.shape, torch::kFloat32);
       mask = torch::zeros(p.shape, torch::kBool);
     }
-    data.view(-1).narrow(0, p.offset, p.length).copy_(p.file->read_slice(dataset, {0}, {p.length}));
+    data.view(-1).narrow(0, p.offset, p.length).copy_(p.file->read(dataset));
     mask.view(-1).narrow(0, p.offset, p.length).fill_(true);
   }
   for (const auto& [where, block] : blocks) {
@@ -108,19 +109,20 @@ std::pair<torch::Tensor, torch::Tensor> assemble_whole(const std::vector<StoredP
 // same block (the layout it was saved with) are copied straight in; otherwise
 // (another TP, EP or ZeRO layout) the whole tensor is assembled and the block
 // cut out of it.
-void read_pieces(std::vector<data::Hdf5File>& files, const std::string& dataset, const models::ParameterSlice& block,
+void read_pieces(std::vector<RankFileReader>& files, const std::string& dataset, const models::ParameterSlice& block,
                  const std::vector<int64_t>& block_shape, int64_t begin, int64_t end, torch::Tensor target,
                  const std::string& dir) {
   std::vector<StoredPiece> pieces;
-  for (auto& file : files) {
-    if (!file.exists(dataset)) continue;
+  for (auto& reader : files) {
+    if (!reader.holds(dataset)) continue;
+    auto& file = reader.file();
     const auto shape = file.attr_ints(dataset, "global_shape");
     if (shape != block.global_shape) {
       throw CheckpointError(file.path() + ": " + dataset + " has shape " + shape_text(shape) +
                             " but the model expects " + shape_text(block.global_shape));
     }
     StoredPiece p;
-    p.file = &file;
+    p.file = &reader;
     const bool sliced = file.has_attr(dataset, "slice_start");
     p.start = sliced ? file.attr_ints(dataset, "slice_start") : std::vector<int64_t>(shape.size(), 0);
     p.shape = sliced ? file.attr_ints(dataset, "slice_shape") : shape;
@@ -147,7 +149,8 @@ void read_pieces(std::vector<data::Hdf5File>& files, const std::string& dataset,
     if (p.start != block.start || p.shape != block_shape) continue;
     const int64_t lo = std::max(begin, p.offset), hi = std::min(end, p.offset + p.length);
     if (lo >= hi) continue;
-    target.narrow(0, lo - begin, hi - lo).copy_(p.file->read_slice(dataset, {lo - p.offset}, {hi - lo}));
+    // The whole piece, so that its checksum can be checked.
+    target.narrow(0, lo - begin, hi - lo).copy_(p.file->read(dataset).narrow(0, lo - p.offset, hi - lo));
     covered.narrow(0, lo - begin, hi - lo).fill_(true);
   }
   if (covered.all().item<bool>()) return;
@@ -181,7 +184,7 @@ std::string lora_dataset(const std::string& weight_dataset, const std::string& w
 // This rank's block of a weight plus scale * B A, from the blocks of B (the
 // weight's rows) and A (its columns) the checkpoint's adapters hold. Works
 // for [out, in] weights and stacked experts [E, out, in] alike.
-torch::Tensor merged_lora_block(std::vector<data::Hdf5File>& files, const std::string& dataset,
+torch::Tensor merged_lora_block(std::vector<RankFileReader>& files, const std::string& dataset,
                                 const models::ParameterSlice& block, const std::vector<int64_t>& shape, double scale,
                                 const std::string& dir) {
   auto numel = [](const std::vector<int64_t>& s) {
@@ -194,7 +197,7 @@ torch::Tensor merged_lora_block(std::vector<data::Hdf5File>& files, const std::s
   };
   auto global_shape = [&](const std::string& name) {
     for (auto& f : files) {
-      if (f.exists(name)) return f.attr_ints(name, "global_shape");
+      if (f.holds(name)) return f.file().attr_ints(name, "global_shape");
     }
     throw CheckpointError(dir + ": missing " + name);
   };

@@ -78,4 +78,13 @@ std::vector<ByteMessage> all_gather_bytes(Communicator& comm, const ByteMessage&
   return out;
 }
 
+std::pair<int64_t, std::string> first_failure(Communicator& comm, const std::string& mine) {
+  if (comm.size() == 1) return {mine.empty() ? -1 : 0, mine};
+  const auto all = all_gather_bytes(comm, ByteMessage(mine.begin(), mine.end()));
+  for (size_t r = 0; r < all.size(); ++r) {
+    if (!all[r].empty()) return {static_cast<int64_t>(r), std::string(all[r].begin(), all[r].end())};
+  }
+  return {-1, ""};
+}
+
 }  // namespace moetrain::parallel

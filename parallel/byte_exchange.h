@@ -11,6 +11,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "parallel/communicator.h"
@@ -25,5 +27,10 @@ std::vector<ByteMessage> all_to_all_bytes(Communicator& comm, const std::vector<
 
 // Every rank's `mine`, by rank.
 std::vector<ByteMessage> all_gather_bytes(Communicator& comm, const ByteMessage& mine);
+
+// Each rank's failure (`mine`, "" for none): the first one in rank order and
+// the rank it came from, the same on every rank; {-1, ""} when no rank
+// failed. Lets every rank agree that a collective step failed, and why.
+std::pair<int64_t, std::string> first_failure(Communicator& comm, const std::string& mine);
 
 }  // namespace moetrain::parallel

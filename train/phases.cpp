@@ -5,6 +5,7 @@
 #include <string>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/verify.h"
 #include "train/shutdown_signal.h"
 #include "train/training_loop.h"
 
@@ -20,7 +21,8 @@ int train_run(const config::Config& config, std::shared_ptr<parallel::Communicat
   if (leader) write_run_config(options.output_dir, config);
   // The phase holding the next step of the newest checkpoint (the first
   // phase of a new run).
-  const std::optional<std::string> latest = checkpoint::checkpoint_to_resume(options.output_dir, options.resume);
+  const std::optional<std::string> latest =
+      checkpoint::checkpoint_to_resume(options.output_dir, options.resume, *world);
   size_t first = 0;
   if (latest) {
     const int64_t step = checkpoint::read_checkpoint_meta(*latest).value("step", int64_t{0});
@@ -37,7 +39,9 @@ int train_run(const config::Config& config, std::shared_ptr<parallel::Communicat
                 << phase.optim.lr << std::endl;
     }
     TrainOptions phase_options = options;
-    if (i > first) phase_options.resume.clear();  // the previous phase's last checkpoint starts it
+    // The first phase goes on from the checkpoint chosen (and verified)
+    // above; each later one starts from the previous phase's last checkpoint.
+    phase_options.resume = i == first && latest ? *latest : "";
     int rc = 0;
     {
       const PhaseInfo info{static_cast<int64_t>(i), config.phases[i].name, start, start + config.phases[i].steps};

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/verify.h"
 #include "config/load.h"
 #include "data/batch_prefetcher.h"
 #include "data/batch_source.h"
@@ -126,7 +127,8 @@ int64_t TrainingLoop::resume_or_initialise() {
   // Resume: --resume, else the newest complete checkpoint of this output dir.
   // In a run of phases, a checkpoint of an earlier phase (its last step)
   // starts this one instead: its weights, a fresh optimizer.
-  std::optional<std::string> resume_dir = checkpoint::checkpoint_to_resume(options_.output_dir, options_.resume);
+  std::optional<std::string> resume_dir =
+      checkpoint::checkpoint_to_resume(options_.output_dir, options_.resume, trainer_.world());
   std::string init_from = options_.init_from;
   if (resume_dir && phase_.in_phases() && checkpoint::checkpoint_phase(*resume_dir) < phase_.index) {
     init_from = *resume_dir;
