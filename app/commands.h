@@ -12,6 +12,7 @@ int tokenize_command(int argc, char** argv);
 int clean_command(int argc, char** argv);  // also `clean train-classifier`
 int augment_command(int argc, char** argv);
 int export_command(int argc, char** argv);
+int import_command(int argc, char** argv);
 int generate_command(int argc, char** argv);
 int eval_command(int argc, char** argv);
 int bench_command(int argc, char** argv);

@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "data/clean/clean_config.h"
 #include "data/clean/pipeline.h"
+#include "import/hf_config.h"
 #include "parallel/mpi_runtime.h"
 #include "parallel/process_grid.h"
 #include "train/run_lock.h"
@@ -27,6 +28,7 @@ constexpr const char* kUsage =
     "  clean      clean a corpus: normalise, dedup, quality, domain, toxicity, PII\n"
     "  augment    write augmented copies of records (EDA operations, name swaps)\n"
     "  export     write a checkpoint as model.safetensors, config.json and the tokenizer for serving\n"
+    "  import     read a Hugging Face NLLB-MoE model folder as a checkpoint to fine-tune from\n"
     "  generate   generate from a checkpoint: greedy, beam search or sampling, one output line per input line\n"
     "  eval       score hypotheses against references (BLEU, chrF, chrF++, ROUGE-L, WER, PER), or a checkpoint's "
     "loss and perplexity on a dataset\n"
@@ -56,6 +58,8 @@ Failure describe_current_exception(const std::string& command) {
     return {std::string("config error: parallel: ") + e.what(), 2, true};
   } catch (const checkpoint::CheckpointWriteError& e) {
     return {command + " failed: " + e.what(), 1, true};
+  } catch (const importing::ImportError& e) {
+    return {command + ": " + e.what(), 2, true};
   } catch (const train::RunLockError& e) {
     return {command + ": " + e.what(), 2, true};
   } catch (const data::clean::CleanConfigError& e) {
@@ -98,14 +102,15 @@ int dispatch(const std::string& command, int argc, char** argv) {
   if (command == "clean") return clean_command(argc, argv);
   if (command == "augment") return augment_command(argc, argv);
   if (command == "export") return export_command(argc, argv);
+  if (command == "import") return import_command(argc, argv);
   if (command == "generate") return generate_command(argc, argv);
   if (command == "eval") return eval_command(argc, argv);
   if (command == "bench") return bench_command(argc, argv);
   if (command == "checkpoint") return checkpoint_command(argc, argv);
-  std::cerr
-      << "moetrain: unknown command '" << command
-      << "' (commands: train, tokenize, clean, augment, export, generate, eval, bench, checkpoint; see moetrain --help)"
-      << std::endl;
+  std::cerr << "moetrain: unknown command '" << command
+            << "' (commands: train, tokenize, clean, augment, export, import, generate, eval, bench, checkpoint; see "
+               "moetrain --help)"
+            << std::endl;
   return 2;
 }
 

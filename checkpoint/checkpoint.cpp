@@ -139,6 +139,31 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const Checkpoint
   return (fs::path(checkpoints_dir) / name).string();
 }
 
+void save_weights_checkpoint(const std::string& dir, int64_t step,
+                             const std::vector<std::pair<std::string, torch::Tensor>>& weights,
+                             const nlohmann::json& extra_meta) {
+  if (fs::exists(dir)) throw CheckpointError(dir + ": exists already");
+  fs::create_directories(dir);
+  RankFileWriter writer((fs::path(dir) / rank_file_name(0)).string());
+  for (const auto& [name, tensor] : weights) {
+    const std::vector<int64_t> shape(tensor.sizes().begin(), tensor.sizes().end());
+    write_piece(writer, "model/" + name, tensor.detach().to(torch::kCPU, torch::kFloat32).contiguous().view(-1),
+                block_of(name, shape, nullptr), shape, 0);
+  }
+  writer.file().set_attr("/", "step", step);
+  writer.file().set_attr("/", "rank", int64_t{0});
+  writer.finish();
+  nlohmann::json meta = extra_meta;
+  meta["format"] = "moetrain-checkpoint";
+  meta["format_version"] = 2;
+  meta["step"] = step;
+  meta["world_size"] = 1;
+  meta["files"] = {rank_file_name(0)};
+  meta["weights_only"] = true;
+  meta["loss_scale"] = {{"scale", 1.0}, {"good_steps", 0}, {"hysteresis_left", 0}};
+  data::write_file_atomically((fs::path(dir) / "meta.json").string(), meta.dump(2) + "\n");
+}
+
 void save_gradient_dump(const std::string& dir, const optim::FlatParameters& params, const torch::Tensor& grads,
                         const models::ParameterSlices* slices,
                         const std::function<bool(const optim::FlatParameterEntry&)>& writes_entry, int64_t step,
@@ -207,6 +232,9 @@ LoadedCheckpoint load_verified(const std::string& dir, optim::FlatParameters& pa
                                int64_t rank, const models::ParameterSlices* slices, const ExtraWeights& extra) {
   LoadedCheckpoint loaded;
   auto files = open_rank_files(dir, read_meta_fields(dir, loaded));
+  if (optimizer && loaded.meta.value("weights_only", false)) {
+    throw CheckpointError(dir + " holds weights alone (no optimizer state): start a run from it with --init-from");
+  }
   torch::NoGradGuard no_grad;
   auto stored_anywhere = [&files](const std::string& dataset) {
     return std::any_of(files.begin(), files.end(), [&](RankFileReader& f) { return f.holds(dataset); });

@@ -76,6 +76,16 @@ class CheckpointWriteError : public std::runtime_error {
 std::string save_checkpoint(const std::string& checkpoints_dir, const CheckpointContents& contents, int64_t keep,
                             parallel::Communicator& world);
 
+// Writes a checkpoint of weights alone (no optimizer state, no generators)
+// into `dir` (created; it must not exist), from one process: `weights` are the
+// whole parameters by moetrain name, `meta` the extra fields of meta.json
+// (the config). meta.json records "weights_only": such a checkpoint starts a
+// run (--init-from) or serves export, generate and eval, but is not resumed.
+// What `moetrain import` writes.
+void save_weights_checkpoint(const std::string& dir, int64_t step,
+                             const std::vector<std::pair<std::string, torch::Tensor>>& weights,
+                             const nlohmann::json& meta);
+
 // Writes the reduced gradients of one step (`grads`, laid out like
 // params.master()) to `dir` in the checkpoint's layout: rank-RRRRR.h5 files
 // with `model/<param>` pieces placed by the same attributes, and a meta.json

@@ -1,6 +1,7 @@
 #include "export/nllb_moe_format.h"
 
 #include <cmath>
+#include <map>
 #include <stdexcept>
 #include <string>
 
@@ -115,24 +116,25 @@ bool nllb_moe_compatible(const models::ModelConfig& m, std::string* why, const d
   return true;
 }
 
-NamedTensors to_nllb_moe_names(const NamedTensors& moetrain_tensors, const models::ModelConfig& model) {
+std::vector<NllbMoeName> nllb_moe_names(const std::vector<std::pair<std::string, int64_t>>& parameters,
+                                        const models::ModelConfig& model) {
   std::string why;
   if (!nllb_moe_compatible(model, &why)) throw std::invalid_argument("not an NLLB-MoE architecture: " + why);
-  NamedTensors out;
-  for (const auto& [name, tensor] : moetrain_tensors) {
+  std::vector<NllbMoeName> out;
+  for (const auto& [name, experts] : parameters) {
     if (name == "embed_tokens.weight") {
-      out.emplace_back("model.shared.weight", tensor);
+      out.push_back({"model.shared.weight", name});
       // transformers ties the encoder's and decoder's embeddings to
       // model.shared only together with lm_head (tie_word_embeddings); an
       // untied model's shared embedding is written for both explicitly.
       if (!model.tie_embeddings) {
-        out.emplace_back("model.encoder.embed_tokens.weight", tensor);
-        out.emplace_back("model.decoder.embed_tokens.weight", tensor);
+        out.push_back({"model.encoder.embed_tokens.weight", name});
+        out.push_back({"model.decoder.embed_tokens.weight", name});
       }
       continue;
     }
     if (name == "lm_head.weight") {
-      out.emplace_back("lm_head.weight", tensor);
+      out.push_back({"lm_head.weight", name});
       continue;
     }
     std::string mapped;
@@ -153,9 +155,9 @@ NamedTensors to_nllb_moe_names(const NamedTensors& moetrain_tensors, const model
           // experts_fcK_{weight,bias} [E, ...] -> ffn.experts.expert_E.fcK.{weight,bias}
           const std::string fc = std::string(e).substr(8, 3);
           const std::string kind = std::string(e).substr(12);
-          for (int64_t x = 0; x < tensor.size(0); ++x) {
-            out.emplace_back("model." + layer + "ffn.experts.expert_" + std::to_string(x) + "." + fc + "." + kind,
-                             tensor.select(0, x));
+          for (int64_t x = 0; x < experts; ++x) {
+            out.push_back(
+                {"model." + layer + "ffn.experts.expert_" + std::to_string(x) + "." + fc + "." + kind, name, x});
           }
           mapped = "-";  // written above
         }
@@ -168,7 +170,22 @@ NamedTensors to_nllb_moe_names(const NamedTensors& moetrain_tensors, const model
     if (mapped.empty()) {
       throw std::invalid_argument("export: moetrain parameter '" + name + "' has no NLLB-MoE counterpart");
     }
-    if (mapped != "-") out.emplace_back(mapped, tensor);
+    if (mapped != "-") out.push_back({mapped, name});
+  }
+  return out;
+}
+
+NamedTensors to_nllb_moe_names(const NamedTensors& moetrain_tensors, const models::ModelConfig& model) {
+  std::vector<std::pair<std::string, int64_t>> parameters;
+  std::map<std::string, torch::Tensor> by_name;
+  for (const auto& [name, tensor] : moetrain_tensors) {
+    parameters.emplace_back(name, tensor.dim() > 0 ? tensor.size(0) : 0);
+    by_name[name] = tensor;
+  }
+  NamedTensors out;
+  for (const auto& n : nllb_moe_names(parameters, model)) {
+    const torch::Tensor& tensor = by_name.at(n.moetrain);
+    out.emplace_back(n.nllb_moe, n.expert >= 0 ? tensor.select(0, n.expert) : tensor);
   }
   return out;
 }

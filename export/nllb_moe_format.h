@@ -46,6 +46,8 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "data/tokenizer.h"
 #include "export/safetensors.h"
@@ -59,6 +61,21 @@ namespace moetrain::exporting {
 // NLLB-MoE needs sinusoidal_fairseq".
 bool nllb_moe_compatible(const models::ModelConfig& model, std::string* why,
                          const data::SpecialTokens* special = nullptr);
+
+// One NLLB-MoE tensor's moetrain origin: the parameter and, for one expert's
+// tensor, its index in the parameter's expert stack (-1: the whole tensor).
+struct NllbMoeName {
+  std::string nllb_moe;
+  std::string moetrain;
+  int64_t expert = -1;
+};
+
+// The NLLB-MoE names of a model's parameters, given by moetrain name with the
+// size of their first dimension (an expert stack's expert count), in
+// moetrain's order: the one map both export and import follow. Throws
+// std::invalid_argument as to_nllb_moe_names does.
+std::vector<NllbMoeName> nllb_moe_names(const std::vector<std::pair<std::string, int64_t>>& parameters,
+                                        const models::ModelConfig& model);
 
 // The whole model's parameters under their moetrain names (as
 // Seq2SeqTransformer::named_parameters gives them, in any dtype) -> the same
