@@ -236,6 +236,10 @@ void visit_config(V& root, Config& c) {
   root.done();
 }
 
+// A mapping key as text; as<std::string>() throws a YAML::Exception for a key
+// that is not a scalar (`~:`; check_keys refuses lists and mappings).
+std::string key_text(const YAML::Node& key) { return key.IsScalar() ? key.Scalar() : YAML::Dump(key); }
+
 size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> row(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
@@ -332,7 +336,7 @@ class ConfigReader {
   void done() {
     if (!present()) return;
     for (const auto& kv : node_) {
-      const auto key = kv.first.as<std::string>();
+      const auto key = key_text(kv.first);
       if (known_.count(key)) continue;
       std::string best;
       size_t best_distance = 3;
@@ -427,29 +431,46 @@ class ConfigWriter {
 
 // yaml-cpp keeps both entries of a key given twice in one mapping and reads
 // the first: a mistake a user would not see, so it is an error naming both
-// lines (`where` is the file, or the --set text).
-void reject_duplicate_keys(const YAML::Node& node, const std::string& where, const std::string& path) {
+// lines (`where` is the file, or the --set text). So are keys that are lists
+// or mappings (`? [a, b]`), and more than kMaxConfigValues values: YAML
+// aliases let a few hundred bytes stand for 10^8 of them ("billion laughs"),
+// which this walk would visit one by one; `budget` counts those left.
+constexpr size_t kMaxConfigValues = 100000;
+void check_keys(const YAML::Node& node, const std::string& where, const std::string& path, size_t& budget) {
+  if (budget-- == 0) {
+    throw ConfigError(where + ": more than " + std::to_string(kMaxConfigValues) +
+                      " values (YAML aliases repeating a large section?)");
+  }
   if (node.IsSequence()) {
-    for (size_t i = 0; i < node.size(); ++i)
-      reject_duplicate_keys(node[i], where, path + "[" + std::to_string(i) + "]");
+    for (size_t i = 0; i < node.size(); ++i) check_keys(node[i], where, path + "[" + std::to_string(i) + "]", budget);
     return;
   }
   if (!node.IsMap()) return;
+  const bool one_line_value = where.rfind("--set ", 0) == 0;  // its line numbers say nothing
   std::map<std::string, int> first_line;
   for (const auto& entry : node) {
-    const std::string key = entry.first.IsScalar() ? entry.first.Scalar() : YAML::Dump(entry.first);
-    const std::string full = path.empty() ? key : path + "." + key;
     const int line = entry.first.Mark().line + 1;
+    if (entry.first.IsSequence() || entry.first.IsMap()) {
+      throw ConfigError((path.empty() ? std::string("the config") : path) +
+                        ": a key must be a name, not a list or a mapping (" + where +
+                        (one_line_value ? "" : ":" + std::to_string(line)) + ")");
+    }
+    const std::string key = key_text(entry.first);
+    const std::string full = path.empty() ? key : path + "." + key;
     const auto [first, fresh] = first_line.emplace(key, line);
     if (!fresh) {
-      const bool one_line_value = where.rfind("--set ", 0) == 0;  // its line numbers say nothing
       throw ConfigError(
           "duplicate key '" + full + "' (" + where +
           (one_line_value ? "" : ":" + std::to_string(line) + ", first at line " + std::to_string(first->second)) +
           ")");
     }
-    reject_duplicate_keys(entry.second, where, full);
+    check_keys(entry.second, where, full, budget);
   }
+}
+
+void reject_duplicate_keys(const YAML::Node& node, const std::string& where, const std::string& path) {
+  size_t budget = kMaxConfigValues;
+  check_keys(node, where, path, budget);
 }
 
 void apply_override(YAML::Node& root, const std::string& text, ReadContext& ctx) {
@@ -513,8 +534,10 @@ Config config_from_yaml(YAML::Node root, const std::string& origin, const std::v
     auto& phase = config.phases[i];
     if (phase.name.empty()) phase.name = "phase" + std::to_string(i);
     total_steps += phase.steps;
-    // A phase that names one kind of training data drops the other.
-    const YAML::Node data = read_root["phases"][i]["data"];
+    // A phase that names one kind of training data drops the other. An empty
+    // phase (`- ~`) is no mapping, and indexing one throws YAML::InvalidNode.
+    const YAML::Node item = read_root["phases"][i];
+    const YAML::Node data = item.IsMap() ? item["data"] : YAML::Node();
     const bool names_mixture = data.IsMap() && data["mixture"] && data["mixture"].size() > 0;
     const bool names_train = data.IsMap() && data["train"] && !data["train"].IsNull() && !phase.data.train.empty();
     if (names_mixture) {

@@ -8,6 +8,7 @@
 #include <hdf5.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <sstream>
@@ -184,6 +185,29 @@ std::string set_layout(hid_t dcpl, const std::vector<hsize_t>& dims, int64_t num
   if (compress && (H5Pset_shuffle(dcpl) < 0 || H5Pset_deflate(dcpl, static_cast<unsigned>(layout.deflate_level)) < 0))
     return "cannot set the shuffle and deflate filters";
   return "";
+}
+
+// A whole read allocates the dataset's full shape before reading it, so a
+// shape the file cannot hold must fail here, as an Hdf5Error, and not in the
+// allocator (a damaged dataspace claimed 2^59 bytes; a chunked dataset whose
+// chunks were never written would read back as fill values). Unfiltered data
+// stores every byte; deflate (the one filter moetrain writes; shuffle keeps
+// sizes) shrinks data at most 1032-fold. Returns what is wrong, or "".
+std::string check_stored_size(hid_t dset, const std::vector<hsize_t>& dims, size_t element_size) {
+  uint64_t bytes = element_size;
+  for (hsize_t d : dims)
+    if (__builtin_mul_overflow(bytes, static_cast<uint64_t>(d), &bytes) || bytes > uint64_t{INT64_MAX})
+      return "its shape is too large to read";
+  if (bytes == 0) return "";
+  Handle dcpl(H5Dget_create_plist(dset), H5Pclose);
+  const int filters = dcpl.valid() ? H5Pget_nfilters(dcpl.get()) : -1;
+  if (filters < 0) return "cannot read its creation properties";
+  constexpr uint64_t kMaxDeflateRatio = 1032;
+  const uint64_t stored = H5Dget_storage_size(dset);
+  const uint64_t most = filters == 0 ? stored : std::min(stored, UINT64_MAX / kMaxDeflateRatio) * kMaxDeflateRatio;
+  if (bytes <= most) return "";
+  return "its shape needs " + std::to_string(bytes) + " bytes but the file stores " + std::to_string(stored) +
+         " for it (damaged, or never written)";
 }
 
 }  // namespace
@@ -376,6 +400,10 @@ torch::Tensor Hdf5File::read_slice(const std::string& raw_name, const std::vecto
     out_shape = count;
   }
 
+  if (whole) {
+    const std::string too_large = check_stored_size(dset.get(), dims, type->size);
+    if (!too_large.empty()) fail(too_large, name);
+  }
   torch::Dtype read_dtype = type->dtype == torch::kBool ? torch::kUInt8 : type->dtype;
   torch::Tensor out = torch::empty(out_shape, torch::TensorOptions().dtype(read_dtype));
   if (out.numel() > 0) {

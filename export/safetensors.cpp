@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -28,6 +29,33 @@ torch::ScalarType dtype_from_name(const std::string& name, const std::string& pa
     if (n == name) return dtype;
   }
   throw std::runtime_error(path + ": unsupported safetensors dtype '" + name + "'");
+}
+
+// A header's list of integers (a shape, data_offsets). nlohmann's
+// get<std::vector<int64_t>> would also take 1.5 (truncated) and 1e30 (out of
+// int64's range: undefined behaviour); `what` names the list in errors.
+std::vector<int64_t> integers(const nlohmann::ordered_json& list, const std::string& what) {
+  if (!list.is_array()) throw std::runtime_error(what + " is not a list of integers");
+  std::vector<int64_t> out;
+  for (const auto& v : list) {
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t{INT64_MAX}))
+      throw std::runtime_error(what + " is not a list of integers");
+    out.push_back(v.get<int64_t>());
+  }
+  return out;
+}
+
+// Whether `offsets` is a byte range [begin, end) of the `data_size` bytes of
+// data holding exactly a tensor of `shape` and `dtype`. Checked before the
+// tensor is allocated: a header may claim any shape (negative dimensions, or
+// more bytes than int64 counts) and any offsets, with no overflow on the way.
+bool byte_range_fits(const std::vector<int64_t>& shape, torch::ScalarType dtype, const std::vector<int64_t>& offsets,
+                     int64_t data_size) {
+  if (offsets.size() != 2 || offsets[0] < 0 || offsets[1] < offsets[0] || offsets[1] > data_size) return false;
+  int64_t bytes = static_cast<int64_t>(c10::elementSize(dtype));
+  for (int64_t d : shape)
+    if (d < 0 || __builtin_mul_overflow(bytes, d, &bytes)) return false;
+  return offsets[1] - offsets[0] == bytes;
 }
 
 }  // namespace
@@ -65,6 +93,9 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
   for (int i = 0; i < 8; ++i) size_bytes[i] = static_cast<uint8_t>((text.size() >> (8 * i)) & 0xFF);
   bool ok = std::fwrite(size_bytes, 1, 8, f) == 8 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
   for (const auto& t : data) {
+    // An empty tensor has no storage, so its data_ptr() is null, and fwrite's
+    // buffer must never be null, even for 0 bytes (UBSan: nonnull-attribute).
+    if (t.nbytes() == 0) continue;
     ok = ok && std::fwrite(t.data_ptr(), 1, t.nbytes(), f) == t.nbytes();
   }
   ok = std::fflush(f) == 0 && ok;
@@ -111,13 +142,12 @@ SafetensorsFile read_safetensors(const std::string& path) {
         continue;
       }
       const auto dtype = dtype_from_name(entry.at("dtype").get<std::string>(), path);
-      const auto shape = entry.at("shape").get<std::vector<int64_t>>();
-      const auto offsets = entry.at("data_offsets").get<std::vector<int64_t>>();
-      auto tensor = torch::empty(shape, torch::TensorOptions().dtype(dtype));
-      if (offsets.size() != 2 || offsets[0] < 0 || offsets[1] > data_size ||
-          offsets[1] - offsets[0] != static_cast<int64_t>(tensor.nbytes())) {
+      const auto shape = integers(entry.at("shape"), path + ": " + name + ": shape");
+      const auto offsets = integers(entry.at("data_offsets"), path + ": " + name + ": data_offsets");
+      if (!byte_range_fits(shape, dtype, offsets, data_size)) {
         throw std::runtime_error(path + ": " + name + ": its byte range does not fit its dtype and shape or the file");
       }
+      auto tensor = torch::empty(shape, torch::TensorOptions().dtype(dtype));
       in.seekg(data_start + offsets[0]);
       if (!in.read(static_cast<char*>(tensor.data_ptr()), static_cast<std::streamsize>(tensor.nbytes()))) {
         throw std::runtime_error(path + ": " + name + ": truncated");

@@ -26,6 +26,7 @@ log() { printf '[setup] %s\n' "$*"; }
 # The toolchain here; the libraries in scripts/debian-libraries.txt.
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
+  clang  # the fuzz targets (libFuzzer): scripts/fuzz.sh
   python3 python3-venv python3-pip
   iproute2 iputils-ping
 )

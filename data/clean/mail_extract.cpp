@@ -298,8 +298,11 @@ std::string html_to_text(const std::string& html) {
       continue;
     }
     if (c == '&') {
-      size_t e = html.find(';', i);
-      if (e != std::string::npos && e - i <= 10) {
+      // An entity's ';' is at most 10 characters on: look no further (a search
+      // to the end made a megabyte of '&' take seconds, quadratic time).
+      const size_t semi = std::string_view(html).substr(i, 11).find(';');
+      const size_t e = semi == std::string_view::npos ? std::string::npos : i + semi;
+      if (e != std::string::npos) {
         const std::string ent = lower.substr(i + 1, e - i - 1);
         if (!ent.empty() && ent[0] == '#') {
           long cp = 0;
