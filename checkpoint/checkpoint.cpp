@@ -195,11 +195,12 @@ namespace {
 std::vector<std::string> read_meta_fields(const std::string& dir, LoadedCheckpoint& loaded) {
   loaded.meta = read_checkpoint_meta(dir);
   try {
-    loaded.step = loaded.meta.at("step").get<int64_t>();
+    const std::string where = (fs::path(dir) / "meta.json").string();
+    loaded.step = meta_int(loaded.meta, "step", where);
     const auto& ls = loaded.meta.at("loss_scale");
     loaded.scaler.scale = ls.at("scale").get<double>();
-    loaded.scaler.good_steps = ls.at("good_steps").get<int64_t>();
-    loaded.scaler.hysteresis_left = ls.at("hysteresis_left").get<int64_t>();
+    loaded.scaler.good_steps = meta_int(ls, "good_steps", where + " (loss_scale)");
+    loaded.scaler.hysteresis_left = meta_int(ls, "hysteresis_left", where + " (loss_scale)");
     return loaded.meta.at("files").get<std::vector<std::string>>();
   } catch (const nlohmann::json::exception& e) {
     throw CheckpointError((fs::path(dir) / "meta.json").string() + ": malformed: " + e.what());
@@ -232,7 +233,7 @@ LoadedCheckpoint load_verified(const std::string& dir, optim::FlatParameters& pa
                                int64_t rank, const models::ParameterSlices* slices, const ExtraWeights& extra) {
   LoadedCheckpoint loaded;
   auto files = open_rank_files(dir, read_meta_fields(dir, loaded));
-  if (optimizer && loaded.meta.value("weights_only", false)) {
+  if (optimizer && loaded.meta.contains("weights_only") && loaded.meta["weights_only"] == true) {
     throw CheckpointError(dir + " holds weights alone (no optimizer state): start a run from it with --init-from");
   }
   torch::NoGradGuard no_grad;

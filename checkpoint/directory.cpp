@@ -82,6 +82,20 @@ nlohmann::json read_checkpoint_meta(const std::string& dir) {
   }
 }
 
+int64_t meta_int(const nlohmann::json& object, const std::string& key, const std::string& where) {
+  if (!object.is_object() || !object.contains(key)) throw CheckpointError(where + ": no '" + key + "'");
+  const nlohmann::json& v = object.at(key);
+  const bool fits =
+      v.is_number_integer() && (!v.is_number_unsigned() || v.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX));
+  if (!fits) throw CheckpointError(where + ": '" + key + "' is " + v.dump() + ", not an integer");
+  return v.get<int64_t>();
+}
+
+int64_t meta_int(const nlohmann::json& object, const std::string& key, int64_t fallback, const std::string& where) {
+  if (!object.is_object() || !object.contains(key)) return fallback;
+  return meta_int(object, key, where);
+}
+
 std::optional<config::Config> read_checkpoint_config(const std::string& dir) {
   const nlohmann::json meta = read_checkpoint_meta(dir);
   if (!meta.contains("config") || !meta["config"].is_string()) return std::nullopt;
@@ -97,7 +111,7 @@ double checkpoint_lora_scale(const std::string& dir) {
 int64_t checkpoint_phase(const std::string& dir) {
   const nlohmann::json meta = read_checkpoint_meta(dir);
   if (!meta.contains("phase") || !meta["phase"].is_object()) return -1;
-  return meta["phase"].value("index", int64_t{-1});
+  return meta_int(meta["phase"], "index", -1, (fs::path(dir) / "meta.json").string() + " (phase)");
 }
 
 }  // namespace moetrain::checkpoint

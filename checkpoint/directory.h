@@ -49,6 +49,13 @@ std::string resolve_checkpoint_path(const std::string& path);
 // A checkpoint's meta.json. Throws CheckpointError when missing or malformed.
 nlohmann::json read_checkpoint_meta(const std::string& dir);
 
+// The integer `key` of `object` (a part of meta.json), or `fallback` when it
+// is absent. Throws CheckpointError naming `where` (the file) when the value
+// is not an integer an int64 holds: a string, a float, 1e300.
+int64_t meta_int(const nlohmann::json& object, const std::string& key, int64_t fallback, const std::string& where);
+// The same for a key that must be present.
+int64_t meta_int(const nlohmann::json& object, const std::string& key, const std::string& where);
+
 // The run config a checkpoint's meta.json records (none when it records no
 // config). Throws ConfigError naming meta.json when the recorded one is bad.
 std::optional<config::Config> read_checkpoint_config(const std::string& dir);

@@ -40,10 +40,10 @@ std::vector<std::string> check_file_list(const std::string& dir, const nlohmann:
                                          const std::vector<std::string>& listed) {
   std::vector<std::string> problems;
   const std::string meta_path = (fs::path(dir) / "meta.json").string();
-  const int64_t named_step = checkpoint_step(dir);
-  if (named_step >= 0 && meta.value("step", int64_t{-1}) != named_step) {
-    problems.push_back(meta_path + ": records step " + std::to_string(meta.value("step", int64_t{-1})) +
-                       " but the directory is step " + std::to_string(named_step));
+  const int64_t named_step = checkpoint_step(dir), step = meta_int(meta, "step", -1, meta_path);
+  if (named_step >= 0 && step != named_step) {
+    problems.push_back(meta_path + ": records step " + std::to_string(step) + " but the directory is step " +
+                       std::to_string(named_step));
   }
   if (meta.contains("world_size") && meta["world_size"] != static_cast<int64_t>(listed.size())) {
     problems.push_back(meta_path + ": records " + meta["world_size"].dump() + " ranks but lists " +
@@ -100,7 +100,7 @@ CheckpointCheck verify_checkpoint(const std::string& dir, const std::function<bo
   std::vector<std::string> listed;
   try {
     const nlohmann::json meta = read_checkpoint_meta(dir);
-    check.step = meta.at("step").get<int64_t>();
+    check.step = meta_int(meta, "step", (fs::path(dir) / "meta.json").string());
     listed = meta.at("files").get<std::vector<std::string>>();
     check.problems = check_file_list(dir, meta, listed);
   } catch (const CheckpointError& e) {

@@ -25,7 +25,8 @@ int train_run(const config::Config& config, std::shared_ptr<parallel::Communicat
       checkpoint::checkpoint_to_resume(options.output_dir, options.resume, *world);
   size_t first = 0;
   if (latest) {
-    const int64_t step = checkpoint::read_checkpoint_meta(*latest).value("step", int64_t{0});
+    const int64_t step =
+        checkpoint::meta_int(checkpoint::read_checkpoint_meta(*latest), "step", 0, *latest + "/meta.json");
     while (first + 1 < config.phases.size() && config::phase_start(config, first + 1) <= step) ++first;
   }
   for (size_t i = first; i < config.phases.size(); ++i) {

@@ -160,7 +160,8 @@ void TrainingLoop::print_resume_notes(const checkpoint::LoadedCheckpoint& loaded
     std::cout << "layout changed from " << saved_layout.dump() << " to " << layout.dump()
               << ": weights and optimizer state resharded; dropout generators start afresh from the seed" << std::endl;
   }
-  const int64_t saved_batch = loaded.meta.value("data", nlohmann::json::object()).value("samples_consumed", -1);
+  const int64_t saved_batch = checkpoint::meta_int(loaded.meta.value("data", nlohmann::json::object()),
+                                                   "samples_consumed", -1, "meta.json (data)");
   const int64_t position = (start_step - phase_.start) * cfg_.train.global_batch;
   if (saved_batch >= 0 && saved_batch != position) {
     std::cout << "train.global_batch changed: the checkpoint consumed " << saved_batch << " samples in "
