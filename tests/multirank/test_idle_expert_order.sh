@@ -27,15 +27,21 @@ router=decoder.layers.1.moe.router.weight
 # Starting weights: one step of the single process, then the router zeroed.
 train_tiny --output-dir "$work/init" --max-steps 1 --set train.global_batch=8 --set train.micro_batch=2 \
   --set train.threads=1 "${moe[@]}" > "$work.init.log" || { cat "$work.init.log"; fail "init run failed"; }
-"$MOETRAIN_PYTHON" - "$work/init/checkpoints/step-000001" "$router" <<'PY' || fail "could not zero the router"
+# The edit keeps the dataset's checksum (its xxh64 attribute) true.
+"$MOETRAIN_PYTHON" - "$work/init/checkpoints/step-000001" "$router" "$(dirname "$0")" <<'PY' || fail "could not zero the router"
 import glob, os, sys
 import h5py
-checkpoint, router = sys.argv[1:]
+import numpy as np
+checkpoint, router, here = sys.argv[1:]
+sys.path.insert(0, here)
+from xxh64 import xxh64
 done = 0
 for path in glob.glob(os.path.join(checkpoint, "rank-*.h5")):
     with h5py.File(path, "r+") as f:
         if "model/" + router in f:
-            f["model/" + router][...] = 0
+            dataset = f["model/" + router]
+            dataset[...] = 0
+            dataset.attrs.modify("xxh64", np.bytes_(xxh64(np.ascontiguousarray(dataset[...]).tobytes())))
             done += 1
 sys.exit(0 if done == 1 else f"{router} found in {done} rank files")
 PY
