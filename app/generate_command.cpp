@@ -23,7 +23,7 @@ namespace fs = std::filesystem;
 namespace moetrain::app {
 
 int generate_command(int argc, char** argv) {
-  std::string checkpoint, input, output, method = "greedy", tokenizer;
+  std::string checkpoint, input, output, method = "greedy", tokenizer, source_lang, target_lang;
   Placement placement;
   eval::GenerateOptions g;
   int64_t batch_size = 32;
@@ -43,7 +43,9 @@ int generate_command(int argc, char** argv) {
       ("max-length", po::value(&g.max_length)->default_value(g.max_length), "most tokens generated per output")
       ("batch-size", po::value(&batch_size)->default_value(batch_size), "sources per batch")
       ("seed", po::value(&g.seed)->default_value(g.seed), "sampling seed")
-      ("tokenizer", po::value(&tokenizer), "SentencePiece model (default: the one the run's config names)");
+      ("tokenizer", po::value(&tokenizer), "SentencePiece model (default: the one the run's config names)")
+      ("src-lang", po::value(&source_lang), "language code written before each source (a tokenizer with language codes, e.g. an imported NLLB model's)")
+      ("tgt-lang", po::value(&target_lang), "language code forced as the first generated token");
   // clang-format on
   add_placement_options(options, placement);
   const auto vm = parse_command_line(argc, argv, options, "generate");
@@ -63,9 +65,16 @@ int generate_command(int argc, char** argv) {
   m.model->place(placement.where(), placement.scalar_type());
   const auto tok = data::Tokenizer::load(m.tokenizer);
   const auto& special = tok.special_tokens();
-  g.bos = special.bos;
+  g.decoder_start = special.decoder_start;
   g.eos = special.eos;
   g.pad = special.pad;
+  std::vector<int64_t> source_prefix;
+  try {
+    if (!source_lang.empty()) source_prefix.push_back(tok.language_code_id(source_lang));
+    if (!target_lang.empty()) g.forced_prefix.push_back(tok.language_code_id(target_lang));
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("generate: ") + e.what());
+  }
   std::ofstream file;
   if (!output.empty()) {
     file.open(output);
@@ -75,13 +84,16 @@ int generate_command(int argc, char** argv) {
   const int64_t max_source = std::max<int64_t>(m.config.data.src_len, 2);
   for (size_t first = 0; first < sources.size(); first += static_cast<size_t>(batch_size)) {
     const size_t last = std::min(sources.size(), first + static_cast<size_t>(batch_size));
-    // Each source as in training: its tokens, cut to src_len - 1, then EOS.
+    // Each source as in training: its language code if any, its tokens, cut
+    // to src_len - 1 in all, then EOS.
     std::vector<data::Seq2SeqSample> samples;
     for (size_t i = first; i < last; ++i) {
       const auto ids = tok.encode(sources[i]);
+      const auto keep = static_cast<int64_t>(source_prefix.size());
       data::Seq2SeqSample sample;
-      sample.source.assign(ids.begin(),
-                           ids.begin() + std::min<int64_t>(static_cast<int64_t>(ids.size()), max_source - 1));
+      sample.source = source_prefix;
+      sample.source.insert(sample.source.end(), ids.begin(),
+                           ids.begin() + std::max<int64_t>(0, std::min<int64_t>(ids.size(), max_source - 1 - keep)));
       sample.source.push_back(special.eos);
       sample.target = {special.eos};
       samples.push_back(std::move(sample));

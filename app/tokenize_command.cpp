@@ -13,6 +13,8 @@
 
 #include "app/command_line.h"
 #include "data/tokenize.h"
+#include "data/tokenize_workers.h"
+#include "data/tokenizer.h"
 #include "parallel/byte_exchange.h"
 #include "parallel/mpi_communicator.h"
 
@@ -90,6 +92,8 @@ int tokenize_command(int argc, char** argv) {
       ("text-field", po::value(&o.text_field)->default_value(o.text_field), "JSONL field holding a document")
       ("source-field", po::value(&o.source_field), "JSONL field of the source side (pairs mode, with --target-field)")
       ("target-field", po::value(&o.target_field), "JSONL field of the target side (pairs mode)")
+      ("src-lang", po::value(&o.source_lang), "pairs mode: language code written before each source (an imported NLLB tokenizer's, e.g. eng_Latn)")
+      ("tgt-lang", po::value(&o.target_lang), "pairs mode: language code written before each target (with --src-lang)")
       ("tokenizer", po::value(&o.tokenizer_model), "use this existing SentencePiece .model instead of training one")
       ("model-type", po::value(&o.model_type)->default_value(o.model_type), "unigram or bpe")
       ("valid-fraction", po::value(&o.valid_fraction)->default_value(o.valid_fraction), "fraction of documents held out as the valid split")
@@ -106,6 +110,11 @@ int tokenize_command(int argc, char** argv) {
   if (o.source_field.empty() != o.target_field.empty()) {
     throw UsageError("tokenize: --source-field and --target-field go together");
   }
+  if (o.source_lang.empty() != o.target_lang.empty())
+    throw UsageError("tokenize: --src-lang and --tgt-lang go together");
+  if (!o.source_lang.empty() && o.source_field.empty()) {
+    throw UsageError("tokenize: --src-lang and --tgt-lang are for pairs mode (--source-field, --target-field)");
+  }
   if (o.threads < 1) throw UsageError("tokenize: --threads must be at least 1");
   if (o.docs_per_shard < 1) throw UsageError("tokenize: --docs-per-shard must be at least 1");
   if (o.deflate_level < 0 || o.deflate_level > 9) throw UsageError("tokenize: --compression-level must be 0 to 9");
@@ -117,6 +126,18 @@ int tokenize_command(int argc, char** argv) {
   }
   if (!o.tokenizer_model.empty() && !fs::is_regular_file(o.tokenizer_model)) {
     throw UsageError("tokenize: --tokenizer not found: " + o.tokenizer_model);
+  }
+  if (!o.source_lang.empty()) {
+    if (o.tokenizer_model.empty()) {
+      throw UsageError(
+          "tokenize: --src-lang and --tgt-lang need --tokenizer, one with language codes (an imported NLLB "
+          "model's tokenizer.model)");
+    }
+    try {
+      data::language_prefix(data::Tokenizer::load(o.tokenizer_model), o);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(std::string(e.what()) + " (--tokenizer " + o.tokenizer_model + ")");
+    }
   }
   CommunicatorRanks ranks;
   if (ranks.rank() == 0) o.progress = &std::cerr;

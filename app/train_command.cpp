@@ -76,6 +76,16 @@ int train_command(int argc, char** argv) {
                               source.where("model.vocab_size"));
   }
 
+  // fairseq-style positions depend on the pad id, which is the tokenizer's.
+  if (config.model.pad_id != tokenizer.pad_id()) {
+    if (source.locations.count("model.pad_id")) {
+      throw config::ConfigError("model.pad_id: " + std::to_string(config.model.pad_id) +
+                                " is not the tokenizer's pad id " + std::to_string(tokenizer.pad_id()) +
+                                source.where("model.pad_id"));
+    }
+    config.model.pad_id = tokenizer.pad_id();
+  }
+
   train::TrainOptions train_options;
   train_options.output_dir = output_dir;
   train_options.resume = resume;

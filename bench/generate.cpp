@@ -170,8 +170,9 @@ int main(int argc, char** argv) {
     bench::reset_cuda_peak(device);
     print_row(
         "greedy (whole prefix)", o,
-        median_seconds(device, o.repeats,
-                       [&] { whole = greedy_whole_prefix(*model, src.to(device), mask.to(device), o.length, g.bos); }),
+        median_seconds(
+            device, o.repeats,
+            [&] { whole = greedy_whole_prefix(*model, src.to(device), mask.to(device), o.length, g.decoder_start); }),
         device);
     int64_t agree = 0;
     for (int64_t b = 0; b < o.batch; ++b) {

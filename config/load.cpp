@@ -106,6 +106,7 @@ void visit_config(V& root, Config& c) {
     s.field("encoder_layers", m.encoder_layers);
     s.field("decoder_layers", m.decoder_layers);
     s.field("max_positions", m.max_positions);
+    s.field("pad_id", m.pad_id);
     s.choice("norm", m.norm, kNorms);
     s.field("norm_eps", m.norm_eps);
     s.choice("position", m.position, kPositions);
@@ -130,6 +131,7 @@ void visit_config(V& root, Config& c) {
       e.field("aux_loss_coef", m.moe.aux_loss_coef);
       e.field("z_loss_coef", m.moe.z_loss_coef);
       e.field("normalize_top_k", m.moe.normalize_top_k);
+      e.field("token_dropout", m.moe.token_dropout);
       e.done();
     }
     s.done();

@@ -61,6 +61,8 @@ void validate_model(const Config& c, const Require& require) {
   require(m.moe.d_ff_expert >= 0, "model.moe.d_ff_expert", "must be >= 0");
   require(m.moe.aux_loss_coef >= 0, "model.moe.aux_loss_coef", "must be >= 0");
   require(m.moe.z_loss_coef >= 0, "model.moe.z_loss_coef", "must be >= 0");
+  require(m.moe.token_dropout >= 0 && m.moe.token_dropout < 1, "model.moe.token_dropout", "must be in [0, 1)");
+  require(m.pad_id >= 0, "model.pad_id", "must be >= 0 (the tokenizer's pad id)");
 }
 
 // The batch against the parallel layout, and what each kind of parallelism

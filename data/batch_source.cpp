@@ -175,7 +175,7 @@ BatchSource::BatchSource(const DataConfig& cfg, const SpecialTokens& special, ui
 
   // The tokenizer and the shards must agree, or the model sees nonsense ids.
   const int64_t vocab_size = datasets_.front().vocab_size;
-  std::vector<int64_t> ids = {special.pad, special.eos, special.bos};
+  std::vector<int64_t> ids = {special.pad, special.eos, special.bos, special.decoder_start};
   ids.insert(ids.end(), special.sentinels.begin(), special.sentinels.end());
   for (int64_t id : ids)
     if (id < 0 || id >= vocab_size)
@@ -296,7 +296,7 @@ Seq2SeqBatch BatchSource::collate(const std::vector<Seq2SeqSample>& samples, con
     }
     for (size_t t = 0; t < s.target.size(); ++t) {
       tout[i][t] = s.target[t];
-      tin[i][t] = t == 0 ? special.bos : s.target[t - 1];  // teacher forcing: shift right
+      tin[i][t] = t == 0 ? special.decoder_start : s.target[t - 1];  // teacher forcing: shift right
       tmask[i][t] = true;
     }
     b.num_source_tokens += static_cast<int64_t>(s.source.size());

@@ -19,6 +19,7 @@
 #include "data/tokenize_manifest.h"
 #include "data/tokenize_plan.h"
 #include "data/tokenize_state.h"
+#include "data/tokenize_workers.h"
 #include "data/tokenizer.h"
 
 namespace moetrain::data {
@@ -33,6 +34,10 @@ void check_options(const TokenizeOptions& o) {
   if (o.output_dir.empty()) throw std::invalid_argument("tokenize: no output directory given");
   if (o.source_field.empty() != o.target_field.empty())
     throw std::invalid_argument("tokenize: pairs mode needs both a source and a target field");
+  if (o.source_lang.empty() != o.target_lang.empty())
+    throw std::invalid_argument("tokenize: a source language needs a target language, and the other way round");
+  if (!o.source_lang.empty() && o.source_field.empty())
+    throw std::invalid_argument("tokenize: source and target languages are for pairs mode");
   if (!(o.valid_fraction >= 0.0 && o.valid_fraction < 1.0))
     throw std::invalid_argument("tokenize: valid_fraction must be in [0, 1), got " + std::to_string(o.valid_fraction));
   if (o.docs_per_shard < 1) throw std::invalid_argument("tokenize: docs_per_shard must be >= 1");
@@ -123,6 +128,7 @@ Handoff prepare_on_rank0(const TokenizeOptions& options) {
                               : train_now ? train_on_sample(sampler, options)
                                           : Tokenizer::load(options.tokenizer_model);
   h.model_bytes = tokenizer.model_bytes();
+  if (!options.source_lang.empty()) language_prefix(tokenizer, options);  // a code it lacks fails here
 
   // From here on the output folder changes.
   std::error_code ec;

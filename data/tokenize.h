@@ -61,7 +61,10 @@ struct TokenizeOptions {
   int64_t vocab_size = 8000;
   std::string text_field = "text";
   std::string source_field, target_field;  // both set: pairs mode
-  std::string tokenizer_model;             // existing .model to load instead of training
+  // Pairs mode, a tokenizer with language codes (fairseq's layout): the code
+  // written before each source's (target's) tokens, as NllbTokenizer does.
+  std::string source_lang, target_lang;
+  std::string tokenizer_model;  // existing .model to load instead of training
   std::string model_type = "unigram";
   double valid_fraction = 0.0;  // documents (or pairs) held out, chosen deterministically by seed
   // Files whose every record goes to the valid split (a held-out set of its

@@ -122,7 +122,7 @@ class RankEncoder {
  private:
   // Reads the stream, submitting this rank's unfinished records in blocks.
   void read_and_encode() {
-    EncoderPool pool(tokenizer_, pairs_, options_.threads);
+    EncoderPool pool(tokenizer_, pairs_, options_.threads, language_prefix(tokenizer_, options_));
     const size_t max_in_flight = kBlocksPerThread * static_cast<size_t>(options_.threads);
     RecordStream stream(options_);
     RecordRouter router(plan_);

@@ -69,9 +69,11 @@ nlohmann::json make_manifest(const TokenizeOptions& options, const TokenizeSumma
       {"skipped_bad", summary.skipped_bad.count},
       {"checksum", "fnv1a64"},
   };
-  if (pairs)
+  if (pairs) {
     manifest["fields"] = {{"source", options.source_field}, {"target", options.target_field}};
-  else
+    if (!options.source_lang.empty())
+      manifest["languages"] = {{"source", options.source_lang}, {"target", options.target_lang}};
+  } else
     manifest["fields"] = {{"text", options.text_field}};
   if (summary.trained_tokenizer) {
     manifest["tokenizer_training"] = {{"model_type", options.model_type},

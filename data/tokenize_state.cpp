@@ -88,6 +88,8 @@ nlohmann::json run_fingerprint(const TokenizeOptions& o) {
       {"text_field", o.text_field},
       {"source_field", o.source_field},
       {"target_field", o.target_field},
+      {"source_lang", o.source_lang},
+      {"target_lang", o.target_lang},
       {"valid_fraction", o.valid_fraction},
       {"docs_per_shard", o.docs_per_shard},
       {"deflate_level", o.deflate_level},

@@ -5,7 +5,31 @@
 
 namespace moetrain::data {
 
-EncoderPool::EncoderPool(const Tokenizer& tokenizer, bool pairs, int threads) : tokenizer_(tokenizer), pairs_(pairs) {
+namespace {
+
+// `text`'s ids, after `prefix` when it is one and the text encodes to anything.
+std::vector<int32_t> encode_after(const Tokenizer& tokenizer, const std::string& text, int32_t prefix) {
+  std::vector<int32_t> ids = tokenizer.encode(text);
+  if (prefix >= 0 && !ids.empty()) ids.insert(ids.begin(), prefix);
+  return ids;
+}
+
+}  // namespace
+
+LanguagePrefix language_prefix(const Tokenizer& tokenizer, const TokenizeOptions& options) {
+  LanguagePrefix prefix;
+  if (options.source_lang.empty()) return prefix;
+  try {
+    prefix.source = static_cast<int32_t>(tokenizer.language_code_id(options.source_lang));
+    prefix.target = static_cast<int32_t>(tokenizer.language_code_id(options.target_lang));
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("tokenize: ") + e.what());
+  }
+  return prefix;
+}
+
+EncoderPool::EncoderPool(const Tokenizer& tokenizer, bool pairs, int threads, LanguagePrefix prefix)
+    : tokenizer_(tokenizer), pairs_(pairs), prefix_(prefix) {
   if (threads < 1) throw std::invalid_argument("tokenize: threads must be >= 1");
   for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });
 }
@@ -73,10 +97,10 @@ void EncoderPool::encode(EncodeBlock& block) const {
   block.source_ids.resize(block.size());
   if (pairs_) block.target_ids.resize(block.size());
   for (size_t i = 0; i < block.size(); ++i) {
-    block.source_ids[i] = tokenizer_.encode(block.source[i]);
+    block.source_ids[i] = encode_after(tokenizer_, block.source[i], prefix_.source);
     std::string().swap(block.source[i]);
     if (pairs_) {
-      block.target_ids[i] = tokenizer_.encode(block.target[i]);
+      block.target_ids[i] = encode_after(tokenizer_, block.target[i], prefix_.target);
       std::string().swap(block.target[i]);
     }
   }

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "data/tokenize.h"
 #include "data/tokenizer.h"
 
 namespace moetrain::data {
@@ -32,9 +33,20 @@ struct EncodeBlock {
   size_t size() const { return shard.size(); }
 };
 
+// The language codes written before each side's tokens (pairs mode), as
+// NllbTokenizer writes them; -1: none. A text that encodes to nothing stays
+// empty (and is skipped).
+struct LanguagePrefix {
+  int32_t source = -1, target = -1;
+};
+
+// The codes options.source_lang and target_lang name in `tokenizer` (none when
+// unset). Throws std::invalid_argument naming a code the tokenizer lacks.
+LanguagePrefix language_prefix(const Tokenizer& tokenizer, const TokenizeOptions& options);
+
 class EncoderPool {
  public:
-  EncoderPool(const Tokenizer& tokenizer, bool pairs, int threads);
+  EncoderPool(const Tokenizer& tokenizer, bool pairs, int threads, LanguagePrefix prefix = {});
   ~EncoderPool();  // stops the threads (blocks being encoded are finished first)
   EncoderPool(const EncoderPool&) = delete;
   EncoderPool& operator=(const EncoderPool&) = delete;
@@ -56,6 +68,7 @@ class EncoderPool {
 
   const Tokenizer& tokenizer_;
   const bool pairs_;
+  const LanguagePrefix prefix_;
   mutable std::mutex mutex_;
   std::condition_variable work_ready_, block_done_;
   std::deque<std::shared_ptr<Slot>> order_;   // submitted, not yet taken, oldest first

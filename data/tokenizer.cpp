@@ -8,6 +8,7 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -139,6 +140,12 @@ void Tokenizer::init_from_bytes(const std::string& what) {
     if (ids[i] < 0)
       throw std::runtime_error("tokenizer model " + what + " defines no " + names[i] +
                                " token; moetrain needs pad, eos, bos and unk");
+  special_.decoder_start = fairseq_layout() ? special_.eos : special_.bos;
+  language_codes_.clear();
+  for (int id = 0; id < sp_->GetPieceSize(); ++id) {
+    const bool special = id == special_.pad || id == special_.eos || id == special_.bos || id == special_.unk;
+    if (sp_->IsControl(id) && !special && sp_->IdToPiece(id) != "<mask>") language_codes_.push_back(sp_->IdToPiece(id));
+  }
   // PieceToId answers unk for a piece the model lacks.
   special_.sentinels.clear();
   for (int64_t i = 0; i < kNumSentinels; ++i) {
@@ -192,6 +199,24 @@ int64_t Tokenizer::sentinel_id(int64_t i) const {
     throw std::out_of_range("sentinel <extra_id_" + std::to_string(i) + "> not in the tokenizer (it has " +
                             std::to_string(num_sentinels()) + ")");
   return special_.sentinels[static_cast<size_t>(i)];
+}
+
+bool Tokenizer::fairseq_layout() const {
+  return special_.bos == 0 && special_.pad == 1 && special_.eos == 2 && special_.unk == 3;
+}
+
+int64_t Tokenizer::language_code_id(const std::string& code) const {
+  const int id = sp_->PieceToId(code);
+  const bool is_code = id != special_.unk && sp_->IsControl(id) &&
+                       std::find(language_codes_.begin(), language_codes_.end(), code) != language_codes_.end();
+  if (is_code) return id;
+  std::string known;
+  for (size_t i = 0; i < language_codes_.size() && i < 5; ++i) known += (i ? ", " : "") + language_codes_[i];
+  if (language_codes_.size() > 5) known += ", ...";
+  throw std::invalid_argument("language code '" + code + "' is not in the tokenizer" +
+                              (language_codes_.empty()
+                                   ? std::string(" (it has no language codes)")
+                                   : " (its " + std::to_string(language_codes_.size()) + " codes: " + known + ")"));
 }
 
 std::string Tokenizer::piece(int64_t id) const {

@@ -9,6 +9,14 @@
 // A loaded model is only required to define pad, eos, bos and unk; it may have
 // fewer sentinels (num_sentinels() says how many, counted from <extra_id_0>).
 //
+// One other layout is recognised by its ids: fairseq's, as NLLB and M2M100
+// number their tokens (bos 0 "<s>", pad 1, eos 2, unk 3; built from NLLB's
+// SentencePiece model by data/nllb_vocabulary.h). Such a model has language
+// codes (eng_Latn, ...): control pieces other than the four specials and
+// <mask>. Its decoder starts with eos, not bos, then the target language
+// code, and a source is its language code, the text's pieces and eos, as
+// transformers' NllbTokenizer writes them.
+//
 // encode() returns the raw pieces of the text: no BOS/EOS is added, that is the
 // objectives' job. Text is normalised by SentencePiece's default nmt_nfkc rule
 // (NFKC, whitespace runs collapsed, newlines become spaces), so decode(encode(t))
@@ -40,6 +48,8 @@ struct SpecialTokens {
   int64_t eos = 1;
   int64_t bos = 3;
   int64_t unk = 2;
+  // The first token the decoder reads: bos, or eos in fairseq's layout.
+  int64_t decoder_start = 3;
   std::vector<int64_t> sentinels;  // sentinels[i] is <extra_id_i>
 };
 
@@ -85,6 +95,14 @@ class Tokenizer {
   const SpecialTokens& special_tokens() const { return special_; }
   std::string piece(int64_t id) const;
 
+  // Fairseq's layout (see above): bos 0, pad 1, eos 2, unk 3.
+  bool fairseq_layout() const;
+  // The language codes, in id order (none in moetrain's layout).
+  const std::vector<std::string>& language_codes() const { return language_codes_; }
+  // The id of language code `code`; throws std::invalid_argument naming it
+  // (and a few of the codes there are) when the tokenizer has no such code.
+  int64_t language_code_id(const std::string& code) const;
+
  private:
   Tokenizer() = default;
   void init_from_bytes(const std::string& what);
@@ -93,6 +111,7 @@ class Tokenizer {
   std::shared_ptr<const IdEncoder> encoder_;                   // encode
   std::string bytes_;
   SpecialTokens special_;
+  std::vector<std::string> language_codes_;
 };
 
 }  // namespace moetrain::data

@@ -43,13 +43,17 @@ std::vector<Generated> generate_stepwise(models::Seq2SeqTransformerImpl& model, 
   std::vector<Generated> out(static_cast<size_t>(batch));
   std::vector<int64_t> active(static_cast<size_t>(batch));  // the source of each decoder row
   for (int64_t b = 0; b < batch; ++b) active[static_cast<size_t>(b)] = b;
-  std::vector<int64_t> last(active.size(), o.bos);  // each decoder row's newest token
+  std::vector<int64_t> last(active.size(), o.decoder_start);  // each decoder row's newest token
   auto state = model.start_decoding(encoded, src_mask);
   auto generator = at::make_generator<at::CPUGeneratorImpl>(o.seed);
   for (int64_t step = 0; step < o.max_length && !active.empty(); ++step) {
     const auto log_probs = next_log_probs(model, state, last);
+    const bool forced = step < static_cast<int64_t>(o.forced_prefix.size());
     torch::Tensor chosen;
-    if (o.method == DecodeMethod::Greedy) {
+    if (forced) {
+      chosen =
+          torch::full({static_cast<int64_t>(active.size())}, o.forced_prefix[static_cast<size_t>(step)], torch::kInt64);
+    } else if (o.method == DecodeMethod::Greedy) {
       chosen = log_probs.argmax(-1);
     } else {
       auto probs = torch::softmax(log_probs / o.temperature, -1);
@@ -70,7 +74,7 @@ std::vector<Generated> generate_stepwise(models::Seq2SeqTransformerImpl& model, 
     for (int64_t r = 0; r < static_cast<int64_t>(active.size()); ++r) {
       auto& result = out[static_cast<size_t>(active[static_cast<size_t>(r)])];
       const int64_t token = ids[r];
-      result.log_prob += lp[r][token];
+      if (!forced) result.log_prob += lp[r][token];
       if (token == o.eos) continue;
       result.tokens.push_back(token);
       keep.push_back(r);
@@ -167,10 +171,18 @@ std::vector<Generated> beam_search(models::Seq2SeqTransformerImpl& model, const 
                                    const torch::Tensor& src_mask, const GenerateOptions& o) {
   const int64_t k = o.beam_size;
   std::vector<BeamSearch> searches(static_cast<size_t>(encoded.size(0)));
-  auto state = model.start_decoding(encoded, src_mask);  // row b: source b's first beam
-  std::vector<int64_t> last(searches.size(), o.bos);     // each row's newest token
+  auto state = model.start_decoding(encoded, src_mask);         // row b: source b's first beam
+  std::vector<int64_t> last(searches.size(), o.decoder_start);  // each row's newest token
   for (int64_t step = 0; step < o.max_length && !last.empty(); ++step) {
     const auto log_probs = next_log_probs(model, state, last);
+    if (step < static_cast<int64_t>(o.forced_prefix.size())) {
+      // Every open beam takes the forced token; the rows stay as they are.
+      const int64_t token = o.forced_prefix[static_cast<size_t>(step)];
+      for (auto& search : searches)
+        for (auto& beam : search.beams) beam.tokens.push_back(token);
+      std::fill(last.begin(), last.end(), token);
+      continue;
+    }
     std::vector<int64_t> rows;
     last.clear();
     int64_t first_row = 0;
@@ -221,7 +233,7 @@ double sequence_log_prob(models::Seq2SeqTransformerImpl& model, const torch::Ten
   const auto source = encode_on_model_device(model, src_tokens, src_mask);
   auto targets = tokens;
   if (with_eos) targets.push_back(options.eos);
-  std::vector<int64_t> inputs{options.bos};
+  std::vector<int64_t> inputs{options.decoder_start};
   inputs.insert(inputs.end(), tokens.begin(), tokens.end());
   inputs.resize(targets.size());
   const auto tgt = torch::tensor(inputs, torch::kInt64).unsqueeze(0).to(source.hidden.device());

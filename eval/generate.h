@@ -33,11 +33,17 @@ struct GenerateOptions {
   double temperature = 1.0;  // Sample: logits / temperature (> 0)
   double top_p = 1.0;        // Sample: keep the smallest set of tokens whose probability reaches top_p
   uint64_t seed = 0;         // Sample
-  int64_t bos = 3, eos = 1, pad = 0;
+  // The decoder starts with decoder_start (the tokenizer's; bos in moetrain's
+  // layout), then generates, its first tokens forced to `forced_prefix` (the
+  // target language code of an NLLB model, which transformers forces as the
+  // first generated token): a forced token adds 0 to the log-probability and
+  // counts in the length.
+  int64_t decoder_start = 3, eos = 1, pad = 0;
+  std::vector<int64_t> forced_prefix;
 };
 
 struct Generated {
-  std::vector<int64_t> tokens;  // without BOS and EOS
+  std::vector<int64_t> tokens;  // the forced prefix, then what was generated; no decoder start, no EOS
   double log_prob = 0;          // sum of the chosen tokens' log-probabilities (EOS included when reached)
 };
 
@@ -49,7 +55,8 @@ std::vector<Generated> generate(models::Seq2SeqTransformerImpl& model, const tor
                                 const torch::Tensor& src_mask, const GenerateOptions& options);
 
 // The log-probability the model gives `tokens` (then EOS when `with_eos`)
-// as the continuation of BOS for one source row; for tests and rescoring.
+// as the continuation of decoder_start for one source row; for tests and
+// rescoring (forced_prefix is not applied).
 double sequence_log_prob(models::Seq2SeqTransformerImpl& model, const torch::Tensor& src_tokens,
                          const torch::Tensor& src_mask, const std::vector<int64_t>& tokens, bool with_eos,
                          const GenerateOptions& options);

@@ -109,9 +109,9 @@ bool nllb_moe_compatible(const models::ModelConfig& m, std::string* why, const d
                   std::to_string(m.d_ff) + ")");
     }
   }
-  if (special && special->pad != 0) {
-    return fail("the tokenizer's pad id is " + std::to_string(special->pad) +
-                ", sinusoidal_fairseq positions match NLLB-MoE's only for pad id 0");
+  if (special && special->pad != m.pad_id) {
+    return fail("the tokenizer's pad id is " + std::to_string(special->pad) + " but the model numbers positions from " +
+                "model.pad_id " + std::to_string(m.pad_id) + " + 1; NLLB-MoE numbers them from its pad id + 1");
   }
   return true;
 }
@@ -233,13 +233,13 @@ nlohmann::ordered_json nllb_moe_config_json(const models::ModelConfig& m, const 
       {"normalize_router_prob_before_dropping", false},
       {"batch_prioritized_routing", false},
       {"moe_eval_capacity_token_fraction", 1.0},
-      {"moe_token_dropout", 0.0},
+      {"moe_token_dropout", m.moe.token_dropout},
       {"router_z_loss_coef", m.moe.z_loss_coef},
       {"router_aux_loss_coef", m.moe.aux_loss_coef},
       {"pad_token_id", special.pad},
       {"bos_token_id", special.bos},
       {"eos_token_id", special.eos},
-      {"decoder_start_token_id", special.bos},
+      {"decoder_start_token_id", special.decoder_start},
       {"is_encoder_decoder", true},
       {"use_cache", true},
       {"tie_word_embeddings", m.tie_embeddings},

@@ -8,7 +8,8 @@
 //   - model.norm layernorm with norm_eps 1e-5 (torch's LayerNorm default, which
 //     NLLB-MoE uses), pre-norm blocks and final norms (moetrain always has both);
 //   - model.position sinusoidal_fairseq (models/positions.h), and the
-//     tokenizer's pad id 0 (NLLB-MoE counts positions from pad id + 1);
+//     tokenizer's pad id equal to model.pad_id (both count positions from
+//     pad id + 1);
 //   - model.attention global, model.bias true (every projection has a bias;
 //     the router has none, as NLLB-MoE's default router_bias false);
 //   - model.activation relu, gelu or silu (transformers' ACT2FN names);
@@ -21,8 +22,9 @@
 //     tie_word_embeddings).
 // In eval mode NLLB-MoE gives every expert a capacity of all the batch's
 // tokens (moe_eval_capacity_token_fraction 1.0), which is moetrain's dropless
-// inference (what `moetrain generate` uses); moe_token_dropout is 0 because
-// moetrain has no expert-output masking.
+// inference (what `moetrain generate` uses); moe_token_dropout is the model's
+// moe.token_dropout, and the special ids (decoder start included) are the
+// tokenizer's.
 //
 // Names (moetrain -> NLLB-MoE), N a layer, E an expert:
 //   embed_tokens.weight                       model.shared.weight (tied: transformers ties

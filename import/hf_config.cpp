@@ -76,9 +76,8 @@ void read_moe(const Keys& k, models::ModelConfig& m, std::vector<std::string>& n
   if (k.get<std::string>("second_expert_policy", "all") != "all") {
     k.fail("second_expert_policy", "moetrain always uses the second expert (all)");
   }
-  if (k.get<double>("moe_token_dropout", 0.2) != 0.0) {
-    k.fail("moe_token_dropout", "moetrain does not scale expert outputs at inference (needs 0)");
-  }
+  m.moe.token_dropout = k.get<double>("moe_token_dropout", 0.2);
+  if (m.moe.token_dropout < 0 || m.moe.token_dropout >= 1) k.fail("moe_token_dropout", "must be in [0, 1)");
   if (k.get<double>("moe_eval_capacity_token_fraction", 1.0) < 1.0) {
     k.fail("moe_eval_capacity_token_fraction", "moetrain's inference is dropless (needs 1.0 or more)");
   }
@@ -95,15 +94,16 @@ void read_moe(const Keys& k, models::ModelConfig& m, std::vector<std::string>& n
   }
 }
 
-// The special ids the model was trained with must be moetrain's tokenizer's.
-void check_special_ids(const Keys& k) {
-  const char* layout =
-      "moetrain models use pad 0, eos 1, bos 3 and start decoding with bos 3 (fairseq's layout, "
-      "pad 1 and eos 2, is not supported)";
-  if (k.get<int64_t>("pad_token_id", 1) != 0) k.fail("pad_token_id", layout);
-  if (k.get<int64_t>("eos_token_id", 2) != 1) k.fail("eos_token_id", layout);
-  if (k.get<int64_t>("bos_token_id", 0) != 3) k.fail("bos_token_id", layout);
-  if (k.get<int64_t>("decoder_start_token_id", 2) != 3) k.fail("decoder_start_token_id", layout);
+// The special ids the model was trained with (transformers' defaults for
+// NLLB: fairseq's layout); import checks them against the tokenizer's.
+data::SpecialTokens special_ids(const Keys& k) {
+  data::SpecialTokens s;
+  s.pad = k.get<int64_t>("pad_token_id", 1);
+  s.eos = k.get<int64_t>("eos_token_id", 2);
+  s.bos = k.get<int64_t>("bos_token_id", 0);
+  s.unk = -1;  // config.json does not say
+  s.decoder_start = k.get<int64_t>("decoder_start_token_id", 2);
+  return s;
 }
 
 }  // namespace
@@ -144,7 +144,9 @@ HfModelConfig read_hf_config(const std::string& path) {
   m.attention_dropout = k.get<double>("attention_dropout", 0.1);
   m.init_std = k.get<double>("init_std", 0.02);
   read_moe(k, m, out.notes);
-  check_special_ids(k);
+  out.special = special_ids(k);
+  m.pad_id = out.special.pad;
+  if (m.pad_id < 0) k.fail("pad_token_id", "must be >= 0");
 
   const double activation_dropout = k.get<double>("activation_dropout", 0.0);
   if (activation_dropout != m.dropout) {

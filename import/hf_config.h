@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "data/tokenizer.h"
 #include "models/model_config.h"
 
 namespace moetrain::importing {
@@ -29,6 +30,8 @@ class ImportError : public std::runtime_error {
 struct HfModelConfig {
   std::string model_type;  // "nllb-moe"
   models::ModelConfig model;
+  // pad, eos, bos and decoder start as config.json gives them (unk unset).
+  data::SpecialTokens special;
   std::vector<std::string> notes;  // what is carried over only approximately
 };
 

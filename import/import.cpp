@@ -11,6 +11,7 @@
 #include "data/atomic_file.h"
 #include "data/tokenizer.h"
 #include "import/hf_config.h"
+#include "import/hf_tokenizer.h"
 #include "import/hf_weights.h"
 #include "models/seq2seq_transformer.h"
 
@@ -20,33 +21,22 @@ namespace moetrain::importing {
 
 namespace {
 
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
-}
-
-// The source's tokenizer: tokenizer.model with moetrain's special ids, no
-// larger than the model's vocabulary.
-std::string read_tokenizer(const std::string& from, int64_t vocab_size) {
-  const fs::path path = fs::path(from) / "tokenizer.model";
-  if (!fs::is_regular_file(path)) {
-    throw ImportError(from +
-                      ": no tokenizer.model (a SentencePiece model with moetrain's special ids; "
-                      "sentencepiece.bpe.model with fairseq's id layout is not supported)");
-  }
-  try {
-    const data::Tokenizer tokenizer = data::Tokenizer::load(path.string());
-    if (tokenizer.vocab_size() > vocab_size) {
-      throw ImportError(path.string() + ": " + std::to_string(tokenizer.vocab_size()) +
-                        " pieces, more than config.json's vocab_size " + std::to_string(vocab_size));
+// The ids config.json names must be the tokenizer's.
+void check_special_ids(const std::string& config_json, const data::SpecialTokens& model, const HfTokenizer& tokenizer) {
+  const struct {
+    const char* key;
+    int64_t model, tokenizer;
+    const char* role;
+  } ids[] = {{"pad_token_id", model.pad, tokenizer.special.pad, "pad"},
+             {"eos_token_id", model.eos, tokenizer.special.eos, "eos"},
+             {"bos_token_id", model.bos, tokenizer.special.bos, "bos"},
+             {"decoder_start_token_id", model.decoder_start, tokenizer.special.decoder_start, "decoder start"}};
+  for (const auto& id : ids) {
+    if (id.model != id.tokenizer) {
+      throw ImportError(config_json + ": " + id.key + " is " + std::to_string(id.model) + " but the tokenizer's " +
+                        id.role + " is " + std::to_string(id.tokenizer) + " (" + tokenizer.source + ")");
     }
-  } catch (const std::runtime_error& e) {
-    if (dynamic_cast<const ImportError*>(&e)) throw;
-    throw ImportError(e.what());
   }
-  return read_bytes(path);
 }
 
 // The `model:` section of `config` as YAML.
@@ -64,10 +54,13 @@ ImportSummary import_hf_model(const ImportOptions& o) {
   if (!fs::is_directory(o.from)) throw ImportError("--from " + o.from + ": not a directory");
   if (fs::exists(o.out)) throw ImportError("--out " + o.out + ": exists already (choose a new directory)");
   ImportSummary summary;
-  const HfModelConfig hf = read_hf_config((fs::path(o.from) / "config.json").string());
+  const std::string config_json = (fs::path(o.from) / "config.json").string();
+  const HfModelConfig hf = read_hf_config(config_json);
   summary.model_type = hf.model_type;
   summary.notes = hf.notes;
-  const std::string tokenizer = read_tokenizer(o.from, hf.model.vocab_size);
+  const HfTokenizer tokenizer = read_hf_tokenizer(o.from, hf.model.vocab_size);
+  check_special_ids(config_json, hf.special, tokenizer);
+  summary.language_codes = tokenizer.language_codes;
 
   config::Config config;
   config.model = hf.model;
@@ -103,7 +96,7 @@ ImportSummary import_hf_model(const ImportOptions& o) {
     checkpoint::save_weights_checkpoint(checkpoint.string(), 0, weights, meta);
     data::write_file_atomically((partial / "checkpoints" / "latest").string(), checkpoint::checkpoint_name(0) + "\n");
     data::write_file_atomically((partial / "model.yaml").string(), model_section_yaml(config));
-    data::write_file_atomically((partial / "tokenizer.model").string(), tokenizer);
+    data::write_file_atomically((partial / "tokenizer.model").string(), tokenizer.model_bytes);
     fs::rename(partial, o.out);
   } catch (...) {
     data::remove_tree(partial.string());

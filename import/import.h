@@ -6,7 +6,9 @@
 //                             run config in meta.json;
 //   model.yaml                the `model:` section that reproduces the
 //                             architecture, for a training config;
-//   tokenizer.model           the source's SentencePiece model.
+//   tokenizer.model           the source's tokenizer as a SentencePiece model
+//                             (import/hf_tokenizer.h; NLLB's in fairseq's id
+//                             layout, language codes included).
 // `moetrain train --init-from OUT` starts from it under any layout, LoRA or
 // full; export, generate and eval take OUT as a checkpoint. OUT is built as
 // OUT.partial and renamed into place: a failed import leaves nothing.
@@ -25,9 +27,10 @@ struct ImportOptions {
 
 struct ImportSummary {
   std::string model_type;
-  int64_t tensors = 0;     // read from the source
-  int64_t parameters = 0;  // elements
-  std::string checkpoint;  // OUT/checkpoints/step-000000
+  int64_t tensors = 0;         // read from the source
+  int64_t parameters = 0;      // elements
+  int64_t language_codes = 0;  // in the tokenizer
+  std::string checkpoint;      // OUT/checkpoints/step-000000
   std::vector<std::string> notes;
 };
 

@@ -30,6 +30,10 @@ struct MoEConfig {
   double aux_loss_coef = 0.01;  // Switch-style load-balancing loss weight
   double z_loss_coef = 0.001;   // router z-loss weight
   bool normalize_top_k = true;  // renormalise the k selected gates to sum 1
+  // NLLB-MoE's moe_token_dropout: in training, dropout at this rate on the
+  // MoE layer's output; in evaluation the output is scaled by 1 - rate, as
+  // transformers' NllbMoe does. 0: off.
+  double token_dropout = 0.0;
 };
 
 struct ModelConfig {
@@ -40,6 +44,10 @@ struct ModelConfig {
   int64_t encoder_layers = 12;
   int64_t decoder_layers = 6;
   int64_t max_positions = 1024;  // learned positions table size / sanity bound
+  // The tokenizer's pad id (train sets it from the tokenizer): fairseq-style
+  // sinusoidal positions number a sequence from pad_id + 1, as NLLB and
+  // M2M100 do. 0 in moetrain's layout, 1 in fairseq's.
+  int64_t pad_id = 0;
   NormType norm = NormType::LayerNorm;
   double norm_eps = 1e-5;
   PositionType position = PositionType::Sinusoidal;

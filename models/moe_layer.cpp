@@ -164,7 +164,8 @@ MoELayerImpl::MoELayerImpl(const ModelConfig& cfg)
       capacity_factor_(cfg.moe.capacity_factor),
       normalize_top_k_(cfg.moe.normalize_top_k),
       activation_(cfg.activation),
-      dropout_(cfg.dropout) {
+      dropout_(cfg.dropout),
+      token_dropout_(cfg.moe.token_dropout) {
   if (num_experts_ < 1 || top_k_ < 1 || top_k_ > num_experts_) {
     throw std::invalid_argument("MoELayer: need 1 <= top_k (" + std::to_string(top_k_) + ") <= num_experts (" +
                                 std::to_string(num_experts_) + ")");
@@ -352,6 +353,11 @@ MoEOutput MoELayerImpl::forward(const torch::Tensor& x, const torch::Tensor& tok
 
   MoEOutput out;
   out.hidden = unpermute_tokens(expert_output, permuted, x.size(0)).to(x.scalar_type());
+  if (token_dropout_ > 0) {
+    // NLLB-MoE's token dropout (ModelConfig's moe.token_dropout). The output is
+    // whole on every TP rank here, and the default generator agrees across them.
+    out.hidden = is_training() ? torch::dropout(out.hidden, token_dropout_, true) : out.hidden * (1.0 - token_dropout_);
+  }
   out.stats.aux_loss = load_balancing_loss(routing.probs, routing.assigned_per_expert, token_mask, top_k_);
   out.stats.z_loss = router_z_loss(logits, token_mask);
   out.stats.tokens_per_expert = routing.tokens_per_expert.detach();

@@ -155,6 +155,7 @@ class MoELayerImpl : public torch::nn::Module {
   bool normalize_top_k_;
   Activation activation_;
   double dropout_;
+  double token_dropout_;                  // ModelConfig's moe.token_dropout
   parallel::Communicator* tp_ = nullptr;  // set when split across TP ranks
   parallel::Communicator* ep_ = nullptr;  // set when experts are split across EP ranks
   parallel::TensorParallelRng* tp_rng_ = nullptr;

@@ -51,15 +51,18 @@ torch::Tensor fairseq_sinusoidal_table(int64_t num_rows, int64_t dim) {
 
 AbsolutePositionsImpl::AbsolutePositionsImpl(const ModelConfig& cfg)
     : type_(cfg.position), max_positions_(cfg.max_positions), dim_(cfg.d_model) {
+  if (cfg.pad_id < 0) throw std::invalid_argument("positions: pad_id must be >= 0, got " + std::to_string(cfg.pad_id));
   if (max_positions_ <= 0) {
     throw std::invalid_argument("positions: max_positions must be positive, got " + std::to_string(max_positions_));
   }
   switch (type_) {
     case PositionType::Sinusoidal: table = register_buffer("table", sinusoidal_table(max_positions_, dim_)); break;
     case PositionType::SinusoidalFairseq:
-      // Row 0 of the fairseq table is its padding row: position p is row p + 1.
-      table = register_buffer("table",
-                              fairseq_sinusoidal_table(max_positions_ + 1, dim_).narrow(0, 1, max_positions_).clone());
+      // fairseq numbers a sequence's tokens from padding_idx + 1: position p
+      // is row p + pad_id + 1.
+      table = register_buffer("table", fairseq_sinusoidal_table(max_positions_ + cfg.pad_id + 1, dim_)
+                                           .narrow(0, cfg.pad_id + 1, max_positions_)
+                                           .clone());
       break;
     case PositionType::Learned:
       weight = register_parameter("weight", torch::empty({max_positions_, dim_}));

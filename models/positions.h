@@ -6,9 +6,10 @@
 //     with h = d/2 sines followed by h cosines (not interleaved) and
 //     frequencies w_i = 10000^(-i/(h-1)): row r = [sin(r w_0) .. sin(r w_{h-1}),
 //     cos(r w_0) .. cos(r w_{h-1})] (a zero last column when d is odd). Those
-//     models number a sequence's tokens from padding_idx + 1; with moetrain's
-//     pad id 0 position p reads row p + 1, so a model trained here computes
-//     what Hugging Face's NLLB-MoE computes for right-padded batches (padded
+//     models number a sequence's tokens from padding_idx + 1, so position p
+//     reads row p + pad_id + 1 (ModelConfig::pad_id: 0 for moetrain's
+//     tokenizers, 1 for NLLB's) and a model computes what Hugging Face's
+//     NLLB-MoE and M2M100 compute for right-padded batches (padded
 //     tokens get a real position here and the zero row there; no real
 //     token attends to them, so no real token's output differs). The table
 //     is computed in fp32 with the same operations fairseq uses, so it is the
@@ -46,7 +47,8 @@ torch::Tensor fairseq_sinusoidal_table(int64_t num_rows, int64_t dim);
 // encoder and decoder. Registered names: `weight` [max_positions, d_model]
 // for learned positions; for the sinusoidal kinds, the non-trained buffer
 // `table` [max_positions, d_model] (kept as a buffer so that module.to(device)
-// moves it; for sinusoidal_fairseq its row p is the fairseq table's row p + 1).
+// moves it; for sinusoidal_fairseq its row p is the fairseq table's row
+// p + pad_id + 1).
 class AbsolutePositionsImpl : public torch::nn::Module {
  public:
   explicit AbsolutePositionsImpl(const ModelConfig& cfg);  // cfg.position != Rotary

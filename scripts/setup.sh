@@ -70,10 +70,12 @@ else
 fi
 # Python packages the tests use to cross-check moetrain independently of the
 # C++ code: h5py reads checkpoints, sacrebleu scores BLEU and chrF, safetensors
-# reads exports, transformers and peft load them. Tests that need one skip
-# when it is missing.
-for pkg in h5py sacrebleu safetensors; do
-  if ! "$PY" -c "import $pkg" 2>/dev/null; then
+# reads exports, transformers and peft load them, sentencepiece and protobuf
+# let transformers build NLLB's tokenizer from a SentencePiece model. Tests
+# that need one skip when it is missing. (package:module)
+for spec in h5py:h5py sacrebleu:sacrebleu safetensors:safetensors sentencepiece:sentencepiece protobuf:google.protobuf; do
+  pkg=${spec%%:*}
+  if ! "$PY" -c "import ${spec#*:}" 2>/dev/null; then
     log "installing $pkg into .venv"
     "$PY" -m pip download -q "$pkg" -d "$WHEEL_CACHE" && \
       "$PY" -m pip install -q --no-index --find-links "$WHEEL_CACHE" "$pkg" || log "WARNING: $pkg could not be installed"

@@ -1,11 +1,13 @@
-// e2e_dump_logits CHECKPOINT SOURCES TARGETS OUT: moetrain's logits for
-// sentence pairs, for tests that compare them with another implementation.
+// e2e_dump_logits CHECKPOINT SOURCES TARGETS OUT [SRC_LANG TGT_LANG]:
+// moetrain's logits for sentence pairs, for tests that compare them with
+// another implementation.
 //
 // Line i of SOURCES and of TARGETS is pair i. Each is tokenized with the
-// checkpoint's tokenizer and made a sample as `moetrain generate` and the
-// seq2seq objective make them (source tokens + EOS; target tokens + EOS,
-// decoder input BOS + target[:-1]); the model runs in eval mode with dropless
-// MoE. OUT (.safetensors) receives
+// checkpoint's tokenizer and made a sample as `moetrain tokenize` (with
+// --src-lang/--tgt-lang when given) and the seq2seq objective make them
+// (language code, if any, source tokens, EOS; language code, target tokens,
+// EOS; decoder input: decoder start + target[:-1]); the model runs in eval
+// mode with dropless MoE. OUT (.safetensors) receives
 //   src_tokens, src_mask, tgt_in, tgt_mask  [B, S] / [B, T] int64 (masks 0/1):
 //       all pairs as one batch, right-padded with the pad id;
 //   logits                                   [B, T, V] fp32: that batch's;
@@ -36,8 +38,8 @@ std::vector<std::string> read_lines(const std::string& path) {
 
 int main(int argc, char** argv) {
   using namespace moetrain;
-  if (argc != 5) {
-    std::cerr << "usage: e2e_dump_logits CHECKPOINT SOURCES TARGETS OUT.safetensors" << std::endl;
+  if (argc != 5 && argc != 7) {
+    std::cerr << "usage: e2e_dump_logits CHECKPOINT SOURCES TARGETS OUT.safetensors [SRC_LANG TGT_LANG]" << std::endl;
     return 2;
   }
   try {
@@ -53,6 +55,10 @@ int main(int argc, char** argv) {
     std::vector<data::Seq2SeqSample> samples;
     for (size_t i = 0; i < sources.size(); ++i) {
       data::Seq2SeqSample s;
+      if (argc == 7) {
+        s.source.push_back(tok.language_code_id(argv[5]));
+        s.target.push_back(tok.language_code_id(argv[6]));
+      }
       for (int32_t id : tok.encode(sources[i])) s.source.push_back(id);
       s.source.push_back(special.eos);
       for (int32_t id : tok.encode(targets[i])) s.target.push_back(id);

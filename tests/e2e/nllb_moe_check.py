@@ -14,8 +14,11 @@ def reference_sparse(layer, hidden):  # hidden [N, D]: the top-2 mixture, token 
     probs = layer.router.classifier(hidden.float()).softmax(-1)
     top, index = probs.topk(2, dim=-1)
     gates = top / top.sum(-1, keepdim=True)
-    return torch.stack([sum(gates[n, c] * layer.experts[f"expert_{index[n, c]}"](hidden[n]) for c in range(2))
-                        for n in range(hidden.shape[0])])
+    mixture = torch.stack([sum(gates[n, c] * layer.experts[f"expert_{index[n, c]}"](hidden[n]) for c in range(2))
+                           for n in range(hidden.shape[0])])
+    # moe_token_dropout scales the experts' output in evaluation.
+    token_dropout = getattr(layer.experts, "moe_token_dropout", 0.0)
+    return mixture * (1 - token_dropout) if token_dropout > 0 and not layer.training else mixture
 
 
 def dispatch_by_gates(self, hidden_states, router_mask, router_probs):
@@ -59,3 +62,23 @@ def logits_difference(model, dumped):
             one = model(input_ids=src[k:k + 1, :s], decoder_input_ids=tgt_in[k:k + 1, :n]).logits
             row_diff = max(row_diff, (one - dumped[f"row_{k}.logits"]).abs().max().item())
     return hf, batch_diff, row_diff
+
+
+def load_checked(folder):
+    """NllbMoeForConditionalGeneration from `folder`, in eval mode, its sparse
+    layer checked (and its expert loop replaced where a release needs it).
+    The model's second encoder layer must be sparse."""
+    model = transformers.NllbMoeForConditionalGeneration.from_pretrained(folder).eval()
+    check_sparse_layer(model.model.encoder.layers[1].ffn, model.config.d_model)
+    return model
+
+
+def check_logits(model, dumped):
+    """Prints how far transformers' logits are from moetrain's dumped ones and
+    asserts they agree within 1e-4 and are not degenerate."""
+    _, batch_diff, row_diff = logits_difference(model, dumped)
+    spread = dumped["logits"][dumped["tgt_mask"].bool()].std().item()
+    print(f"logits of {dumped['src_tokens'].shape[0]} pairs (std {spread:.3f}): max |diff| padded batch "
+          f"{batch_diff:.2e}, one pair at a time {row_diff:.2e}")
+    assert spread > 0.1, "degenerate logits"
+    assert batch_diff <= 1e-4 and row_diff <= 1e-4

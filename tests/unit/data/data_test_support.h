@@ -262,7 +262,7 @@ inline void check_collation(const Seq2SeqBatch& b, const SpecialTokens& s) {
     EXPECT_TRUE(b.tgt_mask[i].slice(0, 0, t).all().item<bool>());
     EXPECT_EQ(b.tgt_out[i][t - 1].item<int64_t>(), s.eos);
     // Teacher forcing: decoder input is BOS + target[:-1].
-    EXPECT_EQ(b.tgt_in[i][0].item<int64_t>(), s.bos);
+    EXPECT_EQ(b.tgt_in[i][0].item<int64_t>(), s.decoder_start);
     EXPECT_TRUE(torch::equal(b.tgt_in[i].slice(0, 1, t), b.tgt_out[i].slice(0, 0, t - 1)));
   }
   // Padded to the longest row, no further.

@@ -1,5 +1,6 @@
 // Tokenizer: trained on real Brown text; fixed special ids, round trips for
 // English and (through byte fallback) Chinese, determinism, save/load, errors.
+#include "data/nllb_vocabulary.h"
 #include "data/tokenizer.h"
 
 #include <gtest/gtest.h>
@@ -85,6 +86,31 @@ TEST_F(TokenizerTest, SpecialIdsAreFixed) {
   EXPECT_EQ(s.unk, 2);
   EXPECT_EQ(s.sentinels.size(), 100u);
   EXPECT_EQ(s.sentinels[99], 103);
+  EXPECT_EQ(s.decoder_start, 3);  // bos
+  EXPECT_FALSE(tok.fairseq_layout());
+}
+
+TEST_F(TokenizerTest, MoetrainsLayoutHasNoLanguageCodes) {
+  const Tokenizer& tok = brown_tokenizer();
+  EXPECT_TRUE(tok.language_codes().empty());
+  try {
+    tok.language_code_id("eng_Latn");
+    FAIL() << "a language code moetrain's tokenizer lacks was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "language code 'eng_Latn' is not in the tokenizer (it has no language codes)");
+  }
+}
+
+TEST_F(TokenizerTest, NllbLayoutRefusesAModelThatIsNotNllbs) {
+  // moetrain's model starts with <pad>, not NLLB's <unk> <s> </s>.
+  try {
+    nllb_layout_model(brown_tokenizer().model_bytes(), {"eng_Latn"}, "m.model");
+    FAIL() << "moetrain's model was taken for NLLB's";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(),
+                 "m.model: piece 0 is '<pad>', not <unk> (NLLB's SentencePiece model has <unk> 0, <s> 1, </s> 2)");
+  }
+  EXPECT_THROW(nllb_layout_model("not a model", {}, "m.model"), std::runtime_error);
 }
 
 TEST_F(TokenizerTest, EnglishRoundTripOnUnseenText) {

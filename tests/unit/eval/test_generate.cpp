@@ -84,7 +84,7 @@ TEST(Generate, GreedyTakesEachStepsArgmaxAndRowsAreIndependent) {
       const auto alone = generate(*model, row_tokens, row_mask, o)[0];
       EXPECT_EQ(alone.tokens, batch[static_cast<size_t>(b)].tokens) << "row " << b << " moe " << moe;
       // Step by step: the argmax of the full decode over the prefix.
-      std::vector<int64_t> prefix{o.bos};
+      std::vector<int64_t> prefix{o.decoder_start};
       std::vector<int64_t> expected;
       for (int64_t t = 0; t < o.max_length; ++t) {
         const auto enc = model->encode(row_tokens, row_mask).hidden;
@@ -153,6 +153,39 @@ TEST(Generate, WideBeamFindsTheExhaustiveBestAndOneBeamIsGreedy) {
     greedy.method = DecodeMethod::Greedy;
     EXPECT_EQ(generate(*model, tokens, mask, o)[0].tokens, generate(*model, tokens, mask, greedy)[0].tokens);
   }
+}
+
+TEST(Generate, ForcedPrefixComesFirstAndAddsNoLogProbability) {
+  const int64_t vocab = 8;
+  auto model = small_model(vocab, true);
+  const auto src = sources(1, 5, vocab);
+  GenerateOptions o;
+  o.max_length = 6;
+  o.eos = 1;
+  const auto free = generate(*model, src.tokens, src.mask, o)[0];
+  ASSERT_FALSE(free.tokens.empty());
+  // A first token greedy decoding would not choose (nor EOS).
+  int64_t forced = (free.tokens[0] + 1) % vocab;
+  if (forced == o.eos) forced = (forced + 1) % vocab;
+  o.forced_prefix = {forced};
+  for (DecodeMethod method : {DecodeMethod::Greedy, DecodeMethod::Beam}) {
+    o.method = method;
+    o.beam_size = 3;
+    const auto out = generate(*model, src.tokens, src.mask, o)[0];
+    ASSERT_FALSE(out.tokens.empty());
+    EXPECT_EQ(out.tokens[0], forced);
+    EXPECT_LE(static_cast<int64_t>(out.tokens.size()), o.max_length);
+    const bool ended = static_cast<int64_t>(out.tokens.size()) < o.max_length;
+    const double forced_lp = sequence_log_prob(*model, src.tokens, src.mask, {forced}, false, o);
+    EXPECT_NEAR(out.log_prob, sequence_log_prob(*model, src.tokens, src.mask, out.tokens, ended, o) - forced_lp, 1e-4);
+  }
+  // One beam is greedy, forced prefix and all.
+  GenerateOptions greedy = o, one_beam = o;
+  greedy.method = DecodeMethod::Greedy;
+  one_beam.method = DecodeMethod::Beam;
+  one_beam.beam_size = 1;
+  EXPECT_EQ(generate(*model, src.tokens, src.mask, greedy)[0].tokens,
+            generate(*model, src.tokens, src.mask, one_beam)[0].tokens);
 }
 
 TEST(Generate, BeamSearchOverABatchEqualsEachSourceAlone) {

@@ -69,7 +69,11 @@ TEST(NllbMoeExport, ThePresetIsCompatibleAndEachDepartureIsNamed) {
   EXPECT_EQ(changed([](auto& m) { m.activation = models::Activation::GELU; }), "(compatible)");
   special.pad = 1;
   EXPECT_EQ(mismatch(base, &special),
-            "the tokenizer's pad id is 1, sinusoidal_fairseq positions match NLLB-MoE's only for pad id 0");
+            "the tokenizer's pad id is 1 but the model numbers positions from model.pad_id 0 + 1; NLLB-MoE numbers "
+            "them from its pad id + 1");
+  models::ModelConfig fairseq_ids = base;
+  fairseq_ids.pad_id = 1;  // an imported NLLB model's
+  EXPECT_EQ(mismatch(fairseq_ids, &special), "(compatible)");
 }
 
 TEST(NllbMoeExport, NamesFollowNllbMoeWithExpertsOneByOne) {

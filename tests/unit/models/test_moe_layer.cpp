@@ -160,6 +160,28 @@ TEST(MoELayer, RouterRunsInFp32WithBf16Parameters) {
   EXPECT_TRUE(torch::isfinite(out.hidden).all().item<bool>());
 }
 
+TEST(MoELayer, TokenDropoutScalesTheOutputInEvalAndDropsInTraining) {
+  ModelConfig cfg = moe_config(0.0);
+  cfg.dropout = 0.0;
+  torch::manual_seed(8);
+  MoELayer plain(cfg);
+  cfg.moe.token_dropout = 0.2;
+  torch::manual_seed(8);  // the same weights
+  MoELayer dropping(cfg);
+  const torch::Tensor x = torch::randn({10, cfg.d_model});
+  const torch::Tensor mask = torch::ones({10}, torch::kBool);
+  plain->eval();
+  dropping->eval();
+  const torch::Tensor reference = plain->forward(x, mask).hidden;
+  EXPECT_TRUE(torch::allclose(dropping->forward(x, mask).hidden, reference * 0.8, 1e-6, 1e-6));
+  dropping->train();
+  const torch::Tensor trained = dropping->forward(x, mask).hidden;
+  // Dropout: each element zeroed, or kept and scaled by 1 / 0.8.
+  const torch::Tensor kept = trained.ne(0);
+  EXPECT_TRUE(kept.logical_not().any().item<bool>());
+  EXPECT_TRUE(torch::allclose(trained.masked_select(kept), (reference / 0.8).masked_select(kept), 1e-5, 1e-5));
+}
+
 TEST(MoELayer, RejectsBadShapes) {
   const ModelConfig cfg = moe_config(1.0);
   MoELayer moe(cfg);

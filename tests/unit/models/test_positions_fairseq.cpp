@@ -61,6 +61,21 @@ TEST(FairseqPositions, PositionPReadsRowPPlusOne) {
   EXPECT_THROW(pos(torch::zeros({1, 13, cfg.d_model})), std::invalid_argument);
 }
 
+TEST(FairseqPositions, PositionsStartAfterThePadIdAsInFairseq) {
+  // NLLB's pad id 1: the first token reads row 2, as transformers'
+  // cumsum(mask) + padding_idx numbering gives it.
+  ModelConfig cfg = testing::tiny_config();
+  cfg.position = PositionType::SinusoidalFairseq;
+  cfg.max_positions = 12;
+  cfg.pad_id = 1;
+  AbsolutePositions pos(cfg);
+  const torch::Tensor rows = fairseq_sinusoidal_table(14, cfg.d_model);
+  EXPECT_TRUE(pos(torch::zeros({1, 12, cfg.d_model}))[0].equal(rows.narrow(0, 2, 12)));
+  EXPECT_TRUE(pos(torch::zeros({1, 2, cfg.d_model}), 5)[0].equal(rows.narrow(0, 7, 2)));
+  cfg.pad_id = -1;
+  EXPECT_THROW(AbsolutePositions{cfg}, std::invalid_argument);
+}
+
 TEST(FairseqPositions, ModelAddsThemAndTrainsNoPositionParameter) {
   ModelConfig cfg = testing::tiny_config();
   cfg.position = PositionType::SinusoidalFairseq;

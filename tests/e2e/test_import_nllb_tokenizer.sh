@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# `moetrain import` of an NLLB-MoE model folder laid out as the published ones
+# are: fairseq's special ids (<s> 0, <pad> 1, </s> 2, <unk> 3, decoding
+# starts with </s>), NLLB's SentencePiece model with the 202 language codes of
+# NllbTokenizer, moe_token_dropout 0.2. A small model is built with
+# transformers (random weights) around a SentencePiece model trained on Brown
+# and the Chinese fortunes; then
+#  - on 2,000 lines of those corpora (1,000 each, English and Chinese codes)
+#    moetrain's ids equal NllbTokenizer's, language code and </s> included,
+#    and decode to the same text;
+#  - `moetrain tokenize --src-lang --tgt-lang` writes the pairs NllbTokenizer
+#    writes (source, then the target as labels);
+#  - moetrain's logits on a padded batch of real sentence pairs with language
+#    codes equal transformers' within 1e-4 (the decoder input is transformers'
+#    too: </s>, the target code, the target);
+#  - `moetrain generate --src-lang --tgt-lang`, greedy and beam-4, gives the
+#    text transformers' generate gives with the target code forced;
+#  - a tokenizer that cannot be read the NLLB way exits 2 with one line.
+# Skipped when transformers, sentencepiece or protobuf is not in .venv.
+source "$(dirname "$0")/lib.sh"
+need_brown
+: "${MOETRAIN_DUMP_LOGITS:?}" "${MOETRAIN_TOKENIZER_IDS:?}"
+PY="$MOETRAIN_SOURCE_DIR/.venv/bin/python"
+if ! "$PY" -c 'import torch, transformers, sentencepiece, google.protobuf, safetensors, h5py' 2>/dev/null; then
+  echo "SKIP: transformers, sentencepiece, protobuf, safetensors or h5py is not in $PY (scripts/setup.sh installs them)"
+  exit $SKIP
+fi
+work="$MOETRAIN_E2E_WORK/import_nllb_tokenizer"
+rm -rf "$work"; mkdir -p "$work"
+
+echo "== an NLLB-MoE folder built by transformers"
+"$PY" - "$MOETRAIN_SHARED_DATA" "$work" <<'PY' || fail "cannot build the transformers model"
+import json, os, shutil, sys
+import sentencepiece as spm
+import torch
+from transformers import AutoTokenizer, NllbMoeConfig, NllbMoeForConditionalGeneration
+from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
+data, work = sys.argv[1:3]
+
+def lines(name, n):  # the first n non-empty lines of a corpus, whitespace-trimmed
+    out = []
+    for record in open(f"{data}/{name}"):
+        out += [line.strip() for line in json.loads(record)["text"].split("\n") if line.strip()]
+        if len(out) >= n:
+            return out[:n]
+    return out
+
+english, chinese = lines("brown.jsonl", 1000), lines("zh_fortunes.jsonl", 1000)
+open(f"{work}/english.txt", "w").write("\n".join(english) + "\n")
+open(f"{work}/chinese.txt", "w").write("\n".join(chinese) + "\n")
+# NLLB's SentencePiece model: <unk> 0, <s> 1, </s> 2, no byte fallback.
+spm.SentencePieceTrainer.train(sentence_iterator=iter(english + chinese), model_prefix=f"{work}/spm",
+                               vocab_size=3000, model_type="bpe", character_coverage=0.995, minloglevel=2)
+hub = f"{work}/hub-tokenizer"
+os.makedirs(hub)
+shutil.copy(f"{work}/spm.model", f"{hub}/sentencepiece.bpe.model")
+json.dump({"tokenizer_class": "NllbTokenizer", "src_lang": "eng_Latn", "tgt_lang": "fra_Latn",
+           "additional_special_tokens": FAIRSEQ_LANGUAGE_CODES}, open(f"{hub}/tokenizer_config.json", "w"))
+tokenizer = AutoTokenizer.from_pretrained(hub)
+folder = f"{work}/nllb"
+tokenizer.save_pretrained(folder)
+shutil.copy(f"{work}/spm.model", f"{folder}/sentencepiece.bpe.model")
+config = NllbMoeConfig(vocab_size=len(tokenizer) + 2, d_model=64, encoder_layers=2, decoder_layers=2,
+                       encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
+                       num_experts=4, encoder_sparse_step=2, decoder_sparse_step=2, max_position_embeddings=256,
+                       expert_capacity=256, moe_token_dropout=0.2, activation_function="relu", scale_embedding=True,
+                       init_std=0.1, pad_token_id=1, eos_token_id=2, bos_token_id=0, decoder_start_token_id=2)
+torch.manual_seed(0)
+NllbMoeForConditionalGeneration(config).save_pretrained(folder)
+print(f"tokenizer: {len(tokenizer)} ids; model: vocab_size {config.vocab_size}")
+PY
+"$MOETRAIN_BIN" import --from "$work/nllb" --out "$work/imported" | tee "$work/import.log" || fail "import failed"
+grep -q "its tokenizer has 202 language codes" "$work/import.log" || fail "import did not report the language codes"
+grep -q "^  pad_id: 1$" "$work/imported/model.yaml" || fail "model.yaml does not carry pad_id 1"
+grep -q "^    token_dropout: 0.2" "$work/imported/model.yaml" || fail "model.yaml does not carry moe.token_dropout 0.2"
+
+echo "== ids and decoding: 2,000 lines"
+"$MOETRAIN_TOKENIZER_IDS" "$work/imported/tokenizer.model" "$work/english.txt" "$work/english.jsonl" eng_Latn
+"$MOETRAIN_TOKENIZER_IDS" "$work/imported/tokenizer.model" "$work/chinese.txt" "$work/chinese.jsonl" zho_Hans
+"$PY" - "$work" <<'PY' || fail "moetrain's ids or decoding differ from NllbTokenizer's"
+import json, sys
+from transformers import AutoTokenizer
+work = sys.argv[1]
+tokenizer = AutoTokenizer.from_pretrained(f"{work}/nllb")
+for name, lang in (("english", "eng_Latn"), ("chinese", "zho_Hans")):
+    tokenizer.src_lang = lang
+    texts = open(f"{work}/{name}.txt").read().split("\n")[:-1]
+    ours = [json.loads(line) for line in open(f"{work}/{name}.jsonl")]
+    assert len(ours) == len(texts) == 1000, (len(ours), len(texts))
+    unknown = 0
+    for text, mine in zip(texts, ours):
+        ids = tokenizer(text)["input_ids"]
+        assert mine["ids"] == ids, f"{text!r}: moetrain {mine['ids']} vs NllbTokenizer {ids}"
+        decoded = tokenizer.decode(ids, skip_special_tokens=True)
+        assert mine["text"] == decoded, f"{text!r}: moetrain decodes to {mine['text']!r}, NllbTokenizer to {decoded!r}"
+        unknown += ids.count(tokenizer.unk_token_id)
+    print(f"{name}: 1000 lines, {sum(len(m['ids']) for m in ours)} ids equal NllbTokenizer's "
+          f"({unknown} <unk>), decoded text equal")
+PY
+
+echo "== tokenize --src-lang --tgt-lang"
+"$PY" - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+english = open(f"{work}/english.txt").read().split("\n")[:200]
+with open(f"{work}/pairs.jsonl", "w") as out:
+    for source, target in zip(english[0::2], english[1::2]):
+        out.write(json.dumps({"en": source, "fr": target}) + "\n")
+PY
+"$MOETRAIN_BIN" tokenize --input "$work/pairs.jsonl" --output "$work/pairs" --source-field en --target-field fr \
+  --tokenizer "$work/imported/tokenizer.model" --src-lang eng_Latn --tgt-lang fra_Latn --valid-fraction 0.1 \
+  > /dev/null || fail "tokenize"
+"$PY" - "$work" <<'PY' || fail "tokenize's pairs differ from NllbTokenizer's"
+import glob, json, sys
+import h5py
+from transformers import AutoTokenizer
+work = sys.argv[1]
+tokenizer = AutoTokenizer.from_pretrained(f"{work}/nllb", src_lang="eng_Latn", tgt_lang="fra_Latn")
+pairs = [json.loads(line) for line in open(f"{work}/pairs.jsonl")]
+stored = []
+for path in sorted(glob.glob(f"{work}/pairs/*-*.h5")):  # train and valid splits
+    with h5py.File(path) as f:
+        src, src_off = f["source_tokens"][:], f["source_offsets"][:]
+        tgt, tgt_off = f["target_tokens"][:], f["target_offsets"][:]
+        for i in range(len(src_off) - 1):
+            stored.append((list(src[src_off[i]:src_off[i + 1]]), list(tgt[tgt_off[i]:tgt_off[i + 1]])))
+expected = []
+for pair in pairs:
+    encoded = tokenizer(pair["en"], text_target=pair["fr"])
+    # moetrain stores the tokens; the objective appends </s>.
+    expected.append((encoded["input_ids"][:-1], encoded["labels"][:-1]))
+stored = [([int(t) for t in s], [int(t) for t in t_]) for s, t_ in stored]
+assert sorted(stored) == sorted(expected), (len(stored), len(expected))
+print(f"{len(pairs)} pairs as NllbTokenizer writes them (language codes first)")
+PY
+expect_error "tokenize: language code 'xxx_Latn' is not in the tokenizer (its 202 codes: ace_Arab, ace_Latn" \
+  tokenize --input "$work/pairs.jsonl" --output "$work/pairs-bad" --source-field en --target-field fr \
+  --tokenizer "$work/imported/tokenizer.model" --src-lang eng_Latn --tgt-lang xxx_Latn
+expect_error "tokenize: --src-lang and --tgt-lang need --tokenizer" tokenize --input "$work/pairs.jsonl" \
+  --output "$work/pairs-bad" --source-field en --target-field fr --src-lang eng_Latn --tgt-lang fra_Latn
+expect_error "generate: language code 'xxx_Latn' is not in the tokenizer" generate --checkpoint "$work/imported" \
+  --input "$work/english.txt" --tgt-lang xxx_Latn
+
+echo "== logits"
+head -n 12 "$work/english.txt" | awk 'NR % 2 == 1' > "$work/sources.txt"
+head -n 12 "$work/english.txt" | awk 'NR % 2 == 0' > "$work/targets.txt"
+"$MOETRAIN_DUMP_LOGITS" "$work/imported" "$work/sources.txt" "$work/targets.txt" "$work/logits.safetensors" \
+  eng_Latn fra_Latn || fail "e2e_dump_logits failed"
+"$PY" - "$work" "$(dirname "$0")" <<'PY' || fail "moetrain's logits differ from transformers'"
+import sys
+import torch
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+work, here = sys.argv[1:3]
+sys.path.insert(0, here)
+from nllb_moe_check import check_logits, load_checked
+model = load_checked(f"{work}/nllb")
+dumped = load_file(f"{work}/logits.safetensors")
+# The batch moetrain ran is the one transformers' tokenizer makes.
+tokenizer = AutoTokenizer.from_pretrained(f"{work}/nllb", src_lang="eng_Latn", tgt_lang="fra_Latn")
+sources = open(f"{work}/sources.txt").read().split("\n")[:-1]
+targets = open(f"{work}/targets.txt").read().split("\n")[:-1]
+batch = tokenizer(sources, text_target=targets, padding=True, return_tensors="pt")
+assert torch.equal(batch["input_ids"], dumped["src_tokens"]), "source ids differ"
+from transformers.models.nllb_moe.modeling_nllb_moe import shift_tokens_right
+decoder_input = shift_tokens_right(batch["labels"], 1, 2)  # pad 1, decoder start 2
+mask = dumped["tgt_mask"].bool()
+assert torch.equal(decoder_input[mask], dumped["tgt_in"][mask]), "decoder inputs differ"
+check_logits(model, dumped)
+PY
+
+echo "== generate --src-lang --tgt-lang"
+"$MOETRAIN_BIN" generate --checkpoint "$work/imported" --input "$work/sources.txt" --src-lang eng_Latn \
+  --tgt-lang fra_Latn --max-length 12 --output "$work/greedy.txt" || fail "generate (greedy) failed"
+"$MOETRAIN_BIN" generate --checkpoint "$work/imported" --input "$work/sources.txt" --src-lang eng_Latn \
+  --tgt-lang fra_Latn --max-length 12 --method beam --beam-size 4 --output "$work/beam.txt" || fail "generate (beam)"
+"$PY" - "$work" "$(dirname "$0")" <<'PY' || fail "moetrain's generation differs from transformers'"
+import sys
+import torch
+from transformers import AutoTokenizer
+work, here = sys.argv[1:3]
+sys.path.insert(0, here)
+from nllb_moe_check import load_checked
+model = load_checked(f"{work}/nllb")
+tokenizer = AutoTokenizer.from_pretrained(f"{work}/nllb", src_lang="eng_Latn")
+sources = open(f"{work}/sources.txt").read().split("\n")[:-1]
+fra = tokenizer.convert_tokens_to_ids("fra_Latn")
+for method, beams in (("greedy", 1), ("beam", 4)):
+    ours = open(f"{work}/{method}.txt").read().split("\n")[:-1]
+    for source, mine in zip(sources, ours):
+        batch = tokenizer(source, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**batch, forced_bos_token_id=fra, max_new_tokens=12, num_beams=beams, do_sample=False)
+        tokens = out[0].tolist()
+        assert tokens[:2] == [2, fra], tokens
+        theirs = tokenizer.decode(tokens, skip_special_tokens=True)
+        assert mine == theirs, f"{method}, {source!r}: moetrain {mine!r}, transformers {theirs!r}"
+    print(f"{method} (beams {beams}), target language forced: {len(sources)} outputs equal transformers'")
+PY
+
+echo "== LoRA on the tokenized pairs, exported merged"
+"$PY" - "$MOETRAIN_SOURCE_DIR/configs/nllb-moe-compatible.yaml" "$work" <<'PY'
+import sys
+import yaml
+preset, work = sys.argv[1:3]
+config = yaml.safe_load(open(preset))
+config["model"] = yaml.safe_load(open(f"{work}/imported/model.yaml"))["model"]
+config["data"].update(train=f"{work}/pairs", valid=f"{work}/pairs", objective="seq2seq", src_len=64, tgt_len=64,
+                      tokenizer=f"{work}/imported/tokenizer.model")
+config["train"].update(global_batch=8, micro_batch=8, eval_every=0, max_steps=3)
+config["finetune"] = {"mode": "lora"}
+config["optim"].update(lr=1e-2, warmup_steps=0)
+yaml.safe_dump(config, open(f"{work}/lora.yaml", "w"))
+PY
+"$MOETRAIN_BIN" train --config "$work/lora.yaml" --init-from "$work/imported" --output-dir "$work/lora" \
+  > "$work/lora.log" 2>&1 || { cat "$work/lora.log"; fail "LoRA from the NLLB import failed"; }
+"$MOETRAIN_BIN" export --checkpoint "$work/lora" --out "$work/lora-hf" --format nllb-moe > /dev/null \
+  || fail "export of the LoRA run"
+"$MOETRAIN_DUMP_LOGITS" "$work/lora" "$work/sources.txt" "$work/targets.txt" "$work/lora-logits.safetensors" \
+  eng_Latn fra_Latn > /dev/null || fail "e2e_dump_logits of the LoRA run failed"
+"$PY" - "$work" "$(dirname "$0")" <<'PY' || fail "transformers' logits of the merged export differ from moetrain's"
+import json, sys
+from safetensors.torch import load_file
+from transformers import NllbMoeForConditionalGeneration
+work, here = sys.argv[1:3]
+sys.path.insert(0, here)
+from nllb_moe_check import check_logits, load_checked
+config = json.load(open(f"{work}/lora-hf/config.json"))
+assert (config["pad_token_id"], config["eos_token_id"], config["bos_token_id"], config["decoder_start_token_id"]) == \
+    (1, 2, 0, 2), config
+assert config["moe_token_dropout"] == 0.2, config["moe_token_dropout"]
+_, info = NllbMoeForConditionalGeneration.from_pretrained(f"{work}/lora-hf", output_loading_info=True)
+assert not info["missing_keys"] and not info["unexpected_keys"], info
+before, after = load_file(f"{work}/logits.safetensors"), load_file(f"{work}/lora-logits.safetensors")
+moved = (before["logits"] - after["logits"]).abs().max().item()
+print(f"after 3 LoRA steps the logits moved by up to {moved:.3f}; transformers on the merged export:")
+assert moved > 1e-3
+check_logits(load_checked(f"{work}/lora-hf"), after)
+PY
+
+echo "== tokenizers that cannot be read the NLLB way"
+broken() {
+  rm -rf "${work:?}/$1"; cp -r "$work/nllb" "$work/$1"
+  "$PY" -c "import json, os, sys; folder = sys.argv[1]; $2" "$work/$1"
+}
+refused() {
+  expect_error "$2" import --from "$work/$1" --out "$work/out-$1"
+  [[ ! -e "$work/out-$1" && ! -e "$work/out-$1.partial" ]] || fail "a refused import left $work/out-$1"
+}
+broken legacy "c = json.load(open(f'{folder}/tokenizer_config.json')); c['legacy_behaviour'] = True; \
+json.dump(c, open(f'{folder}/tokenizer_config.json', 'w'))"
+refused legacy "tokenizer_config.json: legacy_behaviour is true"
+broken no_json "os.remove(f'{folder}/tokenizer.json')"
+refused no_json "sentencepiece.bpe.model without tokenizer.json"
+broken gap "t = json.load(open(f'{folder}/tokenizer.json')); t['added_tokens'][-1]['id'] += 5; \
+json.dump(t, open(f'{folder}/tokenizer.json', 'w'))"
+refused gap "tokenizer.json: added token 'zul_Latn' has id"
+broken moetrain_ids "c = json.load(open(f'{folder}/config.json')); c['pad_token_id'] = 0; \
+json.dump(c, open(f'{folder}/config.json', 'w'))"
+refused moetrain_ids "config.json: pad_token_id is 0 but the tokenizer's pad is 1"
+echo "PASS"
