@@ -27,8 +27,8 @@ int export_command(int argc, char** argv) {
       ("max-shard-bytes", po::value(&o.max_shard_bytes)->default_value(o.max_shard_bytes),
        "split model.safetensors into shards of at most this many bytes, with an index")
       ("format", po::value(&o.format)->default_value(o.format),
-       "auto, moetrain or nllb-moe: parameter names and config.json (auto: NLLB-MoE's when the architecture is "
-       "NLLB-MoE's)")
+       "auto, moetrain, nllb-moe or m2m100: parameter names and config.json (auto: NLLB-MoE's when the architecture "
+       "is NLLB-MoE's; m2m100: the dense layout of NLLB-200's dense models and M2M100)")
       ("adapter-only", po::bool_switch(&o.adapter_only),
        "a LoRA checkpoint's adapters alone, PEFT-style (adapter_config.json, adapter_model.safetensors); without "
        "it LoRA is merged into the weights");

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -62,25 +63,27 @@ const char* torch_dtype_name(torch::ScalarType dtype) {
   return dtype == torch::kBFloat16 ? "bfloat16" : dtype == torch::kFloat16 ? "float16" : "float32";
 }
 
-// Whether to write the nllb-moe format (see ExportOptions::format); `reason`
-// says why not when auto falls back to moetrain's.
-bool use_nllb_moe_format(const std::string& format, const models::ModelConfig& model,
-                         const data::SpecialTokens& special, std::string* reason) {
-  if (format == "moetrain") return false;
+// The Hugging Face layout to write (see ExportOptions::format), or none for
+// moetrain's names; `reason` says why not when auto falls back to moetrain's.
+std::optional<HfLayout> hf_layout(const std::string& format, const models::ModelConfig& model,
+                                  const data::SpecialTokens& special, std::string* reason) {
+  if (format == "moetrain") return std::nullopt;
+  const HfLayout layout = format == "m2m100" ? HfLayout::M2M100 : HfLayout::NllbMoe;
   std::string why;
-  const bool compatible = nllb_moe_compatible(model, &why, &special);
-  if (format == "nllb-moe" && !compatible) {
-    throw config::ConfigError("export: --format nllb-moe: the model is not NLLB-MoE-compatible: " + why);
+  if (nllb_moe_compatible(model, &why, &special, layout)) return layout;
+  if (format != "auto") {
+    throw config::ConfigError("export: --format " + format + ": the model does not have the " +
+                              (layout == HfLayout::M2M100 ? "M2M100" : "NLLB-MoE") + " architecture: " + why);
   }
-  if (!compatible) *reason = why;
-  return compatible;
+  *reason = why;
+  return std::nullopt;
 }
 
 // The adapters of `named` (a LoRA model's parameters) as a PEFT adapter in
 // `out`: adapter_model.safetensors and adapter_config.json, with the
 // module names of the export format.
-void write_peft_adapter(const std::string& out, const NamedTensors& named, const config::Config& config, bool nllb,
-                        torch::ScalarType dtype, ExportSummary& summary) {
+void write_peft_adapter(const std::string& out, const NamedTensors& named, const config::Config& config,
+                        std::optional<HfLayout> layout, torch::ScalarType dtype, ExportSummary& summary) {
   NamedTensors adapters;
   std::set<std::string> modules;
   for (const auto& [name, value] : named) {
@@ -89,7 +92,7 @@ void write_peft_adapter(const std::string& out, const NamedTensors& named, const
     // Named as the weight it adapts, so the format's naming (and its
     // splitting of stacked experts) applies to it.
     NamedTensors as_weight = {{models::lora_base_weight_name(name), value.to(dtype).contiguous()}};
-    if (nllb) as_weight = to_nllb_moe_names(as_weight, config.model);
+    if (layout) as_weight = to_nllb_moe_names(as_weight, config.model, *layout);
     for (const auto& [weight, tensor] : as_weight) {
       // "P.q_proj.weight" -> module "P.q_proj"; a stacked expert weight
       // kept whole ("P.moe.experts_fc1_weight") -> "P.moe.experts_fc1".
@@ -125,8 +128,10 @@ void write_peft_adapter(const std::string& out, const NamedTensors& named, const
 
 ExportSummary export_checkpoint(const ExportOptions& options) {
   const torch::ScalarType dtype = export_dtype(options.dtype);
-  if (options.format != "auto" && options.format != "moetrain" && options.format != "nllb-moe") {
-    throw config::ConfigError("export: --format '" + options.format + "' is not one of: auto, moetrain, nllb-moe");
+  if (options.format != "auto" && options.format != "moetrain" && options.format != "nllb-moe" &&
+      options.format != "m2m100") {
+    throw config::ConfigError("export: --format '" + options.format +
+                              "' is not one of: auto, moetrain, nllb-moe, m2m100");
   }
   const CheckpointModel m = load_checkpoint_model(options.checkpoint, options.tokenizer);
   const config::Config& config = m.config;
@@ -135,8 +140,8 @@ ExportSummary export_checkpoint(const ExportOptions& options) {
   summary.checkpoint = m.checkpoint;
   summary.step = m.step;
   const data::SpecialTokens special = data::Tokenizer::load(tokenizer).special_tokens();
-  const bool nllb = use_nllb_moe_format(options.format, config.model, special, &summary.format_reason);
-  summary.format = nllb ? "nllb-moe" : "moetrain";
+  const std::optional<HfLayout> layout = hf_layout(options.format, config.model, special, &summary.format_reason);
+  summary.format = layout ? hf_layout_name(*layout) : "moetrain";
   torch::NoGradGuard no_grad;
   const bool lora = config.finetune.mode == config::FinetuneMode::Lora;
   if (options.adapter_only && !lora) {
@@ -149,7 +154,7 @@ ExportSummary export_checkpoint(const ExportOptions& options) {
     named.emplace_back(item.key(), item.value().detach());
   fs::create_directories(options.out);
   if (options.adapter_only) {
-    write_peft_adapter(options.out, named, config, nllb, dtype, summary);
+    write_peft_adapter(options.out, named, config, layout, dtype, summary);
     return summary;
   }
   if (lora) named = models::merge_lora(named, summary.lora_scale);  // in fp32, before the cast
@@ -159,14 +164,16 @@ ExportSummary export_checkpoint(const ExportOptions& options) {
     summary.parameters += value.numel();
     summary.bytes += static_cast<int64_t>(tensors.back().second.nbytes());
   }
-  if (nllb) tensors = to_nllb_moe_names(tensors, config.model);
+  if (layout) tensors = to_nllb_moe_names(tensors, config.model, *layout);
   summary.tensors = static_cast<int64_t>(tensors.size());
 
   summary.files = write_safetensors_sharded(options.out, "model", tensors, options.max_shard_bytes, {{"format", "pt"}});
 
   nlohmann::ordered_json cfg;
-  if (nllb) {
+  if (layout == HfLayout::NllbMoe) {
     cfg = nllb_moe_config_json(config.model, special, torch_dtype_name(dtype));
+  } else if (layout == HfLayout::M2M100) {
+    cfg = m2m100_config_json(config.model, special, torch_dtype_name(dtype));
   } else {
     cfg = {{"model_type", "moetrain"},
            {"architectures", {"MoetrainSeq2SeqMoE"}},

@@ -30,9 +30,9 @@ struct ExportOptions {
   std::string dtype = "fp32";  // fp32 | bf16 | fp16
   std::string tokenizer;       // empty: the one the checkpoint's config names
   int64_t max_shard_bytes = 5'000'000'000;
-  // moetrain | nllb-moe | auto (nllb-moe when the model is nllb_moe_compatible,
-  // else moetrain). nllb-moe for another architecture is a ConfigError naming
-  // the first mismatch.
+  // moetrain | nllb-moe | m2m100 | auto (nllb-moe when the model is
+  // nllb_moe_compatible, else moetrain). nllb-moe or m2m100 (a dense model)
+  // for another architecture is a ConfigError naming the first mismatch.
   std::string format = "auto";
   // A LoRA checkpoint's adapters alone, PEFT-style: adapter_config.json and
   // adapter_model.safetensors (keys base_model.model.<module>.lora_A.weight
@@ -50,7 +50,7 @@ struct ExportSummary {
   int64_t parameters = 0;
   int64_t bytes = 0;               // tensor bytes written
   std::vector<std::string> files;  // under out
-  std::string format;              // the names and config.json written: moetrain or nllb-moe
+  std::string format;              // the names and config.json written: moetrain, nllb-moe or m2m100
   std::string format_reason;       // auto and moetrain written: why not nllb-moe
   double lora_scale = 0;           // > 0: a LoRA checkpoint, merged or (adapter_only) not
 };

@@ -52,40 +52,60 @@ std::string attention_parameter(const std::string& rest) {
 }
 
 // A layer's parameter below "layers.N." (except the stacked experts), or ""
-// when NLLB-MoE has no such parameter.
-std::string layer_parameter(const std::string& rest) {
+// when the layout has no such parameter.
+std::string layer_parameter(const std::string& rest, HfLayout layout) {
   struct Prefix {
     const char* from;
     const char* to;
   };
+  const bool m2m = layout == HfLayout::M2M100;
   for (const Prefix& p :
-       {Prefix{"self_attn_norm.", "self_attn_layer_norm."}, Prefix{"cross_attn_norm.", "cross_attention_layer_norm."},
-        Prefix{"ffn_norm.", "ff_layer_norm."}, Prefix{"ffn.fc1.", "ffn.fc1."}, Prefix{"ffn.fc2.", "ffn.fc2."}}) {
+       {Prefix{"self_attn_norm.", "self_attn_layer_norm."},
+        Prefix{"cross_attn_norm.", m2m ? "encoder_attn_layer_norm." : "cross_attention_layer_norm."},
+        Prefix{"ffn_norm.", m2m ? "final_layer_norm." : "ff_layer_norm."},
+        Prefix{"ffn.fc1.", m2m ? "fc1." : "ffn.fc1."}, Prefix{"ffn.fc2.", m2m ? "fc2." : "ffn.fc2."}}) {
     if (starts_with(rest, p.from)) {
       const std::string tail = rest.substr(std::string(p.from).size());
       if (tail == "weight" || tail == "bias") return p.to + tail;
       return "";
     }
   }
-  if (rest == "moe.router.weight") return "ffn.router.classifier.weight";
+  if (rest == "moe.router.weight" && !m2m) return "ffn.router.classifier.weight";
   if (starts_with(rest, "self_attn.")) {
     const std::string a = attention_parameter(rest.substr(10));
     return a.empty() ? "" : "self_attn." + a;
   }
   if (starts_with(rest, "cross_attn.")) {
     const std::string a = attention_parameter(rest.substr(11));
-    return a.empty() ? "" : "cross_attention." + a;
+    return a.empty() ? "" : (m2m ? "encoder_attn." : "cross_attention.") + a;
   }
   return "";
 }
 
+// The architecture's name in messages.
+std::string architecture(HfLayout layout) { return layout == HfLayout::M2M100 ? "M2M100" : "NLLB-MoE"; }
+
 }  // namespace
 
-bool nllb_moe_compatible(const models::ModelConfig& m, std::string* why, const data::SpecialTokens* special) {
-  auto fail = [why](const std::string& reason) {
-    if (why) *why = reason;
+const char* hf_layout_name(HfLayout layout) { return layout == HfLayout::M2M100 ? "m2m100" : "nllb-moe"; }
+
+bool nllb_moe_compatible(const models::ModelConfig& m, std::string* why, const data::SpecialTokens* special,
+                         HfLayout layout) {
+  auto fail = [why, layout](std::string reason) {
+    if (why) {
+      // The messages name NLLB-MoE; the M2M100 layout has the same needs.
+      const std::string name = architecture(layout);
+      for (size_t at = reason.find("NLLB-MoE"); name != "NLLB-MoE" && at != std::string::npos;
+           at = reason.find("NLLB-MoE", at + name.size())) {
+        reason.replace(at, 8, name);
+      }
+      *why = reason;
+    }
     return false;
   };
+  if (layout == HfLayout::M2M100 && m.moe.every > 0) {
+    return fail("model.moe.every is " + std::to_string(m.moe.every) + ": M2M100 has no sparse layers (needs 0)");
+  }
   if (m.norm != models::NormType::LayerNorm) return fail("model.norm is rmsnorm, NLLB-MoE needs layernorm");
   if (m.norm_eps != 1e-5) {
     return fail("model.norm_eps is " + std::to_string(m.norm_eps) + ", NLLB-MoE's LayerNorm uses 1e-5");
@@ -117,9 +137,11 @@ bool nllb_moe_compatible(const models::ModelConfig& m, std::string* why, const d
 }
 
 std::vector<NllbMoeName> nllb_moe_names(const std::vector<std::pair<std::string, int64_t>>& parameters,
-                                        const models::ModelConfig& model) {
+                                        const models::ModelConfig& model, HfLayout layout) {
   std::string why;
-  if (!nllb_moe_compatible(model, &why)) throw std::invalid_argument("not an NLLB-MoE architecture: " + why);
+  if (!nllb_moe_compatible(model, &why, nullptr, layout)) {
+    throw std::invalid_argument("not an " + architecture(layout) + " architecture: " + why);
+  }
   std::vector<NllbMoeName> out;
   for (const auto& [name, experts] : parameters) {
     if (name == "embed_tokens.weight") {
@@ -162,20 +184,22 @@ std::vector<NllbMoeName> nllb_moe_names(const std::vector<std::pair<std::string,
           mapped = "-";  // written above
         }
         if (mapped.empty()) {
-          const std::string p = layer_parameter(rest);
+          const std::string p = layer_parameter(rest, layout);
           if (!p.empty()) mapped = "model." + layer + p;
         }
       }
     }
     if (mapped.empty()) {
-      throw std::invalid_argument("export: moetrain parameter '" + name + "' has no NLLB-MoE counterpart");
+      throw std::invalid_argument("export: moetrain parameter '" + name + "' has no " + architecture(layout) +
+                                  " counterpart");
     }
     if (mapped != "-") out.push_back({mapped, name});
   }
   return out;
 }
 
-NamedTensors to_nllb_moe_names(const NamedTensors& moetrain_tensors, const models::ModelConfig& model) {
+NamedTensors to_nllb_moe_names(const NamedTensors& moetrain_tensors, const models::ModelConfig& model,
+                               HfLayout layout) {
   std::vector<std::pair<std::string, int64_t>> parameters;
   std::map<std::string, torch::Tensor> by_name;
   for (const auto& [name, tensor] : moetrain_tensors) {
@@ -183,28 +207,18 @@ NamedTensors to_nllb_moe_names(const NamedTensors& moetrain_tensors, const model
     by_name[name] = tensor;
   }
   NamedTensors out;
-  for (const auto& n : nllb_moe_names(parameters, model)) {
+  for (const auto& n : nllb_moe_names(parameters, model, layout)) {
     const torch::Tensor& tensor = by_name.at(n.moetrain);
     out.emplace_back(n.nllb_moe, n.expert >= 0 ? tensor.select(0, n.expert) : tensor);
   }
   return out;
 }
 
-nlohmann::ordered_json nllb_moe_config_json(const models::ModelConfig& m, const data::SpecialTokens& special,
-                                            const std::string& torch_dtype) {
-  const int64_t sparse_step = m.moe.every > 0 ? m.moe.every : 0;
-  // transformers applies expert_capacity only while training (in eval every
-  // expert has room for all tokens): a sequence of max_positions tokens'
-  // share under moetrain's capacity factor, or all of them when dropless.
-  const int64_t expert_capacity =
-      m.moe.capacity_factor > 0
-          ? static_cast<int64_t>(std::ceil(m.moe.capacity_factor * static_cast<double>(m.max_positions * m.moe.top_k) /
-                                               static_cast<double>(m.moe.num_experts) -
-                                           1e-9))
-          : m.max_positions;
+nlohmann::ordered_json m2m100_config_json(const models::ModelConfig& m, const data::SpecialTokens& special,
+                                          const std::string& torch_dtype) {
   return nlohmann::ordered_json{
-      {"model_type", "nllb-moe"},
-      {"architectures", {"NllbMoeForConditionalGeneration"}},
+      {"model_type", "m2m_100"},
+      {"architectures", {"M2M100ForConditionalGeneration"}},
       {"vocab_size", m.vocab_size},
       {"d_model", m.d_model},
       {"encoder_layers", m.encoder_layers},
@@ -222,6 +236,33 @@ nlohmann::ordered_json nllb_moe_config_json(const models::ModelConfig& m, const 
       {"encoder_layerdrop", 0.0},
       {"decoder_layerdrop", 0.0},
       {"init_std", m.init_std},
+      {"pad_token_id", special.pad},
+      {"bos_token_id", special.bos},
+      {"eos_token_id", special.eos},
+      {"decoder_start_token_id", special.decoder_start},
+      {"is_encoder_decoder", true},
+      {"use_cache", true},
+      {"tie_word_embeddings", m.tie_embeddings},
+      {"torch_dtype", torch_dtype},
+  };
+}
+
+nlohmann::ordered_json nllb_moe_config_json(const models::ModelConfig& m, const data::SpecialTokens& special,
+                                            const std::string& torch_dtype) {
+  const int64_t sparse_step = m.moe.every > 0 ? m.moe.every : 0;
+  // transformers applies expert_capacity only while training (in eval every
+  // expert has room for all tokens): a sequence of max_positions tokens'
+  // share under moetrain's capacity factor, or all of them when dropless.
+  const int64_t expert_capacity =
+      m.moe.capacity_factor > 0
+          ? static_cast<int64_t>(std::ceil(m.moe.capacity_factor * static_cast<double>(m.max_positions * m.moe.top_k) /
+                                               static_cast<double>(m.moe.num_experts) -
+                                           1e-9))
+          : m.max_positions;
+  nlohmann::ordered_json config = m2m100_config_json(m, special, torch_dtype);
+  config["model_type"] = "nllb-moe";
+  config["architectures"] = {"NllbMoeForConditionalGeneration"};
+  const nlohmann::ordered_json router = {
       {"num_experts", m.moe.num_experts},
       {"expert_capacity", expert_capacity},
       {"encoder_sparse_step", sparse_step},
@@ -236,15 +277,9 @@ nlohmann::ordered_json nllb_moe_config_json(const models::ModelConfig& m, const 
       {"moe_token_dropout", m.moe.token_dropout},
       {"router_z_loss_coef", m.moe.z_loss_coef},
       {"router_aux_loss_coef", m.moe.aux_loss_coef},
-      {"pad_token_id", special.pad},
-      {"bos_token_id", special.bos},
-      {"eos_token_id", special.eos},
-      {"decoder_start_token_id", special.decoder_start},
-      {"is_encoder_decoder", true},
-      {"use_cache", true},
-      {"tie_word_embeddings", m.tie_embeddings},
-      {"torch_dtype", torch_dtype},
   };
+  for (const auto& [key, value] : router.items()) config[key] = value;
+  return config;
 }
 
 }  // namespace moetrain::exporting

@@ -1,7 +1,11 @@
 // The NLLB-MoE layout of an export: what `moetrain export` writes when a
 // model has the architecture of Hugging Face's NLLB-MoE
 // (transformers' NllbMoeForConditionalGeneration), so that
-// `from_pretrained` loads it and computes the same logits.
+// `from_pretrained` loads it and computes the same logits; and its dense
+// sibling, the M2M100 layout (M2M100ForConditionalGeneration, the
+// architecture of NLLB-200's dense models and of M2M100), which is NLLB-MoE
+// without sparse layers under other module names. `moetrain import` reads
+// both through the same maps.
 //
 // NLLB-MoE's architecture in moetrain's terms (nllb_moe_compatible checks
 // each point and names the first that fails):
@@ -43,6 +47,11 @@
 //   *.moe.experts_fc2_{weight,bias}           *.ffn.experts.expert_E.fc2.{weight,bias}
 //   {encoder,decoder}.final_norm              model.{encoder,decoder}.layer_norm
 //   lm_head.weight (untied only)              lm_head.weight
+// and in the M2M100 layout, which has no sparse layer (model.moe.every 0):
+//   decoder.layers.N.cross_attn_norm          model.decoder.layers.N.encoder_attn_layer_norm
+//   decoder.layers.N.cross_attn.*             model.decoder.layers.N.encoder_attn.*
+//   *.ffn_norm                                *.final_layer_norm
+//   *.ffn.fc1 / fc2                           *.fc1 / fc2
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -57,12 +66,18 @@
 
 namespace moetrain::exporting {
 
+enum class HfLayout { NllbMoe, M2M100 };
+
+// "nllb-moe" or "m2m100": export's --format (config.json's model_type is
+// "nllb-moe" or "m2m_100").
+const char* hf_layout_name(HfLayout layout);
+
 // Whether a model with this architecture (and, when `special` is given, this
-// tokenizer's special ids) exports as NLLB-MoE. When it does not and `why` is
+// tokenizer's special ids) exports in `layout`. When it does not and `why` is
 // set, *why names the first mismatch, e.g. "model.position is sinusoidal,
 // NLLB-MoE needs sinusoidal_fairseq".
 bool nllb_moe_compatible(const models::ModelConfig& model, std::string* why,
-                         const data::SpecialTokens* special = nullptr);
+                         const data::SpecialTokens* special = nullptr, HfLayout layout = HfLayout::NllbMoe);
 
 // One NLLB-MoE tensor's moetrain origin: the parameter and, for one expert's
 // tensor, its index in the parameter's expert stack (-1: the whole tensor).
@@ -72,25 +87,31 @@ struct NllbMoeName {
   int64_t expert = -1;
 };
 
-// The NLLB-MoE names of a model's parameters, given by moetrain name with the
-// size of their first dimension (an expert stack's expert count), in
-// moetrain's order: the one map both export and import follow. Throws
-// std::invalid_argument as to_nllb_moe_names does.
+// The NLLB-MoE (or M2M100) names of a model's parameters, given by moetrain
+// name with the size of their first dimension (an expert stack's expert
+// count), in moetrain's order: the one map both export and import follow.
+// Throws std::invalid_argument as to_nllb_moe_names does.
 std::vector<NllbMoeName> nllb_moe_names(const std::vector<std::pair<std::string, int64_t>>& parameters,
-                                        const models::ModelConfig& model);
+                                        const models::ModelConfig& model, HfLayout layout = HfLayout::NllbMoe);
 
 // The whole model's parameters under their moetrain names (as
 // Seq2SeqTransformer::named_parameters gives them, in any dtype) -> the same
 // values under NLLB-MoE's names, expert stacks split into one tensor per
 // expert, in moetrain's order. Throws std::invalid_argument naming a
 // parameter that has no NLLB-MoE counterpart (e.g. an unmerged LoRA adapter)
-// or the model when it is not nllb_moe_compatible.
-NamedTensors to_nllb_moe_names(const NamedTensors& moetrain_tensors, const models::ModelConfig& model);
+// or the model when it is not nllb_moe_compatible with `layout`.
+NamedTensors to_nllb_moe_names(const NamedTensors& moetrain_tensors, const models::ModelConfig& model,
+                               HfLayout layout = HfLayout::NllbMoe);
 
 // NLLB-MoE's config.json for this model: architecture, router settings,
-// special token ids (pad, bos, eos; the decoder starts with bos, as moetrain's
-// decoder does) and `torch_dtype` (float32, bfloat16 or float16).
+// special token ids (pad, bos, eos, decoder start: the tokenizer's) and
+// `torch_dtype` (float32, bfloat16 or float16).
 nlohmann::ordered_json nllb_moe_config_json(const models::ModelConfig& model, const data::SpecialTokens& special,
                                             const std::string& torch_dtype);
+
+// M2M100's config.json for this (dense) model: the same keys without the
+// router's.
+nlohmann::ordered_json m2m100_config_json(const models::ModelConfig& model, const data::SpecialTokens& special,
+                                          const std::string& torch_dtype);
 
 }  // namespace moetrain::exporting

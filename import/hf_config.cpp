@@ -121,7 +121,10 @@ HfModelConfig read_hf_config(const std::string& path) {
   const Keys k(json, path);
   HfModelConfig out;
   out.model_type = k.get<std::string>("model_type", "");
-  if (out.model_type != "nllb-moe") k.fail("model_type", "moetrain imports nllb-moe");
+  if (out.model_type != "nllb-moe" && out.model_type != "m2m_100") {
+    k.fail("model_type", "moetrain imports nllb-moe and m2m_100");
+  }
+  out.layout = out.model_type == "m2m_100" ? exporting::HfLayout::M2M100 : exporting::HfLayout::NllbMoe;
 
   models::ModelConfig& m = out.model;
   m.vocab_size = k.positive("vocab_size", 128112);
@@ -143,7 +146,11 @@ HfModelConfig read_hf_config(const std::string& path) {
   m.dropout = k.get<double>("dropout", 0.1);
   m.attention_dropout = k.get<double>("attention_dropout", 0.1);
   m.init_std = k.get<double>("init_std", 0.02);
-  read_moe(k, m, out.notes);
+  if (out.layout == exporting::HfLayout::NllbMoe) {
+    read_moe(k, m, out.notes);
+  } else {
+    m.moe.every = 0;  // M2M100: every layer dense
+  }
   out.special = special_ids(k);
   m.pad_id = out.special.pad;
   if (m.pad_id < 0) k.fail("pad_token_id", "must be >= 0");

@@ -2,7 +2,9 @@
 // which architectures `moetrain import` takes, and every key it checks.
 //
 // NLLB-MoE (model_type "nllb-moe") maps onto configs/nllb-moe-compatible.yaml's
-// architecture (export/nllb_moe_format.h lists the correspondence). A key
+// architecture, M2M100 (model_type "m2m_100": NLLB-200's dense models and
+// M2M100) onto the same without sparse layers, as configs/m2m100-compatible.yaml
+// (export/nllb_moe_format.h lists the correspondence). A key
 // whose value moetrain cannot reproduce is an ImportError naming the key and
 // its value. Keys that only shape training in transformers (dropouts,
 // layerdrop, router jitter) are carried over where moetrain has them and
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "data/tokenizer.h"
+#include "export/nllb_moe_format.h"
 #include "models/model_config.h"
 
 namespace moetrain::importing {
@@ -28,7 +31,8 @@ class ImportError : public std::runtime_error {
 };
 
 struct HfModelConfig {
-  std::string model_type;  // "nllb-moe"
+  std::string model_type;  // "nllb-moe" or "m2m_100"
+  exporting::HfLayout layout = exporting::HfLayout::NllbMoe;
   models::ModelConfig model;
   // pad, eos, bos and decoder start as config.json gives them (unk unset).
   data::SpecialTokens special;

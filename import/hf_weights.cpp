@@ -75,7 +75,7 @@ exporting::NamedTensors read_hf_weights(const std::string& dir) {
 
 exporting::NamedTensors from_nllb_moe_names(const exporting::NamedTensors& source,
                                             const std::vector<std::pair<std::string, std::vector<int64_t>>>& parameters,
-                                            const models::ModelConfig& model) {
+                                            const models::ModelConfig& model, exporting::HfLayout layout) {
   std::map<std::string, torch::Tensor> tensors;
   for (const auto& [name, tensor] : source) tensors[name] = tensor;
   std::set<std::string> used;
@@ -101,7 +101,7 @@ exporting::NamedTensors from_nllb_moe_names(const exporting::NamedTensors& sourc
     shapes[name] = shape;
   }
   std::map<std::string, std::vector<torch::Tensor>> pieces;  // moetrain name -> tensors (experts in order)
-  for (const auto& n : exporting::nllb_moe_names(first_dims, model)) {
+  for (const auto& n : exporting::nllb_moe_names(first_dims, model, layout)) {
     const torch::Tensor t = find(n.nllb_moe);
     auto expected = shapes.at(n.moetrain);
     if (n.expert >= 0) expected.erase(expected.begin());

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "export/nllb_moe_format.h"
 #include "export/safetensors.h"
 #include "models/model_config.h"
 
@@ -21,12 +22,12 @@ namespace moetrain::importing {
 exporting::NamedTensors read_hf_weights(const std::string& dir);
 
 // The weights of a model whose parameters are `parameters` (moetrain names
-// and shapes, in order), taken from NLLB-MoE-named `source` tensors: experts
-// stacked, everything fp32. Throws ImportError naming the key of a missing,
+// and shapes, in order), taken from `source` tensors named as in `layout`
+// (NLLB-MoE or M2M100): experts stacked, everything fp32. Throws ImportError naming the key of a missing,
 // misshapen or unexpected tensor, or of an embedding copy that differs from
 // model.shared.weight (moetrain's encoder and decoder share one embedding).
 exporting::NamedTensors from_nllb_moe_names(const exporting::NamedTensors& source,
                                             const std::vector<std::pair<std::string, std::vector<int64_t>>>& parameters,
-                                            const models::ModelConfig& model);
+                                            const models::ModelConfig& model, exporting::HfLayout layout);
 
 }  // namespace moetrain::importing

@@ -79,7 +79,7 @@ ImportSummary import_hf_model(const ImportOptions& o) {
   summary.tensors = static_cast<int64_t>(source.size());
   exporting::NamedTensors weights;
   try {
-    weights = from_nllb_moe_names(source, parameters, config.model);
+    weights = from_nllb_moe_names(source, parameters, config.model, hf.layout);
   } catch (const ImportError& e) {
     throw ImportError(o.from + ": " + e.what());
   }

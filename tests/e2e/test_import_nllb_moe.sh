@@ -45,6 +45,8 @@ grep -q "imported $work/hf (nllb-moe): 115 tensors, 2741504 parameters" "$work/i
 "$MOETRAIN_BIN" checkpoint verify "$work/imported" > /dev/null || fail "the imported checkpoint does not verify"
 "$MOETRAIN_BIN" export --checkpoint "$work/imported" --out "$work/hf-again" > /dev/null || fail "export of the import"
 same_safetensors "$work/hf" "$work/hf-again"
+expect_error "the model does not have the M2M100 architecture: model.moe.every is 2: M2M100 has no sparse" \
+  export --checkpoint "$work/run" --out "$work/not-m2m100" --format m2m100
 
 echo "== 3 shards"
 "$MOETRAIN_BIN" export --checkpoint "$work/run" --out "$work/sharded" --max-shard-bytes 4000000 > /dev/null
@@ -76,7 +78,7 @@ refused() {
   [[ ! -e "$work/out-$1" && ! -e "$work/out-$1.partial" ]] || fail "a refused import left $work/out-$1"
 }
 broken t5 "$(edit_config "c['model_type'] = 't5'")"
-refused t5 'config.json: model_type is "t5": moetrain imports nllb-moe'
+refused t5 'config.json: model_type is "t5": moetrain imports nllb-moe and m2m_100'
 broken token_dropout "$(edit_config "c['moe_token_dropout'] = 1.5")"
 refused token_dropout "config.json: moe_token_dropout is 1.5: must be in \[0, 1)"
 broken fairseq_ids "$(edit_config "c['pad_token_id'] = 1")"

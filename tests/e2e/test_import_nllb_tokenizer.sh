@@ -29,47 +29,9 @@ work="$MOETRAIN_E2E_WORK/import_nllb_tokenizer"
 rm -rf "$work"; mkdir -p "$work"
 
 echo "== an NLLB-MoE folder built by transformers"
-"$PY" - "$MOETRAIN_SHARED_DATA" "$work" <<'PY' || fail "cannot build the transformers model"
-import json, os, shutil, sys
-import sentencepiece as spm
-import torch
-from transformers import AutoTokenizer, NllbMoeConfig, NllbMoeForConditionalGeneration
-from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
-data, work = sys.argv[1:3]
-
-def lines(name, n):  # the first n non-empty lines of a corpus, whitespace-trimmed
-    out = []
-    for record in open(f"{data}/{name}"):
-        out += [line.strip() for line in json.loads(record)["text"].split("\n") if line.strip()]
-        if len(out) >= n:
-            return out[:n]
-    return out
-
-english, chinese = lines("brown.jsonl", 1000), lines("zh_fortunes.jsonl", 1000)
-open(f"{work}/english.txt", "w").write("\n".join(english) + "\n")
-open(f"{work}/chinese.txt", "w").write("\n".join(chinese) + "\n")
-# NLLB's SentencePiece model: <unk> 0, <s> 1, </s> 2, no byte fallback.
-spm.SentencePieceTrainer.train(sentence_iterator=iter(english + chinese), model_prefix=f"{work}/spm",
-                               vocab_size=3000, model_type="bpe", character_coverage=0.995, minloglevel=2)
-hub = f"{work}/hub-tokenizer"
-os.makedirs(hub)
-shutil.copy(f"{work}/spm.model", f"{hub}/sentencepiece.bpe.model")
-json.dump({"tokenizer_class": "NllbTokenizer", "src_lang": "eng_Latn", "tgt_lang": "fra_Latn",
-           "additional_special_tokens": FAIRSEQ_LANGUAGE_CODES}, open(f"{hub}/tokenizer_config.json", "w"))
-tokenizer = AutoTokenizer.from_pretrained(hub)
-folder = f"{work}/nllb"
-tokenizer.save_pretrained(folder)
-shutil.copy(f"{work}/spm.model", f"{folder}/sentencepiece.bpe.model")
-config = NllbMoeConfig(vocab_size=len(tokenizer) + 2, d_model=64, encoder_layers=2, decoder_layers=2,
-                       encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
-                       num_experts=4, encoder_sparse_step=2, decoder_sparse_step=2, max_position_embeddings=256,
-                       expert_capacity=256, moe_token_dropout=0.2, activation_function="relu", scale_embedding=True,
-                       init_std=0.1, pad_token_id=1, eos_token_id=2, bos_token_id=0, decoder_start_token_id=2)
-torch.manual_seed(0)
-NllbMoeForConditionalGeneration(config).save_pretrained(folder)
-print(f"tokenizer: {len(tokenizer)} ids; model: vocab_size {config.vocab_size}")
-PY
-"$MOETRAIN_BIN" import --from "$work/nllb" --out "$work/imported" | tee "$work/import.log" || fail "import failed"
+folder_tool=("$PY" "$(dirname "$0")/nllb_folder.py")
+"${folder_tool[@]}" build "$MOETRAIN_SHARED_DATA" "$work" nllb-moe || fail "cannot build the model folder"
+"$MOETRAIN_BIN" import --from "$work/hf" --out "$work/imported" | tee "$work/import.log" || fail "import failed"
 grep -q "its tokenizer has 202 language codes" "$work/import.log" || fail "import did not report the language codes"
 grep -q "^  pad_id: 1$" "$work/imported/model.yaml" || fail "model.yaml does not carry pad_id 1"
 grep -q "^    token_dropout: 0.2" "$work/imported/model.yaml" || fail "model.yaml does not carry moe.token_dropout 0.2"
@@ -81,7 +43,7 @@ echo "== ids and decoding: 2,000 lines"
 import json, sys
 from transformers import AutoTokenizer
 work = sys.argv[1]
-tokenizer = AutoTokenizer.from_pretrained(f"{work}/nllb")
+tokenizer = AutoTokenizer.from_pretrained(f"{work}/hf")
 for name, lang in (("english", "eng_Latn"), ("chinese", "zho_Hans")):
     tokenizer.src_lang = lang
     texts = open(f"{work}/{name}.txt").read().split("\n")[:-1]
@@ -99,14 +61,7 @@ for name, lang in (("english", "eng_Latn"), ("chinese", "zho_Hans")):
 PY
 
 echo "== tokenize --src-lang --tgt-lang"
-"$PY" - "$work" <<'PY'
-import json, sys
-work = sys.argv[1]
-english = open(f"{work}/english.txt").read().split("\n")[:200]
-with open(f"{work}/pairs.jsonl", "w") as out:
-    for source, target in zip(english[0::2], english[1::2]):
-        out.write(json.dumps({"en": source, "fr": target}) + "\n")
-PY
+"${folder_tool[@]}" pairs "$work"
 "$MOETRAIN_BIN" tokenize --input "$work/pairs.jsonl" --output "$work/pairs" --source-field en --target-field fr \
   --tokenizer "$work/imported/tokenizer.model" --src-lang eng_Latn --tgt-lang fra_Latn --valid-fraction 0.1 \
   > /dev/null || fail "tokenize"
@@ -115,7 +70,7 @@ import glob, json, sys
 import h5py
 from transformers import AutoTokenizer
 work = sys.argv[1]
-tokenizer = AutoTokenizer.from_pretrained(f"{work}/nllb", src_lang="eng_Latn", tgt_lang="fra_Latn")
+tokenizer = AutoTokenizer.from_pretrained(f"{work}/hf", src_lang="eng_Latn", tgt_lang="fra_Latn")
 pairs = [json.loads(line) for line in open(f"{work}/pairs.jsonl")]
 stored = []
 for path in sorted(glob.glob(f"{work}/pairs/*-*.h5")):  # train and valid splits
@@ -154,10 +109,10 @@ from transformers import AutoTokenizer
 work, here = sys.argv[1:3]
 sys.path.insert(0, here)
 from nllb_moe_check import check_logits, load_checked
-model = load_checked(f"{work}/nllb")
+model = load_checked(f"{work}/hf")
 dumped = load_file(f"{work}/logits.safetensors")
 # The batch moetrain ran is the one transformers' tokenizer makes.
-tokenizer = AutoTokenizer.from_pretrained(f"{work}/nllb", src_lang="eng_Latn", tgt_lang="fra_Latn")
+tokenizer = AutoTokenizer.from_pretrained(f"{work}/hf", src_lang="eng_Latn", tgt_lang="fra_Latn")
 sources = open(f"{work}/sources.txt").read().split("\n")[:-1]
 targets = open(f"{work}/targets.txt").read().split("\n")[:-1]
 batch = tokenizer(sources, text_target=targets, padding=True, return_tensors="pt")
@@ -176,42 +131,17 @@ echo "== generate --src-lang --tgt-lang"
   --tgt-lang fra_Latn --max-length 12 --method beam --beam-size 4 --output "$work/beam.txt" || fail "generate (beam)"
 "$PY" - "$work" "$(dirname "$0")" <<'PY' || fail "moetrain's generation differs from transformers'"
 import sys
-import torch
-from transformers import AutoTokenizer
 work, here = sys.argv[1:3]
 sys.path.insert(0, here)
+from nllb_folder import check_generation
 from nllb_moe_check import load_checked
-model = load_checked(f"{work}/nllb")
-tokenizer = AutoTokenizer.from_pretrained(f"{work}/nllb", src_lang="eng_Latn")
 sources = open(f"{work}/sources.txt").read().split("\n")[:-1]
-fra = tokenizer.convert_tokens_to_ids("fra_Latn")
-for method, beams in (("greedy", 1), ("beam", 4)):
-    ours = open(f"{work}/{method}.txt").read().split("\n")[:-1]
-    for source, mine in zip(sources, ours):
-        batch = tokenizer(source, return_tensors="pt")
-        with torch.no_grad():
-            out = model.generate(**batch, forced_bos_token_id=fra, max_new_tokens=12, num_beams=beams, do_sample=False)
-        tokens = out[0].tolist()
-        assert tokens[:2] == [2, fra], tokens
-        theirs = tokenizer.decode(tokens, skip_special_tokens=True)
-        assert mine == theirs, f"{method}, {source!r}: moetrain {mine!r}, transformers {theirs!r}"
-    print(f"{method} (beams {beams}), target language forced: {len(sources)} outputs equal transformers'")
+outputs = {m: open(f"{work}/{m}.txt").read().split("\n")[:-1] for m in ("greedy", "beam")}
+check_generation(load_checked(f"{work}/hf"), f"{work}/hf", sources, outputs, max_new_tokens=12)
 PY
 
 echo "== LoRA on the tokenized pairs, exported merged"
-"$PY" - "$MOETRAIN_SOURCE_DIR/configs/nllb-moe-compatible.yaml" "$work" <<'PY'
-import sys
-import yaml
-preset, work = sys.argv[1:3]
-config = yaml.safe_load(open(preset))
-config["model"] = yaml.safe_load(open(f"{work}/imported/model.yaml"))["model"]
-config["data"].update(train=f"{work}/pairs", valid=f"{work}/pairs", objective="seq2seq", src_len=64, tgt_len=64,
-                      tokenizer=f"{work}/imported/tokenizer.model")
-config["train"].update(global_batch=8, micro_batch=8, eval_every=0, max_steps=3)
-config["finetune"] = {"mode": "lora"}
-config["optim"].update(lr=1e-2, warmup_steps=0)
-yaml.safe_dump(config, open(f"{work}/lora.yaml", "w"))
-PY
+"${folder_tool[@]}" lora-config "$MOETRAIN_SOURCE_DIR/configs/nllb-moe-compatible.yaml" "$work"
 "$MOETRAIN_BIN" train --config "$work/lora.yaml" --init-from "$work/imported" --output-dir "$work/lora" \
   > "$work/lora.log" 2>&1 || { cat "$work/lora.log"; fail "LoRA from the NLLB import failed"; }
 "$MOETRAIN_BIN" export --checkpoint "$work/lora" --out "$work/lora-hf" --format nllb-moe > /dev/null \
@@ -240,7 +170,7 @@ PY
 
 echo "== tokenizers that cannot be read the NLLB way"
 broken() {
-  rm -rf "${work:?}/$1"; cp -r "$work/nllb" "$work/$1"
+  rm -rf "${work:?}/$1"; cp -r "$work/hf" "$work/$1"
   "$PY" -c "import json, os, sys; folder = sys.argv[1]; $2" "$work/$1"
 }
 refused() {

@@ -217,5 +217,51 @@ TEST(NllbMoeExport, ConfigJsonDescribesTheModelInNllbMoeTerms) {
   EXPECT_EQ(nllb_moe_config_json(cfg, special, "float32")["encoder_sparse_step"], 4);
 }
 
+TEST(M2M100Export, ThePresetIsDenseNllbMoeUnderM2M100Names) {
+  const std::string preset = std::string(MOETRAIN_SOURCE_DIR) + "/configs/m2m100-compatible.yaml";
+  const models::ModelConfig cfg = config::load_config(preset, {}).model;
+  std::string why;
+  EXPECT_TRUE(nllb_moe_compatible(cfg, &why, nullptr, HfLayout::M2M100)) << why;
+  EXPECT_EQ(cfg.moe.every, 0);
+  const models::ModelConfig sparse = small_nllb();
+  EXPECT_FALSE(nllb_moe_compatible(sparse, &why, nullptr, HfLayout::M2M100));
+  EXPECT_EQ(why, "model.moe.every is 2: M2M100 has no sparse layers (needs 0)");
+  models::ModelConfig rms = cfg;
+  rms.norm = models::NormType::RMSNorm;
+  EXPECT_FALSE(nllb_moe_compatible(rms, &why, nullptr, HfLayout::M2M100));
+  EXPECT_EQ(why, "model.norm is rmsnorm, M2M100 needs layernorm");
+
+  models::ModelConfig small = small_nllb();
+  small.moe.every = 0;
+  torch::manual_seed(5);
+  models::Seq2SeqTransformer model(small);
+  NamedTensors tensors;
+  for (const auto& p : model->named_parameters()) tensors.emplace_back(p.key(), p.value());
+  std::map<std::string, torch::Tensor> mapped;
+  for (const auto& [name, t] : to_nllb_moe_names(tensors, small, HfLayout::M2M100)) mapped.emplace(name, t);
+  EXPECT_EQ(mapped.size(), tensors.size());
+  for (const char* name :
+       {"model.shared.weight", "model.encoder.layers.0.self_attn.out_proj.weight",
+        "model.encoder.layers.1.self_attn_layer_norm.weight", "model.encoder.layers.1.fc1.weight",
+        "model.encoder.layers.1.fc2.bias", "model.encoder.layers.0.final_layer_norm.bias",
+        "model.decoder.layers.1.encoder_attn.k_proj.weight", "model.decoder.layers.0.encoder_attn_layer_norm.weight",
+        "model.decoder.layer_norm.weight"}) {
+    EXPECT_TRUE(mapped.count(name)) << name;
+  }
+  EXPECT_TRUE(mapped.at("model.encoder.layers.1.fc1.weight")
+                  .equal(model->named_parameters()["encoder.layers.1.ffn.fc1.weight"]));
+
+  data::SpecialTokens fairseq;
+  fairseq.bos = 0, fairseq.pad = 1, fairseq.eos = 2, fairseq.unk = 3, fairseq.decoder_start = 2;
+  const nlohmann::ordered_json j = m2m100_config_json(small, fairseq, "float32");
+  EXPECT_EQ(j["model_type"], "m2m_100");
+  EXPECT_EQ(j["architectures"], nlohmann::ordered_json::array({"M2M100ForConditionalGeneration"}));
+  EXPECT_EQ(j["encoder_ffn_dim"], 24);
+  EXPECT_FALSE(j.contains("num_experts"));
+  EXPECT_EQ(j["pad_token_id"], 1);
+  EXPECT_EQ(j["decoder_start_token_id"], 2);
+  EXPECT_EQ(std::string(hf_layout_name(HfLayout::M2M100)), "m2m100");
+}
+
 }  // namespace
 }  // namespace moetrain::exporting
