@@ -2,11 +2,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <set>
 #include <stdexcept>
 
@@ -56,6 +61,94 @@ bool byte_range_fits(const std::vector<int64_t>& shape, torch::ScalarType dtype,
   for (int64_t d : shape)
     if (d < 0 || __builtin_mul_overflow(bytes, d, &bytes)) return false;
   return offsets[1] - offsets[0] == bytes;
+}
+
+// A file mapped read-only, unmapped and closed on destruction.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd_);
+      throw std::runtime_error(path + ": not a regular file");
+    }
+    size_ = static_cast<int64_t>(st.st_size);
+    if (size_ > 0) {
+      void* at = ::mmap(nullptr, static_cast<size_t>(size_), PROT_READ, MAP_PRIVATE, fd_, 0);
+      if (at == MAP_FAILED) {
+        const int error = errno;
+        ::close(fd_);
+        throw std::runtime_error(path + ": cannot map: " + std::strerror(error));
+      }
+      data_ = static_cast<const uint8_t*>(at);
+    }
+  }
+  ~MappedFile() {
+    if (data_) ::munmap(const_cast<uint8_t*>(data_), static_cast<size_t>(size_));
+    ::close(fd_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  int64_t size() const { return size_; }
+
+  // Copies bytes [offset, offset + n) to `to` in pieces of 64 MiB, letting
+  // the kernel drop each piece's pages once copied (they are read again from
+  // the file should they be touched), so that no more than a piece of the
+  // mapping is resident however large the tensor.
+  void copy_out(int64_t offset, int64_t n, void* to) const {
+    constexpr int64_t kPiece = int64_t{64} << 20;
+    const int64_t page = ::sysconf(_SC_PAGESIZE);
+    for (int64_t done = 0; done < n; done += kPiece) {
+      const int64_t length = std::min(kPiece, n - done);
+      std::memcpy(static_cast<uint8_t*>(to) + done, data_ + offset + done, static_cast<size_t>(length));
+      const int64_t begin = (offset + done) / page * page;
+      ::madvise(const_cast<uint8_t*>(data_) + begin, static_cast<size_t>(offset + done + length - begin),
+                MADV_DONTNEED);
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  const uint8_t* data_ = nullptr;
+  int64_t size_ = 0;
+};
+
+struct ByteRange {
+  int64_t begin = 0, end = 0;
+  std::string name;
+};
+
+// The format's rule: the tensors' byte ranges cover the data exactly, with
+// no overlap and no hole (a header that does not describe its file).
+void check_ranges_tile_the_data(const std::vector<ByteRange>& ranges, int64_t data_size, const std::string& path) {
+  std::vector<const ByteRange*> order;
+  for (const auto& r : ranges) order.push_back(&r);
+  std::stable_sort(order.begin(), order.end(), [](const ByteRange* a, const ByteRange* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+  });
+  int64_t covered = 0;
+  const ByteRange* previous = nullptr;
+  for (const ByteRange* r : order) {
+    if (r->begin < covered) {
+      throw std::runtime_error(path + ": " + previous->name + " and " + r->name + " overlap (bytes " +
+                               std::to_string(previous->begin) + ".." + std::to_string(previous->end) + " and " +
+                               std::to_string(r->begin) + ".." + std::to_string(r->end) + " of the data)");
+    }
+    if (r->begin > covered) {
+      throw std::runtime_error(path + ": bytes " + std::to_string(covered) + ".." + std::to_string(r->begin) +
+                               " of the data belong to no tensor (the header does not describe the file)");
+    }
+    if (r->end > covered || !previous) previous = r;
+    covered = std::max(covered, r->end);
+  }
+  if (covered != data_size) {
+    throw std::runtime_error(path + ": bytes " + std::to_string(covered) + ".." + std::to_string(data_size) +
+                             " of the data belong to no tensor (the header does not describe the file)");
+  }
 }
 
 }  // namespace
@@ -109,25 +202,17 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(path + ": cannot open");
-  in.seekg(0, std::ios::end);
-  const int64_t file_size = in.tellg();
-  in.seekg(0);
-  uint8_t size_bytes[8];
-  if (file_size < 8 || !in.read(reinterpret_cast<char*>(size_bytes), 8)) {
-    throw std::runtime_error(path + ": truncated (no header length)");
-  }
+  const MappedFile file(path);
+  const int64_t file_size = file.size();
+  if (file_size < 8) throw std::runtime_error(path + ": truncated (no header length)");
   uint64_t header_size = 0;
-  for (int i = 0; i < 8; ++i) header_size |= static_cast<uint64_t>(size_bytes[i]) << (8 * i);
+  for (int i = 0; i < 8; ++i) header_size |= static_cast<uint64_t>(file.data()[i]) << (8 * i);
   if (header_size > static_cast<uint64_t>(file_size - 8)) {
     throw std::runtime_error(path + ": header length " + std::to_string(header_size) + " runs past the file");
   }
-  std::string text(header_size, '\0');
-  in.read(text.data(), static_cast<std::streamsize>(header_size));
   nlohmann::ordered_json header;
   try {
-    header = nlohmann::ordered_json::parse(text);
+    header = nlohmann::ordered_json::parse(file.data() + 8, file.data() + 8 + header_size);
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(path + ": the header is not JSON: " + e.what());
   }
@@ -135,6 +220,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const int64_t data_start = 8 + static_cast<int64_t>(header_size);
   const int64_t data_size = file_size - data_start;
   SafetensorsFile out;
+  std::vector<ByteRange> ranges;
   for (const auto& [name, entry] : header.items()) {
     try {
       if (name == "__metadata__") {
@@ -147,15 +233,17 @@ SafetensorsFile read_safetensors(const std::string& path) {
       if (!byte_range_fits(shape, dtype, offsets, data_size)) {
         throw std::runtime_error(path + ": " + name + ": its byte range does not fit its dtype and shape or the file");
       }
-      auto tensor = torch::empty(shape, torch::TensorOptions().dtype(dtype));
-      in.seekg(data_start + offsets[0]);
-      if (!in.read(static_cast<char*>(tensor.data_ptr()), static_cast<std::streamsize>(tensor.nbytes()))) {
-        throw std::runtime_error(path + ": " + name + ": truncated");
-      }
-      out.tensors.emplace_back(name, tensor);
+      ranges.push_back({offsets[0], offsets[1], name});
+      out.tensors.emplace_back(name, torch::empty(shape, torch::TensorOptions().dtype(dtype)));
     } catch (const nlohmann::json::exception& e) {
       throw std::runtime_error(path + ": " + name + ": malformed header entry: " + e.what());
     }
+  }
+  check_ranges_tile_the_data(ranges, data_size, path);
+  // Tensor by tensor, each one's mapped pages dropped once copied: the read
+  // holds the tensors and one tensor's pages, not the file twice.
+  for (size_t i = 0; i < out.tensors.size(); ++i) {
+    file.copy_out(data_start + ranges[i].begin, ranges[i].end - ranges[i].begin, out.tensors[i].second.data_ptr());
   }
   return out;
 }

@@ -33,9 +33,13 @@ struct SafetensorsFile {
   std::map<std::string, std::string> metadata;
 };
 
-// Reads a whole file. Throws std::runtime_error naming the path and what is
-// wrong: missing, truncated, a header that is not the format's JSON, a byte
-// range outside the data or not matching its dtype and shape.
+// Reads a whole file, memory-mapped: each tensor is copied out of the mapping
+// and its pages released, so reading costs about the tensors' size in
+// memory. Throws std::runtime_error naming the path and what is wrong:
+// missing, truncated, a header that is not the format's JSON, a byte range
+// outside the data or not matching its dtype and shape, byte ranges that
+// overlap or leave bytes of the data to no tensor. (The file must not shrink
+// while it is read.)
 SafetensorsFile read_safetensors(const std::string& path);
 
 // Writes `tensors` under `dir` as `<stem>.safetensors`, or, when they come to

@@ -8,8 +8,9 @@
 #    Brown sentence pairs equal transformers' within 1e-4 (skipped when
 #    transformers is not in .venv);
 #  - an unknown model_type, a setting moetrain cannot reproduce, a missing or
-#    truncated shard and a misshapen tensor each exit 2 with one line, and
-#    leave no output directory behind.
+#    truncated shard, a shard whose header has overlapping byte ranges or a
+#    shape its bytes do not hold, and a misshapen tensor each exit 2 with one
+#    line, and leave no output directory behind.
 source "$(dirname "$0")/lib.sh"
 need_brown
 : "${MOETRAIN_DUMP_LOGITS:?}"
@@ -87,6 +88,17 @@ broken no_shard "os.remove(f'{folder}/model-00002-of-00003.safetensors')"
 refused no_shard "model.safetensors.index.json: shard model-00002-of-00003.safetensors (holding .*) is missing"
 broken truncated "p = f'{folder}/model-00003-of-00003.safetensors'; os.truncate(p, os.path.getsize(p) - 100)"
 refused truncated "model-00003-of-00003.safetensors"
+# edit_header CODE: CODE edits `h`, the header of the third shard (tensors `names`).
+edit_header() {
+  echo "import struct; p = f'{folder}/model-00003-of-00003.safetensors'; b = open(p, 'rb').read(); \
+n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); names = [k for k in h if k != '__metadata__']; $1; \
+t = json.dumps(h).encode(); open(p, 'wb').write(struct.pack('<Q', len(t)) + t + b[8 + n:])"
+}
+broken overlapping "$(edit_header "a, c = h[names[0]], h[names[1]]; size = c['data_offsets'][1] - c['data_offsets'][0]; \
+c['data_offsets'] = [a['data_offsets'][0], a['data_offsets'][0] + size]")"
+refused overlapping "model-00003-of-00003.safetensors: .* overlap (bytes [0-9]*\.\.[0-9]* and [0-9]*\.\.[0-9]* of the data)"
+broken lying "$(edit_header "h[names[0]]['shape'][0] += 1")"
+refused lying "model-00003-of-00003.safetensors: .*: its byte range does not fit its dtype and shape or the file"
 broken misshapen "$(edit_config "c['d_model'] = 64")"
 refused misshapen "misshapen: model.shared.weight has shape \[8000, 128\] but the model needs \[8000, 64\]"
 

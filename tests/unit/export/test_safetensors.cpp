@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -112,6 +113,50 @@ TEST(Safetensors, DamagedFilesAreErrorsNamingTheFile) {
   huge[6] = '\x7f';
   expect_error(huge, "runs past the file");
   EXPECT_THROW(read_safetensors(dir.path + "/none.safetensors"), std::runtime_error);
+}
+
+// A file with `header` (JSON) and `data_bytes` bytes of data.
+std::string raw_file(const nlohmann::ordered_json& header, size_t data_bytes) {
+  const std::string text = header.dump();
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
+  return out + text + std::string(data_bytes, '\x01');
+}
+
+TEST(Safetensors, ByteRangesMustTileTheDataWithoutOverlapOrHole) {
+  TempDir dir;
+  const std::string path = dir.path + "/m.safetensors";
+  auto entry = [](int64_t begin, int64_t end) {
+    return nlohmann::ordered_json{{"dtype", "F32"}, {"shape", {(end - begin) / 4}}, {"data_offsets", {begin, end}}};
+  };
+  auto error_of = [&](const nlohmann::ordered_json& header, size_t data_bytes) -> std::string {
+    write_file_atomically(path, raw_file(header, data_bytes));
+    try {
+      read_safetensors(path);
+      return "(read)";
+    } catch (const std::runtime_error& e) {
+      return e.what();
+    }
+  };
+  EXPECT_EQ(error_of({{"a", entry(0, 16)}, {"b", entry(16, 24)}}, 24), "(read)");
+  EXPECT_EQ(error_of({{"b", entry(16, 24)}, {"a", entry(0, 16)}}, 24), "(read)");  // any header order
+  EXPECT_EQ(error_of({{"a", entry(0, 16)}, {"b", entry(8, 24)}}, 24),
+            path + ": a and b overlap (bytes 0..16 and 8..24 of the data)");
+  EXPECT_EQ(error_of({{"a", entry(0, 8)}, {"b", entry(16, 24)}}, 24),
+            path + ": bytes 8..16 of the data belong to no tensor (the header does not describe the file)");
+  EXPECT_EQ(error_of({{"a", entry(0, 16)}}, 24),
+            path + ": bytes 16..24 of the data belong to no tensor (the header does not describe the file)");
+  // The values come out of the mapping whole.
+  write_file_atomically(path, raw_file({{"a", entry(0, 16)}}, 16));
+  const auto read = read_safetensors(path);
+  ASSERT_EQ(read.tensors.size(), 1u);
+  const float one = [] {
+    float f;
+    const uint32_t bits = 0x01010101;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }();
+  EXPECT_TRUE(read.tensors[0].second.eq(one).all().item<bool>());
 }
 
 }  // namespace
