@@ -437,14 +437,24 @@ class ConfigWriter {
 // or mappings (`? [a, b]`), and more than kMaxConfigValues values: YAML
 // aliases let a few hundred bytes stand for 10^8 of them ("billion laughs"),
 // which this walk would visit one by one; `budget` counts those left.
+// An alias may also refer to the list or mapping it is in, which nests it
+// in itself without end: more than kMaxConfigDepth levels is an error too.
 constexpr size_t kMaxConfigValues = 100000;
-void check_keys(const YAML::Node& node, const std::string& where, const std::string& path, size_t& budget) {
+constexpr int kMaxConfigDepth = 64;
+void check_keys(const YAML::Node& node, const std::string& where, const std::string& path, size_t& budget,
+                int depth = 0) {
   if (budget-- == 0) {
     throw ConfigError(where + ": more than " + std::to_string(kMaxConfigValues) +
                       " values (YAML aliases repeating a large section?)");
   }
+  if (depth > kMaxConfigDepth) {
+    throw ConfigError(where + ": nested more than " + std::to_string(kMaxConfigDepth) +
+                      " levels deep (a YAML alias inside what it names?)");
+  }
   if (node.IsSequence()) {
-    for (size_t i = 0; i < node.size(); ++i) check_keys(node[i], where, path + "[" + std::to_string(i) + "]", budget);
+    for (size_t i = 0; i < node.size(); ++i) {
+      check_keys(node[i], where, path + "[" + std::to_string(i) + "]", budget, depth + 1);
+    }
     return;
   }
   if (!node.IsMap()) return;
@@ -466,7 +476,7 @@ void check_keys(const YAML::Node& node, const std::string& where, const std::str
           (one_line_value ? "" : ":" + std::to_string(line) + ", first at line " + std::to_string(first->second)) +
           ")");
     }
-    check_keys(entry.second, where, full, budget);
+    check_keys(entry.second, where, full, budget, depth + 1);
   }
 }
 
