@@ -88,12 +88,14 @@ stored = [([int(t) for t in s], [int(t) for t in t_]) for s, t_ in stored]
 assert sorted(stored) == sorted(expected), (len(stored), len(expected))
 print(f"{len(pairs)} pairs as NllbTokenizer writes them (language codes first)")
 PY
-expect_error "tokenize: language code 'xxx_Latn' is not in the tokenizer (its 202 codes: ace_Arab, ace_Latn" \
+expect_error "tokenize: language code 'xxx_Latn' is not in the tokenizer (its 202 codes: ace_Arab, ace_Latn, \
+acm_Arab, acq_Arab, aeb_Arab, ...) (--tokenizer $work/imported/tokenizer.model)" \
   tokenize --input "$work/pairs.jsonl" --output "$work/pairs-bad" --source-field en --target-field fr \
   --tokenizer "$work/imported/tokenizer.model" --src-lang eng_Latn --tgt-lang xxx_Latn
 expect_error "tokenize: --src-lang and --tgt-lang need --tokenizer" tokenize --input "$work/pairs.jsonl" \
   --output "$work/pairs-bad" --source-field en --target-field fr --src-lang eng_Latn --tgt-lang fra_Latn
-expect_error "generate: language code 'xxx_Latn' is not in the tokenizer" generate --checkpoint "$work/imported" \
+expect_error "generate: language code 'xxx_Latn' is not in the tokenizer (its 202 codes: ace_Arab, ace_Latn, \
+acm_Arab, acq_Arab, aeb_Arab, ...)" generate --checkpoint "$work/imported" \
   --input "$work/english.txt" --tgt-lang xxx_Latn
 
 echo "== logits"
