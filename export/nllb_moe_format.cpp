@@ -91,47 +91,41 @@ const char* hf_layout_name(HfLayout layout) { return layout == HfLayout::M2M100 
 
 bool nllb_moe_compatible(const models::ModelConfig& m, std::string* why, const data::SpecialTokens* special,
                          HfLayout layout) {
-  auto fail = [why, layout](std::string reason) {
-    if (why) {
-      // The messages name NLLB-MoE; the M2M100 layout has the same needs.
-      const std::string name = architecture(layout);
-      for (size_t at = reason.find("NLLB-MoE"); name != "NLLB-MoE" && at != std::string::npos;
-           at = reason.find("NLLB-MoE", at + name.size())) {
-        reason.replace(at, 8, name);
-      }
-      *why = reason;
-    }
+  const std::string arch = architecture(layout);
+  auto fail = [why](const std::string& reason) {
+    if (why) *why = reason;
     return false;
   };
   if (layout == HfLayout::M2M100 && m.moe.every > 0) {
     return fail("model.moe.every is " + std::to_string(m.moe.every) + ": M2M100 has no sparse layers (needs 0)");
   }
-  if (m.norm != models::NormType::LayerNorm) return fail("model.norm is rmsnorm, NLLB-MoE needs layernorm");
+  if (m.norm != models::NormType::LayerNorm) return fail("model.norm is rmsnorm, " + arch + " needs layernorm");
   if (m.norm_eps != 1e-5) {
-    return fail("model.norm_eps is " + std::to_string(m.norm_eps) + ", NLLB-MoE's LayerNorm uses 1e-5");
+    return fail("model.norm_eps is " + std::to_string(m.norm_eps) + ", " + arch + "'s LayerNorm uses 1e-5");
   }
   if (m.position != models::PositionType::SinusoidalFairseq) {
-    return fail(std::string("model.position is ") + position_name(m.position) + ", NLLB-MoE needs sinusoidal_fairseq");
+    return fail(std::string("model.position is ") + position_name(m.position) + ", " + arch +
+                " needs sinusoidal_fairseq");
   }
   if (m.attention != models::AttentionType::Global) {
-    return fail(std::string("model.attention is ") + attention_name(m.attention) + ", NLLB-MoE needs global");
+    return fail(std::string("model.attention is ") + attention_name(m.attention) + ", " + arch + " needs global");
   }
-  if (!m.bias) return fail("model.bias is false, NLLB-MoE's projections all have biases");
+  if (!m.bias) return fail("model.bias is false, " + arch + "'s projections all have biases");
   if (m.moe.every > 0) {
     if (m.moe.top_k != 2) {
-      return fail("model.moe.top_k is " + std::to_string(m.moe.top_k) + ", NLLB-MoE's router is top-2");
+      return fail("model.moe.top_k is " + std::to_string(m.moe.top_k) + ", " + arch + "'s router is top-2");
     }
     if (!m.moe.normalize_top_k) {
-      return fail("model.moe.normalize_top_k is false, NLLB-MoE renormalises the two gates");
+      return fail("model.moe.normalize_top_k is false, " + arch + " renormalises the two gates");
     }
     if (m.expert_ffn_dim() != m.d_ff) {
-      return fail("model.moe.d_ff_expert is " + std::to_string(m.expert_ffn_dim()) + ", NLLB-MoE's experts use d_ff (" +
-                  std::to_string(m.d_ff) + ")");
+      return fail("model.moe.d_ff_expert is " + std::to_string(m.expert_ffn_dim()) + ", " + arch +
+                  "'s experts use d_ff (" + std::to_string(m.d_ff) + ")");
     }
   }
   if (special && special->pad != m.pad_id) {
     return fail("the tokenizer's pad id is " + std::to_string(special->pad) + " but the model numbers positions from " +
-                "model.pad_id " + std::to_string(m.pad_id) + " + 1; NLLB-MoE numbers them from its pad id + 1");
+                "model.pad_id " + std::to_string(m.pad_id) + " + 1; " + arch + " numbers them from its pad id + 1");
   }
   return true;
 }
