@@ -94,6 +94,8 @@ int tokenize_command(int argc, char** argv) {
       ("target-field", po::value(&o.target_field), "JSONL field of the target side (pairs mode)")
       ("src-lang", po::value(&o.source_lang), "pairs mode: language code written before each source (an imported NLLB tokenizer's, e.g. eng_Latn)")
       ("tgt-lang", po::value(&o.target_lang), "pairs mode: language code written before each target (with --src-lang)")
+      ("src-lang-field", po::value(&o.source_lang_field), "pairs mode: JSONL field naming each record's source language code (instead of --src-lang)")
+      ("tgt-lang-field", po::value(&o.target_lang_field), "pairs mode: JSONL field naming each record's target language code (instead of --tgt-lang)")
       ("tokenizer", po::value(&o.tokenizer_model), "use this existing SentencePiece .model instead of training one")
       ("model-type", po::value(&o.model_type)->default_value(o.model_type), "unigram or bpe")
       ("valid-fraction", po::value(&o.valid_fraction)->default_value(o.valid_fraction), "fraction of documents held out as the valid split")
@@ -110,10 +112,17 @@ int tokenize_command(int argc, char** argv) {
   if (o.source_field.empty() != o.target_field.empty()) {
     throw UsageError("tokenize: --source-field and --target-field go together");
   }
-  if (o.source_lang.empty() != o.target_lang.empty())
-    throw UsageError("tokenize: --src-lang and --tgt-lang go together");
-  if (!o.source_lang.empty() && o.source_field.empty()) {
-    throw UsageError("tokenize: --src-lang and --tgt-lang are for pairs mode (--source-field, --target-field)");
+  if (!o.source_lang.empty() && !o.source_lang_field.empty())
+    throw UsageError("tokenize: give --src-lang or --src-lang-field, not both");
+  if (!o.target_lang.empty() && !o.target_lang_field.empty())
+    throw UsageError("tokenize: give --tgt-lang or --tgt-lang-field, not both");
+  if (o.source_language() != o.target_language())
+    throw UsageError(
+        "tokenize: a source language (--src-lang or --src-lang-field) needs a target language, and the other way "
+        "round");
+  if (o.languages() && o.source_field.empty()) {
+    throw UsageError(
+        "tokenize: languages (--src-lang, --src-lang-field) are for pairs mode (--source-field, --target-field)");
   }
   if (o.threads < 1) throw UsageError("tokenize: --threads must be at least 1");
   if (o.docs_per_shard < 1) throw UsageError("tokenize: --docs-per-shard must be at least 1");
@@ -127,11 +136,11 @@ int tokenize_command(int argc, char** argv) {
   if (!o.tokenizer_model.empty() && !fs::is_regular_file(o.tokenizer_model)) {
     throw UsageError("tokenize: --tokenizer not found: " + o.tokenizer_model);
   }
-  if (!o.source_lang.empty()) {
+  if (o.languages()) {
     if (o.tokenizer_model.empty()) {
       throw UsageError(
-          "tokenize: --src-lang and --tgt-lang need --tokenizer, one with language codes (an imported NLLB "
-          "model's tokenizer.model)");
+          "tokenize: languages (--src-lang, --src-lang-field) need --tokenizer, one with language codes (an "
+          "imported NLLB model's tokenizer.model)");
     }
     try {
       data::language_prefix(data::Tokenizer::load(o.tokenizer_model), o);

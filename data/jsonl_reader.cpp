@@ -4,6 +4,8 @@
 // separated text).
 #include "data/jsonl_reader.h"
 
+#include <algorithm>
+
 #include <simdjson.h>
 
 namespace moetrain::data {
@@ -51,6 +53,8 @@ JsonlReader::JsonlReader(const std::string& path, RecordFields fields)
   if (!fields_.pairs() && fields_.text_field.empty() && json) throw InputError(path + ": no text field given");
   if (!fields_.source_field.empty() != !fields_.target_field.empty())
     throw InputError(path + ": pairs mode needs both a source and a target field");
+  if ((!fields_.source_lang_field.empty() || !fields_.target_lang_field.empty()) && !fields_.pairs())
+    throw InputError(path + ": language fields are for pairs mode");
   lines_ = std::make_unique<LineReader>(path);
   if (json) json_ = std::make_unique<Json>();
 }
@@ -101,13 +105,25 @@ bool JsonlReader::next_jsonl(TextRecord& record) {
     return out;
   };
 
+  auto language = [&](const std::string& name) {
+    if (name.empty()) return std::string();
+    std::string code = field(name);
+    if (!std::binary_search(fields_.language_codes.begin(), fields_.language_codes.end(), code))
+      fail(line_no, "field '" + name + "': '" + code + "' is not a language code of the tokenizer");
+    return code;
+  };
+
   record.line = line_no;
   if (fields_.pairs()) {
     record.text = field(fields_.source_field);
     record.target = field(fields_.target_field);
+    record.source_lang = language(fields_.source_lang_field);
+    record.target_lang = language(fields_.target_lang_field);
   } else {
     record.text = field(fields_.text_field);
     record.target.clear();
+    record.source_lang.clear();
+    record.target_lang.clear();
   }
   return true;
 }

@@ -6,10 +6,11 @@
 //   anything else           plain UTF-8 text; documents separated by blank lines
 //                           (*.zst: zstd-compressed text)
 // From JSON it extracts either one text field or a source and a target field
-// (pairs mode). Plain text has no fields, so it only supports the text mode.
+// (pairs mode), and in pairs mode optionally the fields naming each side's
+// language. Plain text has no fields, so it only supports the text mode.
 //
 // Bad input (invalid JSON, a missing or non-string field, invalid UTF-8, a
-// corrupt zstd stream) throws InputError with a one-line message
+// language field naming a code not in language_codes, a corrupt zstd stream) throws InputError with a one-line message
 // "PATH:LINE: what is wrong", which the CLI prints as-is. With
 // skip_bad_records, a bad record (everything above but a file that cannot be
 // read or a corrupt zstd stream) is counted and skipped instead.
@@ -35,14 +36,19 @@ struct RecordFields {
   std::string text_field = "text";
   std::string source_field;
   std::string target_field;
+  // Pairs mode: fields holding each record's source (target) language code,
+  // which must be one of language_codes (sorted); empty: none.
+  std::string source_lang_field, target_lang_field;
+  std::vector<std::string> language_codes;
 
   bool pairs() const { return !source_field.empty() && !target_field.empty(); }
 };
 
 struct TextRecord {
-  std::string text;    // the text field, or the source field in pairs mode
-  std::string target;  // pairs mode only
-  int64_t line = 0;    // 1-based line the record starts on
+  std::string text;                      // the text field, or the source field in pairs mode
+  std::string target;                    // pairs mode only
+  std::string source_lang, target_lang;  // from the language fields, when given
+  int64_t line = 0;                      // 1-based line the record starts on
 };
 
 // Records skipped as bad: how many, and the first few as "PATH:LINE: what".

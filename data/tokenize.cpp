@@ -34,10 +34,16 @@ void check_options(const TokenizeOptions& o) {
   if (o.output_dir.empty()) throw std::invalid_argument("tokenize: no output directory given");
   if (o.source_field.empty() != o.target_field.empty())
     throw std::invalid_argument("tokenize: pairs mode needs both a source and a target field");
-  if (o.source_lang.empty() != o.target_lang.empty())
+  if (!o.source_lang.empty() && !o.source_lang_field.empty())
+    throw std::invalid_argument("tokenize: the source language is a code or a field, not both");
+  if (!o.target_lang.empty() && !o.target_lang_field.empty())
+    throw std::invalid_argument("tokenize: the target language is a code or a field, not both");
+  if (o.source_language() != o.target_language())
     throw std::invalid_argument("tokenize: a source language needs a target language, and the other way round");
-  if (!o.source_lang.empty() && o.source_field.empty())
+  if (o.languages() && o.source_field.empty())
     throw std::invalid_argument("tokenize: source and target languages are for pairs mode");
+  if (o.languages() && o.tokenizer_model.empty())
+    throw std::invalid_argument("tokenize: source and target languages need a tokenizer with language codes");
   if (!(o.valid_fraction >= 0.0 && o.valid_fraction < 1.0))
     throw std::invalid_argument("tokenize: valid_fraction must be in [0, 1), got " + std::to_string(o.valid_fraction));
   if (o.docs_per_shard < 1) throw std::invalid_argument("tokenize: docs_per_shard must be >= 1");
@@ -121,14 +127,17 @@ Handoff prepare_on_rank0(const TokenizeOptions& options) {
   const bool train_now = h.trained && !h.reused;
 
   SentenceSampler sampler(options.max_training_sentences, combine_seeds({options.seed, kSentenceSampleTag}));
-  h.counts = count_records(options, train_now ? &sampler : nullptr);
+  // A tokenizer that is not trained is loaded first: the language fields
+  // (languages need a loaded one) are checked against its codes in pass 1.
+  std::optional<Tokenizer> loaded;
+  if (!train_now) loaded = Tokenizer::load(h.reused ? model_path : options.tokenizer_model);
+  if (loaded) language_prefix(*loaded, options);  // a code it lacks fails here, before pass 1
+  h.counts = count_records(options, train_now ? &sampler : nullptr,
+                           loaded ? loaded->language_codes() : std::vector<std::string>{});
   if (h.counts.records == 0) throw std::runtime_error("tokenize: the inputs hold no records");
   h.training_sentences = train_now ? static_cast<int64_t>(sampler.sentences().size()) : 0;
-  const Tokenizer tokenizer = h.reused    ? Tokenizer::load(model_path)
-                              : train_now ? train_on_sample(sampler, options)
-                                          : Tokenizer::load(options.tokenizer_model);
+  const Tokenizer tokenizer = loaded ? std::move(*loaded) : train_on_sample(sampler, options);
   h.model_bytes = tokenizer.model_bytes();
-  if (!options.source_lang.empty()) language_prefix(tokenizer, options);  // a code it lacks fails here
 
   // From here on the output folder changes.
   std::error_code ec;

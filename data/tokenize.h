@@ -63,7 +63,10 @@ struct TokenizeOptions {
   std::string source_field, target_field;  // both set: pairs mode
   // Pairs mode, a tokenizer with language codes (fairseq's layout): the code
   // written before each source's (target's) tokens, as NllbTokenizer does.
+  // Each side's code is fixed (source_lang) or read from each record's field
+  // (source_lang_field); either both sides have one or neither.
   std::string source_lang, target_lang;
+  std::string source_lang_field, target_lang_field;
   std::string tokenizer_model;  // existing .model to load instead of training
   std::string model_type = "unigram";
   double valid_fraction = 0.0;  // documents (or pairs) held out, chosen deterministically by seed
@@ -77,6 +80,10 @@ struct TokenizeOptions {
   int threads = 1;                   // encoding threads of each rank; the output does not depend on it
   bool strict = false;               // a bad record is fatal (otherwise skipped and counted)
   std::ostream* progress = nullptr;  // where pass 2 reports progress (every few seconds), if anywhere
+
+  bool source_language() const { return !source_lang.empty() || !source_lang_field.empty(); }
+  bool target_language() const { return !target_lang.empty() || !target_lang_field.empty(); }
+  bool languages() const { return source_language() || target_language(); }
 };
 
 // One written shard, as dataset.json lists it.

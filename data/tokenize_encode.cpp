@@ -124,7 +124,7 @@ class RankEncoder {
   void read_and_encode() {
     EncoderPool pool(tokenizer_, pairs_, options_.threads, language_prefix(tokenizer_, options_));
     const size_t max_in_flight = kBlocksPerThread * static_cast<size_t>(options_.threads);
-    RecordStream stream(options_);
+    RecordStream stream(options_, tokenizer_.language_codes());
     RecordRouter router(plan_);
     TextRecord record;
     bool from_valid_inputs = false;
@@ -137,6 +137,8 @@ class RankEncoder {
       block->text_bytes += static_cast<int64_t>(record.text.size() + record.target.size());
       block->source.push_back(std::move(record.text));
       if (pairs_) block->target.push_back(std::move(record.target));
+      if (!options_.source_lang_field.empty()) block->source_lang.push_back(std::move(record.source_lang));
+      if (!options_.target_lang_field.empty()) block->target_lang.push_back(std::move(record.target_lang));
       if (block->size() >= kBlockRecords || block->text_bytes >= kBlockBytes) {
         pool.submit(std::move(block));
         block = std::make_unique<EncodeBlock>();

@@ -1,17 +1,26 @@
 // The record stream and pass 1 of tokenize_corpus (tokenize_input.h).
 #include "data/tokenize_input.h"
 
+#include <algorithm>
+
 namespace moetrain::data {
 
-RecordFields record_fields_of(const TokenizeOptions& options) {
+RecordFields record_fields_of(const TokenizeOptions& options, const std::vector<std::string>& language_codes) {
   RecordFields f;
   f.text_field = options.text_field;
   f.source_field = options.source_field;
   f.target_field = options.target_field;
+  f.source_lang_field = options.source_lang_field;
+  f.target_lang_field = options.target_lang_field;
+  if (!f.source_lang_field.empty() || !f.target_lang_field.empty()) {
+    f.language_codes = language_codes;
+    std::sort(f.language_codes.begin(), f.language_codes.end());
+  }
   return f;
 }
 
-RecordStream::RecordStream(const TokenizeOptions& options) : options_(options), fields_(record_fields_of(options)) {}
+RecordStream::RecordStream(const TokenizeOptions& options, const std::vector<std::string>& language_codes)
+    : options_(options), fields_(record_fields_of(options, language_codes)) {}
 
 bool RecordStream::next(TextRecord& record, bool* from_valid_inputs) {
   const size_t n_inputs = options_.inputs.size();
@@ -57,9 +66,10 @@ void SentenceSampler::add_line(std::string line) {
   if (j < static_cast<uint64_t>(capacity_)) sample_[j] = std::move(line);
 }
 
-InputCounts count_records(const TokenizeOptions& options, SentenceSampler* sampler) {
+InputCounts count_records(const TokenizeOptions& options, SentenceSampler* sampler,
+                          const std::vector<std::string>& language_codes) {
   InputCounts counts;
-  RecordStream stream(options);
+  RecordStream stream(options, language_codes);
   TextRecord record;
   bool from_valid_inputs = false;
   const bool pairs = record_fields_of(options).pairs();

@@ -24,12 +24,14 @@
 
 namespace moetrain::data {
 
-RecordFields record_fields_of(const TokenizeOptions& options);
+// The fields options names; `language_codes`: the tokenizer's, which the
+// language fields (if any) must name.
+RecordFields record_fields_of(const TokenizeOptions& options, const std::vector<std::string>& language_codes = {});
 
 // Streams the records of inputs, then of valid_inputs.
 class RecordStream {
  public:
-  explicit RecordStream(const TokenizeOptions& options);
+  explicit RecordStream(const TokenizeOptions& options, const std::vector<std::string>& language_codes = {});
 
   // The next record; false at the end. *from_valid_inputs says which list
   // its file is on.
@@ -73,6 +75,7 @@ struct InputCounts {
 
 // Pass 1: reads the whole record stream; the records of `inputs` (sources
 // and targets) go to `sampler` when it is given.
-InputCounts count_records(const TokenizeOptions& options, SentenceSampler* sampler);
+InputCounts count_records(const TokenizeOptions& options, SentenceSampler* sampler,
+                          const std::vector<std::string>& language_codes = {});
 
 }  // namespace moetrain::data

@@ -71,8 +71,14 @@ nlohmann::json make_manifest(const TokenizeOptions& options, const TokenizeSumma
   };
   if (pairs) {
     manifest["fields"] = {{"source", options.source_field}, {"target", options.target_field}};
-    if (!options.source_lang.empty())
-      manifest["languages"] = {{"source", options.source_lang}, {"target", options.target_lang}};
+    // Each side: its code, or {"field": name} when every record names its own.
+    auto language = [](const std::string& code, const std::string& field) {
+      return field.empty() ? nlohmann::json(code) : nlohmann::json{{"field", field}};
+    };
+    if (options.languages()) {
+      manifest["languages"] = {{"source", language(options.source_lang, options.source_lang_field)},
+                               {"target", language(options.target_lang, options.target_lang_field)}};
+    }
   } else
     manifest["fields"] = {{"text", options.text_field}};
   if (summary.trained_tokenizer) {

@@ -90,6 +90,8 @@ nlohmann::json run_fingerprint(const TokenizeOptions& o) {
       {"target_field", o.target_field},
       {"source_lang", o.source_lang},
       {"target_lang", o.target_lang},
+      {"source_lang_field", o.source_lang_field},
+      {"target_lang_field", o.target_lang_field},
       {"valid_fraction", o.valid_fraction},
       {"docs_per_shard", o.docs_per_shard},
       {"deflate_level", o.deflate_level},

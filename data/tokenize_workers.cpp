@@ -7,8 +7,11 @@ namespace moetrain::data {
 
 namespace {
 
-// `text`'s ids, after `prefix` when it is one and the text encodes to anything.
-std::vector<int32_t> encode_after(const Tokenizer& tokenizer, const std::string& text, int32_t prefix) {
+// `text`'s ids, after its language code when it has one (`language`, else
+// `prefix` unless -1) and the text encodes to anything.
+std::vector<int32_t> encode_after(const Tokenizer& tokenizer, const std::string& text, int32_t prefix,
+                                  const std::string* language) {
+  if (language != nullptr && !language->empty()) prefix = static_cast<int32_t>(tokenizer.language_code_id(*language));
   std::vector<int32_t> ids = tokenizer.encode(text);
   if (prefix >= 0 && !ids.empty()) ids.insert(ids.begin(), prefix);
   return ids;
@@ -18,10 +21,16 @@ std::vector<int32_t> encode_after(const Tokenizer& tokenizer, const std::string&
 
 LanguagePrefix language_prefix(const Tokenizer& tokenizer, const TokenizeOptions& options) {
   LanguagePrefix prefix;
-  if (options.source_lang.empty()) return prefix;
+  if (!options.languages()) return prefix;
+  if (tokenizer.language_codes().empty()) {
+    throw std::invalid_argument(
+        "tokenize: the tokenizer has no language codes (an NLLB model's, imported with moetrain import, has them)");
+  }
   try {
-    prefix.source = static_cast<int32_t>(tokenizer.language_code_id(options.source_lang));
-    prefix.target = static_cast<int32_t>(tokenizer.language_code_id(options.target_lang));
+    if (!options.source_lang.empty())
+      prefix.source = static_cast<int32_t>(tokenizer.language_code_id(options.source_lang));
+    if (!options.target_lang.empty())
+      prefix.target = static_cast<int32_t>(tokenizer.language_code_id(options.target_lang));
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(std::string("tokenize: ") + e.what());
   }
@@ -96,11 +105,14 @@ void EncoderPool::work() {
 void EncoderPool::encode(EncodeBlock& block) const {
   block.source_ids.resize(block.size());
   if (pairs_) block.target_ids.resize(block.size());
+  auto language = [](const std::vector<std::string>& languages, size_t i) {
+    return i < languages.size() ? &languages[i] : nullptr;
+  };
   for (size_t i = 0; i < block.size(); ++i) {
-    block.source_ids[i] = encode_after(tokenizer_, block.source[i], prefix_.source);
+    block.source_ids[i] = encode_after(tokenizer_, block.source[i], prefix_.source, language(block.source_lang, i));
     std::string().swap(block.source[i]);
     if (pairs_) {
-      block.target_ids[i] = encode_after(tokenizer_, block.target[i], prefix_.target);
+      block.target_ids[i] = encode_after(tokenizer_, block.target[i], prefix_.target, language(block.target_lang, i));
       std::string().swap(block.target[i]);
     }
   }

@@ -27,6 +27,8 @@ namespace moetrain::data {
 struct EncodeBlock {
   std::vector<int64_t> shard;               // the plan's shard index of each record
   std::vector<std::string> source, target;  // texts (target: pairs only); freed once encoded
+  // Each record's language codes, when its fields name them (pairs only).
+  std::vector<std::string> source_lang, target_lang;
   std::vector<std::vector<int32_t>> source_ids, target_ids;
   int64_t text_bytes = 0;
 
@@ -34,14 +36,16 @@ struct EncodeBlock {
 };
 
 // The language codes written before each side's tokens (pairs mode), as
-// NllbTokenizer writes them; -1: none. A text that encodes to nothing stays
-// empty (and is skipped).
+// NllbTokenizer writes them; -1: none, or the record's own (a block's
+// source_lang/target_lang) when those are given. A text that encodes to
+// nothing stays empty (and is skipped).
 struct LanguagePrefix {
   int32_t source = -1, target = -1;
 };
 
 // The codes options.source_lang and target_lang name in `tokenizer` (none when
-// unset). Throws std::invalid_argument naming a code the tokenizer lacks.
+// unset). Throws std::invalid_argument naming a code the tokenizer lacks, or
+// when language fields are given and the tokenizer has no codes.
 LanguagePrefix language_prefix(const Tokenizer& tokenizer, const TokenizeOptions& options);
 
 class EncoderPool {

@@ -9,7 +9,8 @@
 #    moetrain's ids equal NllbTokenizer's, language code and </s> included,
 #    and decode to the same text;
 #  - `moetrain tokenize --src-lang --tgt-lang` writes the pairs NllbTokenizer
-#    writes (source, then the target as labels);
+#    writes (source, then the target as labels), and so does
+#    `--src-lang-field --tgt-lang-field` on records in both directions;
 #  - moetrain's logits on a padded batch of real sentence pairs with language
 #    codes equal transformers' within 1e-4 (the decoder input is transformers'
 #    too: </s>, the target code, the target);
@@ -88,11 +89,64 @@ stored = [([int(t) for t in s], [int(t) for t in t_]) for s, t_ in stored]
 assert sorted(stored) == sorted(expected), (len(stored), len(expected))
 print(f"{len(pairs)} pairs as NllbTokenizer writes them (language codes first)")
 PY
+echo "== tokenize --src-lang-field --tgt-lang-field: both directions, a record with an unknown code"
+"$PY" - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+with open(f"{work}/mixed.jsonl", "w") as out:
+    for i, line in enumerate(open(f"{work}/pairs.jsonl")):
+        p = json.loads(line)
+        if i % 2 == 0:
+            r = {"src": p["en"], "tgt": p["fr"], "sl": "eng_Latn", "tl": "fra_Latn"}
+        else:
+            r = {"src": p["fr"], "tgt": p["en"], "sl": "fra_Latn", "tl": "eng_Latn"}
+        out.write(json.dumps(r) + "\n")
+    out.write(json.dumps({"src": "a", "tgt": "b", "sl": "eng_Latn", "tl": "klingon"}) + "\n")
+PY
+"$MOETRAIN_BIN" tokenize --input "$work/mixed.jsonl" --output "$work/mixed" --source-field src --target-field tgt \
+  --tokenizer "$work/imported/tokenizer.model" --src-lang-field sl --tgt-lang-field tl > /dev/null || fail "tokenize"
+"$PY" - "$work" <<'PY' || fail "tokenize's per-record languages differ from NllbTokenizer's"
+import glob, json, sys
+import h5py
+from transformers import AutoTokenizer
+work = sys.argv[1]
+tokenizer = AutoTokenizer.from_pretrained(f"{work}/hf")
+records = [json.loads(line) for line in open(f"{work}/mixed.jsonl")][:-1]
+stored = []
+for path in sorted(glob.glob(f"{work}/mixed/*-*.h5")):
+    with h5py.File(path) as f:
+        src, src_off = f["source_tokens"][:], f["source_offsets"][:]
+        tgt, tgt_off = f["target_tokens"][:], f["target_offsets"][:]
+        for i in range(len(src_off) - 1):
+            stored.append(([int(t) for t in src[src_off[i]:src_off[i + 1]]],
+                           [int(t) for t in tgt[tgt_off[i]:tgt_off[i + 1]]]))
+expected = []
+for r in records:
+    tokenizer.src_lang, tokenizer.tgt_lang = r["sl"], r["tl"]
+    encoded = tokenizer(r["src"], text_target=r["tgt"])
+    expected.append((encoded["input_ids"][:-1], encoded["labels"][:-1]))
+assert stored == expected, (len(stored), len(expected))
+manifest = json.load(open(f"{work}/mixed/dataset.json"))
+assert manifest["skipped_bad"] == 1, manifest["skipped_bad"]
+assert manifest["languages"] == {"source": {"field": "sl"}, "target": {"field": "tl"}}, manifest["languages"]
+print(f"{len(records)} pairs in two directions as NllbTokenizer writes them; the record naming 'klingon' skipped")
+PY
+rc=0  # under --strict the bad record is fatal: exit 1 (bad data, not a bad command), one line
+"$MOETRAIN_BIN" tokenize --input "$work/mixed.jsonl" --output "$work/mixed-strict" --source-field src \
+  --target-field tgt --tokenizer "$work/imported/tokenizer.model" --src-lang-field sl --tgt-lang-field tl --strict \
+  > /dev/null 2> "$work/err" || rc=$?
+echo "[$rc] $(cat "$work/err")"
+[[ $rc -eq 1 && $(wc -l < "$work/err") -eq 1 ]] || fail "--strict: exit $rc, wanted 1 and one line"
+grep -q "mixed.jsonl:101: field 'tl': 'klingon' is not a language code of the tokenizer" "$work/err" ||
+  fail "--strict does not name the record and its code"
+expect_error "tokenize: give --src-lang or --src-lang-field, not both" tokenize --input "$work/mixed.jsonl" \
+  --output "$work/mixed-bad" --source-field src --target-field tgt --tokenizer "$work/imported/tokenizer.model" \
+  --src-lang eng_Latn --src-lang-field sl --tgt-lang-field tl
 expect_error "tokenize: language code 'xxx_Latn' is not in the tokenizer (its 202 codes: ace_Arab, ace_Latn, \
 acm_Arab, acq_Arab, aeb_Arab, ...) (--tokenizer $work/imported/tokenizer.model)" \
   tokenize --input "$work/pairs.jsonl" --output "$work/pairs-bad" --source-field en --target-field fr \
   --tokenizer "$work/imported/tokenizer.model" --src-lang eng_Latn --tgt-lang xxx_Latn
-expect_error "tokenize: --src-lang and --tgt-lang need --tokenizer" tokenize --input "$work/pairs.jsonl" \
+expect_error "tokenize: languages (--src-lang, --src-lang-field) need --tokenizer" tokenize --input "$work/pairs.jsonl" \
   --output "$work/pairs-bad" --source-field en --target-field fr --src-lang eng_Latn --tgt-lang fra_Latn
 expect_error "generate: language code 'xxx_Latn' is not in the tokenizer (its 202 codes: ace_Arab, ace_Latn, \
 acm_Arab, acq_Arab, aeb_Arab, ...)" generate --checkpoint "$work/imported" \

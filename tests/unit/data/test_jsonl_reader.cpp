@@ -75,6 +75,50 @@ TEST(JsonlReader, ReadsPairs) {
   EXPECT_EQ(records[1].target, "B");
 }
 
+TEST(JsonlReader, ReadsEachRecordsLanguagesAndRefusesUnknownCodes) {
+  TempDir dir;
+  const std::string path = dir.file("p.jsonl");
+  test_support::write_file(path,
+                           "{\"src\": \"hello\", \"tgt\": \"bonjour\", \"sl\": \"eng_Latn\", \"tl\": \"fra_Latn\"}\n"
+                           "{\"src\": \"salut\", \"tgt\": \"hi\", \"sl\": \"fra_Latn\", \"tl\": \"eng_Latn\"}\n");
+  RecordFields f;
+  f.source_field = "src";
+  f.target_field = "tgt";
+  f.source_lang_field = "sl";
+  f.target_lang_field = "tl";
+  f.language_codes = {"eng_Latn", "fra_Latn"};
+  auto records = read_all(path, f);
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[0].source_lang, "eng_Latn");
+  EXPECT_EQ(records[0].target_lang, "fra_Latn");
+  EXPECT_EQ(records[1].source_lang, "fra_Latn");
+  EXPECT_EQ(records[1].target_lang, "eng_Latn");
+
+  test_support::write_file(path, "{\"src\": \"a\", \"tgt\": \"b\", \"sl\": \"eng_Latn\", \"tl\": \"deu_Latn\"}\n");
+  expect_input_error([&] { read_all(path, f); },
+                     {path + ":1: field 'tl': 'deu_Latn' is not a language code of the tokenizer"});
+  test_support::write_file(path, "{\"src\": \"a\", \"tgt\": \"b\", \"tl\": \"eng_Latn\"}\n");
+  expect_input_error([&] { read_all(path, f); }, {path + ":1: missing field 'sl'"});
+
+  // The reader skips a record with an unknown code when asked to, like any bad record.
+  test_support::write_file(path,
+                           "{\"src\": \"a\", \"tgt\": \"b\", \"sl\": \"xx\", \"tl\": \"eng_Latn\"}\n"
+                           "{\"src\": \"c\", \"tgt\": \"d\", \"sl\": \"fra_Latn\", \"tl\": \"eng_Latn\"}\n");
+  BadRecords bad;
+  JsonlReader reader(path, f);
+  reader.skip_bad_records(&bad);
+  TextRecord r;
+  ASSERT_TRUE(reader.next(r));
+  EXPECT_EQ(r.text, "c");
+  EXPECT_EQ(r.source_lang, "fra_Latn");
+  EXPECT_FALSE(reader.next(r));
+  EXPECT_EQ(bad.count, 1);
+
+  RecordFields text_only;
+  text_only.source_lang_field = "sl";
+  expect_input_error([&] { read_all(path, text_only); }, {"language fields are for pairs mode"});
+}
+
 TEST(JsonlReader, BadRecordsNameFileAndLine) {
   TempDir dir;
   const std::string path = dir.file("bad.jsonl");
