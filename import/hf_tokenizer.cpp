@@ -43,7 +43,7 @@ void check_tokenizer_config(const fs::path& path) {
   const auto tokenizer_class = config.value("tokenizer_class", std::string("NllbTokenizer"));
   if (tokenizer_class != "NllbTokenizer" && tokenizer_class != "NllbTokenizerFast") {
     throw ImportError(path.string() + ": tokenizer_class is \"" + tokenizer_class +
-                      "\": moetrain imports NllbTokenizer's layout");
+                      "\": moetrain imports NllbTokenizer's layout (sentencepiece.bpe.model with tokenizer.json)");
   }
   if (config.contains("legacy_behaviour") && config["legacy_behaviour"] == true) {
     throw ImportError(path.string() +
@@ -123,11 +123,11 @@ HfTokenizer read_hf_tokenizer(const std::string& folder, int64_t model_vocab_siz
                       ": no tokenizer (moetrain reads tokenizer.model, a SentencePiece model with moetrain's special "
                       "ids, or NLLB's sentencepiece.bpe.model with tokenizer.json)");
   }
+  check_tokenizer_config(dir / "tokenizer_config.json");  // first: it names a tokenizer of another layout
   const fs::path tokenizer_json = dir / "tokenizer.json";
   if (!fs::is_regular_file(tokenizer_json)) {
     throw ImportError(folder + ": sentencepiece.bpe.model without tokenizer.json, which gives the language codes' ids");
   }
-  check_tokenizer_config(dir / "tokenizer_config.json");
   const std::string spm = read_bytes(nllb);
   // Probe the piece count through the layout with no added tokens.
   int64_t pieces = 0;

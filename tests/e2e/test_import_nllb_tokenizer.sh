@@ -238,6 +238,11 @@ json.dump(c, open(f'{folder}/tokenizer_config.json', 'w'))"
 refused legacy "tokenizer_config.json: legacy_behaviour is true"
 broken no_json "os.remove(f'{folder}/tokenizer.json')"
 refused no_json "sentencepiece.bpe.model without tokenizer.json"
+# The published M2M100 models' tokenizer: vocab.json and __en__-style codes, no tokenizer.json.
+broken m2m100_tokenizer "os.remove(f'{folder}/tokenizer.json'); c = json.load(open(f'{folder}/tokenizer_config.json')); \
+c['tokenizer_class'] = 'M2M100Tokenizer'; json.dump(c, open(f'{folder}/tokenizer_config.json', 'w'))"
+refused m2m100_tokenizer "tokenizer_config.json: tokenizer_class is \"M2M100Tokenizer\": moetrain imports \
+NllbTokenizer's layout"
 broken gap "t = json.load(open(f'{folder}/tokenizer.json')); t['added_tokens'][-1]['id'] += 5; \
 json.dump(t, open(f'{folder}/tokenizer.json', 'w'))"
 refused gap "tokenizer.json: added token 'zul_Latn' has id"
