@@ -143,6 +143,8 @@ void visit_config(V& root, Config& c) {
     s.field("tp", p.tp);
     s.field("pp", p.pp);
     s.field("ep", p.ep);
+    s.field("cp", p.cp);
+    s.field("cp_mode", p.cp_mode);
     s.field("zero_stage", p.zero_stage);
     s.field("microbatches", p.microbatches);
     s.field("schedule", p.schedule);

@@ -131,6 +131,28 @@ void validate_layout(const Config& c, const Require& require, int64_t world_size
   resolve_pp_cuts(c, &require.src);
 }
 
+// Context parallelism: what each mode needs of the model.
+void validate_context_parallel(const Config& c, const Require& require) {
+  const auto& p = c.parallel;
+  require(p.cp_mode == "all_to_all" || p.cp_mode == "ring", "parallel.cp_mode",
+          "'" + p.cp_mode + "' is not one of all_to_all, ring");
+  if (p.cp <= 1) return;
+  // Sequences are padded to a multiple of 2 * cp (each rank holds two chunks).
+  require(c.model.max_positions % (2 * p.cp) == 0, "parallel.cp",
+          "each sequence is padded to a multiple of 2 * cp = " + std::to_string(2 * p.cp) +
+              ", so model.max_positions (" + std::to_string(c.model.max_positions) + ") must be one");
+  if (p.cp_mode == "all_to_all") {
+    require(c.model.n_heads % (p.tp * p.cp) == 0, "parallel.cp",
+            "all_to_all gives each of the tp * cp = " + std::to_string(p.tp * p.cp) +
+                " ranks whole heads, but model.n_heads = " + std::to_string(c.model.n_heads) +
+                " does not divide evenly (cp_mode: ring works with any head count)");
+  } else {
+    require(c.model.attention_dropout == 0, "parallel.cp_mode",
+            "ring attention has no attention dropout, but model.attention_dropout is " +
+                std::to_string(c.model.attention_dropout) + " (use cp_mode: all_to_all, or dropout 0)");
+  }
+}
+
 // train: steps, device, evaluation.
 void validate_train(const Config& c, const Require& require) {
   const auto& t = c.train;
@@ -271,6 +293,7 @@ void validate_config(const Config& c, int64_t world_size, const ConfigSource& sr
   }
   validate_model(c, require);
   validate_layout(c, require, world_size);
+  validate_context_parallel(c, require);
   validate_train(c, require);
   validate_optim(c, require);
   validate_precision(c, require);

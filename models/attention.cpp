@@ -81,6 +81,26 @@ AttentionMasks make_self_attention_masks(AttentionType type, int64_t local_windo
   return masks;
 }
 
+AttentionMasks make_context_parallel_self_masks(const torch::Tensor& padding_mask, const torch::Tensor& positions,
+                                                bool causal, parallel::Communicator* group,
+                                                parallel::ContextParallelMode mode) {
+  check_padding_mask(padding_mask, "make_context_parallel_self_masks");
+  AttentionMasks masks;
+  masks.cp = {group, mode, padding_mask, positions, positions, causal, /*self=*/true};
+  return masks;
+}
+
+AttentionMasks make_context_parallel_cross_masks(const torch::Tensor& src_mask, const torch::Tensor& q_positions,
+                                                 const torch::Tensor& k_positions, parallel::Communicator* group,
+                                                 parallel::ContextParallelMode mode) {
+  check_padding_mask(src_mask, "make_context_parallel_cross_masks");
+  torch::Tensor any_source = src_mask.any(1).contiguous();  // [B]
+  if (group != nullptr && group->size() > 1) group->all_reduce(any_source, parallel::ReduceOp::Max);
+  AttentionMasks masks;
+  masks.cp = {group, mode, src_mask | ~any_source.unsqueeze(1), q_positions, k_positions, false, false};
+  return masks;
+}
+
 MultiHeadAttentionImpl::MultiHeadAttentionImpl(const ModelConfig& cfg, AttentionType type, bool rotary)
     : type_(type),
       rotary_(rotary),
@@ -109,11 +129,17 @@ MultiHeadAttentionImpl::MultiHeadAttentionImpl(const ModelConfig& cfg, Attention
 }
 
 torch::Tensor MultiHeadAttentionImpl::attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                             const torch::Tensor& mask) {
+                                             const AttentionMasks& masks, bool local) {
   const double p = is_training() ? attention_dropout_ : 0.0;
   // Heads are split across TP ranks: their dropout masks must differ.
   TensorParallelRngScope rng(p > 0 ? tp_rng_ : nullptr, q.device());
-  return torch::scaled_dot_product_attention(q, k, v, mask, p);
+  const ContextParallelMasks& cp = masks.cp;
+  if (cp.group != nullptr) {
+    const parallel::ContextAttentionMask visible{cp.causal, local ? local_window_ : 0, cp.self};
+    return parallel::context_parallel_attention(q, k, v, cp.key_mask, cp.q_positions, cp.k_positions, visible, cp.mode,
+                                                cp.group, p);
+  }
+  return torch::scaled_dot_product_attention(q, k, v, local ? masks.local : masks.global, p);
 }
 
 ParameterSlices MultiHeadAttentionImpl::split_tensor_parallel(const ModelParallelism& mp) {
@@ -145,13 +171,19 @@ torch::Tensor MultiHeadAttentionImpl::forward(const torch::Tensor& query_states,
   const int64_t b = query_states.size(0);
   const int64_t tq = query_states.size(1);
   const int64_t tk = key_value_states.size(1);
-  if (type_ != AttentionType::Local) check_mask(masks.global, b, tq, tk, "global");
-  if (type_ != AttentionType::Global) check_mask(masks.local, b, tq, tk, "local");
+  const ContextParallelMasks& cp = masks.cp;
+  if (cp.group == nullptr) {
+    if (type_ != AttentionType::Local) check_mask(masks.global, b, tq, tk, "global");
+    if (type_ != AttentionType::Global) check_mask(masks.local, b, tq, tk, "local");
+  }
 
   torch::Tensor q = project_heads(q_proj, query_states);
   torch::Tensor k = project_heads(k_proj, key_value_states);
   const torch::Tensor v = project_heads(v_proj, key_value_states);
-  if (rotary_) {
+  if (rotary_ && cp.group != nullptr) {
+    q = apply_rotary(q, rope_theta_, max_positions_, cp.q_positions);
+    k = apply_rotary(k, rope_theta_, max_positions_, cp.k_positions);
+  } else if (rotary_) {
     q = apply_rotary(q, rope_theta_, max_positions_);
     k = apply_rotary(k, rope_theta_, max_positions_);
   }
@@ -167,11 +199,11 @@ torch::Tensor MultiHeadAttentionImpl::attend_and_project(const torch::Tensor& q,
                                                          const torch::Tensor& query_states) {
   torch::Tensor out;
   switch (type_) {
-    case AttentionType::Global: out = attend(q, k, v, masks.global); break;
-    case AttentionType::Local: out = attend(q, k, v, masks.local); break;
+    case AttentionType::Global: out = attend(q, k, v, masks, /*local=*/false); break;
+    case AttentionType::Local: out = attend(q, k, v, masks, /*local=*/true); break;
     case AttentionType::Dynamic: {
-      const torch::Tensor local = attend(q, k, v, masks.local);
-      const torch::Tensor global = attend(q, k, v, masks.global);
+      const torch::Tensor local = attend(q, k, v, masks, /*local=*/true);
+      const torch::Tensor global = attend(q, k, v, masks, /*local=*/false);
       // The gate sees only its own token, so it keeps the decoder causal.
       const torch::Tensor g = torch::sigmoid(gate(query_states)).transpose(1, 2).unsqueeze(-1);
       out = g * local + (1 - g) * global;  // g: [B, H, Tq, 1]

@@ -14,6 +14,11 @@
 //       applied to the head outputs before o_proj.
 // Cross-attention is always global over the unpadded source keys.
 //
+// Under context parallelism each rank holds some positions of every sequence
+// (parallel/context_parallel.h); the masks then say which positions those
+// are instead of holding [B, 1, Tq, Tk] tensors, and attention runs across
+// the CP group with exactly the visibility described here.
+//
 // Windows count positions, padded ones included. Every query row always sees
 // at least one key (self-attention: itself; cross-attention with an empty
 // source: all keys), so padded queries produce finite, meaningless output
@@ -30,15 +35,30 @@
 #include "models/linear.h"
 #include "models/model_config.h"
 #include "models/model_parallelism.h"
+#include "parallel/context_parallel.h"
 
 namespace moetrain::models {
 
+// One attention call under context parallelism: this rank's positions, and
+// the group the rest of the sequence lives on.
+struct ContextParallelMasks {
+  parallel::Communicator* group = nullptr;  // null: no context parallelism
+  parallel::ContextParallelMode mode = parallel::ContextParallelMode::AllToAll;
+  torch::Tensor key_mask;     // [B, Tk] bool: this rank's keys that may be seen
+  torch::Tensor q_positions;  // [Tq] int64: global positions of this rank's queries
+  torch::Tensor k_positions;  // [Tk] int64: of its keys
+  bool causal = false;
+  bool self = false;  // self-attention: a query always sees its own position
+};
+
 // Masks for one attention call, each [B, 1, Tq, Tk] bool, broadcast over heads.
 // `global` is set for global and dynamic attention, `local` for local and
-// dynamic; cross-attention uses `global` only.
+// dynamic; cross-attention uses `global` only. Under context parallelism
+// neither is set and `cp` describes the call.
 struct AttentionMasks {
   torch::Tensor global;
   torch::Tensor local;
+  ContextParallelMasks cp;
 };
 
 // Self-attention mask from a key padding mask [B, T] bool (true = real token).
@@ -53,6 +73,19 @@ torch::Tensor make_cross_attention_mask(const torch::Tensor& src_padding_mask, i
 // The masks self-attention of `type` needs (see AttentionMasks).
 AttentionMasks make_self_attention_masks(AttentionType type, int64_t local_window, const torch::Tensor& padding_mask,
                                          bool causal);
+
+// The same under context parallelism: padding_mask [B, T] is this rank's
+// tokens', at global positions `positions` [T].
+AttentionMasks make_context_parallel_self_masks(const torch::Tensor& padding_mask, const torch::Tensor& positions,
+                                                bool causal, parallel::Communicator* group,
+                                                parallel::ContextParallelMode mode);
+// Cross-attention under context parallelism: queries at q_positions [T],
+// src_mask [B, S] this rank's source tokens at k_positions [S]. A row whose
+// source is padding on every rank sees every key, as in
+// make_cross_attention_mask (found by one all-reduce over the group).
+AttentionMasks make_context_parallel_cross_masks(const torch::Tensor& src_mask, const torch::Tensor& q_positions,
+                                                 const torch::Tensor& k_positions, parallel::Communicator* group,
+                                                 parallel::ContextParallelMode mode);
 
 // Keys and values of one attention kept for incremental decoding, each
 // [B, H, T, head_dim] (this rank's heads): for self-attention the positions
@@ -106,9 +139,10 @@ class MultiHeadAttentionImpl : public torch::nn::Module {
   Linear gate{nullptr};  // dynamic only: d_model -> n_heads
 
  private:
-  // [B, H, Tq, hd] per-head outputs of SDPA under one mask.
+  // [B, H, Tq, hd] per-head outputs under the global (local: the local)
+  // mask of `masks`, across the CP group when masks.cp has one.
   torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                       const torch::Tensor& mask);
+                       const AttentionMasks& masks, bool local);
   // x [B, T, D] -> [B, H, T, hd] through `proj`.
   torch::Tensor project_heads(Linear& proj, const torch::Tensor& x);
   // q, k, v [B, H, T, hd] (rotated already) -> [B, Tq, D]: attention under

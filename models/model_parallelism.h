@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "parallel/context_parallel.h"
 #include "parallel/tensor_parallel.h"
 
 namespace moetrain::models {
@@ -28,6 +29,11 @@ struct ModelParallelism {
   // that differs per TP rank and per EP rank.
   parallel::TensorParallelRng* tp_rng = nullptr;
   parallel::Communicator* ep = nullptr;  // expert-parallel group; null or size 1: none
+  // Context-parallel group (null or size 1: none): every sequence is split
+  // over it (parallel/context_parallel.h), attention runs across it in
+  // cp_mode, and the MoE losses count the tokens of all of it.
+  parallel::Communicator* cp = nullptr;
+  parallel::ContextParallelMode cp_mode = parallel::ContextParallelMode::AllToAll;
 
   int64_t tp_size() const { return tp ? tp->size() : 1; }
   int64_t tp_rank() const { return tp ? tp->rank() : 0; }
@@ -35,6 +41,9 @@ struct ModelParallelism {
   int64_t ep_size() const { return ep ? ep->size() : 1; }
   int64_t ep_rank() const { return ep ? ep->rank() : 0; }
   bool expert_parallel() const { return ep_size() > 1; }
+  int64_t cp_size() const { return cp ? cp->size() : 1; }
+  int64_t cp_rank() const { return cp ? cp->rank() : 0; }
+  bool context_parallel() const { return cp_size() > 1; }
 };
 
 // This rank's part of a parameter: the full tensor's shape, and where the

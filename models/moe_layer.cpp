@@ -31,7 +31,16 @@ void check_fp32_matrix(const torch::Tensor& t, const char* who, const char* what
 
 // Valid tokens as a float divisor that is never zero (no valid token: the
 // masked sums are zero, so the losses are zero rather than NaN).
-torch::Tensor valid_count(const torch::Tensor& token_mask) { return token_mask.sum().to(torch::kFloat).clamp_min(1.0); }
+torch::Tensor valid_count(const torch::Tensor& token_mask, parallel::Communicator* group = nullptr) {
+  torch::Tensor n = token_mask.sum().to(torch::kFloat);
+  if (group != nullptr && group->size() > 1) group->all_reduce(n);
+  return n.clamp_min(1.0);
+}
+
+// x summed over `group` (gradient included), or x.
+torch::Tensor sum_over(const torch::Tensor& x, parallel::Communicator* group) {
+  return parallel::all_reduce_context_parallel(x, group);
+}
 
 }  // namespace
 
@@ -90,7 +99,8 @@ RoutingResult route_tokens(const torch::Tensor& logits_fp32, const torch::Tensor
 }
 
 torch::Tensor load_balancing_loss(const torch::Tensor& probs, const torch::Tensor& assigned_per_expert,
-                                  const torch::Tensor& token_mask, int64_t top_k) {
+                                  const torch::Tensor& token_mask, int64_t top_k,
+                                  parallel::Communicator* sequence_group) {
   check_fp32_matrix(probs, "load_balancing_loss", "probs");
   const int64_t e = probs.size(1);
   check_token_mask(token_mask, probs.size(0), "load_balancing_loss");
@@ -99,19 +109,21 @@ torch::Tensor load_balancing_loss(const torch::Tensor& probs, const torch::Tenso
                                 c10::str(assigned_per_expert.sizes()));
   }
   if (top_k < 1) throw std::invalid_argument("load_balancing_loss: top_k must be >= 1");
-  const torch::Tensor n_valid = valid_count(token_mask);
-  const torch::Tensor f = assigned_per_expert.to(torch::kFloat) / (n_valid * static_cast<double>(top_k));
+  const torch::Tensor n_valid = valid_count(token_mask, sequence_group);
+  const torch::Tensor assigned = sum_over(assigned_per_expert.to(torch::kFloat), sequence_group);
+  const torch::Tensor f = assigned / (n_valid * static_cast<double>(top_k));
   const torch::Tensor masked = torch::where(token_mask.unsqueeze(1), probs, torch::zeros({}, probs.options()));
-  const torch::Tensor p = masked.sum(0) / n_valid;
+  const torch::Tensor p = sum_over(masked.sum(0), sequence_group) / n_valid;
   return static_cast<double>(e) * (f * p).sum();
 }
 
-torch::Tensor router_z_loss(const torch::Tensor& logits_fp32, const torch::Tensor& token_mask) {
+torch::Tensor router_z_loss(const torch::Tensor& logits_fp32, const torch::Tensor& token_mask,
+                            parallel::Communicator* sequence_group) {
   check_fp32_matrix(logits_fp32, "router_z_loss", "logits");
   check_token_mask(token_mask, logits_fp32.size(0), "router_z_loss");
   const torch::Tensor lse_sq = torch::logsumexp(logits_fp32, -1).square();
   const torch::Tensor masked = torch::where(token_mask, lse_sq, torch::zeros({}, lse_sq.options()));
-  return masked.sum() / valid_count(token_mask);
+  return sum_over(masked.sum(), sequence_group) / valid_count(token_mask, sequence_group);
 }
 
 PermutedTokens permute_tokens(const torch::Tensor& x, const RoutingResult& routing) {
@@ -285,6 +297,7 @@ void MoELayerImpl::add_lora(const LoraConfig& lora, bool fc1, bool fc2) {
 
 ParameterSlices MoELayerImpl::parallelize(const ModelParallelism& mp) {
   ParameterSlices slices;
+  if (mp.context_parallel()) cp_ = mp.cp;
   // Keeps part `rank` of `parts` along `dim`, nested in an earlier split.
   auto split = [&slices](const std::string& name, torch::Tensor& p, int64_t dim, int64_t rank, int64_t parts) {
     const ParameterSlice inner = split_parameter(p, dim, rank, parts);
@@ -358,8 +371,8 @@ MoEOutput MoELayerImpl::forward(const torch::Tensor& x, const torch::Tensor& tok
     // whole on every TP rank here, and the default generator agrees across them.
     out.hidden = is_training() ? torch::dropout(out.hidden, token_dropout_, true) : out.hidden * (1.0 - token_dropout_);
   }
-  out.stats.aux_loss = load_balancing_loss(routing.probs, routing.assigned_per_expert, token_mask, top_k_);
-  out.stats.z_loss = router_z_loss(logits, token_mask);
+  out.stats.aux_loss = load_balancing_loss(routing.probs, routing.assigned_per_expert, token_mask, top_k_, cp_);
+  out.stats.z_loss = router_z_loss(logits, token_mask, cp_);
   out.stats.tokens_per_expert = routing.tokens_per_expert.detach();
   out.stats.dropped = routing.dropped;
   return out;

@@ -65,12 +65,19 @@ RoutingResult route_tokens(const torch::Tensor& logits_fp32, const torch::Tensor
 // Switch / Megatron load-balancing loss, E * sum_e f_e * P_e, with
 // f_e = assigned_per_expert[e] / (num_valid * top_k) (before dropping, no
 // gradient) and P_e = mean over valid tokens of probs[:, e]. fp32 scalar,
-// unweighted; 0 when there is no valid token.
+// unweighted; 0 when there is no valid token. With a context-parallel
+// `sequence_group` the counts and means run over the tokens of every rank of
+// it (the whole sequences), so every rank gets the one-process value; its
+// gradient then reaches every rank's probabilities (see
+// parallel::all_reduce_context_parallel).
 torch::Tensor load_balancing_loss(const torch::Tensor& probs, const torch::Tensor& assigned_per_expert,
-                                  const torch::Tensor& token_mask, int64_t top_k);
+                                  const torch::Tensor& token_mask, int64_t top_k,
+                                  parallel::Communicator* sequence_group = nullptr);
 
-// Router z-loss: mean over valid tokens of logsumexp(logits)^2. fp32 scalar, unweighted.
-torch::Tensor router_z_loss(const torch::Tensor& logits_fp32, const torch::Tensor& token_mask);
+// Router z-loss: mean over valid tokens of logsumexp(logits)^2. fp32 scalar,
+// unweighted; over the tokens of every rank of `sequence_group` when given.
+torch::Tensor router_z_loss(const torch::Tensor& logits_fp32, const torch::Tensor& token_mask,
+                            parallel::Communicator* sequence_group = nullptr);
 
 // Kept token copies grouped by expert (expert 0's segment first; token order
 // within a segment, as a stable sort by expert gives).
@@ -129,6 +136,8 @@ class MoELayerImpl : public torch::nn::Module {
   //   stay whole. Tokens are routed identically on every TP rank (replicated
   //   input); the expert outputs are all-reduced before the gates weigh them.
   // Dropout inside experts draws from mp.tp_rng when either is on.
+  // Context parallelism: routing stays per token (each rank routes its own);
+  // the load-balancing and z losses count every CP rank's tokens.
   ParameterSlices parallelize(const ModelParallelism& mp);
 
   // LoRA adapters (models/lora.h) on every expert's fc1 and/or fc2; call on
@@ -158,6 +167,7 @@ class MoELayerImpl : public torch::nn::Module {
   double token_dropout_;                  // ModelConfig's moe.token_dropout
   parallel::Communicator* tp_ = nullptr;  // set when split across TP ranks
   parallel::Communicator* ep_ = nullptr;  // set when experts are split across EP ranks
+  parallel::Communicator* cp_ = nullptr;  // set under context parallelism: the losses span it
   parallel::TensorParallelRng* tp_rng_ = nullptr;
   double lora_scale_ = 0;
   double lora_dropout_ = 0;

@@ -87,23 +87,43 @@ torch::Tensor AbsolutePositionsImpl::forward(const torch::Tensor& x, int64_t off
   return x + source.narrow(0, offset, length).to(x.scalar_type()).unsqueeze(0);
 }
 
+torch::Tensor AbsolutePositionsImpl::at_positions(const torch::Tensor& x, const torch::Tensor& positions) {
+  if (x.dim() != 3 || x.size(2) != dim_ || positions.dim() != 1 || positions.size(0) != x.size(1)) {
+    throw std::invalid_argument("AbsolutePositions: expected x [B, L, " + std::to_string(dim_) +
+                                "] and positions [L], got " + c10::str(x.sizes()) + " and " +
+                                c10::str(positions.sizes()));
+  }
+  if (positions.numel() > 0) check_positions(positions.max().item<int64_t>() + 1, 0, max_positions_);
+  const torch::Tensor& source = type_ == PositionType::Learned ? weight : table;
+  return x + source.index_select(0, positions.to(source.device())).to(x.scalar_type()).unsqueeze(0);
+}
+
 torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t max_positions, int64_t offset) {
   if (x.dim() != 4) {
     throw std::invalid_argument("apply_rotary: expected x [B, H, L, head_dim], got " + c10::str(x.sizes()));
   }
-  const int64_t length = x.size(2);
+  check_positions(x.size(2), offset, max_positions);
+  const auto longs = torch::TensorOptions().dtype(torch::kLong).device(x.device());
+  return apply_rotary(x, theta, max_positions, torch::arange(offset, offset + x.size(2), longs));
+}
+
+torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t max_positions,
+                           const torch::Tensor& positions) {
+  if (x.dim() != 4 || positions.dim() != 1 || positions.size(0) != x.size(2)) {
+    throw std::invalid_argument("apply_rotary: expected x [B, H, L, head_dim] and positions [L], got " +
+                                c10::str(x.sizes()) + " and " + c10::str(positions.sizes()));
+  }
   const int64_t head_dim = x.size(3);
   if (head_dim % 2 != 0) {
     throw std::invalid_argument("apply_rotary: head_dim must be even, got " + std::to_string(head_dim));
   }
-  check_positions(length, offset, max_positions);
+  if (positions.numel() > 0) check_positions(positions.max().item<int64_t>() + 1, 0, max_positions);
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(x.device());
   const int64_t half = head_dim / 2;
   const torch::Tensor inv_freq =
       torch::pow(theta, -torch::arange(0, half, f32) * (2.0 / static_cast<double>(head_dim)));
-  const torch::Tensor angles =
-      torch::arange(offset, offset + length, f32).unsqueeze(1) * inv_freq.unsqueeze(0);  // [L, half]
-  const torch::Tensor cos = torch::cat({angles.cos(), angles.cos()}, -1);                // [L, hd]
+  const torch::Tensor angles = positions.to(f32).unsqueeze(1) * inv_freq.unsqueeze(0);  // [L, half]
+  const torch::Tensor cos = torch::cat({angles.cos(), angles.cos()}, -1);               // [L, hd]
   const torch::Tensor sin = torch::cat({angles.sin(), angles.sin()}, -1);
   const torch::Tensor x32 = x.to(torch::kFloat);
   const torch::Tensor x1 = x32.narrow(-1, 0, half);

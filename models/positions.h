@@ -56,6 +56,9 @@ class AbsolutePositionsImpl : public torch::nn::Module {
   // x [B, L, D] -> x + positions[offset : offset + L], computed in x's dtype
   // (the buffer is fp32 and is cast at use, so bf16 parameters work).
   torch::Tensor forward(const torch::Tensor& x, int64_t offset = 0);
+  // The same at the given positions [L] int64 (context parallelism: a rank's
+  // positions are not contiguous).
+  torch::Tensor at_positions(const torch::Tensor& x, const torch::Tensor& positions);
 
   torch::Tensor weight;  // learned only
   torch::Tensor table;   // the sinusoidal kinds only
@@ -71,5 +74,7 @@ TORCH_MODULE(AbsolutePositions);
 // frequencies theta^(-2i/head_dim). Angles and the rotation are computed in fp32
 // and the result is cast back to x's dtype. head_dim must be even.
 torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t max_positions, int64_t offset = 0);
+// The same at the given positions [L] int64.
+torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t max_positions, const torch::Tensor& positions);
 
 }  // namespace moetrain::models

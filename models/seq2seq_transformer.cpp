@@ -125,7 +125,7 @@ Seq2SeqTransformerImpl::Seq2SeqTransformerImpl(const ModelConfig& cfg) : cfg_(cf
 }
 
 void Seq2SeqTransformerImpl::parallelize(const ModelParallelism& mp) {
-  if (!mp.tensor_parallel() && !mp.expert_parallel()) {
+  if (!mp.tensor_parallel() && !mp.expert_parallel() && !mp.context_parallel()) {
     parallelism_ = mp;
     return;
   }
@@ -206,6 +206,42 @@ torch::Tensor Seq2SeqTransformerImpl::embed(const torch::Tensor& tokens, int64_t
   return torch::dropout(h, cfg_.dropout, is_training());
 }
 
+torch::Tensor Seq2SeqTransformerImpl::sequence_positions(int64_t local_length, const torch::Device& device) const {
+  const int64_t cp = parallelism_.cp_size();
+  return parallel::context_parallel_positions(local_length * cp, cp, parallelism_.cp_rank(), device);
+}
+
+torch::Tensor Seq2SeqTransformerImpl::embed_sequence(const torch::Tensor& tokens) {
+  if (!parallelism_.context_parallel()) return embed(tokens);
+  if (!tokens.defined() || tokens.dim() != 2 || tokens.scalar_type() != torch::kLong) {
+    throw std::invalid_argument("Seq2SeqTransformer::embed: tokens must be [B, L] int64, got " +
+                                kernels::describe_tensor(tokens));
+  }
+  check_positions(tokens.size(1) * parallelism_.cp_size(), 0, cfg_.max_positions);
+  torch::Tensor h = parallelism_.tensor_parallel()
+                        ? parallel::vocab_parallel_embedding(tokens, embed_tokens->weight, vocab_, parallelism_.tp)
+                        : embed_tokens(tokens);
+  if (cfg_.scale_embeddings) h = h * std::sqrt(static_cast<double>(cfg_.d_model));
+  if (!embed_positions.is_empty())
+    h = embed_positions->at_positions(h, sequence_positions(tokens.size(1), tokens.device()));
+  return torch::dropout(h, cfg_.dropout, is_training());
+}
+
+AttentionMasks Seq2SeqTransformerImpl::self_attention_masks(const torch::Tensor& padding_mask, bool causal) const {
+  if (!parallelism_.context_parallel()) {
+    return make_self_attention_masks(cfg_.attention, cfg_.local_window, padding_mask, causal);
+  }
+  return make_context_parallel_self_masks(padding_mask, sequence_positions(padding_mask.size(1), padding_mask.device()),
+                                          causal, parallelism_.cp, parallelism_.cp_mode);
+}
+
+AttentionMasks Seq2SeqTransformerImpl::cross_attention_masks(const torch::Tensor& src_mask, int64_t tgt_len) const {
+  if (!parallelism_.context_parallel()) return AttentionMasks{make_cross_attention_mask(src_mask, tgt_len), {}, {}};
+  return make_context_parallel_cross_masks(src_mask, sequence_positions(tgt_len, src_mask.device()),
+                                           sequence_positions(src_mask.size(1), src_mask.device()), parallelism_.cp,
+                                           parallelism_.cp_mode);
+}
+
 torch::Tensor Seq2SeqTransformerImpl::lm_head_weight() const {
   return cfg_.tie_embeddings ? embed_tokens->weight : lm_head->weight;
 }
@@ -226,11 +262,10 @@ torch::Tensor Seq2SeqTransformerImpl::project_to_vocab(const torch::Tensor& hidd
 
 EncoderOutput Seq2SeqTransformerImpl::encode(const torch::Tensor& src_tokens, const torch::Tensor& src_mask) {
   check_tokens(src_tokens, src_mask, "source");
-  const AttentionMasks self_masks =
-      make_self_attention_masks(cfg_.attention, cfg_.local_window, src_mask, /*causal=*/false);
+  const AttentionMasks self_masks = self_attention_masks(src_mask, /*causal=*/false);
   std::vector<MoELayerStats> moe;
 
-  torch::Tensor h = embed(src_tokens);
+  torch::Tensor h = embed_sequence(src_tokens);
   for (int64_t i = 0; i < encoder->num_layers(); ++i) {
     LayerOutput out = run_layer(encoder->layer(i), h, self_masks, src_mask, cfg_.activation_checkpointing,
                                 layer_runner_, layer_runner_ ? "encoder.layers." + std::to_string(i) : "");
@@ -245,16 +280,15 @@ Seq2SeqOutput Seq2SeqTransformerImpl::decode(const torch::Tensor& tgt_in, const 
                                              const torch::Tensor& encoder_hidden, const torch::Tensor& src_mask) {
   check_tokens(tgt_in, tgt_mask, "target");
   check_encoder_output(encoder_hidden, src_mask, tgt_in.size(0), cfg_.d_model, "decode");
-  const AttentionMasks self_masks =
-      make_self_attention_masks(cfg_.attention, cfg_.local_window, tgt_mask, /*causal=*/true);
-  const torch::Tensor cross_mask = make_cross_attention_mask(src_mask, tgt_in.size(1));
+  const AttentionMasks self_masks = self_attention_masks(tgt_mask, /*causal=*/true);
+  const AttentionMasks cross_masks = cross_attention_masks(src_mask, tgt_in.size(1));
   std::vector<MoELayerStats> moe;
 
-  torch::Tensor y = embed(tgt_in);
+  torch::Tensor y = embed_sequence(tgt_in);
   for (int64_t i = 0; i < decoder->num_layers(); ++i) {
-    LayerOutput out =
-        run_layer(decoder->layer(i), y, encoder_hidden, self_masks, cross_mask, tgt_mask, cfg_.activation_checkpointing,
-                  layer_runner_, layer_runner_ ? "decoder.layers." + std::to_string(i) : "");
+    LayerOutput out = run_layer(decoder->layer(i), y, encoder_hidden, self_masks, cross_masks, tgt_mask,
+                                cfg_.activation_checkpointing, layer_runner_,
+                                layer_runner_ ? "decoder.layers." + std::to_string(i) : "");
     y = out.hidden;
     if (out.moe) moe.push_back(std::move(*out.moe));
   }
@@ -357,16 +391,13 @@ StageOutput Seq2SeqTransformerImpl::forward_stage(int64_t begin, int64_t end, co
   StageOutput out;
   StageActivations a = input;
   std::vector<MoELayerStats> moe;
-  std::optional<AttentionMasks> encoder_masks, decoder_masks;
-  torch::Tensor cross_mask;
+  std::optional<AttentionMasks> encoder_masks, decoder_masks, cross_masks;
   for (int64_t u = begin; u < end; ++u) {
     if (u == 0) {
-      a.encoder = embed(src_tokens);
-      a.decoder = embed(tgt_in);
+      a.encoder = embed_sequence(src_tokens);
+      a.decoder = embed_sequence(tgt_in);
     } else if (u <= e) {
-      if (!encoder_masks) {
-        encoder_masks = make_self_attention_masks(cfg_.attention, cfg_.local_window, src_mask, /*causal=*/false);
-      }
+      if (!encoder_masks) encoder_masks = self_attention_masks(src_mask, /*causal=*/false);
       const int64_t i = u - 1;
       LayerOutput lo = run_layer(encoder->layer(i), a.encoder, *encoder_masks, src_mask, cfg_.activation_checkpointing,
                                  layer_runner_, layer_runner_ ? "encoder.layers." + std::to_string(i) : "");
@@ -376,11 +407,11 @@ StageOutput Seq2SeqTransformerImpl::forward_stage(int64_t begin, int64_t end, co
       a.encoder = encoder->final_norm(a.encoder);
     } else if (u <= e + d + 1) {
       if (!decoder_masks) {
-        decoder_masks = make_self_attention_masks(cfg_.attention, cfg_.local_window, tgt_mask, /*causal=*/true);
-        cross_mask = make_cross_attention_mask(src_mask, tgt_in.size(1));
+        decoder_masks = self_attention_masks(tgt_mask, /*causal=*/true);
+        cross_masks = cross_attention_masks(src_mask, tgt_in.size(1));
       }
       const int64_t i = u - e - 2;
-      LayerOutput lo = run_layer(decoder->layer(i), a.decoder, a.encoder, *decoder_masks, cross_mask, tgt_mask,
+      LayerOutput lo = run_layer(decoder->layer(i), a.decoder, a.encoder, *decoder_masks, *cross_masks, tgt_mask,
                                  cfg_.activation_checkpointing, layer_runner_,
                                  layer_runner_ ? "decoder.layers." + std::to_string(i) : "");
       a.decoder = lo.hidden;

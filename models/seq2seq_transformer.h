@@ -201,6 +201,10 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
   // rank's logit columns [B, T, local_size]: use
   // parallel::vocab_parallel_cross_entropy on them. Call once, before the
   // parameters are handed to an optimizer.
+  // Context parallelism (mp.cp): nothing is split; from then on encode,
+  // decode, forward and forward_stage take this rank's positions of every
+  // sequence (parallel::context_parallel_slice of the padded batch, whose
+  // lengths are multiples of 2 * cp) and give the outputs at those positions.
   void parallelize(const ModelParallelism& mp);
 
   // Adds LoRA adapters (models/lora.h) to the layers lora.targets names; call
@@ -227,6 +231,16 @@ class Seq2SeqTransformerImpl : public torch::nn::Module {
   Linear lm_head{nullptr};  // null when tied
 
  private:
+  // The global positions of this rank's `local_length` tokens of a sequence:
+  // the context-parallel layout's, or 0 .. local_length-1 without CP.
+  torch::Tensor sequence_positions(int64_t local_length, const torch::Device& device) const;
+  // embed() of this rank's tokens at their positions.
+  torch::Tensor embed_sequence(const torch::Tensor& tokens);
+  // The masks of an encoder (causal false) or decoder self-attention, and of
+  // cross-attention: dense, or the context-parallel form.
+  AttentionMasks self_attention_masks(const torch::Tensor& padding_mask, bool causal) const;
+  AttentionMasks cross_attention_masks(const torch::Tensor& src_mask, int64_t tgt_len) const;
+
   ModelConfig cfg_;
   LayerRunner layer_runner_;
   ModelParallelism parallelism_;

@@ -110,13 +110,13 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& cfg, int64_t layer_index) 
 }
 
 LayerOutput DecoderLayerImpl::forward(const torch::Tensor& y, const torch::Tensor& memory,
-                                      const AttentionMasks& self_masks, const torch::Tensor& cross_mask,
+                                      const AttentionMasks& self_masks, const AttentionMasks& cross_masks,
                                       const torch::Tensor& padding_mask) {
   check_hidden(y, padding_mask, self_attn_norm->weight.size(0), "DecoderLayer");
   LayerOutput out;
   torch::Tensor h = self_attn_norm(y);
   torch::Tensor hidden = y + torch::dropout(self_attn(h, h, self_masks), dropout_, is_training());
-  h = cross_attn(cross_attn_norm(hidden), memory, AttentionMasks{cross_mask, {}});
+  h = cross_attn(cross_attn_norm(hidden), memory, cross_masks);
   hidden = hidden + torch::dropout(h, dropout_, is_training());
   h = feed_forward(ffn, moe, ffn_norm(hidden), padding_mask, out.moe);
   out.hidden = hidden + torch::dropout(h, dropout_, is_training());
@@ -134,7 +134,8 @@ LayerOutput DecoderLayerImpl::forward_step(const torch::Tensor& y, DecoderLayerC
   LayerOutput out;
   torch::Tensor hidden =
       y + torch::dropout(self_attn->forward_step(self_attn_norm(y), cache.self), dropout_, is_training());
-  torch::Tensor h = cross_attn->forward_cached(cross_attn_norm(hidden), cache.cross, AttentionMasks{cross_mask, {}});
+  torch::Tensor h =
+      cross_attn->forward_cached(cross_attn_norm(hidden), cache.cross, AttentionMasks{cross_mask, {}, {}});
   hidden = hidden + torch::dropout(h, dropout_, is_training());
   h = feed_forward(ffn, moe, ffn_norm(hidden), padding_mask, out.moe);
   out.hidden = hidden + torch::dropout(h, dropout_, is_training());
@@ -155,14 +156,14 @@ LayerOutput run_layer(const EncoderLayer& layer, const torch::Tensor& x, const A
 }
 
 LayerOutput run_layer(const DecoderLayer& layer, const torch::Tensor& y, const torch::Tensor& memory,
-                      const AttentionMasks& self_masks, const torch::Tensor& cross_mask,
+                      const AttentionMasks& self_masks, const AttentionMasks& cross_masks,
                       const torch::Tensor& padding_mask, bool checkpointed, const LayerRunner& runner,
                       const std::string& unit) {
   const std::shared_ptr<DecoderLayerImpl> impl = layer.ptr();
   const bool wrapped = runner || (checkpointed && torch::GradMode::is_enabled());
-  if (!wrapped) return impl->forward(y, memory, self_masks, cross_mask, padding_mask);
-  auto fn = [impl, self_masks, cross_mask, padding_mask](const std::vector<torch::Tensor>& in) {
-    return pack(impl->forward(in[0], in[1], self_masks, cross_mask, padding_mask));
+  if (!wrapped) return impl->forward(y, memory, self_masks, cross_masks, padding_mask);
+  auto fn = [impl, self_masks, cross_masks, padding_mask](const std::vector<torch::Tensor>& in) {
+    return pack(impl->forward(in[0], in[1], self_masks, cross_masks, padding_mask));
   };
   if (runner) return unpack(runner(unit, fn, {y, memory}));
   return unpack(checkpoint(fn, {y, memory}, layer->parameters()));

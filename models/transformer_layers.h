@@ -64,10 +64,11 @@ class DecoderLayerImpl : public torch::nn::Module {
   DecoderLayerImpl(const ModelConfig& cfg, int64_t layer_index);
 
   // y [B, T, D]; memory [B, S, D] (encoder output); self_masks from
-  // make_self_attention_masks(..., causal=true); cross_mask
-  // [B, 1, T, S] from make_cross_attention_mask; padding_mask [B, T] bool.
+  // make_self_attention_masks(..., causal=true); cross_masks: `global`
+  // [B, 1, T, S] from make_cross_attention_mask (or the context-parallel
+  // form); padding_mask [B, T] bool.
   LayerOutput forward(const torch::Tensor& y, const torch::Tensor& memory, const AttentionMasks& self_masks,
-                      const torch::Tensor& cross_mask, const torch::Tensor& padding_mask);
+                      const AttentionMasks& cross_masks, const torch::Tensor& padding_mask);
 
   // Incremental decoding: start_cache projects memory [B, S, D] for
   // cross-attention once; forward_step runs y [B, 1, D], the next target
@@ -115,7 +116,7 @@ LayerOutput run_layer(const EncoderLayer& layer, const torch::Tensor& x, const A
                       const torch::Tensor& padding_mask, bool checkpointed, const LayerRunner& runner = {},
                       const std::string& unit = {});
 LayerOutput run_layer(const DecoderLayer& layer, const torch::Tensor& y, const torch::Tensor& memory,
-                      const AttentionMasks& self_masks, const torch::Tensor& cross_mask,
+                      const AttentionMasks& self_masks, const AttentionMasks& cross_masks,
                       const torch::Tensor& padding_mask, bool checkpointed, const LayerRunner& runner = {},
                       const std::string& unit = {});
 

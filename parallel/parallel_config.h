@@ -12,6 +12,11 @@ struct ParallelConfig {
   int64_t tp = 1;          // tensor-parallel size
   int64_t pp = 1;          // pipeline-parallel size
   int64_t ep = 1;          // expert-parallel size; divides dp
+  // Context-parallel size: every sequence split over this many ranks
+  // (parallel/context_parallel.h), attention across them in cp_mode
+  // ("all_to_all" or "ring").
+  int64_t cp = 1;
+  std::string cp_mode = "all_to_all";
   int64_t zero_stage = 0;  // 0..3
   // Micro-batches per step on each rank (the pipeline's depth); 0: taken
   // from the batch sizes, global_batch / (micro_batch * dp), which it must

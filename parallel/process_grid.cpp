@@ -5,34 +5,38 @@
 namespace moetrain::parallel {
 
 ProcessGrid::ProcessGrid(int64_t world_size, int64_t rank, const ParallelConfig& config)
-    : world_(world_size), rank_(rank), tp_(config.tp), pp_(config.pp), ep_(config.ep) {
+    : world_(world_size), rank_(rank), tp_(config.tp), pp_(config.pp), ep_(config.ep), cp_(config.cp) {
   if (world_ < 1 || rank_ < 0 || rank_ >= world_) {
     throw LayoutError("rank " + std::to_string(rank_) + " outside world of " + std::to_string(world_));
   }
-  if (tp_ < 1 || pp_ < 1 || ep_ < 1 || config.dp < 0) {
+  if (tp_ < 1 || pp_ < 1 || ep_ < 1 || cp_ < 1 || config.dp < 0) {
     throw LayoutError("parallel sizes must be positive (tp=" + std::to_string(tp_) + ", pp=" + std::to_string(pp_) +
-                      ", ep=" + std::to_string(ep_) + ", dp=" + std::to_string(config.dp) + ")");
+                      ", ep=" + std::to_string(ep_) + ", cp=" + std::to_string(cp_) +
+                      ", dp=" + std::to_string(config.dp) + ")");
   }
-  if (world_ % (tp_ * pp_) != 0) {
-    throw LayoutError("world size " + std::to_string(world_) +
-                      " is not divisible by tp*pp = " + std::to_string(tp_ * pp_));
+  const int64_t model_ranks = tp_ * pp_ * cp_;  // the ranks one sample's model spans
+  const std::string model_names = cp_ > 1 ? "tp*pp*cp" : "tp*pp";
+  if (world_ % model_ranks != 0) {
+    throw LayoutError("world size " + std::to_string(world_) + " is not divisible by " + model_names + " = " +
+                      std::to_string(model_ranks));
   }
-  dp_ = config.dp == 0 ? world_ / (tp_ * pp_) : config.dp;
-  if (dp_ * tp_ * pp_ != world_) {
-    throw LayoutError("dp*tp*pp = " + std::to_string(dp_) + "*" + std::to_string(tp_) + "*" + std::to_string(pp_) +
-                      " = " + std::to_string(dp_ * tp_ * pp_) + " does not equal the world size " +
-                      std::to_string(world_));
+  dp_ = config.dp == 0 ? world_ / model_ranks : config.dp;
+  if (dp_ * model_ranks != world_) {
+    throw LayoutError("dp*" + model_names + " = " + std::to_string(dp_) + "*" + std::to_string(model_ranks) + " = " +
+                      std::to_string(dp_ * model_ranks) + " does not equal the world size " + std::to_string(world_));
   }
   if (dp_ % ep_ != 0) {
     throw LayoutError("ep = " + std::to_string(ep_) + " does not divide dp = " + std::to_string(dp_));
   }
   tp_rank_ = rank_ % tp_;
-  dp_rank_ = (rank_ / tp_) % dp_;
-  pp_rank_ = rank_ / (tp_ * dp_);
+  cp_rank_ = (rank_ / tp_) % cp_;
+  dp_rank_ = (rank_ / (tp_ * cp_)) % dp_;
+  pp_rank_ = rank_ / (tp_ * cp_ * dp_);
 }
 
-int64_t ProcessGrid::rank_of(int64_t dp_rank, int64_t pp_rank, int64_t tp_rank) const {
-  return pp_rank * (dp_ * tp_) + dp_rank * tp_ + tp_rank;
+int64_t ProcessGrid::rank_of(int64_t dp_rank, int64_t pp_rank, int64_t tp_rank, int64_t cp_rank) const {
+  if (cp_rank < 0) cp_rank = cp_rank_;
+  return ((pp_rank * dp_ + dp_rank) * cp_ + cp_rank) * tp_ + tp_rank;
 }
 
 std::vector<int64_t> ProcessGrid::tp_group() const {
@@ -44,6 +48,20 @@ std::vector<int64_t> ProcessGrid::tp_group() const {
 std::vector<int64_t> ProcessGrid::dp_group() const {
   std::vector<int64_t> g;
   for (int64_t d = 0; d < dp_; ++d) g.push_back(rank_of(d, pp_rank_, tp_rank_));
+  return g;
+}
+
+std::vector<int64_t> ProcessGrid::cp_group() const {
+  std::vector<int64_t> g;
+  for (int64_t c = 0; c < cp_; ++c) g.push_back(rank_of(dp_rank_, pp_rank_, tp_rank_, c));
+  return g;
+}
+
+std::vector<int64_t> ProcessGrid::replica_group() const {
+  std::vector<int64_t> g;
+  for (int64_t d = 0; d < dp_; ++d) {
+    for (int64_t c = 0; c < cp_; ++c) g.push_back(rank_of(d, pp_rank_, tp_rank_, c));
+  }
   return g;
 }
 
@@ -62,7 +80,9 @@ std::vector<int64_t> ProcessGrid::ep_group() const {
 
 std::vector<int64_t> ProcessGrid::expert_dp_group() const {
   std::vector<int64_t> g;
-  for (int64_t d = dp_rank_ % ep_; d < dp_; d += ep_) g.push_back(rank_of(d, pp_rank_, tp_rank_));
+  for (int64_t d = dp_rank_ % ep_; d < dp_; d += ep_) {
+    for (int64_t c = 0; c < cp_; ++c) g.push_back(rank_of(d, pp_rank_, tp_rank_, c));
+  }
   return g;
 }
 

@@ -16,7 +16,7 @@ ProcessGroups::ProcessGroups(std::shared_ptr<Communicator> world, const Parallel
   dp_ = &data;
   if (grid_.tp_size() > 1) tp_comm_ = data.split(grid_.tp_group());
   if (data.size() > 1) {
-    dp_comm_ = data.split(grid_.dp_group());
+    dp_comm_ = data.split(grid_.replica_group());
     dp_ = dp_comm_.get();
   }
   edp_ = dp_;
@@ -37,13 +37,14 @@ ProcessGroups::ProcessGroups(std::shared_ptr<Communicator> world, const Parallel
     if (pp_rank != 0 && pp_rank != pp - 1) pair = {world_->rank()};
     tied_comm_ = data.split(pair);
   }
+  if (grid_.cp_size() > 1) cp_comm_ = data.split(grid_.cp_group());
 }
 
 CommStats ProcessGroups::stats() const {
   CommStats all;
   const std::pair<const char*, const Communicator*> groups[] = {
-      {"world", world_.get()}, {"dp", dp_comm_.get()},   {"tp", tp_comm_.get()},    {"pp", pp_comm_.get()},
-      {"ep", ep_comm_.get()},  {"edp", edp_comm_.get()}, {"tied", tied_comm_.get()}};
+      {"world", world_.get()}, {"dp", dp_comm_.get()},   {"tp", tp_comm_.get()},     {"pp", pp_comm_.get()},
+      {"ep", ep_comm_.get()},  {"edp", edp_comm_.get()}, {"tied", tied_comm_.get()}, {"cp", cp_comm_.get()}};
   for (const auto& [name, comm] : groups) {
     if (!comm) continue;
     for (const auto& [op, op_stats] : comm->stats()) all[std::string(name) + " " + op] = op_stats;
@@ -61,7 +62,7 @@ CommStats ProcessGroups::stats() const {
 
 void ProcessGroups::reset_stats() {
   for (auto* comm : {world_.get(), data_world_.get(), dp_comm_.get(), tp_comm_.get(), pp_comm_.get(), ep_comm_.get(),
-                     edp_comm_.get(), tied_comm_.get()}) {
+                     edp_comm_.get(), tied_comm_.get(), cp_comm_.get()}) {
     if (comm) comm->reset_stats();
   }
 }

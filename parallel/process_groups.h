@@ -4,9 +4,14 @@
 //
 //   world  every rank of the job, over MPI: the control plane (barriers,
 //          checkpoint coordination, stop flags, host scalars)
-//   dp     the data-parallel group (the data world itself for one rank)
-//   edp    expert data parallel: the DP ranks holding the same experts (dp
-//          while ep = 1)
+//   dp     the data-parallel group: the ranks holding the same parameters,
+//          over which gradients are reduced, ZeRO shards and losses and token
+//          counts sum; under context parallelism the DP x CP ranks (the data
+//          world itself for one rank)
+//   cp     context parallel: the ranks sharing one DP rank's samples, each
+//          holding part of every sequence (null while cp = 1)
+//   edp    expert data parallel: the DP x CP ranks holding the same experts
+//          (dp while ep = 1)
 //   pp     this rank's pipeline: the stages holding the same DP/TP piece
 //   tp     tensor parallel (null while tp = 1)
 //   ep     the expert all-to-all group (null while ep = 1)
@@ -46,6 +51,7 @@ class ProcessGroups {
   Communicator& pp() const { return *pp_; }
   Communicator* tp() const { return tp_comm_.get(); }
   Communicator* ep() const { return ep_comm_.get(); }
+  Communicator* cp() const { return cp_comm_.get(); }
   Communicator* tied() const { return tied_comm_.get(); }
   // The group a flat-parameter unit is replicated (and ZeRO-sharded) over:
   // edp for expert units, dp for the rest.
@@ -55,7 +61,7 @@ class ProcessGroups {
   std::string data_backend() const { return dp_->backend(); }
 
   // Communication since the last reset, per group and operation: keys
-  // "<group> <op>" with group one of world, dp, tp, pp, ep, edp, tied (the
+  // "<group> <op>" with group one of world, dp, cp, tp, pp, ep, edp, tied (the
   // data world's own calls, made only by a one-rank job, count as world).
   CommStats stats() const;
   void reset_stats();
@@ -66,7 +72,7 @@ class ProcessGroups {
   // world they were split from (NCCL children before their parent).
   std::shared_ptr<Communicator> world_;
   std::unique_ptr<Communicator> data_world_;
-  std::unique_ptr<Communicator> tp_comm_, dp_comm_, ep_comm_, edp_comm_, pp_comm_, tied_comm_;
+  std::unique_ptr<Communicator> tp_comm_, dp_comm_, ep_comm_, edp_comm_, pp_comm_, tied_comm_, cp_comm_;
   Communicator* dp_ = nullptr;
   Communicator* edp_ = nullptr;
   Communicator* pp_ = nullptr;

@@ -9,6 +9,7 @@
 #include "kernels/cross_entropy.h"
 #include "models/activation_checkpoint.h"
 #include "optim/grad_clip.h"
+#include "train/context_parallel_batch.h"
 
 namespace fs = std::filesystem;
 
@@ -101,8 +102,28 @@ void Trainer::build_model() {
     const int64_t stream = (pp_rank * grid.ep_size() + grid.ep_rank()) * grid.tp_size() + grid.tp_rank();
     tp_rng_ = std::make_unique<parallel::TensorParallelRng>(config_.train.seed, stream);
     models::set_tensor_parallel_rng(tp_rng_.get());
-    model_->parallelize({groups_->tp(), tp_rng_.get(), groups_->ep()});
+    model_->parallelize({groups_->tp(), tp_rng_.get(), groups_->ep(), groups_->cp(), context_parallel_mode()});
+  } else if (grid.cp_size() > 1) {
+    model_->parallelize({nullptr, nullptr, nullptr, groups_->cp(), context_parallel_mode()});
   }
+}
+
+parallel::ContextParallelMode Trainer::context_parallel_mode() const {
+  try {
+    return parallel::parse_context_parallel_mode(config_.parallel.cp_mode);
+  } catch (const std::invalid_argument& e) {
+    throw config::ConfigError(std::string("parallel.cp_mode: ") + e.what());
+  }
+}
+
+std::vector<data::Seq2SeqBatch> Trainer::context_parallel_parts(const std::vector<data::Seq2SeqBatch>& batches) const {
+  const auto& grid = groups_->grid();
+  if (grid.cp_size() == 1) return batches;
+  std::vector<data::Seq2SeqBatch> parts;
+  for (const auto& b : batches) {
+    parts.push_back(context_parallel_part(b, grid.cp_size(), grid.cp_rank(), config_.model.pad_id));
+  }
+  return parts;
 }
 
 void Trainer::keep_stage_parameters(std::vector<std::pair<std::string, torch::Tensor>>& trainable) {
@@ -134,7 +155,8 @@ void Trainer::build_optimizer(const std::vector<std::pair<std::string, torch::Te
   // buffers shard and which gradient-sync strategy the step runs.
   const int64_t zero = config_.parallel.zero_stage;
   const auto& grid = groups_->grid();
-  optim::ShardingOptions sharding = optim::sharding_for_stage(zero, grid.dp_size(), grid.dp_rank());
+  // Shards over the ranks holding the same parameters: DP x CP.
+  optim::ShardingOptions sharding = optim::sharding_for_stage(zero, groups_->dp().size(), groups_->dp().rank());
   if (grid.ep_size() > 1) {
     sharding.expert_shards = groups_->edp().size();
     sharding.expert_rank = groups_->edp().rank();
@@ -171,12 +193,16 @@ OptimizerMemory Trainer::optimizer_memory() const {
   return m;
 }
 
-StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& micro_batches, int64_t step) {
+StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& whole_micro_batches, int64_t step) {
   StepResult r;
   const auto& moe = config_.model.moe;
   // 1. The loss is a mean over every target token of the global batch (all
   //    DP ranks), so it does not depend on how the batch is cut up; every
-  //    micro-batch of every DP rank weighs the same in the MoE losses.
+  //    micro-batch of every DP rank weighs the same in the MoE losses. Under
+  //    context parallelism this rank holds part of every sequence, and the
+  //    sums run over DP x CP (each CP rank's MoE losses are the whole
+  //    micro-batch's, so they count 1 / cp each).
+  const std::vector<data::Seq2SeqBatch> micro_batches = context_parallel_parts(whole_micro_batches);
   count_tokens(micro_batches, r);
   const double token_divisor = static_cast<double>(std::max<int64_t>(r.target_tokens, 1));
   const double global_micro = static_cast<double>(micro_batches.size() * groups_->dp().size());
@@ -304,7 +330,9 @@ std::pair<double, int64_t> Trainer::evaluate(const std::vector<data::Seq2SeqBatc
   torch::NoGradGuard no_grad;
   model_->eval();
   std::vector<data::Seq2SeqBatch> batches;
-  for (const auto& b : host_batches) batches.push_back(b.to(run_device_.device, /*non_blocking=*/true));
+  for (const auto& b : context_parallel_parts(host_batches)) {
+    batches.push_back(b.to(run_device_.device, /*non_blocking=*/true));
+  }
   eval::LossTotals totals;
   // Forward only, stage by stage; the last stage scores.
   parallel::PipelineStageCallbacks stage;
@@ -408,13 +436,17 @@ std::string Trainer::first_nonfinite_parameter(const torch::Tensor& grads) const
 
 nlohmann::json Trainer::layout() const {
   const auto& g = grid();
-  return {{"world", g.world_size()},
-          {"dp", g.dp_size()},
-          {"tp", g.tp_size()},
-          {"pp", g.pp_size()},
-          {"pp_stage_starts", stage_starts_},
-          {"ep", g.ep_size()},
-          {"zero_stage", config_.parallel.zero_stage}};
+  nlohmann::json out = {{"world", g.world_size()},
+                        {"dp", g.dp_size()},
+                        {"tp", g.tp_size()},
+                        {"pp", g.pp_size()},
+                        {"pp_stage_starts", stage_starts_},
+                        {"ep", g.ep_size()},
+                        {"zero_stage", config_.parallel.zero_stage}};
+  // cp only when used: layouts saved before context parallelism existed
+  // compare equal to today's cp = 1 ones.
+  if (g.cp_size() > 1) out["cp"] = g.cp_size();
+  return out;
 }
 
 checkpoint::CheckpointContents Trainer::checkpoint_contents(int64_t step) const {

@@ -158,6 +158,11 @@ class Trainer {
  private:
   // Construction, in order.
   void build_model();
+  // parallel.cp_mode, parsed (a ConfigError when unknown).
+  parallel::ContextParallelMode context_parallel_mode() const;
+  // This rank's parts of host micro-batches under context parallelism (the
+  // batches themselves when cp = 1).
+  std::vector<data::Seq2SeqBatch> context_parallel_parts(const std::vector<data::Seq2SeqBatch>& batches) const;
   void keep_stage_parameters(std::vector<std::pair<std::string, torch::Tensor>>& trainable);
   void build_optimizer(const std::vector<std::pair<std::string, torch::Tensor>>& trainable);
 

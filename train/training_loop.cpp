@@ -187,8 +187,9 @@ void TrainingLoop::print_banner() const {
             << data.num_samples() << " training samples per epoch, " << micro_batches << " micro-batch(es) of "
             << cfg_.train.micro_batch << " per step on each of " << grid.dp_size()
             << " data-parallel rank(s), ZeRO stage " << cfg_.parallel.zero_stage << ", tensor parallel "
-            << grid.tp_size() << ", expert parallel " << grid.ep_size() << ", pipeline parallel " << grid.pp_size()
-            << ", device " << trainer_.device() << std::endl;
+            << grid.tp_size() << ", expert parallel " << grid.ep_size() << ", pipeline parallel " << grid.pp_size();
+  if (grid.cp_size() > 1) std::cout << ", context parallel " << grid.cp_size() << " (" << cfg_.parallel.cp_mode << ")";
+  std::cout << ", device " << trainer_.device() << std::endl;
   const auto& run_device = trainer_.run_device();
   for (const auto& line : run_device.device_map) std::cout << "# devices " << line << std::endl;
   if (grid.world_size() > 1 || run_device.device.is_cuda()) {

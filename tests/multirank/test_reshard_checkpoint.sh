@@ -7,7 +7,9 @@
 #   TP2 x PP2                -> single process;
 #   single process           -> DP2 x TP2 with ZeRO 3;
 #   DP2 x EP2 with ZeRO 1    -> PP2 x TP2 with a vocabulary of 8001 rows, which
-#     TP pads to 8002 (the padding row the checkpoint lacks starts at zero).
+#     TP pads to 8002 (the padding row the checkpoint lacks starts at zero);
+#   DP2 x CP2 (ring), ZeRO 1 -> single process;
+#   single process           -> DP2 x CP2 (all_to_all) with ZeRO 2.
 work="$MOETRAIN_E2E_WORK/reshard_checkpoint"
 source "$(dirname "$0")/layout_lib.sh"
 
@@ -52,4 +54,12 @@ compare_resumed single-half "single process -> DP2 x TP2, ZeRO 3" single
 first_half dp2-ep2-zero1-v8001 2 --set parallel.ep=2 --set parallel.zero_stage=1 --set model.vocab_size=8001
 second_half dp2-ep2-zero1-v8001 4 --set parallel.pp=2 --set parallel.tp=2 --set model.vocab_size=8001
 compare_resumed dp2-ep2-zero1-v8001 "DP2 x EP2, ZeRO 1 -> PP2 x TP2, vocabulary 8001" single-v8001
+
+first_half dp2-cp2-zero1 4 --set parallel.cp=2 --set parallel.cp_mode=ring --set parallel.zero_stage=1
+second_half dp2-cp2-zero1 1
+compare_resumed dp2-cp2-zero1 "DP2 x CP2 (ring), ZeRO 1 -> single process" single
+
+first_half single-to-cp 1
+second_half single-to-cp 4 --set parallel.cp=2 --set parallel.zero_stage=2
+compare_resumed single-to-cp "single process -> DP2 x CP2 (all_to_all), ZeRO 2" single
 echo "PASS"

@@ -136,6 +136,42 @@ TEST(Config, PipelineCutsAndMicroBatches) {
             "(0: use that) (--set parallel.microbatches=4)");
 }
 
+// Context parallelism: the layout, the mode, and what each mode needs.
+TEST(Config, ContextParallelLayoutsAndModes) {
+  ConfigSource src;
+  const std::string dir = std::string(MOETRAIN_SOURCE_DIR) + "/configs";
+  auto with = [&](std::vector<std::string> overrides) {
+    overrides.insert(overrides.begin(), {"data.train=" + dir, "data.valid=" + dir});
+    return load_config(kTiny, overrides, &src);
+  };
+  EXPECT_EQ(error_of([&] { validate_config(with({"parallel.cp=2"}), 4, src); }), "(no error)");
+  EXPECT_EQ(error_of([&] { validate_config(with({"parallel.cp=3"}), 4, src); }),
+            "parallel: impossible layout for 4 rank(s): world size 4 is not divisible by tp*pp*cp = 3");
+  EXPECT_EQ(error_of([&] {
+              validate_config(with({"parallel.cp=2", "parallel.cp_mode=ulysses"}), 2, src);
+            }),
+            "parallel.cp_mode: 'ulysses' is not one of all_to_all, ring (--set parallel.cp_mode=ulysses)");
+  // The tiny model has 4 heads: all_to_all over tp * cp = 8 ranks cannot give each whole heads.
+  EXPECT_EQ(error_of([&] {
+              validate_config(with({"parallel.cp=4", "parallel.tp=2"}), 8, src);
+            }),
+            "parallel.cp: all_to_all gives each of the tp * cp = 8 ranks whole heads, but model.n_heads = 4 does not "
+            "divide evenly (cp_mode: ring works with any head count) (--set parallel.cp=4)");
+  EXPECT_EQ(error_of([&] {
+              validate_config(with({"parallel.cp=4", "parallel.tp=2", "parallel.cp_mode=ring"}), 8, src);
+            }),
+            "(no error)");
+  EXPECT_EQ(error_of([&] {
+              validate_config(with({"parallel.cp=2", "model.max_positions=510"}), 2, src);
+            }),
+            "parallel.cp: each sequence is padded to a multiple of 2 * cp = 4, so model.max_positions (510) must be "
+            "one (--set parallel.cp=2)");
+  EXPECT_NE(error_of([&] {
+              validate_config(with({"parallel.cp=2", "parallel.cp_mode=ring", "model.attention_dropout=0.1"}), 2, src);
+            }).find("parallel.cp_mode: ring attention has no attention dropout"),
+            std::string::npos);
+}
+
 TEST(Config, ResolvedYamlRoundTrips) {
   const auto c = load_config(kTiny, {"optim.lr=0.005", "finetune.freeze=[encoder.layers.0]"});
   const auto text = config_to_yaml(c);

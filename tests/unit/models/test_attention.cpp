@@ -143,7 +143,7 @@ TEST(Attention, ProjectionNamesAndShapes) {
   const torch::Tensor mem = torch::randn({2, 4, cfg.d_model});
   MultiHeadAttention cross(cfg, AttentionType::Global, false);
   const torch::Tensor y =
-      cross(x, mem, AttentionMasks{make_cross_attention_mask(torch::ones({2, 4}, torch::kBool), 3), {}});
+      cross(x, mem, AttentionMasks{make_cross_attention_mask(torch::ones({2, 4}, torch::kBool), 3), {}, {}});
   EXPECT_EQ(y.sizes(), torch::IntArrayRef({2, 3, cfg.d_model}));
   EXPECT_THROW(cross(x, mem, AttentionMasks{}), std::invalid_argument);
   EXPECT_THROW(cross(x, torch::randn({2, 4, cfg.d_model + 2}), AttentionMasks{}), std::invalid_argument);

@@ -30,6 +30,33 @@ TEST(ProcessGrid, ExpertGroupsSplitDataParallelRanks) {
   EXPECT_EQ(grid.expert_dp_group(), (std::vector<int64_t>{1, 3}));
 }
 
+TEST(ProcessGrid, ContextParallelSitsBetweenTensorAndDataParallel) {
+  ParallelConfig cfg;
+  cfg.tp = 2;
+  cfg.cp = 2;
+  cfg.ep = 2;  // dp derived: 16 / (2 * 2 * 2) = 2
+  cfg.pp = 2;
+  // rank 13 = ((pp 1 * 2 + dp 1) * 2 + cp 0) * 2 + tp 1
+  ProcessGrid grid(16, 13, cfg);
+  EXPECT_EQ(grid.dp_size(), 2);
+  EXPECT_EQ(grid.cp_size(), 2);
+  EXPECT_EQ(grid.tp_rank(), 1);
+  EXPECT_EQ(grid.cp_rank(), 0);
+  EXPECT_EQ(grid.dp_rank(), 1);
+  EXPECT_EQ(grid.pp_rank(), 1);
+  EXPECT_EQ(grid.tp_group(), (std::vector<int64_t>{12, 13}));
+  EXPECT_EQ(grid.cp_group(), (std::vector<int64_t>{13, 15}));
+  EXPECT_EQ(grid.dp_group(), (std::vector<int64_t>{9, 13}));
+  EXPECT_EQ(grid.replica_group(), (std::vector<int64_t>{9, 11, 13, 15}));
+  EXPECT_EQ(grid.ep_group(), (std::vector<int64_t>{9, 13}));
+  EXPECT_EQ(grid.expert_dp_group(), (std::vector<int64_t>{13, 15}));
+  EXPECT_EQ(grid.pp_group(), (std::vector<int64_t>{5, 13}));
+  EXPECT_EQ(grid.rank_of(1, 1, 1, 1), 15);
+  ParallelConfig three;
+  three.cp = 3;
+  EXPECT_THROW(ProcessGrid(4, 0, three), LayoutError);
+}
+
 TEST(ProcessGrid, EveryRankAppearsOnceAcrossGroups) {
   ParallelConfig cfg;
   cfg.tp = 2;
