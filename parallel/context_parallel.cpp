@@ -1,10 +1,18 @@
 // Context-parallel layout and attention (context_parallel.h).
 #include "parallel/context_parallel.h"
 
+#include <mpi.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <future>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "parallel/mpi_runtime.h"
 
 namespace moetrain::parallel {
 namespace {
@@ -164,14 +172,58 @@ torch::Tensor all_to_all_attention(const torch::Tensor& q, const torch::Tensor& 
   return HeadsToSequence::apply(out, group);
 }
 
+std::atomic<int64_t> g_tile_elements{int64_t{1} << 24};
+
+// Rows of queries attended to one key block at a time: a tile's scores are
+// [B, H, rows, Tk] fp32, at most g_tile_elements however long the sequence.
+int64_t tile_rows(const torch::Tensor& q, int64_t keys) {
+  const int64_t per_row = std::max<int64_t>(q.size(0) * q.size(1) * keys, 1);
+  return std::clamp<int64_t>(g_tile_elements.load() / per_row, 1, std::max<int64_t>(q.size(2), 1));
+}
+
+// Calls fn(first_row, rows, visible) for each tile of query rows that sees
+// at least one key of the block (visible: its [B, 1, rows, Tk] mask).
+template <typename Fn>
+void for_each_visible_tile(const torch::Tensor& q, const torch::Tensor& q_positions, const torch::Tensor& k_positions,
+                           const torch::Tensor& key_mask, const ContextAttentionMask& mask, Fn&& fn) {
+  const int64_t rows = tile_rows(q, k_positions.size(0));
+  for (int64_t first = 0; first < q.size(2); first += rows) {
+    const int64_t n = std::min(rows, q.size(2) - first);
+    const torch::Tensor visible = visibility(q_positions.narrow(0, first, n), k_positions, key_mask, mask);
+    if (visible.any().item<bool>()) fn(first, n, visible);
+  }
+}
+
+// The ring's next chunk, received while the caller computes on the current
+// one: on a blocking (MPI) group the transfer runs on a thread of its own,
+// which is the only one using the group until get() returns. Elsewhere (an
+// asynchronous group, or MPI without thread support) the transfer is made
+// at once.
+class RingTransfer {
+ public:
+  RingTransfer(const torch::Tensor& x, Communicator* group) {
+    if (group->asynchronous() || mpi_thread_level() < MPI_THREAD_SERIALIZED) {
+      ready_ = ring_shift(x, group, +1);
+    } else {
+      pending_ = std::async(std::launch::async, [x, group] { return ring_shift(x, group, +1); });
+    }
+  }
+  torch::Tensor get() { return pending_.valid() ? pending_.get() : ready_; }
+
+ private:
+  torch::Tensor ready_;
+  std::future<torch::Tensor> pending_;
+};
+
 // Ring attention as one autograd function. Forward: the keys and values
-// travel the ring; each block is merged into the output by its log-sum-exp.
-// Backward: they travel the ring again, now with the gradient of the chunk
-// at hand accumulating alongside (each rank adds its queries' part), and one
-// last shift brings every chunk's gradient home. Only this rank's q, k, v,
-// output and log-sum-exp are kept between the two. Everything runs in fp32;
-// blocks no query of this rank may see are passed on without being computed,
-// and every rank makes the same transfers in the same order.
+// travel the ring, the next chunk in flight while the current one is used;
+// each block is merged into the output by its log-sum-exp, a tile of query
+// rows at a time. Backward: they travel the ring again, now with the
+// gradient of the chunk at hand accumulating alongside (each rank adds its
+// queries' part), and one last shift brings every chunk's gradient home.
+// Only this rank's q, k, v, output and log-sum-exp are kept between the two.
+// Everything runs in fp32; tiles no query of which may see the block are not
+// computed, and every rank makes the same transfers in the same order.
 struct RingAttention : torch::autograd::Function<RingAttention> {
   // all_k_positions [cp, Tk] and all_key_mask [cp, B, Tk]: every rank's.
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
@@ -184,16 +236,22 @@ struct RingAttention : torch::autograd::Function<RingAttention> {
     torch::Tensor lse = torch::full({q.size(0), q.size(1), q.size(2), 1}, kMasked, qf.options());
     torch::Tensor kv = torch::stack({k, v}).to(torch::kFloat);  // one message per step
     for (int64_t step = 0; step < cp; ++step) {
-      if (step > 0) kv = ring_shift(kv, group, +1);
+      std::optional<RingTransfer> next;
+      if (step + 1 < cp) next.emplace(kv, group);
       const int64_t source = (rank - step + cp) % cp;
-      const torch::Tensor visible = visibility(q_positions, all_k_positions[source], all_key_mask[source], mask);
-      if (!visible.any().item<bool>()) continue;
-      const torch::Tensor scores = torch::matmul(qf, kv[0].transpose(-2, -1)).masked_fill(~visible, kMasked);
-      const torch::Tensor block_lse = torch::logsumexp(scores, -1, /*keepdim=*/true);
-      const torch::Tensor block_out = torch::matmul(torch::exp(scores - block_lse), kv[1]);
-      const torch::Tensor merged = torch::logaddexp(lse, block_lse);
-      out = out * torch::exp(lse - merged) + block_out * torch::exp(block_lse - merged);
-      lse = merged;
+      for_each_visible_tile(
+          q, q_positions, all_k_positions[source], all_key_mask[source], mask,
+          [&](int64_t first, int64_t n, const torch::Tensor& visible) {
+            torch::Tensor tile_out = out.narrow(2, first, n), tile_lse = lse.narrow(2, first, n);
+            const torch::Tensor scores =
+                torch::matmul(qf.narrow(2, first, n), kv[0].transpose(-2, -1)).masked_fill(~visible, kMasked);
+            const torch::Tensor block_lse = torch::logsumexp(scores, -1, /*keepdim=*/true);
+            const torch::Tensor block_out = torch::matmul(torch::exp(scores - block_lse), kv[1]);
+            const torch::Tensor merged = torch::logaddexp(tile_lse, block_lse);
+            tile_out.copy_(tile_out * torch::exp(tile_lse - merged) + block_out * torch::exp(block_lse - merged));
+            tile_lse.copy_(merged);
+          });
+      if (next) kv = next->get();
     }
     ctx->save_for_backward({q, k, v, q_positions, all_k_positions, all_key_mask, out, lse});
     store_group(ctx, group);
@@ -218,19 +276,29 @@ struct RingAttention : torch::autograd::Function<RingAttention> {
     torch::Tensor kv = torch::stack({k, v}).to(torch::kFloat);
     torch::Tensor d_kv = torch::zeros_like(kv);  // the gradient of the chunk at hand
     for (int64_t step = 0; step < cp; ++step) {
-      if (step > 0) {
-        kv = ring_shift(kv, group, +1);
+      std::optional<RingTransfer> next;
+      if (step + 1 < cp) next.emplace(kv, group);
+      const int64_t source = (rank - step + cp) % cp;
+      for_each_visible_tile(
+          q, q_positions, all_k_positions[source], all_key_mask[source], mask,
+          [&](int64_t first, int64_t n, const torch::Tensor& visible) {
+            const torch::Tensor q_tile = qf.narrow(2, first, n);
+            const torch::Tensor d_out_tile = d_out.narrow(2, first, n);
+            const torch::Tensor scores = torch::matmul(q_tile, kv[0].transpose(-2, -1)).masked_fill(~visible, kMasked);
+            // The final softmax's entries for this block.
+            const torch::Tensor probs = torch::exp(scores - lse.narrow(2, first, n));
+            const torch::Tensor d_scores =
+                probs * (torch::matmul(d_out_tile, kv[1].transpose(-2, -1)) - delta.narrow(2, first, n));
+            dqf.narrow(2, first, n).add_(torch::matmul(d_scores, kv[0]));
+            d_kv[0].add_(torch::matmul(d_scores.transpose(-2, -1), q_tile));
+            d_kv[1].add_(torch::matmul(probs.transpose(-2, -1), d_out_tile));
+          });
+      // The gradient follows its chunk, after the chunk itself has arrived
+      // (one transfer on the group at a time).
+      if (next) {
+        kv = next->get();
         d_kv = ring_shift(d_kv, group, +1);
       }
-      const int64_t source = (rank - step + cp) % cp;
-      const torch::Tensor visible = visibility(q_positions, all_k_positions[source], all_key_mask[source], mask);
-      if (!visible.any().item<bool>()) continue;
-      const torch::Tensor scores = torch::matmul(qf, kv[0].transpose(-2, -1)).masked_fill(~visible, kMasked);
-      const torch::Tensor probs = torch::exp(scores - lse);  // the final softmax's entries for this block
-      const torch::Tensor d_scores = probs * (torch::matmul(d_out, kv[1].transpose(-2, -1)) - delta);
-      dqf += torch::matmul(d_scores, kv[0]);
-      d_kv[0] += torch::matmul(d_scores.transpose(-2, -1), qf);
-      d_kv[1] += torch::matmul(probs.transpose(-2, -1), d_out);
     }
     // The chunk at hand is the next rank's: one more shift takes each home.
     if (cp > 1) d_kv = ring_shift(d_kv, group, +1);
@@ -306,6 +374,11 @@ torch::Tensor context_parallel_attention(const torch::Tensor& q, const torch::Te
     return all_to_all_attention(q, k, v, key_mask, q_positions, k_positions, mask, group, dropout_p);
   }
   return ring_attention(q, k, v, key_mask, q_positions, k_positions, mask, group, dropout_p);
+}
+
+int64_t set_ring_tile_elements(int64_t elements) {
+  if (elements < 1) throw std::invalid_argument("set_ring_tile_elements: must be positive");
+  return g_tile_elements.exchange(elements);
 }
 
 torch::Tensor all_reduce_context_parallel(const torch::Tensor& x, Communicator* group) {

@@ -79,6 +79,11 @@ torch::Tensor context_parallel_attention(const torch::Tensor& q, const torch::Te
                                          const torch::Tensor& k_positions, const ContextAttentionMask& mask,
                                          ContextParallelMode mode, Communicator* group, double dropout_p = 0.0);
 
+// The ring computes a key block against a tile of query rows at a time,
+// holding at most about this many fp32 scores (default 2^24, 64 MiB). Tests
+// set it small to cut even short sequences into tiles. Returns the old value.
+int64_t set_ring_tile_elements(int64_t elements);
+
 // x summed over `group`, on every rank; the backward sums the gradients over
 // the group too. For a quantity every rank then uses alike in its own loss
 // (so each rank's gradient must include the other ranks' uses).

@@ -98,6 +98,32 @@ TEST(ContextParallelAttention, MatchesOneProcessForEveryMaskAndMode) {
   }
 }
 
+// The ring in tiles of 3 query rows (the last one shorter), some of which see
+// nothing of a block under the causal window: the same result.
+TEST(ContextParallelAttention, RingInTilesOfQueryRowsMatchesOneProcess) {
+  const int64_t b = 2, h = 4, hd = 8;
+  const int64_t old = set_ring_tile_elements(b * h * 3 * 1);  // times the keys: 3 rows per tile
+  for (Communicator* group : cp_groups()) {
+    const int64_t cp = group->size(), rank = group->rank(), t = 10 * cp;
+    set_ring_tile_elements(b * h * 3 * (t / cp));
+    const Case c{"decoder causal window 3", true, {true, 3, true}};
+    SCOPED_TRACE("cp " + std::to_string(cp) + " rank " + std::to_string(rank));
+    const torch::Tensor q = seeded_randn(11, {b, h, t, hd}), k = seeded_randn(12, {b, h, t, hd});
+    const torch::Tensor v = seeded_randn(13, {b, h, t, hd}), weight = seeded_randn(14, {b, h, t, hd});
+    const torch::Tensor key_mask = torch::ones({b, t}, torch::kBool);
+    const Result whole = run(c, q, k, v, key_mask, weight, {}, {}, ContextParallelMode::Ring, nullptr);
+    const torch::Tensor pos = context_parallel_positions(t, cp, rank);
+    auto rows = [&](const torch::Tensor& x) { return x.index_select(2, pos); };
+    const Result part = run(c, rows(q), rows(k), rows(v), key_mask.index_select(1, pos), rows(weight), pos, pos,
+                            ContextParallelMode::Ring, group);
+    EXPECT_TRUE(all_close(part.out, rows(whole.out), 1e-5, 1e-6)) << "output";
+    EXPECT_TRUE(all_close(part.dq, rows(whole.dq), 1e-4, 1e-6)) << "q gradient";
+    EXPECT_TRUE(all_close(part.dk, rows(whole.dk), 1e-4, 1e-6)) << "k gradient";
+    EXPECT_TRUE(all_close(part.dv, rows(whole.dv), 1e-4, 1e-6)) << "v gradient";
+  }
+  set_ring_tile_elements(old);
+}
+
 TEST(ContextParallelAttention, LayoutGivesEachRankAnEarlyAndALateChunk) {
   EXPECT_TRUE(torch::equal(context_parallel_positions(8, 2, 0), torch::tensor({0, 1, 6, 7}, torch::kLong)));
   EXPECT_TRUE(torch::equal(context_parallel_positions(8, 2, 1), torch::tensor({2, 3, 4, 5}, torch::kLong)));
