@@ -181,16 +181,31 @@ int64_t tile_rows(const torch::Tensor& q, int64_t keys) {
   return std::clamp<int64_t>(g_tile_elements.load() / per_row, 1, std::max<int64_t>(q.size(2), 1));
 }
 
-// Calls fn(first_row, rows, visible) for each tile of query rows that sees
-// at least one key of the block (visible: its [B, 1, rows, Tk] mask).
+// A tile of query rows against the part of a key block it may see.
+struct Tile {
+  int64_t first = 0, rows = 0;  // query rows [first, first + rows)
+  int64_t key = 0, keys = 0;    // key columns [key, key + keys): from the first visible one to the last
+  torch::Tensor visible;        // [B, 1, rows, keys] bool
+};
+
+// Calls fn(tile) for each tile of query rows that sees at least one key of
+// the block, narrowed to the span of keys it sees (a window, or the causal
+// edge, leaves most of a long block out).
 template <typename Fn>
 void for_each_visible_tile(const torch::Tensor& q, const torch::Tensor& q_positions, const torch::Tensor& k_positions,
                            const torch::Tensor& key_mask, const ContextAttentionMask& mask, Fn&& fn) {
   const int64_t rows = tile_rows(q, k_positions.size(0));
   for (int64_t first = 0; first < q.size(2); first += rows) {
-    const int64_t n = std::min(rows, q.size(2) - first);
-    const torch::Tensor visible = visibility(q_positions.narrow(0, first, n), k_positions, key_mask, mask);
-    if (visible.any().item<bool>()) fn(first, n, visible);
+    Tile tile;
+    tile.first = first;
+    tile.rows = std::min(rows, q.size(2) - first);
+    const torch::Tensor visible = visibility(q_positions.narrow(0, first, tile.rows), k_positions, key_mask, mask);
+    const torch::Tensor columns = visible.any(2).any(1).any(0).nonzero();  // [n, 1], ascending
+    if (columns.size(0) == 0) continue;
+    tile.key = columns[0].item<int64_t>();
+    tile.keys = columns[-1].item<int64_t>() + 1 - tile.key;
+    tile.visible = visible.narrow(-1, tile.key, tile.keys);
+    fn(tile);
   }
 }
 
@@ -239,18 +254,17 @@ struct RingAttention : torch::autograd::Function<RingAttention> {
       std::optional<RingTransfer> next;
       if (step + 1 < cp) next.emplace(kv, group);
       const int64_t source = (rank - step + cp) % cp;
-      for_each_visible_tile(
-          q, q_positions, all_k_positions[source], all_key_mask[source], mask,
-          [&](int64_t first, int64_t n, const torch::Tensor& visible) {
-            torch::Tensor tile_out = out.narrow(2, first, n), tile_lse = lse.narrow(2, first, n);
-            const torch::Tensor scores =
-                torch::matmul(qf.narrow(2, first, n), kv[0].transpose(-2, -1)).masked_fill(~visible, kMasked);
-            const torch::Tensor block_lse = torch::logsumexp(scores, -1, /*keepdim=*/true);
-            const torch::Tensor block_out = torch::matmul(torch::exp(scores - block_lse), kv[1]);
-            const torch::Tensor merged = torch::logaddexp(tile_lse, block_lse);
-            tile_out.copy_(tile_out * torch::exp(tile_lse - merged) + block_out * torch::exp(block_lse - merged));
-            tile_lse.copy_(merged);
-          });
+      for_each_visible_tile(q, q_positions, all_k_positions[source], all_key_mask[source], mask, [&](const Tile& t) {
+        torch::Tensor tile_out = out.narrow(2, t.first, t.rows), tile_lse = lse.narrow(2, t.first, t.rows);
+        const torch::Tensor keys = kv[0].narrow(2, t.key, t.keys), values = kv[1].narrow(2, t.key, t.keys);
+        const torch::Tensor scores =
+            torch::matmul(qf.narrow(2, t.first, t.rows), keys.transpose(-2, -1)).masked_fill(~t.visible, kMasked);
+        const torch::Tensor block_lse = torch::logsumexp(scores, -1, /*keepdim=*/true);
+        const torch::Tensor block_out = torch::matmul(torch::exp(scores - block_lse), values);
+        const torch::Tensor merged = torch::logaddexp(tile_lse, block_lse);
+        tile_out.copy_(tile_out * torch::exp(tile_lse - merged) + block_out * torch::exp(block_lse - merged));
+        tile_lse.copy_(merged);
+      });
       if (next) kv = next->get();
     }
     ctx->save_for_backward({q, k, v, q_positions, all_k_positions, all_key_mask, out, lse});
@@ -279,20 +293,19 @@ struct RingAttention : torch::autograd::Function<RingAttention> {
       std::optional<RingTransfer> next;
       if (step + 1 < cp) next.emplace(kv, group);
       const int64_t source = (rank - step + cp) % cp;
-      for_each_visible_tile(
-          q, q_positions, all_k_positions[source], all_key_mask[source], mask,
-          [&](int64_t first, int64_t n, const torch::Tensor& visible) {
-            const torch::Tensor q_tile = qf.narrow(2, first, n);
-            const torch::Tensor d_out_tile = d_out.narrow(2, first, n);
-            const torch::Tensor scores = torch::matmul(q_tile, kv[0].transpose(-2, -1)).masked_fill(~visible, kMasked);
-            // The final softmax's entries for this block.
-            const torch::Tensor probs = torch::exp(scores - lse.narrow(2, first, n));
-            const torch::Tensor d_scores =
-                probs * (torch::matmul(d_out_tile, kv[1].transpose(-2, -1)) - delta.narrow(2, first, n));
-            dqf.narrow(2, first, n).add_(torch::matmul(d_scores, kv[0]));
-            d_kv[0].add_(torch::matmul(d_scores.transpose(-2, -1), q_tile));
-            d_kv[1].add_(torch::matmul(probs.transpose(-2, -1), d_out_tile));
-          });
+      for_each_visible_tile(q, q_positions, all_k_positions[source], all_key_mask[source], mask, [&](const Tile& t) {
+        const torch::Tensor q_tile = qf.narrow(2, t.first, t.rows);
+        const torch::Tensor d_out_tile = d_out.narrow(2, t.first, t.rows);
+        const torch::Tensor keys = kv[0].narrow(2, t.key, t.keys), values = kv[1].narrow(2, t.key, t.keys);
+        const torch::Tensor scores = torch::matmul(q_tile, keys.transpose(-2, -1)).masked_fill(~t.visible, kMasked);
+        // The final softmax's entries for this block.
+        const torch::Tensor probs = torch::exp(scores - lse.narrow(2, t.first, t.rows));
+        const torch::Tensor d_scores =
+            probs * (torch::matmul(d_out_tile, values.transpose(-2, -1)) - delta.narrow(2, t.first, t.rows));
+        dqf.narrow(2, t.first, t.rows).add_(torch::matmul(d_scores, keys));
+        d_kv[0].narrow(2, t.key, t.keys).add_(torch::matmul(d_scores.transpose(-2, -1), q_tile));
+        d_kv[1].narrow(2, t.key, t.keys).add_(torch::matmul(probs.transpose(-2, -1), d_out_tile));
+      });
       // The gradient follows its chunk, after the chunk itself has arrived
       // (one transfer on the group at a time).
       if (next) {
