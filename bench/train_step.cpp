@@ -22,6 +22,7 @@
 // device, tokens_per_step, ms_per_step (median), tokens_per_s,
 // peak_mem_bytes, params, active_params, flops_per_step, mfu, ...
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <boost/program_options.hpp>
 
@@ -41,6 +42,7 @@
 #include "config/config.h"
 #include "config/load.h"
 #include "kernels/dispatch.h"
+#include "parallel/context_parallel.h"
 #include "parallel/mpi_communicator.h"
 #include "train/trainer.h"
 
@@ -85,9 +87,19 @@ double peak_rss_mib() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
+// The resident set now (Linux: /proc/self/statm's second field, in pages).
+double current_rss_mib() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  long long size = 0, resident = 0;
+  const int read = std::fscanf(f, "%lld %lld", &size, &resident);
+  std::fclose(f);
+  return read == 2 ? static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0) : 0;
+}
+
 // The communicator groups and operations of Trainer::comm_stats(), in a
 // fixed order so ranks can add up their figures element by element.
-const char* const kGroups[] = {"world", "dp", "tp", "pp", "ep", "edp", "tied"};
+const char* const kGroups[] = {"world", "dp", "cp", "tp", "pp", "ep", "edp", "tied"};
 const char* const kOps[] = {"all_reduce", "reduce_scatter", "all_gather", "broadcast", "all_to_all",
                             "send",       "recv",           "send_recv",  "barrier"};
 
@@ -278,7 +290,8 @@ struct RunFigures {
   double tokens_per_s = 0;
   bench::ParameterCounts counts;
   double flops = 0, achieved_tflops = 0, mfu = 0;
-  double peak_mib = 0;
+  double peak_mib = 0;    // the largest of any rank's
+  double before_mib = 0;  // the largest resident set of any rank before the first step (CPU)
 };
 
 // Fills the derived figures of `f` from its timings; warns when the model's
@@ -300,11 +313,17 @@ void derive_figures(train::Trainer& t, const config::Config& cfg, const BenchOpt
   }
   f.peak_mib =
       on_cuda(t.device()) ? static_cast<double>(f.cuda_memory.allocated_peak) / (1024.0 * 1024.0) : peak_rss_mib();
+  if (t.world().size() > 1) {
+    auto both = torch::tensor({f.peak_mib, f.before_mib}, torch::kFloat64);
+    t.world().all_reduce(both, parallel::ReduceOp::Max);
+    f.peak_mib = both[0].item<double>();
+    f.before_mib = both[1].item<double>();
+  }
 }
 
 // The run as one JSON object on stdout (--json).
 void print_json(const std::string& name, train::Trainer& t, const config::Config& cfg, const BenchOptions& o,
-                int64_t n_micro, const RunFigures& f) {
+                int64_t n_micro, const RunFigures& f, const std::vector<double>& totals) {
   const torch::Device device = t.device();
   nlohmann::ordered_json j{
       {"impl", "moetrain"},
@@ -327,9 +346,17 @@ void print_json(const std::string& name, train::Trainer& t, const config::Config
       {"ms_min", f.timings.ms.front()},
       {"ms_max", f.timings.ms.back()},
       {"tokens_per_s", f.tokens_per_s},
-      {"peak_mem_bytes",
-       on_cuda(device) ? f.cuda_memory.allocated_peak : static_cast<int64_t>(peak_rss_mib() * 1024 * 1024)},
+      {"peak_mem_bytes", static_cast<int64_t>(f.peak_mib * 1024 * 1024)},  // the largest of any rank's
       {"peak_mem_kind", on_cuda(device) ? "cuda_allocated" : "rss"},
+      {"mem_before_steps_bytes", static_cast<int64_t>(f.before_mib * 1024 * 1024)},
+      {"cp", t.grid().cp_size()},
+      {"cp_mode", cfg.parallel.cp_mode},
+      {"d_model", cfg.model.d_model},
+      {"encoder_layers", cfg.model.encoder_layers},
+      {"decoder_layers", cfg.model.decoder_layers},
+      {"attention", cfg.model.attention == models::AttentionType::Global  ? "global"
+                    : cfg.model.attention == models::AttentionType::Local ? "local"
+                                                                          : "dynamic"},
       {"peak_reserved_bytes", f.cuda_memory.reserved_peak},
       {"params", f.counts.total},
       {"active_params", f.counts.active},
@@ -338,6 +365,16 @@ void print_json(const std::string& name, train::Trainer& t, const config::Config
       {"peak_tflops", o.peak_tflops},
       {"mfu", f.mfu},
   };
+  // One step's bytes per group and collective, all ranks together.
+  nlohmann::ordered_json comm = nlohmann::ordered_json::object();
+  size_t i = 0;
+  for (const char* group : kGroups) {
+    for (const char* op : kOps) {
+      if (totals[i] > 0) comm[std::string(group) + " " + op] = {{"calls", totals[i]}, {"bytes", totals[i + 1]}};
+      i += 2;
+    }
+  }
+  j["comm"] = comm;
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
 }
@@ -413,6 +450,7 @@ void run_one(const std::string& name, config::Config cfg, const BenchOptions& o)
     batches.push_back(random_batch(micro, cfg.data.src_len, cfg.data.tgt_len, o.vocab));
   }
   RunFigures f;
+  f.before_mib = on_cuda(device) ? 0 : current_rss_mib();
   f.timings = time_steps(t, batches, o.warmup, o.steps);
   f.cuda_memory = bench::cuda_memory_stats(device);
   // One more step with fresh counters: the communication of exactly one step.
@@ -423,7 +461,7 @@ void run_one(const std::string& name, config::Config cfg, const BenchOptions& o)
   derive_figures(t, cfg, o, f);
 
   if (o.json) {
-    if (t.world().rank() == 0) print_json(name, t, cfg, o, n_micro, f);
+    if (t.world().rank() == 0) print_json(name, t, cfg, o, n_micro, f, totals);
     return;
   }
   if (o.layout) {
@@ -444,7 +482,7 @@ void run_one(const std::string& name, config::Config cfg, const BenchOptions& o)
 struct CommandLine {
   std::vector<std::string> preset_names, overrides;
   std::string config_path, run_name, device_arg, kernels_arg, source_dir = MOETRAIN_SOURCE_DIR;
-  int64_t threads = 0, matmul_size = 8192, matmul_reps = 10;
+  int64_t threads = 0, matmul_size = 8192, matmul_reps = 10, ring_tile_elements = 0;
   bool measure_matmul = false, matmul_only = false;
   BenchOptions o;
 };
@@ -466,6 +504,8 @@ void add_options(po::options_description& options, CommandLine& c) {
       ("warmup", po::value(&o.warmup), "untimed steps first (default 2)")
       ("vocab", po::value(&o.vocab), "vocabulary size (default 8000)")
       ("threads", po::value(&c.threads), "intra-op threads (default: LibTorch's)")
+      ("ring-tile-elements", po::value(&c.ring_tile_elements),
+       "context parallelism, ring: fp32 scores per query tile (default 2^24)")
       ("json", po::bool_switch(&o.json), "print one JSON object per run instead of the table")
       ("peak-tflops", po::value(&o.peak_tflops), "the device's bf16 matmul rate in TFLOP/s, the MFU denominator")
       ("measure-matmul", po::bool_switch(&c.measure_matmul),
@@ -553,6 +593,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (c.threads > 0) at::set_num_threads(static_cast<int>(c.threads));
+  if (c.ring_tile_elements > 0) parallel::set_ring_tile_elements(c.ring_tile_elements);
   c.o.kernels = kernels::kernel_backend_name(kernels::kernel_backend());
   // --device goes last, over the preset's and the user's settings.
   if (!c.device_arg.empty()) c.overrides.push_back("train.device=" + c.device_arg);
