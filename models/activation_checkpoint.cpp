@@ -121,27 +121,29 @@ class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> 
         root_grads.push_back(grad_outputs[i]);
       }
     }
-    // Gradient slots: the state argument, then each input, then each param.
+    // The replay's backward accumulates the parameters' gradients into their
+    // .grad itself, as any backward does, so their hooks (the DP gradient
+    // reducer's) fire once; the inputs' gradients land on the detached
+    // copies and leave through this node's input slots. (Asking
+    // autograd::grad for the parameters' gradients and returning them would
+    // fire each parameter's hooks twice: once inside the replay, once when
+    // the returned gradient is accumulated.)
     std::vector<torch::Tensor> targets;
-    std::vector<size_t> target_slot;
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      if (inputs[i].requires_grad()) {
-        targets.push_back(inputs[i]);
-        target_slot.push_back(1 + i);
-      }
+    for (const auto& input : inputs) {
+      if (input.requires_grad()) targets.push_back(input);
     }
-    for (size_t i = 0; i < state->params.size(); ++i) {
-      if (state->params[i].requires_grad()) {
-        targets.push_back(state->params[i]);
-        target_slot.push_back(1 + inputs.size() + i);
-      }
+    for (const auto& param : state->params) {
+      if (param.requires_grad()) targets.push_back(param);
     }
 
+    // Gradient slots: the state argument, then each input, then each param
+    // (left empty: the parameters have theirs already).
     torch::autograd::variable_list result(1 + inputs.size() + state->params.size());
     if (roots.empty() || targets.empty()) return result;
-    const auto grads = torch::autograd::grad(roots, targets, root_grads, /*retain_graph=*/false,
-                                             /*create_graph=*/false, /*allow_unused=*/true);
-    for (size_t j = 0; j < grads.size(); ++j) result[target_slot[j]] = grads[j];
+    torch::autograd::backward(roots, root_grads, /*retain_graph=*/false, /*create_graph=*/false, targets);
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (inputs[i].requires_grad()) result[1 + i] = inputs[i].grad();
+    }
     return result;
   }
 };

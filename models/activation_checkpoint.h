@@ -8,9 +8,12 @@
 // dropout draws the same masks, and back-propagates through the replay.
 //
 // `params` are the tensors fn reads besides its inputs (a layer's parameters):
-// passing them makes them inputs of the checkpoint node, which is how their
-// gradients leave backward. Gradients flow to floating outputs (e.g. the hidden
-// state and the MoE losses); integer outputs (counts) are non-differentiable.
+// passing them makes them inputs of the checkpoint node, so its backward runs
+// even when no input needs a gradient (a frozen embedding under LoRA); the
+// replay's backward accumulates their gradients into their .grad directly, so
+// each parameter's gradient hooks fire once. Gradients flow to floating
+// outputs (e.g. the hidden state and the MoE losses); integer outputs (counts)
+// are non-differentiable.
 //
 // Contract on fn: a pure function of (inputs, params, RNG state); it must not
 // modify its inputs in place, and the tensors it captures by value stay alive

@@ -85,6 +85,10 @@ void GradReducer::arm(torch::Tensor target, ReduceFn reduce) {
 }
 
 void GradReducer::on_gradient(size_t entry, const torch::Tensor& grad) {
+  // A node may pass on no gradient for a parameter (activation checkpointing
+  // accumulates the parameters' gradients in its replay and returns none):
+  // not a report.
+  if (!grad.defined()) return;
   torch::Tensor target;
   {
     std::lock_guard<std::mutex> lock(mutex_);

@@ -79,6 +79,27 @@ TEST(ActivationCheckpoint, OnlyInputsGradientWhenParamsAreFrozen) {
   EXPECT_FALSE(s.w.grad().defined());
 }
 
+// A parameter's gradient hook (the DP gradient reducer's) sees its gradient
+// once per backward, as without checkpointing, and no undefined one with a
+// defined value: an extra report would reduce a bucket early or twice.
+TEST(ActivationCheckpoint, ParameterHooksSeeEachGradientOnce) {
+  LayerTensors s = make_setup();
+  int defined_calls = 0;
+  torch::Tensor seen;
+  s.w.register_hook([&](const torch::Tensor& g) {
+    if (!g.defined()) return;
+    ++defined_calls;
+    seen = g.clone();
+  });
+  torch::manual_seed(41);
+  const std::vector<torch::Tensor> out =
+      checkpoint([&s](const std::vector<torch::Tensor>& in) { return layer_fn(s, in); }, {s.x}, {s.w, s.frozen});
+  out[0].sum().backward();
+  EXPECT_EQ(defined_calls, 1);
+  ASSERT_TRUE(seen.defined());
+  EXPECT_TRUE(seen.equal(s.w.grad()));
+}
+
 TEST(ActivationCheckpoint, RejectsUndefinedInputs) {
   auto fn = [](const std::vector<torch::Tensor>& in) { return in; };
   EXPECT_THROW(checkpoint(fn, {torch::Tensor()}, {}), std::invalid_argument);
