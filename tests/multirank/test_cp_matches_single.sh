@@ -7,7 +7,8 @@
 #     attention and rotary positions, dynamic attention and learned positions;
 #   CP4 with global attention and rotary positions (ring), dynamic attention
 #     and sinusoidal positions (all_to_all);
-#   DP2 x CP2 with ZeRO 1, TP2 x CP2, PP2 x CP2, and DP2 x CP2 x EP2 with ZeRO 3.
+#   DP2 x CP2 with ZeRO 1, TP2 x CP2, PP2 x CP2, and DP2 x CP2 x EP2 with ZeRO 3;
+#   CP2 with activation checkpointing (ring), and CP2 with LoRA (all_to_all).
 work="$MOETRAIN_E2E_WORK/cp_matches_single"
 source "$(dirname "$0")/layout_lib.sh"
 
@@ -45,4 +46,12 @@ check pp2-cp2 4 dynamic-learned "PP2 x CP2 (ring)" --set parallel.cp=2 --set par
   --set parallel.cp_mode=ring
 check dp2-cp2-ep2-zero3 4 global-rotary "DP2 x CP2 x EP2, ZeRO 3" --set parallel.cp=2 --set parallel.ep=2 \
   --set parallel.zero_stage=3
+# Activation checkpointing replays the ring in backward; LoRA trains adapters only.
+check cp2-ring-checkpointed 2 global-sinusoidal "CP2 ring, activation checkpointing" --set parallel.cp=2 \
+  --set parallel.cp_mode=ring --set model.activation_checkpointing=true
+# shellcheck disable=SC2086
+run_single single-lora ${model[global-sinusoidal]} --set finetune.mode=lora
+# shellcheck disable=SC2086
+run_layout cp2-lora 2 ${model[global-sinusoidal]} --set parallel.cp=2 --set finetune.mode=lora
+compare_with_single cp2-lora "CP2 all_to_all, LoRA" single-lora
 echo "PASS"
