@@ -354,6 +354,7 @@ void print_json(const std::string& name, train::Trainer& t, const config::Config
       {"d_model", cfg.model.d_model},
       {"encoder_layers", cfg.model.encoder_layers},
       {"decoder_layers", cfg.model.decoder_layers},
+      {"local_window", cfg.model.local_window},
       {"attention", cfg.model.attention == models::AttentionType::Global  ? "global"
                     : cfg.model.attention == models::AttentionType::Local ? "local"
                                                                           : "dynamic"},

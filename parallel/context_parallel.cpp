@@ -10,6 +10,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "parallel/mpi_runtime.h"
@@ -245,7 +246,7 @@ struct RingAttention : torch::autograd::Function<RingAttention> {
                                const torch::Tensor& v, const torch::Tensor& q_positions,
                                const torch::Tensor& all_k_positions, const torch::Tensor& all_key_mask,
                                ContextAttentionMask mask, Communicator* group) {
-    const int64_t cp = group->size(), rank = group->rank();
+    const int64_t cp = group != nullptr ? group->size() : 1, rank = group != nullptr ? group->rank() : 0;
     const torch::Tensor qf = scaled_queries(q);
     torch::Tensor out = torch::zeros(q.sizes(), qf.options());
     torch::Tensor lse = torch::full({q.size(0), q.size(1), q.size(2), 1}, kMasked, qf.options());
@@ -282,7 +283,7 @@ struct RingAttention : torch::autograd::Function<RingAttention> {
     Communicator* group = load_group(ctx);
     const ContextAttentionMask mask{ctx->saved_data["causal"].toBool(), ctx->saved_data["window"].toInt(),
                                     ctx->saved_data["diagonal"].toBool()};
-    const int64_t cp = group->size(), rank = group->rank();
+    const int64_t cp = group != nullptr ? group->size() : 1, rank = group != nullptr ? group->rank() : 0;
     const torch::Tensor qf = scaled_queries(q);
     const torch::Tensor d_out = grads[0].to(torch::kFloat);
     const torch::Tensor delta = (d_out * out).sum(-1, /*keepdim=*/true);  // [B, H, Tq, 1]
@@ -331,12 +332,79 @@ struct RingAttention : torch::autograd::Function<RingAttention> {
   }
 };
 
+// Every rank's edge strips: x [cp * ..] gathered forward; backward, each
+// rank's strips get the sum of the gradients every rank computed for them.
+struct GatherStrips : torch::autograd::Function<GatherStrips> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, Communicator* group) {
+    store_group(ctx, group);
+    return gather_stacked(x, group);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    Communicator* group = load_group(ctx);
+    const torch::Tensor all = grads[0].contiguous();
+    torch::Tensor mine = torch::empty({all.numel() / group->size()}, all.options());
+    group->reduce_scatter(all.view({-1}), mine);
+    return {mine.view(all.sizes().slice(1)), torch::Tensor()};
+  }
+};
+
+// The first and last `width` positions of each of this rank's two chunks,
+// along dim `dim` of x (whose size there is 2 chunks): [4, ...].
+torch::Tensor edge_strips(const torch::Tensor& x, int64_t dim, int64_t width) {
+  const int64_t chunk = x.size(dim) / 2;
+  return torch::stack({x.narrow(dim, 0, width), x.narrow(dim, chunk - width, width), x.narrow(dim, chunk, width),
+                       x.narrow(dim, 2 * chunk - width, width)});
+}
+
+// Local (sliding-window) attention by a halo exchange: a window of w reaches
+// no further than the first or last w positions of a neighbouring chunk, so
+// each rank gathers the edge strips of the other ranks' chunks (4 x w
+// positions each) instead of passing whole chunks round the ring, and
+// attends over its own keys plus the strips next to its chunks in one
+// block. Rank r holds chunks r and 2cp-1-r, so its chunks' neighbours are
+// the first chunk of rank r-1 (its last strip) and of rank r+1 (its first
+// strip), and the second chunk of rank r+1 (its last strip) and of rank r-1
+// (its first strip); the other neighbours are its own chunks. Needs chunks
+// of at least 2 w positions (the strips of a chunk then do not overlap).
+torch::Tensor halo_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                             const torch::Tensor& key_mask, const torch::Tensor& q_positions,
+                             const torch::Tensor& k_positions, const ContextAttentionMask& mask, Communicator* group) {
+  const int64_t cp = group->size(), rank = group->rank(), width = mask.window;
+  // [cp, 4, 2, B, H, w, hd]: every rank's strips of k and v.
+  const torch::Tensor strips = GatherStrips::apply(edge_strips(torch::stack({k, v}), 3, width), group);
+  const torch::Tensor positions = gather_stacked(edge_strips(k_positions, 0, width), group);  // [cp, 4, w]
+  const torch::Tensor masks = gather_stacked(edge_strips(key_mask, 1, width), group);         // [cp, 4, B, w]
+  std::vector<torch::Tensor> keys{k}, values{v}, key_positions{k_positions}, key_masks{key_mask};
+  // (rank, strip): strips 0 and 1 are the first and last w of a rank's first
+  // chunk, 2 and 3 those of its second.
+  std::vector<std::pair<int64_t, int64_t>> needed;
+  if (rank > 0) needed.insert(needed.end(), {{rank - 1, 1}, {rank - 1, 2}});
+  if (rank + 1 < cp) needed.insert(needed.end(), {{rank + 1, 0}, {rank + 1, 3}});
+  for (const auto& [r, e] : needed) {
+    keys.push_back(strips[r][e][0]);
+    values.push_back(strips[r][e][1]);
+    key_positions.push_back(positions[r][e]);
+    key_masks.push_back(masks[r][e]);
+  }
+  // In position order, so the keys a tile of queries sees form a narrow span.
+  const torch::Tensor all_positions = torch::cat(key_positions);
+  const torch::Tensor order = all_positions.argsort();
+  return RingAttention::apply(q, torch::cat(keys, 2).index_select(2, order),
+                              torch::cat(values, 2).index_select(2, order), q_positions,
+                              all_positions.index_select(0, order).unsqueeze(0),
+                              torch::cat(key_masks, 1).index_select(1, order).unsqueeze(0), mask, nullptr);
+}
+
 torch::Tensor ring_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                              const torch::Tensor& key_mask, const torch::Tensor& q_positions,
                              const torch::Tensor& k_positions, const ContextAttentionMask& mask, Communicator* group,
                              double dropout_p) {
   if (dropout_p > 0) {
     throw std::invalid_argument("context parallelism ring: attention dropout is not supported (use all_to_all)");
+  }
+  // A window no wider than half a chunk: the neighbours' edges suffice.
+  if (mask.window > 0 && k.size(2) == q.size(2) && k.size(2) >= 4 * mask.window) {
+    return halo_attention(q, k, v, key_mask, q_positions, k_positions, mask, group);
   }
   // Every rank's key positions and masks (small), so each step knows the
   // block it holds without sending them along.

@@ -18,9 +18,13 @@
 //     merges with what came before by its log-sum-exp (online softmax).
 //     Moves (cp - 1) key/value pairs of this rank's size; any head count. A
 //     block no query may see (the future, under a causal mask, or outside a
-//     window) is passed on without being computed. The gradients travel the
-//     ring backwards through autograd, so a rank keeps the cp key/value
-//     chunks of a call until its backward.
+//     window) is passed on without being computed. The backward sends each
+//     chunk round again with its gradient, which ends at its home rank.
+//     Local self-attention whose window w is at most a quarter of a rank's
+//     positions takes a halo exchange instead: every rank's first and last
+//     w keys and values of each chunk are all-gathered, and each rank
+//     attends over its own keys plus the strips next to its chunks (the
+//     strips' gradients are reduce-scattered home).
 // Both give softmax(q K^T / sqrt(head_dim) + mask) V over the gathered
 // sequence, as one process computes it (up to the order of floating-point
 // sums).

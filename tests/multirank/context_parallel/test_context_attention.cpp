@@ -124,6 +124,36 @@ TEST(ContextParallelAttention, RingInTilesOfQueryRowsMatchesOneProcess) {
   set_ring_tile_elements(old);
 }
 
+// Windows of at most a quarter of a rank's positions go by the halo
+// exchange: the neighbours' edge strips instead of the whole ring.
+TEST(ContextParallelAttention, HaloExchangeForNarrowWindowsMatchesOneProcess) {
+  const Case cases[] = {
+      {"decoder causal window 4", true, {true, 4, true}},
+      {"encoder window 5", true, {false, 5, true}},
+  };
+  for (Communicator* group : cp_groups()) {
+    const int64_t cp = group->size(), rank = group->rank(), b = 2, h = 4, hd = 8, t = 24 * cp;
+    for (const Case& c : cases) {
+      SCOPED_TRACE(c.name + ", cp " + std::to_string(cp) + " rank " + std::to_string(rank));
+      const torch::Tensor q = seeded_randn(21, {b, h, t, hd}), k = seeded_randn(22, {b, h, t, hd});
+      const torch::Tensor v = seeded_randn(23, {b, h, t, hd}), weight = seeded_randn(24, {b, h, t, hd});
+      torch::Tensor key_mask = torch::ones({b, t}, torch::kBool);
+      key_mask[1].narrow(0, t - 5, 5).fill_(false);
+      const Result whole = run(c, q, k, v, key_mask, weight, {}, {}, ContextParallelMode::Ring, nullptr);
+      const torch::Tensor pos = context_parallel_positions(t, cp, rank);
+      auto rows = [&](const torch::Tensor& x) { return x.index_select(2, pos); };
+      group->reset_stats();
+      const Result part = run(c, rows(q), rows(k), rows(v), key_mask.index_select(1, pos), rows(weight), pos, pos,
+                              ContextParallelMode::Ring, group);
+      EXPECT_TRUE(all_close(part.out, rows(whole.out), 1e-5, 1e-6)) << "output";
+      EXPECT_TRUE(all_close(part.dq, rows(whole.dq), 1e-4, 1e-6)) << "q gradient";
+      EXPECT_TRUE(all_close(part.dk, rows(whole.dk), 1e-4, 1e-6)) << "k gradient";
+      EXPECT_TRUE(all_close(part.dv, rows(whole.dv), 1e-4, 1e-6)) << "v gradient";
+      EXPECT_EQ(group->stats().count("send_recv"), 0u) << "the halo exchange passes nothing round the ring";
+    }
+  }
+}
+
 TEST(ContextParallelAttention, LayoutGivesEachRankAnEarlyAndALateChunk) {
   EXPECT_TRUE(torch::equal(context_parallel_positions(8, 2, 0), torch::tensor({0, 1, 6, 7}, torch::kLong)));
   EXPECT_TRUE(torch::equal(context_parallel_positions(8, 2, 1), torch::tensor({2, 3, 4, 5}, torch::kLong)));
