@@ -21,8 +21,6 @@
 // --json prints one JSON object per run instead of the table: impl, preset,
 // device, tokens_per_step, ms_per_step (median), tokens_per_s,
 // peak_mem_bytes, params, active_params, flops_per_step, mfu, ...
-#include <sys/resource.h>
-#include <unistd.h>
 
 #include <boost/program_options.hpp>
 
@@ -81,21 +79,8 @@ data::Seq2SeqBatch random_batch(int64_t batch, int64_t src_len, int64_t tgt_len,
   return b;
 }
 
-double peak_rss_mib() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
-}
-
-// The resident set now (Linux: /proc/self/statm's second field, in pages).
-double current_rss_mib() {
-  std::FILE* f = std::fopen("/proc/self/statm", "r");
-  if (f == nullptr) return 0;
-  long long size = 0, resident = 0;
-  const int read = std::fscanf(f, "%lld %lld", &size, &resident);
-  std::fclose(f);
-  return read == 2 ? static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0) : 0;
-}
+double peak_rss_mib() { return static_cast<double>(monitor::peak_resident_bytes()) / (1024.0 * 1024.0); }
+double current_rss_mib() { return static_cast<double>(monitor::resident_bytes()) / (1024.0 * 1024.0); }
 
 // The communicator groups and operations of Trainer::comm_stats(), in a
 // fixed order so ranks can add up their figures element by element.

@@ -64,6 +64,18 @@ struct CheckpointConfig {
 
 struct LogConfig {
   int64_t every = 10;
+  bool tensorboard = true;  // OUTPUT/tensorboard/: the metrics as TensorBoard scalars
+  // Prometheus endpoint (monitor/prometheus_exporter.h): 0 = off; rank 0
+  // serves http://prometheus_bind:prometheus_port/metrics, or with
+  // prometheus_all_ranks every rank at prometheus_port + its node-local rank.
+  int64_t prometheus_port = 0;
+  std::string prometheus_bind = "127.0.0.1";
+  bool prometheus_all_ranks = false;
+  // Stall watchdog (monitor/stall_watchdog.h): rank 0 prints a line when no
+  // step has finished for stall_factor x the median step time, and at least
+  // stall_min_s seconds; 0 turns it off.
+  double stall_factor = 10;
+  double stall_min_s = 60;
 };
 
 enum class FinetuneMode { Full, Lora };

@@ -201,6 +201,12 @@ void visit_config(V& root, Config& c) {
   {
     V s = root.section("log");
     s.field("every", c.log.every);
+    s.field("tensorboard", c.log.tensorboard);
+    s.field("prometheus_port", c.log.prometheus_port);
+    s.field("prometheus_bind", c.log.prometheus_bind);
+    s.field("prometheus_all_ranks", c.log.prometheus_all_ranks);
+    s.field("stall_factor", c.log.stall_factor);
+    s.field("stall_min_s", c.log.stall_min_s);
     s.done();
   }
   {

@@ -240,6 +240,12 @@ void validate_finetune(const Config& c, const Require& require) {
   require(c.checkpoint.every >= 0, "checkpoint.every", "must be >= 0");
   require(c.checkpoint.keep >= 0, "checkpoint.keep", "must be >= 0 (0 keeps all)");
   require(c.log.every >= 1, "log.every", "must be at least 1");
+  require(c.log.prometheus_port >= 0 && c.log.prometheus_port <= 65535, "log.prometheus_port",
+          "must be a TCP port, 1 to 65535 (0: no endpoint)");
+  require(!c.log.prometheus_bind.empty(), "log.prometheus_bind", "must name an address (127.0.0.1, 0.0.0.0, ...)");
+  require(c.log.stall_factor == 0 || c.log.stall_factor >= 1, "log.stall_factor",
+          "must be at least 1 (x the median step time), or 0 for no stall watchdog");
+  require(c.log.stall_min_s >= 0, "log.stall_min_s", "must be >= 0 seconds");
   require(c.lora.r >= 1, "lora.r", "must be at least 1");
   require(c.finetune.mode != FinetuneMode::Lora || !c.lora.targets.empty(), "lora.targets",
           "must name at least one layer kind");

@@ -77,6 +77,13 @@ struct ModelConfig {
   //   E+D+2            decoder.final_norm
   //   E+D+3            lm_head
   int64_t num_pipeline_units() const { return encoder_layers + decoder_layers + 4; }
+  // Whether pipeline unit `unit` is an MoE layer.
+  bool is_moe_unit(int64_t unit) const {
+    const int64_t e = encoder_layers, d = decoder_layers;
+    if (unit >= 1 && unit <= e) return is_moe_layer(unit - 1);
+    if (unit >= e + 2 && unit <= e + d + 1) return is_moe_layer(unit - e - 2);
+    return false;
+  }
   // Throws std::out_of_range outside [0, num_pipeline_units()).
   std::string pipeline_unit_name(int64_t unit) const {
     const int64_t e = encoder_layers, d = decoder_layers;

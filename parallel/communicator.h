@@ -105,6 +105,12 @@ class Communicator {
   // each with the group it belongs to; groups must partition the ranks.
   virtual std::unique_ptr<Communicator> split(const std::vector<int64_t>& ranks) = 0;
 
+  // The group's name ("dp", "tp", ...), given by whoever made it
+  // (ProcessGroups); the collective watchdog's scopes, and so its timeout line
+  // and the stall line, name it. Empty unless set.
+  virtual void set_label(const std::string& label) { label_ = label; }
+  const std::string& label() const { return label_; }
+
   // Counters of the calls made so far (operations still queued on a device
   // are waited for and counted first).
   const CommStats& stats() const {
@@ -138,7 +144,14 @@ class Communicator {
     mine.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
 
+  // `op` as a watchdog scope names it: "all_reduce on the dp group" when
+  // labelled.
+  std::string scope_name(const std::string& op) const {
+    return label_.empty() ? op : op + " on the " + label_ + " group";
+  }
+
   mutable CommStats stats_;
+  std::string label_;
 };
 
 }  // namespace moetrain::parallel

@@ -47,6 +47,11 @@ class HostStagedCommunicator : public Communicator {
                  int64_t src) override;
   void barrier() override;
   std::unique_ptr<Communicator> split(const std::vector<int64_t>& ranks) override;
+  // The host communicator runs the calls, so it carries the label too.
+  void set_label(const std::string& label) override {
+    Communicator::set_label(label);
+    host_->set_label(label);
+  }
 
  private:
   // Runs `call` on the host communicator and adds what it counted for `op`

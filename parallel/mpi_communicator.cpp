@@ -60,12 +60,14 @@ int mpi_count(const std::string& op, int64_t elements, const char* what) {
 // scope is open for exactly the same span.
 class OpRecord {
  public:
-  OpRecord(CommStats& stats, const char* op, int64_t stat_bytes, int64_t payload_bytes, double timeout_s)
+  // `scope`: the op as the watchdog names it (Communicator::scope_name).
+  OpRecord(CommStats& stats, const char* op, const std::string& scope, int64_t stat_bytes, int64_t payload_bytes,
+           double timeout_s)
       : stats_(stats),
         op_(op),
         bytes_(stat_bytes),
         start_(std::chrono::steady_clock::now()),
-        scope_(Watchdog::instance().watch(op, payload_bytes, timeout_s)) {}
+        scope_(Watchdog::instance().watch(scope, payload_bytes, timeout_s)) {}
   void done() {
     scope_.close();
     OpStats& s = stats_[op_];
@@ -105,7 +107,7 @@ void MpiCommunicator::all_reduce(torch::Tensor& tensor, ReduceOp op) {
   MPI_Datatype type = mpi_type(name, tensor.scalar_type());
   const int count = mpi_count(name, tensor.numel(), "tensor");
   torch::NoGradGuard no_grad;
-  OpRecord record(stats_, "all_reduce", 2 * tensor.nbytes(), tensor.nbytes(), timeout_s_);
+  OpRecord record(stats_, "all_reduce", scope_name("all_reduce"), 2 * tensor.nbytes(), tensor.nbytes(), timeout_s_);
   if (is_half(tensor.scalar_type())) {
     torch::Tensor wide = tensor.to(torch::kFloat);
     MOETRAIN_MPI_CHECK(
@@ -129,7 +131,7 @@ void MpiCommunicator::reduce_scatter(const torch::Tensor& input, torch::Tensor& 
   mpi_count(name, input.numel(), "input");
   const int count = mpi_count(name, output.numel(), "output");
   torch::NoGradGuard no_grad;
-  OpRecord record(stats_, "reduce_scatter", input.nbytes(), input.nbytes(), timeout_s_);
+  OpRecord record(stats_, "reduce_scatter", scope_name("reduce_scatter"), input.nbytes(), input.nbytes(), timeout_s_);
   if (is_half(input.scalar_type())) {
     torch::Tensor wide_in = input.to(torch::kFloat);
     torch::Tensor wide_out = torch::empty({output.numel()}, wide_in.options());
@@ -153,7 +155,7 @@ void MpiCommunicator::all_gather(const torch::Tensor& input, torch::Tensor& outp
   MPI_Datatype type = mpi_type(name, input.scalar_type());
   const int count = mpi_count(name, input.numel(), "input");
   mpi_count(name, output.numel(), "output");
-  OpRecord record(stats_, "all_gather", output.nbytes(), output.nbytes(), timeout_s_);
+  OpRecord record(stats_, "all_gather", scope_name("all_gather"), output.nbytes(), output.nbytes(), timeout_s_);
   MOETRAIN_MPI_CHECK(MPI_Allgather(input.data_ptr(), count, type, output.data_ptr(), count, type, comm_));
   record.done();
 }
@@ -164,7 +166,7 @@ void MpiCommunicator::broadcast(torch::Tensor& tensor, int64_t root) {
   check_peer(name, "root", root, size_);
   MPI_Datatype type = mpi_type(name, tensor.scalar_type());
   const int count = mpi_count(name, tensor.numel(), "tensor");
-  OpRecord record(stats_, "broadcast", tensor.nbytes(), tensor.nbytes(), timeout_s_);
+  OpRecord record(stats_, "broadcast", scope_name("broadcast"), tensor.nbytes(), tensor.nbytes(), timeout_s_);
   MOETRAIN_MPI_CHECK(MPI_Bcast(tensor.data_ptr(), count, type, static_cast<int>(root), comm_));
   record.done();
 }
@@ -190,7 +192,7 @@ void MpiCommunicator::all_to_all(const torch::Tensor& input, torch::Tensor& outp
     rdispls[r] = static_cast<int>(roff);
     roff += recv_counts[r] * row;
   }
-  OpRecord record(stats_, "all_to_all", input.nbytes(), input.nbytes(), timeout_s_);
+  OpRecord record(stats_, "all_to_all", scope_name("all_to_all"), input.nbytes(), input.nbytes(), timeout_s_);
   MOETRAIN_MPI_CHECK(MPI_Alltoallv(input.data_ptr(), scounts.data(), sdispls.data(), type, output.data_ptr(),
                                    rcounts.data(), rdispls.data(), type, comm_));
   record.done();
@@ -203,7 +205,7 @@ void MpiCommunicator::send(const torch::Tensor& tensor, int64_t dst) {
   check_not_self(name, "dst", dst, rank_);
   MPI_Datatype type = mpi_type(name, tensor.scalar_type());
   const int count = mpi_count(name, tensor.numel(), "tensor");
-  OpRecord record(stats_, "send", tensor.nbytes(), tensor.nbytes(), timeout_s_);
+  OpRecord record(stats_, "send", scope_name("send"), tensor.nbytes(), tensor.nbytes(), timeout_s_);
   MOETRAIN_MPI_CHECK(MPI_Send(tensor.data_ptr(), count, type, static_cast<int>(dst), kTag, comm_));
   record.done();
 }
@@ -215,7 +217,7 @@ void MpiCommunicator::recv(torch::Tensor& tensor, int64_t src) {
   check_not_self(name, "src", src, rank_);
   MPI_Datatype type = mpi_type(name, tensor.scalar_type());
   const int count = mpi_count(name, tensor.numel(), "tensor");
-  OpRecord record(stats_, "recv", tensor.nbytes(), tensor.nbytes(), timeout_s_);
+  OpRecord record(stats_, "recv", scope_name("recv"), tensor.nbytes(), tensor.nbytes(), timeout_s_);
   MPI_Status status;
   MOETRAIN_MPI_CHECK(MPI_Recv(tensor.data_ptr(), count, type, static_cast<int>(src), kTag, comm_, &status));
   int got = 0;
@@ -254,7 +256,7 @@ void MpiCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_t
   check_send_recv_buffers(name, sends, recvs);
   if (sends.empty() && recvs.empty()) return;
 
-  OpRecord record(stats_, "send_recv", bytes, bytes, timeout_s_);
+  OpRecord record(stats_, "send_recv", scope_name("send_recv"), bytes, bytes, timeout_s_);
   std::vector<MPI_Request> requests(recvs.size() + sends.size(), MPI_REQUEST_NULL);
   // Receives first: a message that arrives eagerly lands in its buffer at once.
   for (size_t i = 0; i < recvs.size(); ++i) {
@@ -280,7 +282,7 @@ void MpiCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_t
 }
 
 void MpiCommunicator::barrier() {
-  OpRecord record(stats_, "barrier", 0, 0, timeout_s_);
+  OpRecord record(stats_, "barrier", scope_name("barrier"), 0, 0, timeout_s_);
   MOETRAIN_MPI_CHECK(MPI_Barrier(comm_));
   record.done();
 }

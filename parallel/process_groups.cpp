@@ -38,6 +38,13 @@ ProcessGroups::ProcessGroups(std::shared_ptr<Communicator> world, const Parallel
     tied_comm_ = data.split(pair);
   }
   if (grid_.cp_size() > 1) cp_comm_ = data.split(grid_.cp_group());
+  // Named for the watchdog's lines (the world keeps its plain op names).
+  const std::pair<const char*, Communicator*> labels[] = {
+      {"dp", dp_comm_.get()},   {"tp", tp_comm_.get()},     {"pp", pp_comm_.get()}, {"ep", ep_comm_.get()},
+      {"edp", edp_comm_.get()}, {"tied", tied_comm_.get()}, {"cp", cp_comm_.get()}};
+  for (const auto& [name, comm] : labels) {
+    if (comm) comm->set_label(name);
+  }
 }
 
 CommStats ProcessGroups::stats() const {

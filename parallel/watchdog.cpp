@@ -76,6 +76,26 @@ size_t Watchdog::open_scopes() const {
   return entries_.size();
 }
 
+std::string Watchdog::oldest_open_scope() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Entry* oldest = nullptr;
+  Clock::time_point oldest_opened{};
+  for (const auto& [id, entry] : entries_) {
+    const auto opened =
+        entry.deadline - std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(entry.timeout_s));
+    if (oldest == nullptr || opened < oldest_opened) {
+      oldest = &entry;
+      oldest_opened = opened;
+    }
+  }
+  if (oldest == nullptr) return "";
+  std::ostringstream text;
+  text.precision(3);
+  text << oldest->op << " (" << oldest->bytes << " bytes), open for "
+       << std::chrono::duration<double>(Clock::now() - oldest_opened).count() << " s";
+  return text.str();
+}
+
 std::string Watchdog::timeout_message(const std::string& op, int64_t bytes, double timeout_s) {
   std::ostringstream line;
   line << op << " (" << bytes << " bytes) did not finish within " << timeout_s << " s; aborting the job";

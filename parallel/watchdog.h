@@ -69,6 +69,10 @@ class Watchdog {
 
   // Scopes open right now (for tests and diagnostics).
   size_t open_scopes() const;
+  // The scope open longest, in words: "all_reduce on the dp group (4096
+  // bytes), open for 12.3 s"; empty when none is open (or timeouts are off,
+  // parallel.timeout_s 0, which opens no scope).
+  std::string oldest_open_scope() const;
 
   // The one line printed on timeout, without the "moetrain: rank R: " prefix.
   static std::string timeout_message(const std::string& op, int64_t bytes, double timeout_s);

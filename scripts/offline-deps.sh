@@ -210,10 +210,10 @@ cmd_check() {
     "usr/include/yaml-cpp/yaml.h" "usr/include/hdf5/serial/hdf5.h" "usr/include/boost/program_options.hpp"
     "usr/include/nlohmann/json.hpp" "usr/include/simdjson.h" "usr/include/zlib.h"
     "usr/include/gtest/gtest.h" "usr/include/gmock/gmock.h" "usr/include/zstd.h" "usr/include/xxhash.h"
-    "usr/include/re2/re2.h" "usr/include/utf8proc.h" "usr/include/fasttext/fasttext.h"
+    "usr/include/re2/re2.h" "usr/include/utf8proc.h" "usr/include/fasttext/fasttext.h" "usr/include/httplib.h"
     "usr/lib/$multiarch/openmpi/include/mpi.h" "usr/bin/mpirun" "usr/bin/mpicc" "usr/bin/pkgconf"
     "usr/lib/$multiarch/hdf5/serial/libhdf5.so" "usr/lib/$multiarch/libyaml-cpp.so"
-    "usr/lib/$multiarch/libboost_program_options.so"
+    "usr/lib/$multiarch/libboost_program_options.so" "usr/lib/$multiarch/libcpp-httplib.so"
     "usr/lib/$multiarch/libmpi.so" "usr/lib/$multiarch/cmake/yaml-cpp"
   )
   for f in "${need[@]}"; do

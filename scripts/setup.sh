@@ -27,6 +27,7 @@ log() { printf '[setup] %s\n' "$*"; }
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   clang  # the fuzz targets (libFuzzer): scripts/fuzz.sh
+  prometheus curl  # the monitoring tests: a real Prometheus scrapes a run; promtool checks the rules
   python3 python3-venv python3-pip
   iproute2 iputils-ping
 )
@@ -71,9 +72,11 @@ fi
 # Python packages the tests use to cross-check moetrain independently of the
 # C++ code: h5py reads checkpoints, sacrebleu scores BLEU and chrF, safetensors
 # reads exports, transformers and peft load them, sentencepiece and protobuf
-# let transformers build NLLB's tokenizer from a SentencePiece model. Tests
-# that need one skip when it is missing. (package:module)
-for spec in h5py:h5py sacrebleu:sacrebleu safetensors:safetensors sentencepiece:sentencepiece protobuf:google.protobuf; do
+# let transformers build NLLB's tokenizer from a SentencePiece model,
+# tensorboard reads a run's event files. Tests that need one skip when it is
+# missing. (package:module)
+for spec in h5py:h5py sacrebleu:sacrebleu safetensors:safetensors sentencepiece:sentencepiece protobuf:google.protobuf \
+            tensorboard:tensorboard; do
   pkg=${spec%%:*}
   if ! "$PY" -c "import ${spec#*:}" 2>/dev/null; then
     log "installing $pkg into .venv"

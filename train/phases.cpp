@@ -6,6 +6,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/verify.h"
+#include "train/run_monitors.h"
 #include "train/shutdown_signal.h"
 #include "train/training_loop.h"
 
@@ -13,9 +14,15 @@ namespace moetrain::train {
 
 int train_run(const config::Config& config, std::shared_ptr<parallel::Communicator> world,
               const TrainOptions& options) {
+  RunMonitors monitors = start_run_monitors(config.log, options.output_dir, *world);
+  if (monitors.prometheus && world->rank() == 0) {
+    std::cout << "Prometheus metrics: http://" << config.log.prometheus_bind << ":" << monitors.prometheus->port()
+              << "/metrics" << (config.log.prometheus_all_ranks ? " (each rank at the port + its node-local rank)" : "")
+              << std::endl;
+  }
   if (config.phases.empty()) {
     Trainer trainer(config, world);
-    return run_training(trainer, options);
+    return run_training(trainer, options, monitors);
   }
   const bool leader = world->rank() == 0;
   if (leader) write_run_config(options.output_dir, config);
@@ -47,7 +54,7 @@ int train_run(const config::Config& config, std::shared_ptr<parallel::Communicat
     {
       const PhaseInfo info{static_cast<int64_t>(i), config.phases[i].name, start, start + config.phases[i].steps};
       Trainer trainer(phase, world, info);
-      rc = run_training(trainer, phase_options);
+      rc = run_training(trainer, phase_options, monitors);
     }
     if (rc != 0 || ShutdownSignal::requested()) return rc;
   }

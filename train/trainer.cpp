@@ -95,6 +95,13 @@ void Trainer::build_model() {
   if (stage_starts_.empty()) stage_starts_ = parallel::partition_stages(model_->pipeline_unit_costs(), pp);
   stage_begin_ = stage_starts_[static_cast<size_t>(pp_rank)];
   stage_end_ = pp_rank + 1 < pp ? stage_starts_[static_cast<size_t>(pp_rank + 1)] : model_->num_pipeline_units();
+  std::vector<int64_t> stage_rows;
+  for (int64_t u = 0; u < model_->num_pipeline_units(); ++u) {
+    if (!config_.model.is_moe_unit(u)) continue;
+    if (u >= stage_begin_ && u < stage_end_) stage_rows.push_back(static_cast<int64_t>(moe_layer_names_.size()));
+    moe_layer_names_.push_back(model_->pipeline_unit_name(u));
+  }
+  stage_moe_rows_ = torch::tensor(stage_rows, torch::kInt64).to(run_device_.device);
   if (grid.tp_size() > 1 || grid.ep_size() > 1) {
     // Built whole from the shared seed, then each TP rank keeps its slices
     // and each EP rank its experts. Split regions and experts draw dropout
@@ -224,6 +231,10 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& whole_micr
   // step, not once per micro-batch.
   torch::Tensor loss_terms =
       torch::zeros({3}, torch::TensorOptions().dtype(torch::kFloat64).device(run_device_.device));
+  // Kept assignments per [MoE layer, expert], this stage's rows filled.
+  torch::Tensor expert_tokens =
+      torch::zeros({static_cast<int64_t>(moe_layer_names_.size()), config_.model.moe.num_experts},
+                   torch::TensorOptions().dtype(torch::kInt64).device(run_device_.device));
   parallel::PipelineStageCallbacks stage;
   stage.input_buffers = [&](int64_t i) { return activation_buffers(batches[i]); };
   stage.forward = [&](int64_t i, const std::vector<torch::Tensor>& inputs) {
@@ -232,6 +243,7 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& whole_micr
     loss_terms[1] += out.moe.aux_loss.detach().to(torch::kFloat64);
     loss_terms[2] += out.moe.z_loss.detach().to(torch::kFloat64);
     r.dropped_tokens += out.moe.dropped;
+    if (out.moe.num_moe_layers > 0) expert_tokens.index_add_(0, stage_moe_rows_, out.moe.tokens_per_expert);
     if (holds_lm_head()) {
       const auto ce = cross_entropy(out.logits, batches[i], config_.train.label_smoothing);
       loss = loss + ce.loss_sum / token_divisor;
@@ -261,7 +273,7 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& whole_micr
   //    batch's metrics.
   torch::Tensor& grads = grad_sync_->finish_step();
   reduce_tied_embedding_grads(grads);
-  sum_step_metrics(loss_terms, token_divisor, global_micro, r);
+  sum_step_metrics(loss_terms, expert_tokens, token_divisor, global_micro, r);
 
   // 4. Unscale, then check: an fp16 overflow skips the step on every rank
   //    (the norm is global, so all agree); any other non-finite value stops
@@ -297,18 +309,22 @@ void Trainer::count_tokens(const std::vector<data::Seq2SeqBatch>& micro_batches,
   }
 }
 
-void Trainer::sum_step_metrics(const torch::Tensor& loss_terms, double token_divisor, double global_micro,
-                               StepResult& r) {
+void Trainer::sum_step_metrics(const torch::Tensor& loss_terms, const torch::Tensor& expert_tokens,
+                               double token_divisor, double global_micro, StepResult& r) {
   // Every DP rank's micro-batches, every stage's MoE layers (the
   // cross-entropy is the last stage's), in one small all-reduce per group,
-  // on the host: one device-to-host copy of the loss terms.
+  // on the host: one device-to-host copy of the loss terms and one of the
+  // expert counts (exact in fp64).
   const auto host = loss_terms.cpu();
   auto sums =
-      sum_over_dp_and_pp(torch::cat({host, torch::tensor({static_cast<double>(r.dropped_tokens)}, torch::kFloat64)}));
+      sum_over_dp_and_pp(torch::cat({host, torch::tensor({static_cast<double>(r.dropped_tokens)}, torch::kFloat64),
+                                     expert_tokens.cpu().to(torch::kFloat64).flatten()}));
   r.loss = sums[0].item<double>() / token_divisor;
   r.aux_loss = sums[1].item<double>() / global_micro;
   r.z_loss = sums[2].item<double>() / global_micro;
   r.dropped_tokens = static_cast<int64_t>(sums[3].item<double>());
+  const auto counts = sums.slice(0, 4).to(torch::kInt64).contiguous();
+  r.expert_tokens.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + counts.numel());
 }
 
 void Trainer::handle_nonfinite(StepResult& r, const torch::Tensor& grads, int64_t step) {

@@ -80,6 +80,10 @@ struct StepResult {
   int64_t target_tokens = 0;
   int64_t dropped_tokens = 0;
   bool skipped = false;
+  // Token assignments each expert kept this step over the global batch,
+  // row-major [MoE layer, expert] in the order of Trainer::moe_layer_names()
+  // (empty without MoE layers).
+  std::vector<int64_t> expert_tokens;
 };
 
 // Bytes this rank holds for the optimizer: fp32 master weights (when they are
@@ -148,6 +152,9 @@ class Trainer {
   int64_t stage_begin() const { return stage_begin_; }
   int64_t stage_end() const { return stage_end_; }
   const std::vector<int64_t>& stage_starts() const { return stage_starts_; }
+  // The model's MoE layers, the encoder's then the decoder's
+  // ("encoder.layers.1", ...): the rows of StepResult::expert_tokens.
+  const std::vector<std::string>& moe_layer_names() const { return moe_layer_names_; }
   // What the pipeline executor measured on this rank in the last train_step.
   const parallel::PipelineStats& pipeline_stats() const { return pipeline_stats_; }
   // Communication of this rank since the last reset, per group and
@@ -169,7 +176,8 @@ class Trainer {
   // The global batch's token counts (summed over DP) into r.
   void count_tokens(const std::vector<data::Seq2SeqBatch>& micro_batches, StepResult& r);
   // The metrics of the global batch, summed over DP and PP, into r.
-  void sum_step_metrics(const torch::Tensor& loss_terms, double token_divisor, double global_micro, StepResult& r);
+  void sum_step_metrics(const torch::Tensor& loss_terms, const torch::Tensor& expert_tokens, double token_divisor,
+                        double global_micro, StepResult& r);
   // A non-finite norm or loss: skips the step (fp16) or throws TrainingError.
   void handle_nonfinite(StepResult& r, const torch::Tensor& grads, int64_t step);
   void dump_gradients(const torch::Tensor& grads, int64_t step);
@@ -207,6 +215,8 @@ class Trainer {
   std::vector<std::pair<std::string, torch::Tensor>> frozen_;
   std::vector<int64_t> stage_starts_;
   int64_t stage_begin_ = 0, stage_end_ = 0;
+  std::vector<std::string> moe_layer_names_;
+  torch::Tensor stage_moe_rows_;  // int64: the rows of moe_layer_names_ this stage's MoE layers are
   parallel::PipelineStats pipeline_stats_;
   RunDevice run_device_;
   models::Seq2SeqTransformer model_{nullptr};

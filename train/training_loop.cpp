@@ -1,11 +1,15 @@
 #include "train/training_loop.h"
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
@@ -14,7 +18,9 @@
 #include "data/batch_prefetcher.h"
 #include "data/batch_source.h"
 #include "data/tokenizer.h"
+#include "monitor/memory_usage.h"
 #include "monitor/metrics_logger.h"
+#include "parallel/mpi_runtime.h"
 #include "train/shutdown_signal.h"
 
 namespace fs = std::filesystem;
@@ -29,7 +35,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // One run of the loop: its data, where it writes, and where it starts.
 class TrainingLoop {
  public:
-  TrainingLoop(Trainer& trainer, const TrainOptions& options);
+  TrainingLoop(Trainer& trainer, const TrainOptions& options, RunMonitors& monitors);
   int run();
 
  private:
@@ -37,9 +43,19 @@ class TrainingLoop {
   int64_t resume_or_initialise();
   void print_resume_notes(const checkpoint::LoadedCheckpoint& loaded, int64_t start_step) const;
   void print_banner() const;
-  void log_step(const StepResult& r, int64_t done, double step_s, double data_wait_ms, int64_t steps_this_run);
+  // Every step's figures to Prometheus; every log.every steps to the
+  // progress line, metrics.jsonl and TensorBoard.
+  void report_step(const StepResult& r, int64_t done, double step_s, double data_wait_ms, int64_t steps_this_run);
+  // This rank's collectives since the last call, per "<group> <op>".
+  std::map<std::string, monitor::CommFigures> take_comm_stats();
   void evaluate(int64_t done);
   std::string save(int64_t step);
+  // save(), timed, reported to metrics.jsonl, TensorBoard and Prometheus.
+  void save_and_report(int64_t step);
+  // Tells the stall watchdog what this rank is doing now.
+  void doing(const std::string& activity) {
+    if (stall_) stall_->set_activity(activity);
+  }
   // Ranks may see a signal at different moments: they agree before acting.
   bool agree_to_stop();
 
@@ -51,16 +67,47 @@ class TrainingLoop {
   std::string checkpoints_dir_;
   std::optional<data::BatchSource> train_data_, valid_data_;
   std::optional<monitor::MetricsLogger> metrics_;
+  monitor::PrometheusExporter* prometheus_;  // null where this rank serves none
+  monitor::StallWatchdog* stall_;            // rank 0's, or null
+  // Rank 0, for the next metrics line: collectives and expert tokens since the last.
+  std::map<std::string, monitor::CommFigures> comm_since_log_;
+  std::vector<int64_t> expert_tokens_since_log_;
   std::chrono::steady_clock::time_point t0_;
 };
 
-TrainingLoop::TrainingLoop(Trainer& trainer, const TrainOptions& options)
+// A hook for the stall tests: MOETRAIN_TEST_PAUSE="STEP:RANK:SECONDS:WHERE"
+// makes rank RANK sleep SECONDS in step STEP, while loading its batches
+// (WHERE "data") or before its compute (WHERE "compute").
+void test_pause(int64_t step, const char* where) {
+  static const char* spec = std::getenv("MOETRAIN_TEST_PAUSE");
+  if (spec == nullptr) return;
+  long long at_step = 0, rank = 0;
+  double seconds = 0;
+  char place[16] = "";
+  if (std::sscanf(spec, "%lld:%lld:%lf:%15s", &at_step, &rank, &seconds, place) != 4) return;
+  const int my_rank = parallel::mpi_running() ? parallel::world_rank() : 0;
+  if (at_step != step || rank != my_rank || std::string(place) != where) return;
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+}
+
+int64_t directory_bytes(const std::string& dir) {
+  int64_t bytes = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {  // a checkpoint is flat
+    if (entry.is_regular_file(ec)) bytes += static_cast<int64_t>(entry.file_size(ec));
+  }
+  return bytes;
+}
+
+TrainingLoop::TrainingLoop(Trainer& trainer, const TrainOptions& options, RunMonitors& monitors)
     : trainer_(trainer),
       cfg_(trainer.config()),
       phase_(trainer.phase()),
       options_(options),
       leader_(trainer.world().rank() == 0),
-      checkpoints_dir_(checkpoint::checkpoints_dir_of(options.output_dir)) {
+      checkpoints_dir_(checkpoint::checkpoints_dir_of(options.output_dir)),
+      prometheus_(monitors.prometheus.get()),
+      stall_(monitors.stall.get()) {
   trainer_.set_output_dir(options.output_dir);
   // A run of phases writes its whole config itself (train_run).
   if (leader_ && !phase_.in_phases()) write_run_config(options.output_dir, cfg_);
@@ -83,8 +130,13 @@ int TrainingLoop::run() {
     if (leader_) std::cout << "nothing to do: already at step " << start_step << " of " << max_steps << std::endl;
     return 0;
   }
-  if (leader_) metrics_.emplace(options_.output_dir, start_step);
+  if (leader_) {
+    metrics_.emplace(options_.output_dir, start_step,
+                     monitor::MetricsOptions{cfg_.log.tensorboard, phase_.in_phases() ? phase_.name : ""});
+  }
+  if (prometheus_) prometheus_->set_phase(phase_.in_phases() ? phase_.name : "");
   ShutdownSignal::install();
+  take_comm_stats();  // what loading and resuming moved is no step's
   t0_ = std::chrono::steady_clock::now();
   const auto& grid = trainer_.grid();
   // The next steps' micro-batches are built in the background meanwhile.
@@ -94,19 +146,20 @@ int TrainingLoop::run() {
   for (int64_t step = start_step; step < max_steps; ++step) {
     const auto step_t0 = std::chrono::steady_clock::now();
     double data_wait_ms = 0;
+    doing("loading the batches of step " + std::to_string(step + 1));
+    test_pause(step + 1, "data");
     const auto batches = batches_ahead.next(step - phase_.start, data_wait_ms);
+    doing("step " + std::to_string(step + 1) + "'s forward, backward and update");
+    test_pause(step + 1, "compute");
     const StepResult r = trainer_.train_step(batches, step);
     // The optimizer's kernels may still be queued: count them in this step.
     if (trainer_.device().is_cuda()) torch::cuda::synchronize(trainer_.device().index());
     const int64_t done = step + 1;
-    log_step(r, done, seconds_since(step_t0), data_wait_ms, done - start_step);
+    report_step(r, done, seconds_since(step_t0), data_wait_ms, done - start_step);
     if (valid_data_ && cfg_.train.eval_every > 0 && done % cfg_.train.eval_every == 0) evaluate(done);
     const bool stop = agree_to_stop();
     const bool interval = cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0;
-    if (interval || done == max_steps || stop) {
-      const auto dir = save(done);
-      if (leader_) metrics_->log_event(done, "checkpoint saved: " + dir);
-    }
+    if (interval || done == max_steps || stop) save_and_report(done);
     if (stop) {
       if (leader_) {
         metrics_->log_event(done, std::string("stopping on ") +
@@ -218,10 +271,9 @@ void TrainingLoop::print_banner() const {
   }
 }
 
-void TrainingLoop::log_step(const StepResult& r, int64_t done, double step_s, double data_wait_ms,
-                            int64_t steps_this_run) {
+void TrainingLoop::report_step(const StepResult& r, int64_t done, double step_s, double data_wait_ms,
+                               int64_t steps_this_run) {
   const int64_t max_steps = cfg_.train.max_steps;
-  if (!leader_ || !(done % cfg_.log.every == 0 || done == max_steps || steps_this_run == 1)) return;
   monitor::StepMetrics m;
   m.step = done;
   m.max_steps = max_steps;
@@ -240,10 +292,49 @@ void TrainingLoop::log_step(const StepResult& r, int64_t done, double step_s, do
   // ETA from this run's pace, not from steps done before a resume.
   m.elapsed_s = seconds_since(t0_);
   m.eta_s = m.elapsed_s / static_cast<double>(steps_this_run) * static_cast<double>(max_steps - done);
+  m.rss_bytes = monitor::resident_bytes();
+  m.peak_rss_bytes = monitor::peak_resident_bytes();
+  m.cuda_peak_bytes = monitor::cuda_memory(trainer_.device()).allocated_peak;
+  if (stall_) stall_->step_finished(done, step_s);
+  m.comm = take_comm_stats();
+  m.moe_layers = trainer_.moe_layer_names();
+  m.expert_tokens = r.expert_tokens;
+  if (prometheus_) prometheus_->record_step(m);
+  if (!leader_) return;
+  // The metrics line sums collectives and expert tokens over its interval.
+  for (const auto& [key, figures] : m.comm) {
+    auto& sum = comm_since_log_[key];
+    sum.calls += figures.calls;
+    sum.bytes += figures.bytes;
+    sum.seconds += figures.seconds;
+  }
+  expert_tokens_since_log_.resize(m.expert_tokens.size(), 0);
+  for (size_t i = 0; i < m.expert_tokens.size(); ++i) expert_tokens_since_log_[i] += m.expert_tokens[i];
+  if (!(done % cfg_.log.every == 0 || done == max_steps || steps_this_run == 1)) return;
+  m.comm = std::exchange(comm_since_log_, {});
+  m.expert_tokens = std::exchange(expert_tokens_since_log_, {});
   metrics_->log_step(m);
 }
 
+std::map<std::string, monitor::CommFigures> TrainingLoop::take_comm_stats() {
+  std::map<std::string, monitor::CommFigures> comm;
+  for (const auto& [key, op] : trainer_.comm_stats()) comm[key] = {op.calls, op.bytes, op.seconds};
+  trainer_.reset_comm_stats();
+  return comm;
+}
+
+void TrainingLoop::save_and_report(int64_t step) {
+  doing("writing the checkpoint of step " + std::to_string(step));
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto dir = save(step);
+  const double seconds = seconds_since(t0);
+  const int64_t bytes = leader_ || prometheus_ ? directory_bytes(dir) : 0;
+  if (leader_) metrics_->log_checkpoint(step, dir, seconds, bytes);
+  if (prometheus_) prometheus_->record_checkpoint(step, seconds, bytes);
+}
+
 void TrainingLoop::evaluate(int64_t done) {
+  doing("evaluating at step " + std::to_string(done));
   const auto& grid = trainer_.grid();
   std::vector<data::Seq2SeqBatch> batches;
   for (int64_t e = 0; e < cfg_.train.eval_batches; ++e) {
@@ -253,6 +344,7 @@ void TrainingLoop::evaluate(int64_t done) {
   }
   const auto [loss, tokens] = trainer_.evaluate(batches);
   if (leader_) metrics_->log_eval(done, loss, tokens);
+  if (prometheus_) prometheus_->record_eval(done, loss);
 }
 
 std::string TrainingLoop::save(int64_t step) {
@@ -288,7 +380,9 @@ bool TrainingLoop::agree_to_stop() {
 
 }  // namespace
 
-int run_training(Trainer& trainer, const TrainOptions& options) { return TrainingLoop(trainer, options).run(); }
+int run_training(Trainer& trainer, const TrainOptions& options, RunMonitors& monitors) {
+  return TrainingLoop(trainer, options, monitors).run();
+}
 
 void write_run_config(const std::string& output_dir, const config::Config& config) {
   fs::create_directories(output_dir);
