@@ -19,6 +19,7 @@
 #include "eval/dataset_loss.h"
 #include "eval/metrics.h"
 #include "export/checkpoint_model.h"
+#include "monitor/progress.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -52,7 +53,12 @@ int eval_dataset_loss(const std::string& checkpoint, const std::string& data_pat
   }
   int64_t n = source->num_samples();
   if (max_samples > 0) n = std::min(n, max_samples);
-  const eval::LossTotals totals = eval::dataset_loss(m.model, *source, special, n, batch_size, device);
+  monitor::Progress progress("eval", "samples", n);
+  const eval::LossTotals totals = eval::dataset_loss(m.model, *source, special, n, batch_size, device,
+                                                     [&](int64_t done, const eval::LossTotals& t) {
+                                                       progress.update(done, {{"tokens", t.tokens}});
+                                                     });
+  progress.finish();
   std::cout << std::fixed << std::setprecision(4) << "loss " << totals.mean() << " per target token, perplexity "
             << totals.perplexity() << " (" << static_cast<int64_t>(totals.tokens) << " target tokens in " << n
             << " samples of the " << split << " split of " << data_path << ", checkpoint " << m.checkpoint << ")\n";

@@ -16,6 +16,7 @@
 #include "data/tokenizer.h"
 #include "eval/generate.h"
 #include "export/checkpoint_model.h"
+#include "monitor/progress.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -82,6 +83,8 @@ int generate_command(int argc, char** argv) {
   }
   std::ostream& out = output.empty() ? std::cout : file;
   const int64_t max_source = std::max<int64_t>(m.config.data.src_len, 2);
+  monitor::Progress progress("generate", "lines", static_cast<int64_t>(sources.size()));
+  double generated_tokens = 0;
   for (size_t first = 0; first < sources.size(); first += static_cast<size_t>(batch_size)) {
     const size_t last = std::min(sources.size(), first + static_cast<size_t>(batch_size));
     // Each source as in training: its language code if any, its tokens, cut
@@ -101,9 +104,12 @@ int generate_command(int argc, char** argv) {
     const auto batch = data::BatchSource::collate(samples, special);
     for (const auto& generated : eval::generate(*m.model, batch.src_tokens, batch.src_mask, g)) {
       out << tok.decode(generated.tokens) << "\n";
+      generated_tokens += static_cast<double>(generated.tokens.size());
     }
     out.flush();
+    progress.update(static_cast<int64_t>(last), {{"tokens", generated_tokens}});
   }
+  progress.finish();
   return 0;
 }
 

@@ -26,7 +26,8 @@ kernels::CrossEntropyResult batch_cross_entropy(const torch::Tensor& logits, con
 }
 
 LossTotals dataset_loss(models::Seq2SeqTransformer& model, const data::BatchSource& source,
-                        const data::SpecialTokens& special, int64_t count, int64_t batch_size, torch::Device device) {
+                        const data::SpecialTokens& special, int64_t count, int64_t batch_size, torch::Device device,
+                        const std::function<void(int64_t samples, const LossTotals& totals)>& after_batch) {
   torch::NoGradGuard no_grad;
   model->eval();
   LossTotals totals;
@@ -36,6 +37,7 @@ LossTotals dataset_loss(models::Seq2SeqTransformer& model, const data::BatchSour
     const auto b = data::BatchSource::collate(samples, special).to(device);
     const auto logits = model->forward(b.src_tokens, b.src_mask, b.tgt_in, b.tgt_mask).logits;
     totals.add(batch_cross_entropy(logits, b, 0.0));
+    if (after_batch) after_batch(std::min(count, first + batch_size), totals);
   }
   return totals;
 }

@@ -6,6 +6,8 @@
 // pipeline ranks: train::Trainer::evaluate).
 #pragma once
 
+#include <functional>
+
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -37,7 +39,10 @@ kernels::CrossEntropyResult batch_cross_entropy(const torch::Tensor& logits, con
 
 // A whole model on one process, in eval mode, without gradients, on its
 // device: samples [0, count) of `source` in order, `batch_size` at a time.
+// `after_batch`, when given, hears the samples and the totals so far after
+// each batch (for progress lines).
 LossTotals dataset_loss(models::Seq2SeqTransformer& model, const data::BatchSource& source,
-                        const data::SpecialTokens& special, int64_t count, int64_t batch_size, torch::Device device);
+                        const data::SpecialTokens& special, int64_t count, int64_t batch_size, torch::Device device,
+                        const std::function<void(int64_t samples, const LossTotals& totals)>& after_batch = {});
 
 }  // namespace moetrain::eval

@@ -19,6 +19,7 @@
 #include "export/safetensors.h"
 #include "models/lora.h"
 #include "models/seq2seq_transformer.h"
+#include "monitor/progress.h"
 #include "optim/flat_parameters.h"
 
 namespace fs = std::filesystem;
@@ -167,7 +168,14 @@ ExportSummary export_checkpoint(const ExportOptions& options) {
   if (layout) tensors = to_nllb_moe_names(tensors, config.model, *layout);
   summary.tensors = static_cast<int64_t>(tensors.size());
 
-  summary.files = write_safetensors_sharded(options.out, "model", tensors, options.max_shard_bytes, {{"format", "pt"}});
+  monitor::Progress progress("export", "MB", summary.bytes / 1000000);
+  double written_bytes = 0;
+  summary.files = write_safetensors_sharded(options.out, "model", tensors, options.max_shard_bytes, {{"format", "pt"}},
+                                            [&](int64_t bytes) {
+                                              written_bytes += static_cast<double>(bytes);
+                                              progress.update(static_cast<int64_t>(written_bytes / 1e6));
+                                            });
+  progress.finish();
 
   nlohmann::ordered_json cfg;
   if (layout == HfLayout::NllbMoe) {

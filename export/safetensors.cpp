@@ -161,7 +161,7 @@ std::string safetensors_dtype(torch::ScalarType dtype) {
 }
 
 void write_safetensors(const std::string& path, const NamedTensors& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+                       const std::map<std::string, std::string>& metadata, const WrittenBytes& written) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::vector<torch::Tensor> data;
@@ -190,6 +190,7 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
     // buffer must never be null, even for 0 bytes (UBSan: nonnull-attribute).
     if (t.nbytes() == 0) continue;
     ok = ok && std::fwrite(t.data_ptr(), 1, t.nbytes(), f) == t.nbytes();
+    if (written) written(static_cast<int64_t>(t.nbytes()));
   }
   ok = std::fflush(f) == 0 && ok;
   const std::string reason = ok ? "" : std::strerror(errno);
@@ -250,7 +251,8 @@ SafetensorsFile read_safetensors(const std::string& path) {
 
 std::vector<std::string> write_safetensors_sharded(const std::string& dir, const std::string& stem,
                                                    const NamedTensors& tensors, int64_t max_shard_bytes,
-                                                   const std::map<std::string, std::string>& metadata) {
+                                                   const std::map<std::string, std::string>& metadata,
+                                                   const WrittenBytes& written) {
   std::vector<NamedTensors> shards(1);
   int64_t total = 0, in_shard = 0;
   for (const auto& item : tensors) {
@@ -264,7 +266,7 @@ std::vector<std::string> write_safetensors_sharded(const std::string& dir, const
     total += bytes;
   }
   if (shards.size() == 1) {
-    write_safetensors(dir + "/" + stem + ".safetensors", tensors, metadata);
+    write_safetensors(dir + "/" + stem + ".safetensors", tensors, metadata, written);
     return {stem + ".safetensors"};
   }
   std::vector<std::string> files;
@@ -273,7 +275,7 @@ std::vector<std::string> write_safetensors_sharded(const std::string& dir, const
     char name[64];
     std::snprintf(name, sizeof(name), "-%05zu-of-%05zu.safetensors", k + 1, shards.size());
     const std::string file = stem + name;
-    write_safetensors(dir + "/" + file, shards[k], metadata);
+    write_safetensors(dir + "/" + file, shards[k], metadata, written);
     for (const auto& item : shards[k]) weight_map[item.first] = file;
     files.push_back(file);
   }

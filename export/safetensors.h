@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -21,12 +22,15 @@ using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 // std::invalid_argument for a dtype safetensors has no name for.
 std::string safetensors_dtype(torch::ScalarType dtype);
 
+// Hears the bytes of each tensor once it is written (for progress lines).
+using WrittenBytes = std::function<void(int64_t bytes)>;
+
 // Writes `tensors` (any device; written as they are, contiguous) in order,
 // atomically (a temporary file renamed over `path`). Throws
 // std::runtime_error naming the path on an I/O error, std::invalid_argument
 // for a duplicate name.
 void write_safetensors(const std::string& path, const NamedTensors& tensors,
-                       const std::map<std::string, std::string>& metadata = {});
+                       const std::map<std::string, std::string>& metadata = {}, const WrittenBytes& written = {});
 
 struct SafetensorsFile {
   NamedTensors tensors;  // in header order, on the CPU
@@ -50,6 +54,7 @@ SafetensorsFile read_safetensors(const std::string& path);
 // transformers writes them. Returns the files written.
 std::vector<std::string> write_safetensors_sharded(const std::string& dir, const std::string& stem,
                                                    const NamedTensors& tensors, int64_t max_shard_bytes,
-                                                   const std::map<std::string, std::string>& metadata = {});
+                                                   const std::map<std::string, std::string>& metadata = {},
+                                                   const WrittenBytes& written = {});
 
 }  // namespace moetrain::exporting
