@@ -1,7 +1,7 @@
 // bench_train_step: times whole optimizer steps (forward, backward, AdamW) of
 // a config on random tokens and prints ms/step, tokens/s and peak memory (RSS
 // on the CPU, the caching allocator's peak on CUDA). With --peak-tflops or
-// --measure-matmul it also prints model FLOPs utilisation (bench/flops.h says
+// --measure-matmul it also prints model FLOPs utilisation (models/flops.h says
 // what is counted). Under mpirun it also prints one step's communication
 // (rank 0's bytes per collective as in the ZeRO paper's accounting, and with
 // --layout every group's bytes per collective type summed over all ranks)
@@ -36,10 +36,10 @@
 #endif
 
 #include "bench/device_stats.h"
-#include "bench/flops.h"
 #include "config/config.h"
 #include "config/load.h"
 #include "kernels/dispatch.h"
+#include "models/flops.h"
 #include "parallel/context_parallel.h"
 #include "parallel/mpi_communicator.h"
 #include "train/trainer.h"
@@ -273,28 +273,28 @@ struct RunFigures {
   bench::CudaMemory cuda_memory;
   double median = 0;  // ms per step
   double tokens_per_s = 0;
-  bench::ParameterCounts counts;
+  models::ParameterCounts counts;
   double flops = 0, achieved_tflops = 0, mfu = 0;
   double peak_mib = 0;    // the largest of any rank's
   double before_mib = 0;  // the largest resident set of any rank before the first step (CPU)
 };
 
 // Fills the derived figures of `f` from its timings; warns when the model's
-// parameter count disagrees with bench/flops.cpp's.
+// parameter count disagrees with models/flops.cpp's.
 void derive_figures(train::Trainer& t, const config::Config& cfg, const BenchOptions& o, RunFigures& f) {
   std::vector<double>& ms = f.timings.ms;
   std::sort(ms.begin(), ms.end());
   f.median = ms[ms.size() / 2];
   f.tokens_per_s = static_cast<double>(f.timings.tokens) / (f.median / 1000.0);
   // Model FLOPs of the global batch, against the peak of every rank's device.
-  f.counts = bench::count_parameters(cfg.model);
-  f.flops = bench::train_step_flops(cfg.model, cfg.train.global_batch, cfg.data.src_len, cfg.data.tgt_len);
+  f.counts = models::count_parameters(cfg.model);
+  f.flops = models::train_step_flops(cfg.model, cfg.train.global_batch, cfg.data.src_len, cfg.data.tgt_len);
   f.achieved_tflops = f.flops / (f.median / 1000.0) / 1e12;
   f.mfu = o.peak_tflops > 0 ? f.achieved_tflops / (o.peak_tflops * static_cast<double>(t.world().size())) : 0;
   if (t.world().size() == 1 && cfg.finetune.mode != config::FinetuneMode::Lora &&
       model_parameters(t) != f.counts.total) {
     std::cerr << "bench_train_step: warning: the model has " << model_parameters(t)
-              << " parameters, bench/flops.cpp counts " << f.counts.total << "; FLOPs and MFU are off" << std::endl;
+              << " parameters, models/flops.cpp counts " << f.counts.total << "; FLOPs and MFU are off" << std::endl;
   }
   f.peak_mib =
       on_cuda(t.device()) ? static_cast<double>(f.cuda_memory.allocated_peak) / (1024.0 * 1024.0) : peak_rss_mib();

@@ -76,6 +76,10 @@ struct LogConfig {
   // stall_min_s seconds; 0 turns it off.
   double stall_factor = 10;
   double stall_min_s = 60;
+  // One device's peak matmul rate in the compute dtype, TFLOP/s (989 for an
+  // H100 SXM in bf16): the denominator of model FLOPs utilisation (MFU,
+  // models/flops.h). 0: unknown, no MFU reported.
+  double peak_tflops = 0;
 };
 
 enum class FinetuneMode { Full, Lora };

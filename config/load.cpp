@@ -207,6 +207,7 @@ void visit_config(V& root, Config& c) {
     s.field("prometheus_all_ranks", c.log.prometheus_all_ranks);
     s.field("stall_factor", c.log.stall_factor);
     s.field("stall_min_s", c.log.stall_min_s);
+    s.field("peak_tflops", c.log.peak_tflops);
     s.done();
   }
   {

@@ -246,6 +246,8 @@ void validate_finetune(const Config& c, const Require& require) {
   require(c.log.stall_factor == 0 || c.log.stall_factor >= 1, "log.stall_factor",
           "must be at least 1 (x the median step time), or 0 for no stall watchdog");
   require(c.log.stall_min_s >= 0, "log.stall_min_s", "must be >= 0 seconds");
+  require(c.log.peak_tflops >= 0 && std::isfinite(c.log.peak_tflops), "log.peak_tflops",
+          "must be >= 0 TFLOP/s (0: unknown, no MFU)");
   require(c.lora.r >= 1, "lora.r", "must be at least 1");
   require(c.finetune.mode != FinetuneMode::Lora || !c.lora.targets.empty(), "lora.targets",
           "must name at least one layer kind");

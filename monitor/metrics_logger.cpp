@@ -125,12 +125,14 @@ void MetricsLogger::log_step(const StepMetrics& m) {
   const auto [load_ratio, load_layer] = worst_expert_load(m);
   char experts[64] = "";
   if (load_ratio > 0) std::snprintf(experts, sizeof(experts), " | experts max/mean %.2f", load_ratio);
+  char mfu[32] = "";
+  if (m.mfu) std::snprintf(mfu, sizeof(mfu), " | MFU %.1f%%", 100.0 * *m.mfu);
   char line[640];
   std::snprintf(line, sizeof(line),
                 "step %lld/%lld | loss %.4f | aux %.3f | z %.3f | lr %.2e | grad norm %.3f | "
-                "%.0f tok/s | %.0f ms%s | elapsed %s | eta %s%s",
+                "%.0f tok/s%s | %.0f ms%s | elapsed %s | eta %s%s",
                 static_cast<long long>(m.step), static_cast<long long>(m.max_steps), m.loss, m.aux_loss, m.z_loss, m.lr,
-                m.grad_norm, m.tokens_per_s, m.step_ms, experts, format_duration(m.elapsed_s).c_str(),
+                m.grad_norm, m.tokens_per_s, mfu, m.step_ms, experts, format_duration(m.elapsed_s).c_str(),
                 format_duration(m.eta_s).c_str(), m.skipped ? " | skipped (fp16 overflow)" : "");
   std::cout << line << std::endl;
   nlohmann::json record = {{"step", m.step},
@@ -151,6 +153,7 @@ void MetricsLogger::log_step(const StepMetrics& m) {
                            {"peak_rss_bytes", m.peak_rss_bytes},
                            {"cuda_peak_bytes", m.cuda_peak_bytes},
                            {"comm", comm_json(m.comm)}};
+  if (m.mfu) record["mfu"] = *m.mfu;
   if (!m.moe_layers.empty()) {
     record["expert_tokens"] = expert_tokens_json(m);
     record["expert_load_max_ratio"] = load_ratio;

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,6 +33,10 @@ struct StepMetrics {
   double grad_norm = 0;  // before clipping
   double loss_scale = 1;
   double tokens_per_s = 0;  // source + target tokens per second, this step
+  // Model FLOPs utilisation of this step, 0..1: the global batch's model
+  // FLOPs per second over every rank's peak (log.peak_tflops); unset when
+  // the peak is unknown.
+  std::optional<double> mfu;
   double step_ms = 0;
   double data_wait_ms = 0;  // of step_ms, waiting for this step's batches (data/batch_prefetcher.h)
   double elapsed_s = 0;     // this process

@@ -8,6 +8,7 @@
 #include "eval/dataset_loss.h"
 #include "kernels/cross_entropy.h"
 #include "models/activation_checkpoint.h"
+#include "models/flops.h"
 #include "optim/grad_clip.h"
 #include "train/context_parallel_batch.h"
 
@@ -300,12 +301,17 @@ void Trainer::count_tokens(const std::vector<data::Seq2SeqBatch>& micro_batches,
   for (const auto& mb : micro_batches) {
     r.target_tokens += mb.num_target_tokens;
     r.tokens += mb.num_target_tokens + mb.num_source_tokens;
+    r.model_flops +=
+        models::train_step_flops(config_.model, mb.src_tokens.size(0), mb.src_tokens.size(1), mb.tgt_in.size(1));
   }
   if (groups_->dp().size() > 1) {
-    auto counts = torch::tensor({r.target_tokens, r.tokens}, torch::kInt64);
-    groups_->dp().all_reduce(counts);
-    r.target_tokens = counts[0].item<int64_t>();
-    r.tokens = counts[1].item<int64_t>();
+    // fp64 holds the counts exactly (below 2^53).
+    auto sums = torch::tensor({static_cast<double>(r.target_tokens), static_cast<double>(r.tokens), r.model_flops},
+                              torch::kFloat64);
+    groups_->dp().all_reduce(sums);
+    r.target_tokens = static_cast<int64_t>(sums[0].item<double>());
+    r.tokens = static_cast<int64_t>(sums[1].item<double>());
+    r.model_flops = sums[2].item<double>();
   }
 }
 

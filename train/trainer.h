@@ -79,6 +79,9 @@ struct StepResult {
   int64_t tokens = 0;
   int64_t target_tokens = 0;
   int64_t dropped_tokens = 0;
+  // Model FLOPs of the global batch at its padded shapes (models/flops.h):
+  // the numerator of MFU.
+  double model_flops = 0;
   bool skipped = false;
   // Token assignments each expert kept this step over the global batch,
   // row-major [MoE layer, expert] in the order of Trainer::moe_layer_names()
@@ -173,7 +176,7 @@ class Trainer {
   void keep_stage_parameters(std::vector<std::pair<std::string, torch::Tensor>>& trainable);
   void build_optimizer(const std::vector<std::pair<std::string, torch::Tensor>>& trainable);
 
-  // The global batch's token counts (summed over DP) into r.
+  // The global batch's token counts and model FLOPs (summed over DP) into r.
   void count_tokens(const std::vector<data::Seq2SeqBatch>& micro_batches, StepResult& r);
   // The metrics of the global batch, summed over DP and PP, into r.
   void sum_step_metrics(const torch::Tensor& loss_terms, const torch::Tensor& expert_tokens, double token_divisor,

@@ -286,6 +286,8 @@ void TrainingLoop::report_step(const StepResult& r, int64_t done, double step_s,
   m.tokens = r.tokens;
   m.data_wait_ms = data_wait_ms;
   m.tokens_per_s = static_cast<double>(r.tokens) / step_s;
+  if (cfg_.log.peak_tflops > 0)
+    m.mfu = r.model_flops / step_s / (cfg_.log.peak_tflops * 1e12 * static_cast<double>(trainer_.world().size()));
   m.step_ms = step_s * 1000.0;
   m.dropped_tokens = r.dropped_tokens;
   m.skipped = r.skipped;

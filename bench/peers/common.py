@@ -1,7 +1,7 @@
 """What the Python peers of bench_train_step share: moetrain's YAML config
 (read as moetrain reads it, with its defaults and `--set key=value`
 overrides), the random batch, the model FLOPs of a step (the formula of
-bench/flops.h), the timed training step with AdamW on fp32 master weights,
+models/flops.h), the timed training step with AdamW on fp32 master weights,
 and one JSON line per run.
 
 Precision: the model's weights are bf16 (or fp16/fp32: precision.compute),
@@ -180,7 +180,7 @@ def batch_tokens(batches):
 
 def train_step_flops(encoder_active, decoder_active, output_projection, d_model, encoder_layers,
                      decoder_layers, sequences, src_len, tgt_len):
-    """bench/flops.h's model FLOPs of one step: 6 x active parameters per
+    """models/flops.h's model FLOPs of one step: 6 x active parameters per
     position (encoder against source, decoder and output projection against
     target positions) plus QK^T and AV (4 Tq Tk d_model forward, x3), the
     decoder's causal self-attention counted in full."""

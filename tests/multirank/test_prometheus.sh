@@ -53,7 +53,7 @@ start=$(date +%s)
 # shellcheck disable=SC2086
 $MOETRAIN_MPIRUN -np 2 "$MOETRAIN_BIN" "${TINY_ARGS[@]}" --output-dir "$work/run" --max-steps 60 --set log.every=1 \
   --set train.eval_every=20 --set train.eval_batches=1 --set checkpoint.every=30 --set train.threads=1 \
-  --set log.prometheus_port="$port" > "$work/train.log" &
+  --set log.prometheus_port="$port" --set log.peak_tflops=1 > "$work/train.log" &
 train_pid=$!
 on_exit "kill $train_pid 2>/dev/null"
 # The endpoint's text, once a few steps are done, for promtool.
@@ -93,23 +93,24 @@ def raw(name):
     return labels, {float(t): float(v) for t, v in result[0]["values"]}
 
 labels, steps = raw("moetrain_step")
-_, losses = raw("moetrain_loss")
-jsonl = {}
-for line in open(work + "/run/metrics.jsonl"):
-    rec = json.loads(line)
-    if "loss" in rec:
-        jsonl[rec["step"]] = rec["loss"]
-scraped = sorted({int(steps[t]): losses[t] for t in steps if t in losses}.items())
-bad = [(s, l, jsonl.get(s)) for s, l in scraped if jsonl.get(s) != l]
-if bad:
-    sys.exit(f"FAIL: loss differs from metrics.jsonl at (step, prometheus, jsonl): {bad[:5]}")
-if len(scraped) < 5:
-    sys.exit(f"FAIL: only {len(scraped)} distinct steps were scraped")
+records = [json.loads(line) for line in open(work + "/run/metrics.jsonl")]
+# The loss, and MFU (log.peak_tflops is set), at each scraped step.
+for metric, key in (("moetrain_loss", "loss"), ("moetrain_model_flops_utilization_ratio", "mfu")):
+    _, values = raw(metric)
+    jsonl = {rec["step"]: rec[key] for rec in records if "loss" in rec}
+    scraped = sorted({int(steps[t]): values[t] for t in steps if t in values}.items())
+    bad = [(s, v, jsonl.get(s)) for s, v in scraped if jsonl.get(s) != v]
+    if bad:
+        sys.exit(f"FAIL: {key} differs from metrics.jsonl at (step, prometheus, jsonl): {bad[:5]}")
+    if len(scraped) < 5:
+        sys.exit(f"FAIL: only {len(scraped)} distinct steps were scraped")
+    if key == "mfu" and not all(0 < v < 1 for _, v in scraped):
+        sys.exit(f"FAIL: MFU outside (0, 1): {scraped[:5]}")
 for key in ("run", "rank", "job", "instance"):
     if key not in labels:
         sys.exit(f"FAIL: moetrain_step lacks label {key}: {labels}")
 print(f"Prometheus scraped {len(scraped)} distinct steps ({scraped[0][0]}..{scraped[-1][0]}); "
-      f"the loss at each equals metrics.jsonl's (labels {dict(sorted(labels.items()))})")
+      f"the loss and MFU at each equal metrics.jsonl's (labels {dict(sorted(labels.items()))})")
 
 with urllib.request.urlopen(api + "/api/v1/label/__name__/values") as r:
     served = {n for n in json.load(r)["data"] if n.startswith("moetrain_")}

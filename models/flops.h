@@ -27,7 +27,7 @@
 
 #include "models/model_config.h"
 
-namespace moetrain::bench {
+namespace moetrain::models {
 
 struct ParameterCounts {
   int64_t total = 0;              // every parameter (the tied embedding once)
@@ -38,10 +38,10 @@ struct ParameterCounts {
 };
 
 // cfg.vocab_size must be set. LoRA adapters are not counted.
-ParameterCounts count_parameters(const models::ModelConfig& cfg);
+ParameterCounts count_parameters(const ModelConfig& cfg);
 
 // Model FLOPs of one optimizer step over `sequences` sequence pairs of
 // src_len source and tgt_len target positions (the whole global batch).
-double train_step_flops(const models::ModelConfig& cfg, int64_t sequences, int64_t src_len, int64_t tgt_len);
+double train_step_flops(const ModelConfig& cfg, int64_t sequences, int64_t src_len, int64_t tgt_len);
 
-}  // namespace moetrain::bench
+}  // namespace moetrain::models

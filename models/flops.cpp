@@ -1,20 +1,17 @@
-#include "bench/flops.h"
+#include "models/flops.h"
 
-namespace moetrain::bench {
+namespace moetrain::models {
 
 namespace {
 
 int64_t linear(int64_t in, int64_t out, bool bias) { return in * out + (bias ? out : 0); }
 
-int64_t norm(const models::ModelConfig& cfg) {
-  return cfg.norm == models::NormType::LayerNorm ? 2 * cfg.d_model : cfg.d_model;
-}
+int64_t norm(const ModelConfig& cfg) { return cfg.norm == NormType::LayerNorm ? 2 * cfg.d_model : cfg.d_model; }
 
 // q, k, v, o and, for dynamic self-attention, the per-head gate.
-int64_t attention(const models::ModelConfig& cfg, bool self_attention) {
+int64_t attention(const ModelConfig& cfg, bool self_attention) {
   int64_t n = 4 * linear(cfg.d_model, cfg.d_model, cfg.bias);
-  if (self_attention && cfg.attention == models::AttentionType::Dynamic)
-    n += linear(cfg.d_model, cfg.n_heads, cfg.bias);
+  if (self_attention && cfg.attention == AttentionType::Dynamic) n += linear(cfg.d_model, cfg.n_heads, cfg.bias);
   return n;
 }
 
@@ -23,7 +20,7 @@ struct FeedForwardCounts {
   int64_t active = 0;
 };
 
-FeedForwardCounts feed_forward(const models::ModelConfig& cfg, int64_t layer) {
+FeedForwardCounts feed_forward(const ModelConfig& cfg, int64_t layer) {
   if (!cfg.is_moe_layer(layer)) {
     const int64_t n = linear(cfg.d_model, cfg.d_ff, cfg.bias) + linear(cfg.d_ff, cfg.d_model, cfg.bias);
     return {n, n};
@@ -36,7 +33,7 @@ FeedForwardCounts feed_forward(const models::ModelConfig& cfg, int64_t layer) {
 
 }  // namespace
 
-ParameterCounts count_parameters(const models::ModelConfig& cfg) {
+ParameterCounts count_parameters(const ModelConfig& cfg) {
   ParameterCounts c;
   for (int64_t i = 0; i < cfg.encoder_layers; ++i) {
     const auto ffn = feed_forward(cfg, i);
@@ -57,12 +54,12 @@ ParameterCounts count_parameters(const models::ModelConfig& cfg) {
   c.output_projection = cfg.vocab_size * cfg.d_model;
   c.total += cfg.vocab_size * cfg.d_model;                  // embed_tokens (the head when tied)
   if (!cfg.tie_embeddings) c.total += c.output_projection;  // lm_head
-  if (cfg.position == models::PositionType::Learned) c.total += cfg.max_positions * cfg.d_model;
+  if (cfg.position == PositionType::Learned) c.total += cfg.max_positions * cfg.d_model;
   c.active = c.encoder_active + c.decoder_active + c.output_projection;
   return c;
 }
 
-double train_step_flops(const models::ModelConfig& cfg, int64_t sequences, int64_t src_len, int64_t tgt_len) {
+double train_step_flops(const ModelConfig& cfg, int64_t sequences, int64_t src_len, int64_t tgt_len) {
   const ParameterCounts c = count_parameters(cfg);
   const double b = static_cast<double>(sequences), s = static_cast<double>(src_len), t = static_cast<double>(tgt_len);
   const double dense = 6.0 * (static_cast<double>(c.encoder_active) * b * s +
@@ -73,4 +70,4 @@ double train_step_flops(const models::ModelConfig& cfg, int64_t sequences, int64
   return dense + attention;
 }
 
-}  // namespace moetrain::bench
+}  // namespace moetrain::models
