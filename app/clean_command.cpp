@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -29,6 +30,7 @@
 #include "data/clean/record_io.h"
 #include "data/clean/stats.h"
 #include "data/portable_rng.h"
+#include "monitor/progress.h"
 #include "parallel/byte_exchange.h"
 #include "parallel/mpi_communicator.h"
 
@@ -87,7 +89,25 @@ int clean_main(int argc, char** argv) {
   for (const auto& o : overrides) clean::apply_override(config, o);
 
   CommunicatorExchange exchange;
-  const auto result = clean::run_clean_pipeline(config, exchange);
+  // Rank 0's share of the work, on stderr: one progress line per pass.
+  std::unique_ptr<monitor::Progress> progress;
+  clean::CleanProgressFn on_progress;
+  if (exchange.rank() == 0) {
+    on_progress = [&progress, pass = 0](const clean::CleanProgress& p) mutable {
+      if (p.pass != pass) {
+        pass = p.pass;
+        if (progress) progress->finish();
+        const std::string what = p.passes == 1 ? "clean"
+                                 : p.pass == 1 ? "clean, pass 1 of 2 (dedup keys)"
+                                               : "clean, pass 2 of 2";
+        progress = std::make_unique<monitor::Progress>(what, "shards", p.shards);
+      }
+      progress->update(p.shards_done,
+                       {{"documents", static_cast<double>(p.documents)}, {"MB", static_cast<double>(p.bytes) / 1e6}});
+    };
+  }
+  const auto result = clean::run_clean_pipeline(config, exchange, on_progress);
+  if (progress) progress->finish();
   if (exchange.rank() == 0) {
     std::cout << clean::format_stats_table(result.stats);
     std::cout << "wrote " << config.output << "/stats.json (" << result.shards << " shard(s), " << exchange.size()

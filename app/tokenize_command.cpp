@@ -10,11 +10,13 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 
 #include "app/command_line.h"
 #include "data/tokenize.h"
 #include "data/tokenize_workers.h"
 #include "data/tokenizer.h"
+#include "monitor/progress.h"
 #include "parallel/byte_exchange.h"
 #include "parallel/mpi_communicator.h"
 
@@ -149,8 +151,20 @@ int tokenize_command(int argc, char** argv) {
     }
   }
   CommunicatorRanks ranks;
-  if (ranks.rank() == 0) o.progress = &std::cerr;
+  // Rank 0's share of pass 2 (shards are dealt round robin, so it stands for
+  // the job's progress), on stderr.
+  std::unique_ptr<monitor::Progress> progress;
+  if (ranks.rank() == 0) {
+    o.progress = [&progress, &ranks](const data::TokenizeProgress& p) {
+      if (!progress) {
+        const std::string what = ranks.size() > 1 ? "tokenize, rank 0 of " + std::to_string(ranks.size()) : "tokenize";
+        progress = std::make_unique<monitor::Progress>(what, "records", p.records);
+      }
+      progress->update(p.records_done, {{"MB", static_cast<double>(p.text_bytes) / 1e6}});
+    };
+  }
   const auto s = data::tokenize_corpus(o, ranks);
+  if (progress) progress->finish();
   if (ranks.rank() == 0) print_summary(s);
   return 0;
 }

@@ -46,6 +46,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <string>
 #include <vector>
@@ -54,6 +55,17 @@
 #include "data/tokenize_ranks.h"
 
 namespace moetrain::data {
+
+// How far this rank is in pass 2: the shards it writes in this run (those an
+// earlier run finished are not counted), their records, and the text
+// encoded so far (source and target, in bytes).
+struct TokenizeProgress {
+  int64_t shards_done = 0;
+  int64_t shards = 0;
+  int64_t records_done = 0;
+  int64_t records = 0;
+  int64_t text_bytes = 0;
+};
 
 struct TokenizeOptions {
   std::vector<std::string> inputs;  // .jsonl, .jsonl.zst or text files
@@ -77,9 +89,11 @@ struct TokenizeOptions {
   int deflate_level = 0;  // token arrays: 0 uncompressed, 1..9 shuffle + deflate at this zlib level
   int64_t max_training_sentences = 2000000;
   uint64_t seed = 1234;
-  int threads = 1;                   // encoding threads of each rank; the output does not depend on it
-  bool strict = false;               // a bad record is fatal (otherwise skipped and counted)
-  std::ostream* progress = nullptr;  // where pass 2 reports progress (every few seconds), if anywhere
+  int threads = 1;      // encoding threads of each rank; the output does not depend on it
+  bool strict = false;  // a bad record is fatal (otherwise skipped and counted)
+  // Called after each block pass 2 encodes on this rank, and once before
+  // the first, with this rank's figures (see TokenizeProgress).
+  std::function<void(const TokenizeProgress&)> progress;
 
   bool source_language() const { return !source_lang.empty() || !source_lang_field.empty(); }
   bool target_language() const { return !target_lang.empty() || !target_lang_field.empty(); }

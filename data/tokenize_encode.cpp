@@ -3,6 +3,7 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -10,7 +11,6 @@
 
 #include "data/token_shard.h"
 #include "data/tokenize_input.h"
-#include "data/tokenize_progress.h"
 #include "data/tokenize_workers.h"
 
 namespace moetrain::data {
@@ -112,10 +112,13 @@ class RankEncoder {
         records_left_ += s.records;
       }
     }
-    progress_ = std::make_unique<TokenizeProgress>(options_.progress, rank_, ranks_, shards_to_write, records_left_);
+    const auto start = std::chrono::steady_clock::now();
+    progress_.shards = shards_to_write;
+    progress_.records = records_left_;
+    if (options_.progress) options_.progress(progress_);
     if (shards_to_write > 0) read_and_encode();
     for (auto& [g, shard] : finished_) result_.shards.push_back(std::move(shard));
-    result_.seconds = progress_->elapsed_seconds();
+    result_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return std::move(result_);
   }
 
@@ -158,7 +161,7 @@ class RankEncoder {
       auto it = open_.find(g);
       if (it == open_.end()) it = open_.emplace(g, ShardBuilder(plan_.shards()[g], pairs_)).first;
       it->second.add(block.source_ids[i], pairs_ ? &block.target_ids[i] : nullptr);
-      ++records_done_;
+      ++progress_.records_done;
       if (it->second.complete()) {
         TokenizedShard shard =
             it->second.write(options_.output_dir, tokenizer_.vocab_size(), ShardWriteOptions{options_.deflate_level});
@@ -169,7 +172,9 @@ class RankEncoder {
       }
     }
     result_.encoded_bytes += block.text_bytes;
-    progress_->update(result_.written, records_done_, result_.encoded_bytes);
+    progress_.shards_done = result_.written;
+    progress_.text_bytes = result_.encoded_bytes;
+    if (options_.progress) options_.progress(progress_);
   }
 
   const TokenizeOptions& options_;
@@ -180,10 +185,9 @@ class RankEncoder {
   const bool pairs_;
   std::vector<bool> writes_here_;  // by plan index: this rank writes the shard in this run
   int64_t records_left_ = 0;       // records of the shards to write not yet read
-  int64_t records_done_ = 0;       // records encoded and appended
   std::map<int64_t, ShardBuilder> open_;
   std::map<int64_t, TokenizedShard> finished_;  // by plan index
-  std::unique_ptr<TokenizeProgress> progress_;
+  TokenizeProgress progress_;                   // records_done: encoded and appended
   RankEncodeResult result_;
 };
 

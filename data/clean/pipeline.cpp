@@ -132,7 +132,8 @@ std::vector<T> from_bytes(const std::vector<Bytes>& parts) {
 
 class Pipeline {
  public:
-  Pipeline(const CleanConfig& c, Exchange& ex) : c_(c), ex_(ex) {
+  Pipeline(const CleanConfig& c, Exchange& ex, CleanProgressFn progress)
+      : c_(c), ex_(ex), progress_(std::move(progress)) {
     const auto files = expand_input_paths(c.inputs);
     for (size_t i = 0; i < files.size(); ++i) shards_.push_back({i, files[i], shard_name(i, files[i])});
     if (shards_.size() >= (1u << 31)) throw CleanConfigError("input.paths: too many input files");
@@ -159,8 +160,10 @@ class Pipeline {
       work[s->index] = std::make_unique<ShardWork>(*s, c_.output, steps);
     }
     nlohmann::json dedup_info;
+    const int passes = d < steps.size() ? 2 : 1;
     if (d < steps.size()) {
       // Pass 1: band entries of every document that reaches the dedup step.
+      begin_pass(1, passes, static_cast<int64_t>(mine.size()));
       std::vector<BandEntry> entries;
       int64_t cached_bytes = 0;
       for (const Shard* s : mine) {
@@ -181,16 +184,21 @@ class Pipeline {
             }
           }
         });
+        shard_done();
       }
       dedup_info = find_duplicates(entries);
     }
     // Pass 2 (the only pass without dedup): the remaining steps, then commit.
+    begin_pass(passes, passes, static_cast<int64_t>(work.size()));
     for (const Shard* s : mine) {
       auto it = work.find(s->index);
       if (it == work.end()) continue;
       ShardWork& w = *it->second;
       if (d < steps.size() && w.cache_complete) {
-        for (auto& doc : w.cache) finish(doc, d, w);
+        for (auto& doc : w.cache) {
+          document_read(doc);
+          finish(doc, d, w);
+        }
         w.cache.clear();
       } else if (d < steps.size()) {
         // Steps before dedup were counted in pass 1: run them again silently.
@@ -202,6 +210,7 @@ class Pipeline {
       }
       w.commit();
       ++result.shards_processed;
+      shard_done();
     }
     // Every rank done: rank 0 merges the parts.
     ex_.all_gather(Bytes{1});
@@ -211,6 +220,21 @@ class Pipeline {
   }
 
  private:
+  // Progress: a new pass over `shards` shards, a document read, a shard done.
+  void begin_pass(int pass, int passes, int64_t shards) {
+    at_ = CleanProgress{pass, passes, 0, shards, 0, 0};
+    if (progress_) progress_(at_);
+  }
+  void document_read(const Doc& doc) {
+    at_.documents += 1;
+    at_.bytes += static_cast<int64_t>(doc.record.text.size());
+    if (progress_) progress_(at_);
+  }
+  void shard_done() {
+    at_.shards_done += 1;
+    if (progress_) progress_(at_);
+  }
+
   std::string shard_dir(const Shard& s) const { return c_.output + "/.shards/" + s.name; }
   bool committed(const Shard& s) const { return file_exists(shard_dir(s) + "/stats.json"); }
 
@@ -278,6 +302,7 @@ class Pipeline {
       doc.number = (static_cast<uint64_t>(s.index) << 32) | static_cast<uint64_t>(doc.record.line);
       doc.text = doc.record.text;
       doc.meta = nlohmann::json::object();
+      document_read(doc);
       f(doc);
     }
   }
@@ -380,6 +405,8 @@ class Pipeline {
 
   const CleanConfig& c_;
   Exchange& ex_;
+  CleanProgressFn progress_;
+  CleanProgress at_;
   std::vector<Shard> shards_;
   std::unique_ptr<StageRunner> runner_;
 };
@@ -408,9 +435,9 @@ std::vector<std::string> expand_input_paths(const std::vector<std::string>& path
   return out;
 }
 
-PipelineResult run_clean_pipeline(const CleanConfig& config, Exchange& exchange) {
+PipelineResult run_clean_pipeline(const CleanConfig& config, Exchange& exchange, CleanProgressFn progress) {
   validate_clean_config(config);
-  Pipeline pipeline(config, exchange);
+  Pipeline pipeline(config, exchange, std::move(progress));
   return pipeline.run();
 }
 

@@ -26,6 +26,8 @@
 // Every rank calls run_clean_pipeline (it is collective through `exchange`).
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -56,6 +58,21 @@ struct PipelineResult {
   int shards_processed = 0;  // done by this run (this rank)
 };
 
-PipelineResult run_clean_pipeline(const CleanConfig& config, Exchange& exchange);
+// Where this rank's part of a run stands, for progress lines. With dedup the
+// inputs are read twice: pass 1 computes every document's dedup keys (over
+// committed shards too), pass 2 runs the remaining steps and writes.
+struct CleanProgress {
+  int pass = 1;
+  int passes = 1;
+  int64_t shards_done = 0;  // of this pass
+  int64_t shards = 0;       // this rank's shards in this pass
+  int64_t documents = 0;    // records read in this pass
+  int64_t bytes = 0;        // their text, in bytes
+};
+using CleanProgressFn = std::function<void(const CleanProgress&)>;
+
+// `progress`, when given, is called on this rank after every document read
+// and after every shard.
+PipelineResult run_clean_pipeline(const CleanConfig& config, Exchange& exchange, CleanProgressFn progress = {});
 
 }  // namespace moetrain::data::clean

@@ -6,6 +6,7 @@
 #include <string>
 #include <thread>
 
+#include "monitor/metrics_logger.h"
 #include "monitor/progress.h"
 
 using namespace moetrain::monitor;
@@ -42,6 +43,7 @@ TEST(Progress, ALineHasCountsRatesElapsedAndEta) {
   unknown.update(7);
   EXPECT_EQ(unknown.line().rfind("clean: 7 documents | ", 0), 0u) << unknown.line();
   EXPECT_EQ(unknown.line().find("eta"), std::string::npos) << unknown.line();
+  EXPECT_EQ(format_duration(3725.4), "1:02:05");
 }
 
 TEST(Progress, ALogGetsALinePerIntervalAndALastOne) {
