@@ -137,6 +137,7 @@ struct NcclCommunicator::State {
   int64_t rank = 0;
   int64_t size = 1;
   double timeout_s = 0;
+  std::string label;  // the group's name (Communicator::set_label), for watchdog scopes
 
   ~State() {
     // At process exit the CUDA runtime may already be gone; errors here are
@@ -236,8 +237,10 @@ struct NcclCommunicator::State {
     locked(name, enqueue);
     MOETRAIN_CUDA_CHECK(cudaEventRecord(q.stop, stream));
     MOETRAIN_CUDA_CHECK(cudaStreamWaitEvent(caller, q.stop, 0));
+    // The scope names the group, as the MPI backend's do ("all_reduce (nccl)
+    // on the dp group"), for the watchdogs' lines.
     q.scope = Watchdog::instance().watch_until(
-        name, payload_bytes, timeout_s,
+        label.empty() ? name : name + " on the " + label + " group", payload_bytes, timeout_s,
         [stop = q.stop, h = handle, name] {
           if (cudaEventQuery(stop) != cudaErrorNotReady) return true;
           h->check_async_error(name);
@@ -335,6 +338,12 @@ NcclCommunicator::~NcclCommunicator() = default;
 int64_t NcclCommunicator::rank() const { return state_->rank; }
 int64_t NcclCommunicator::size() const { return state_->size; }
 int NcclCommunicator::device_index() const { return state_->device; }
+
+void NcclCommunicator::set_label(const std::string& label) {
+  Communicator::set_label(label);
+  state_->label = label;
+  state_->mpi->set_label(label);  // host tensors go through the twin
+}
 
 void NcclCommunicator::settle_stats() const {
   c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(state_->device));

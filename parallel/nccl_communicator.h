@@ -105,6 +105,9 @@ class NcclCommunicator : public Communicator {
   std::unique_ptr<Communicator> split(const std::vector<int64_t>& ranks) override;
 
   int device_index() const;
+  // Names the group in the watchdog scopes of this communicator and its MPI
+  // twin.
+  void set_label(const std::string& label) override;
 
  protected:
   void settle_stats() const override;
