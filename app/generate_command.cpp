@@ -24,7 +24,8 @@ namespace fs = std::filesystem;
 namespace moetrain::app {
 
 int generate_command(int argc, char** argv) {
-  std::string checkpoint, input, output, method = "greedy", tokenizer, source_lang, target_lang;
+  std::string checkpoint, input, output, method = "greedy", beam_stop = "heuristic", tokenizer, source_lang,
+                                         target_lang;
   Placement placement;
   eval::GenerateOptions g;
   int64_t batch_size = 32;
@@ -39,6 +40,9 @@ int generate_command(int argc, char** argv) {
       ("beam-size", po::value(&g.beam_size)->default_value(g.beam_size), "beams (beam search)")
       ("length-penalty", po::value(&g.length_penalty)->default_value(g.length_penalty),
        "beam search ranks log-probability / length^penalty")
+      ("beam-stop", po::value(&beam_stop)->default_value(beam_stop),
+       "when a beam search stops: heuristic (transformers' default) or never (only when no open beam can still "
+       "win; what CTranslate2 finds, docs/serving.md)")
       ("temperature", po::value(&g.temperature)->default_value(g.temperature), "sampling temperature")
       ("top-p", po::value(&g.top_p)->default_value(g.top_p), "sampling nucleus mass (1: no truncation)")
       ("max-length", po::value(&g.max_length)->default_value(g.max_length), "most tokens generated per output")
@@ -58,6 +62,11 @@ int generate_command(int argc, char** argv) {
     g.method = eval::parse_decode_method(method);
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string("generate: --method: ") + e.what());
+  }
+  try {
+    g.beam_stop = eval::parse_beam_stop(beam_stop);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("generate: --beam-stop: ") + e.what());
   }
   check_placement(placement, "generate");
   const auto sources = read_lines(input, "generate: --input");

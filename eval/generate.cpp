@@ -137,9 +137,10 @@ struct BeamSearch {
   }
 
   // Done when no beam is open, or k hypotheses have finished and no open
-  // beam can still beat the k-th best of them (exact for penalty 0: scores
-  // only fall).
-  void check_done(int64_t k, double penalty) {
+  // beam can still beat the k-th best of them: by its score now (Heuristic;
+  // exact for penalty 0, where scores only fall), or by the best it could
+  // reach, its log-probability over the longest length (Never).
+  void check_done(int64_t k, double penalty, BeamStop stop, int64_t max_length) {
     if (beams.empty()) {
       done = true;
       return;
@@ -149,7 +150,12 @@ struct BeamSearch {
     for (const auto& h : finished) scores.push_back(normalized(h, penalty));
     std::nth_element(scores.begin(), scores.begin() + (k - 1), scores.end(), std::greater<double>());
     double best_open = -INFINITY;
-    for (const auto& h : beams) best_open = std::max(best_open, normalized(h, penalty));
+    for (const auto& h : beams) {
+      const double reachable = stop == BeamStop::Never && penalty > 0
+                                   ? h.log_prob / std::pow(static_cast<double>(max_length + 1), penalty)
+                                   : normalized(h, penalty);
+      best_open = std::max(best_open, reachable);
+    }
     done = best_open <= scores[static_cast<size_t>(k - 1)];
   }
 
@@ -190,7 +196,7 @@ std::vector<Generated> beam_search(models::Seq2SeqTransformerImpl& model, const 
       if (search.done) continue;
       const auto n = static_cast<int64_t>(search.beams.size());
       const auto parents = search.advance(log_probs.narrow(0, first_row, n), k, o.eos);
-      search.check_done(k, o.length_penalty);
+      search.check_done(k, o.length_penalty, o.beam_stop, o.max_length);
       if (!search.done) {
         for (size_t j = 0; j < parents.size(); ++j) {
           rows.push_back(first_row + parents[j]);
@@ -207,6 +213,12 @@ std::vector<Generated> beam_search(models::Seq2SeqTransformerImpl& model, const 
 }
 
 }  // namespace
+
+BeamStop parse_beam_stop(const std::string& name) {
+  if (name == "heuristic") return BeamStop::Heuristic;
+  if (name == "never") return BeamStop::Never;
+  throw std::invalid_argument("unknown beam stop '" + name + "' (expected heuristic or never)");
+}
 
 DecodeMethod parse_decode_method(const std::string& name) {
   if (name == "greedy") return DecodeMethod::Greedy;

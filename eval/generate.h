@@ -19,9 +19,13 @@
 namespace moetrain::eval {
 
 enum class DecodeMethod { Greedy, Beam, Sample };
+enum class BeamStop { Heuristic, Never };
 
 // "greedy", "beam" or "sample"; throws std::invalid_argument naming them.
 DecodeMethod parse_decode_method(const std::string& name);
+// "heuristic" or "never" (GenerateOptions::beam_stop); throws
+// std::invalid_argument naming them.
+BeamStop parse_beam_stop(const std::string& name);
 
 struct GenerateOptions {
   DecodeMethod method = DecodeMethod::Greedy;
@@ -30,6 +34,15 @@ struct GenerateOptions {
   // Beam: finished hypotheses rank by log-probability / length^penalty
   // (0: raw log-probability; 1: per-token average).
   double length_penalty = 1.0;
+  // Beam: when a search stops. Heuristic (transformers' default,
+  // early_stopping=False): once beam_size hypotheses have finished and no
+  // open beam's score at its current length beats the beam_size-th best.
+  // Never (transformers' early_stopping="never"): an open beam is bounded by
+  // the best score it could still reach, its log-probability over the
+  // longest length, max_length + 1 (with EOS); then the search returns the
+  // best hypothesis the beams can find. The two differ only with a positive
+  // length penalty, where an open beam's score can still rise.
+  BeamStop beam_stop = BeamStop::Heuristic;
   double temperature = 1.0;  // Sample: logits / temperature (> 0)
   double top_p = 1.0;        // Sample: keep the smallest set of tokens whose probability reaches top_p
   uint64_t seed = 0;         // Sample

@@ -4,11 +4,14 @@
 // other; beam search with a beam wide enough to hold every prefix finds the
 // most probable output of an exhaustive search, and with one beam is greedy;
 // sampling follows softmax(logits / temperature), keeps to the nucleus under
-// top-p, and with a vanishing top-p is greedy; greedy and beam search over a
+// top-p, and with a vanishing top-p is greedy; with a length penalty, beam
+// search stopped only when no open beam can win finds the best output of an
+// exhaustive search; greedy and beam search over a
 // batch whose rows end at different steps give each source what it gets alone.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iostream>
 #include <map>
 #include <set>
 
@@ -109,6 +112,39 @@ TEST(Generate, GreedyRowsThatEndEarlyLeaveTheBatchUnchanged) {
   expect_batch_equals_each_alone(*model, sources(5, 6, 8), o, /*eos_at=*/3);
 }
 
+// The best output of an exhaustive search by log-probability /
+// length^penalty (EOS counts in the length): every output is non-EOS tokens
+// then EOS (lengths 0..max_length - 1), or max_length tokens cut there.
+std::pair<double, std::vector<int64_t>> exhaustive_best(models::Seq2SeqTransformerImpl& model,
+                                                        const torch::Tensor& tokens, const torch::Tensor& mask,
+                                                        int64_t vocab, const GenerateOptions& o) {
+  double best = -INFINITY;
+  std::vector<int64_t> best_tokens;
+  std::vector<std::vector<int64_t>> frontier{{}};
+  for (int64_t len = 0; len <= o.max_length; ++len) {
+    std::vector<std::vector<int64_t>> longer;
+    for (const auto& seq : frontier) {
+      const bool cut = len == o.max_length;
+      const double lp = sequence_log_prob(model, tokens, mask, seq, !cut, o);
+      const double length = static_cast<double>(seq.size() + (cut ? 0 : 1));
+      const double score = o.length_penalty == 0 ? lp : lp / std::pow(length, o.length_penalty);
+      if (score > best) {
+        best = score;
+        best_tokens = seq;
+      }
+      if (cut) continue;
+      for (int64_t t = 0; t < vocab; ++t) {
+        if (t == o.eos) continue;
+        auto next = seq;
+        next.push_back(t);
+        longer.push_back(next);
+      }
+    }
+    frontier = std::move(longer);
+  }
+  return {best, best_tokens};
+}
+
 TEST(Generate, WideBeamFindsTheExhaustiveBestAndOneBeamIsGreedy) {
   const int64_t vocab = 6, max_length = 3;
   auto model = small_model(vocab, false);
@@ -119,30 +155,7 @@ TEST(Generate, WideBeamFindsTheExhaustiveBestAndOneBeamIsGreedy) {
     o.max_length = max_length;
     o.eos = 1;
     o.length_penalty = 0;
-    // Every output: non-EOS tokens then EOS (lengths 0..2), or 3 tokens cut
-    // at max_length.
-    double best = -INFINITY;
-    std::vector<int64_t> best_tokens;
-    std::vector<std::vector<int64_t>> frontier{{}};
-    for (int64_t len = 0; len <= max_length; ++len) {
-      std::vector<std::vector<int64_t>> longer;
-      for (const auto& seq : frontier) {
-        const bool cut = len == max_length;
-        const double lp = sequence_log_prob(*model, tokens, mask, seq, !cut, o);
-        if (lp > best) {
-          best = lp;
-          best_tokens = seq;
-        }
-        if (cut) continue;
-        for (int64_t t = 0; t < vocab; ++t) {
-          if (t == o.eos) continue;
-          auto next = seq;
-          next.push_back(t);
-          longer.push_back(next);
-        }
-      }
-      frontier = std::move(longer);
-    }
+    const auto [best, best_tokens] = exhaustive_best(*model, tokens, mask, vocab, o);
     o.method = DecodeMethod::Beam;
     o.beam_size = 125;  // every 3-token prefix of the 5 non-EOS tokens
     const auto beam = generate(*model, tokens, mask, o)[0];
@@ -153,6 +166,43 @@ TEST(Generate, WideBeamFindsTheExhaustiveBestAndOneBeamIsGreedy) {
     greedy.method = DecodeMethod::Greedy;
     EXPECT_EQ(generate(*model, tokens, mask, o)[0].tokens, generate(*model, tokens, mask, greedy)[0].tokens);
   }
+}
+
+// With a length penalty an open beam's score can still rise: --beam-stop
+// never keeps searching until none can win, so a wide beam finds the
+// exhaustive best by log-probability / length, and a narrow one never ends
+// below where the heuristic stop ends (it extends the same search).
+TEST(Generate, BeamStopNeverFindsTheBestUnderALengthPenalty) {
+  const int64_t vocab = 6;
+  auto model = small_model(vocab, false);
+  const auto src = sources(6, 5, vocab);
+  int64_t better = 0;
+  for (int64_t row = 0; row < 6; ++row) {
+    const auto tokens = src.tokens.narrow(0, row, 1), mask = src.mask.narrow(0, row, 1);
+    GenerateOptions o;
+    o.method = DecodeMethod::Beam;
+    o.max_length = 3;
+    o.eos = 1;
+    o.length_penalty = 1;
+    o.beam_stop = BeamStop::Never;
+    const auto [best, best_tokens] = exhaustive_best(*model, tokens, mask, vocab, o);
+    o.beam_size = 125;
+    EXPECT_EQ(generate(*model, tokens, mask, o)[0].tokens, best_tokens) << "row " << row;
+    // A narrow beam, longer outputs: the two stops against each other.
+    o.beam_size = 2;
+    o.max_length = 12;
+    const auto score = [&](const Generated& g) {
+      const bool ended = static_cast<int64_t>(g.tokens.size()) < o.max_length;
+      return g.log_prob / static_cast<double>(g.tokens.size() + (ended ? 1 : 0));
+    };
+    const double never = score(generate(*model, tokens, mask, o)[0]);
+    o.beam_stop = BeamStop::Heuristic;
+    const double heuristic = score(generate(*model, tokens, mask, o)[0]);
+    EXPECT_GE(never, heuristic - 1e-9) << "row " << row;
+    if (never > heuristic + 1e-9) ++better;
+  }
+  std::cout << "beam stop never beat the heuristic on " << better << " of 6 sources" << std::endl;
+  EXPECT_THROW(parse_beam_stop("sometimes"), std::invalid_argument);
 }
 
 TEST(Generate, ForcedPrefixComesFirstAndAddsNoLogProbability) {
