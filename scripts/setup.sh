@@ -76,7 +76,7 @@ fi
 # tensorboard reads a run's event files. Tests that need one skip when it is
 # missing. (package:module)
 for spec in h5py:h5py sacrebleu:sacrebleu safetensors:safetensors sentencepiece:sentencepiece protobuf:google.protobuf \
-            tensorboard:tensorboard; do
+            tensorboard:tensorboard ctranslate2:ctranslate2; do
   pkg=${spec%%:*}
   if ! "$PY" -c "import ${spec#*:}" 2>/dev/null; then
     log "installing $pkg into .venv"
