@@ -9,6 +9,8 @@
 #include <set>
 #include <sstream>
 
+#include "config/yaml_checks.h"
+
 namespace moetrain::config {
 namespace {
 
@@ -247,10 +249,6 @@ void visit_config(V& root, Config& c) {
   root.done();
 }
 
-// A mapping key as text; as<std::string>() throws a YAML::Exception for a key
-// that is not a scalar (`~:`; check_keys refuses lists and mappings).
-std::string key_text(const YAML::Node& key) { return key.IsScalar() ? key.Scalar() : YAML::Dump(key); }
-
 size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> row(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
@@ -347,7 +345,7 @@ class ConfigReader {
   void done() {
     if (!present()) return;
     for (const auto& kv : node_) {
-      const auto key = key_text(kv.first);
+      const auto key = yaml_key_text(kv.first);
       if (known_.count(key)) continue;
       std::string best;
       size_t best_distance = 3;
@@ -440,60 +438,6 @@ class ConfigWriter {
   YAML::Node node_;
 };
 
-// yaml-cpp keeps both entries of a key given twice in one mapping and reads
-// the first: a mistake a user would not see, so it is an error naming both
-// lines (`where` is the file, or the --set text). So are keys that are lists
-// or mappings (`? [a, b]`), and more than kMaxConfigValues values: YAML
-// aliases let a few hundred bytes stand for 10^8 of them ("billion laughs"),
-// which this walk would visit one by one; `budget` counts those left.
-// An alias may also refer to the list or mapping it is in, which nests it
-// in itself without end: more than kMaxConfigDepth levels is an error too.
-constexpr size_t kMaxConfigValues = 100000;
-constexpr int kMaxConfigDepth = 64;
-void check_keys(const YAML::Node& node, const std::string& where, const std::string& path, size_t& budget,
-                int depth = 0) {
-  if (budget-- == 0) {
-    throw ConfigError(where + ": more than " + std::to_string(kMaxConfigValues) +
-                      " values (YAML aliases repeating a large section?)");
-  }
-  if (depth > kMaxConfigDepth) {
-    throw ConfigError(where + ": nested more than " + std::to_string(kMaxConfigDepth) +
-                      " levels deep (a YAML alias inside what it names?)");
-  }
-  if (node.IsSequence()) {
-    for (size_t i = 0; i < node.size(); ++i) {
-      check_keys(node[i], where, path + "[" + std::to_string(i) + "]", budget, depth + 1);
-    }
-    return;
-  }
-  if (!node.IsMap()) return;
-  const bool one_line_value = where.rfind("--set ", 0) == 0;  // its line numbers say nothing
-  std::map<std::string, int> first_line;
-  for (const auto& entry : node) {
-    const int line = entry.first.Mark().line + 1;
-    if (entry.first.IsSequence() || entry.first.IsMap()) {
-      throw ConfigError((path.empty() ? std::string("the config") : path) +
-                        ": a key must be a name, not a list or a mapping (" + where +
-                        (one_line_value ? "" : ":" + std::to_string(line)) + ")");
-    }
-    const std::string key = key_text(entry.first);
-    const std::string full = path.empty() ? key : path + "." + key;
-    const auto [first, fresh] = first_line.emplace(key, line);
-    if (!fresh) {
-      throw ConfigError(
-          "duplicate key '" + full + "' (" + where +
-          (one_line_value ? "" : ":" + std::to_string(line) + ", first at line " + std::to_string(first->second)) +
-          ")");
-    }
-    check_keys(entry.second, where, full, budget, depth + 1);
-  }
-}
-
-void reject_duplicate_keys(const YAML::Node& node, const std::string& where, const std::string& path) {
-  size_t budget = kMaxConfigValues;
-  check_keys(node, where, path, budget);
-}
-
 void apply_override(YAML::Node& root, const std::string& text, ReadContext& ctx) {
   const auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0) {
@@ -507,7 +451,7 @@ void apply_override(YAML::Node& root, const std::string& text, ReadContext& ctx)
   } catch (const YAML::Exception& e) {
     throw ConfigError("--set " + text + ": value is not valid YAML: " + e.msg);
   }
-  reject_duplicate_keys(value, "--set " + text, key);
+  check_yaml_keys(value, "--set " + text, key);
   std::vector<std::string> parts;
   std::stringstream ss(key);
   for (std::string part; std::getline(ss, part, '.');) {
@@ -591,7 +535,7 @@ Config load_config_text(const std::string& yaml, const std::string& origin) {
   } catch (const YAML::ParserException& e) {
     throw ConfigError(origin + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
   }
-  reject_duplicate_keys(root, origin, "");
+  check_yaml_keys(root, origin, "");
   return config_from_yaml(root, origin, {}, ctx);
 }
 
@@ -614,7 +558,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     } catch (const YAML::Exception& e) {
       throw ConfigError(path + ": cannot read: " + e.msg);
     }
-    reject_duplicate_keys(root, path, "");
+    check_yaml_keys(root, path, "");
   }
   return config_from_yaml(root, path, overrides, ctx);
 }

@@ -2,9 +2,12 @@
 
 #include <glob.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -296,6 +299,7 @@ std::vector<int64_t> resolve_pp_cuts(const Config& c, const ConfigSource* src) {
 
 void validate_config(const Config& c, int64_t world_size, const ConfigSource& src) {
   const Require require{src};
+  std::set<std::string> phase_names;
   for (size_t i = 0; i < c.phases.size(); ++i) {
     require(c.phases[i].steps >= 1, "phases[" + std::to_string(i) + "].steps", "must be at least 1");
   }

@@ -61,6 +61,10 @@ void StallWatchdog::step_finished(int64_t step, double seconds) {
 
 double StallWatchdog::median_step_seconds() const {
   std::lock_guard<std::mutex> lock(mutex_);
+  return median_locked();
+}
+
+double StallWatchdog::median_locked() const {
   if (recent_.empty()) return 0;
   std::vector<double> sorted(recent_.begin(), recent_.end());
   std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() / 2), sorted.end());
@@ -79,9 +83,7 @@ void StallWatchdog::run() {
   while (!stop_) {
     wake_.wait_for(lock, poll);
     if (stop_ || recent_.empty()) continue;  // no median before the first step
-    std::vector<double> sorted(recent_.begin(), recent_.end());
-    std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() / 2), sorted.end());
-    const double median = sorted[sorted.size() / 2];
+    const double median = median_locked();
     const double threshold = std::max(options_.factor * median, options_.min_seconds);
     const double stalled = std::chrono::duration<double>(Clock::now() - last_progress_).count();
     if (stalled < threshold * std::pow(2.0, reports_)) continue;

@@ -49,6 +49,7 @@ class StallWatchdog {
   using Clock = std::chrono::steady_clock;
   void run();
   std::string describe_wait_locked() const;
+  double median_locked() const;  // with mutex_ held
 
   StallOptions options_;
   std::function<std::string()> open_collective_;

@@ -294,9 +294,14 @@ void TrainingLoop::report_step(const StepResult& r, int64_t done, double step_s,
   // ETA from this run's pace, not from steps done before a resume.
   m.elapsed_s = seconds_since(t0_);
   m.eta_s = m.elapsed_s / static_cast<double>(steps_this_run) * static_cast<double>(max_steps - done);
-  m.rss_bytes = monitor::resident_bytes();
-  m.peak_rss_bytes = monitor::peak_resident_bytes();
-  m.cuda_peak_bytes = monitor::cuda_memory(trainer_.device()).allocated_peak;
+  // Rank 0 writes a metrics line at this step; the endpoint (when served)
+  // takes every step.
+  const bool logged = leader_ && (done % cfg_.log.every == 0 || done == max_steps || steps_this_run == 1);
+  if (logged || prometheus_) {
+    m.rss_bytes = monitor::resident_bytes();
+    m.peak_rss_bytes = monitor::peak_resident_bytes();
+    m.cuda_peak_bytes = monitor::cuda_memory(trainer_.device()).allocated_peak;
+  }
   if (stall_) stall_->step_finished(done, step_s);
   m.comm = take_comm_stats();
   m.moe_layers = trainer_.moe_layer_names();
@@ -312,7 +317,7 @@ void TrainingLoop::report_step(const StepResult& r, int64_t done, double step_s,
   }
   expert_tokens_since_log_.resize(m.expert_tokens.size(), 0);
   for (size_t i = 0; i < m.expert_tokens.size(); ++i) expert_tokens_since_log_[i] += m.expert_tokens[i];
-  if (!(done % cfg_.log.every == 0 || done == max_steps || steps_this_run == 1)) return;
+  if (!logged) return;
   m.comm = std::exchange(comm_since_log_, {});
   m.expert_tokens = std::exchange(expert_tokens_since_log_, {});
   metrics_->log_step(m);
