@@ -14,11 +14,11 @@
 
 #include "app/command_line.h"
 #include "app/placement.h"
+#include "checkpoint/checkpoint_model.h"
 #include "data/batch_source.h"
 #include "data/tokenizer.h"
 #include "eval/dataset_loss.h"
 #include "eval/metrics.h"
-#include "export/checkpoint_model.h"
 #include "monitor/progress.h"
 
 namespace po = boost::program_options;
@@ -36,7 +36,7 @@ int eval_dataset_loss(const std::string& checkpoint, const std::string& data_pat
                       const Placement& placement) {
   if (batch_size < 1) throw UsageError("eval: --batch-size must be at least 1");
   check_placement(placement, "eval");
-  exporting::CheckpointModel m = exporting::load_checkpoint_model(checkpoint, tokenizer);
+  checkpoint::CheckpointModel m = checkpoint::load_checkpoint_model(checkpoint, tokenizer);
   m.model->place(placement.where(), placement.scalar_type());
   const auto device = placement.where();
   const auto special = data::Tokenizer::load(m.tokenizer).special_tokens();

@@ -12,10 +12,10 @@
 
 #include "app/command_line.h"
 #include "app/placement.h"
+#include "checkpoint/checkpoint_model.h"
 #include "data/batch_source.h"
 #include "data/tokenizer.h"
 #include "eval/generate.h"
-#include "export/checkpoint_model.h"
 #include "monitor/progress.h"
 
 namespace po = boost::program_options;
@@ -71,7 +71,7 @@ int generate_command(int argc, char** argv) {
   check_placement(placement, "generate");
   const auto sources = read_lines(input, "generate: --input");
   // Dropless MoE: an output does not depend on the rest of its batch.
-  exporting::CheckpointModel m = exporting::load_checkpoint_model(checkpoint, tokenizer, /*dropless_moe=*/true);
+  checkpoint::CheckpointModel m = checkpoint::load_checkpoint_model(checkpoint, tokenizer, /*dropless_moe=*/true);
   m.model->place(placement.where(), placement.scalar_type());
   const auto tok = data::Tokenizer::load(m.tokenizer);
   const auto& special = tok.special_tokens();

@@ -1,4 +1,4 @@
-#include "export/checkpoint_model.h"
+#include "checkpoint/checkpoint_model.h"
 
 #include <filesystem>
 #include <stdexcept>
@@ -11,19 +11,19 @@
 
 namespace fs = std::filesystem;
 
-namespace moetrain::exporting {
+namespace moetrain::checkpoint {
 
 CheckpointModel load_checkpoint_model(const std::string& checkpoint, const std::string& tokenizer, bool dropless_moe) {
   CheckpointModel m;
-  m.checkpoint = checkpoint::resolve_checkpoint_path(checkpoint);
+  m.checkpoint = resolve_checkpoint_path(checkpoint);
   const fs::path meta_path = fs::path(m.checkpoint) / "meta.json";
-  auto config = checkpoint::read_checkpoint_config(m.checkpoint);
+  auto config = read_checkpoint_config(m.checkpoint);
   if (!config) {
-    throw checkpoint::CheckpointError(meta_path.string() + ": no run config recorded (written by an older moetrain?)");
+    throw CheckpointError(meta_path.string() + ": no run config recorded (written by an older moetrain?)");
   }
   m.config = std::move(*config);
   if (m.config.model.vocab_size <= 0) {
-    throw checkpoint::CheckpointError(meta_path.string() + ": the recorded config has no vocabulary size");
+    throw CheckpointError(meta_path.string() + ": the recorded config has no vocabulary size");
   }
   if (dropless_moe) m.config.model.moe.capacity_factor = 0;
   m.tokenizer = tokenizer;
@@ -43,10 +43,10 @@ CheckpointModel load_checkpoint_model(const std::string& checkpoint, const std::
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (const auto& item : m.model->named_parameters(/*recurse=*/true)) named.emplace_back(item.key(), item.value());
   optim::FlatParameters params(named, torch::kFloat32, [](const std::string&, const torch::Tensor&) { return false; });
-  m.step = checkpoint::load_checkpoint(m.checkpoint, params, nullptr, 0, nullptr).step;
+  m.step = load_checkpoint(m.checkpoint, params, nullptr, 0, nullptr).step;
   params.copy_master_to_model();
   m.model->eval();
   return m;
 }
 
-}  // namespace moetrain::exporting
+}  // namespace moetrain::checkpoint

@@ -1,5 +1,6 @@
 // A checkpoint of any layout loaded as one whole model on one process, with
-// its run's config and tokenizer: what export, generate and eval start from.
+// its run's config and tokenizer: what export, generate and eval start from,
+// and a distillation teacher.
 #pragma once
 
 #include <cstdint>
@@ -8,7 +9,7 @@
 #include "config/config.h"
 #include "models/seq2seq_transformer.h"
 
-namespace moetrain::exporting {
+namespace moetrain::checkpoint {
 
 // The whole model of a checkpoint, on one process (for export, generation
 // and evaluation), whatever layout wrote it.
@@ -27,4 +28,4 @@ struct CheckpointModel {
 CheckpointModel load_checkpoint_model(const std::string& checkpoint, const std::string& tokenizer = "",
                                       bool dropless_moe = false);
 
-}  // namespace moetrain::exporting
+}  // namespace moetrain::checkpoint

@@ -134,7 +134,7 @@ ExportSummary export_checkpoint(const ExportOptions& options) {
     throw config::ConfigError("export: --format '" + options.format +
                               "' is not one of: auto, moetrain, nllb-moe, m2m100");
   }
-  const CheckpointModel m = load_checkpoint_model(options.checkpoint, options.tokenizer);
+  const checkpoint::CheckpointModel m = checkpoint::load_checkpoint_model(options.checkpoint, options.tokenizer);
   const config::Config& config = m.config;
   const std::string& tokenizer = m.tokenizer;
   ExportSummary summary;

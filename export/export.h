@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "export/checkpoint_model.h"
+#include "checkpoint/checkpoint_model.h"
 
 namespace moetrain::exporting {
 

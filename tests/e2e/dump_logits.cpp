@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/checkpoint_model.h"
 #include "data/batch_source.h"
 #include "data/tokenizer.h"
-#include "export/checkpoint_model.h"
 #include "export/safetensors.h"
 
 namespace {
@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    exporting::CheckpointModel m = exporting::load_checkpoint_model(argv[1], "", /*dropless_moe=*/true);
+    checkpoint::CheckpointModel m = checkpoint::load_checkpoint_model(argv[1], "", /*dropless_moe=*/true);
     const data::Tokenizer tok = data::Tokenizer::load(m.tokenizer);
     const data::SpecialTokens& special = tok.special_tokens();
     const auto sources = read_lines(argv[2]);
