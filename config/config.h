@@ -92,6 +92,18 @@ struct FinetuneConfig {
 // lora.{r, alpha, dropout, targets, rslora}: see models/lora.h.
 using LoraConfig = models::LoraConfig;
 
+// Word-level distillation (train/distillation.h): with a teacher, each
+// micro-batch's loss per target token is
+//   alpha * temperature^2 * KL(teacher_T || student_T) + (1 - alpha) * CE
+// where X_T = softmax(logits / temperature), the teacher's restricted to its
+// top_k logits (0: all) and renormalised.
+struct DistillConfig {
+  std::string teacher;  // a checkpoint or run directory; empty: no distillation
+  double temperature = 1.0;
+  double alpha = 0.5;
+  int64_t top_k = 0;
+};
+
 // One phase of a run (the `phases:` list): `steps` optimizer steps with its
 // own fine-tuning mode, LoRA settings, optimizer settings (a fresh optimizer,
 // its learning-rate schedule over the phase) and data (a fresh data position
@@ -116,6 +128,7 @@ struct Config {
   LogConfig log;
   FinetuneConfig finetune;
   LoraConfig lora;
+  DistillConfig distill;
   // Empty: one phase, the sections above. Otherwise the run is these phases
   // in order, and train.max_steps defaults to their total.
   std::vector<PhaseConfig> phases;

@@ -220,6 +220,14 @@ void visit_config(V& root, Config& c) {
     V s = root.section("lora");
     visit_lora(s, c.lora);
   }
+  {
+    V s = root.section("distill");
+    s.field("teacher", c.distill.teacher);
+    s.field("temperature", c.distill.temperature);
+    s.field("alpha", c.distill.alpha);
+    s.field("top_k", c.distill.top_k);
+    s.done();
+  }
   // Phases start from the run's own sections (read above) and change what
   // they name.
   root.records(

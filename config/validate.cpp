@@ -266,6 +266,23 @@ void validate_finetune(const Config& c, const Require& require) {
   require(c.lora.dropout >= 0 && c.lora.dropout < 1, "lora.dropout", "must be in [0, 1)");
 }
 
+// distill: the teacher is one whole model on every rank, and the KL needs
+// each target token's whole-vocabulary logits on one rank.
+void validate_distill(const Config& c, const Require& require) {
+  const auto& d = c.distill;
+  if (d.teacher.empty()) return;
+  require(d.temperature > 0 && std::isfinite(d.temperature), "distill.temperature", "must be positive");
+  require(d.alpha >= 0 && d.alpha <= 1, "distill.alpha", "must be in [0, 1] (the weight of the KL term)");
+  require(d.top_k >= 0, "distill.top_k", "must be >= 0 (0: the whole vocabulary)");
+  for (const auto& [key, size] : {std::pair<const char*, int64_t>{"parallel.tp", c.parallel.tp},
+                                  {"parallel.pp", c.parallel.pp},
+                                  {"parallel.cp", c.parallel.cp}}) {
+    require(size == 1, key,
+            "must be 1 with distill.teacher (the teacher is replicated on every rank, and the KL needs each "
+            "token's whole-vocabulary logits; use data parallelism and ZeRO)");
+  }
+}
+
 }  // namespace
 
 std::vector<int64_t> resolve_pp_cuts(const Config& c, const ConfigSource* src) {
@@ -301,9 +318,19 @@ void validate_config(const Config& c, int64_t world_size, const ConfigSource& sr
   const Require require{src};
   std::set<std::string> phase_names;
   for (size_t i = 0; i < c.phases.size(); ++i) {
-    require(c.phases[i].steps >= 1, "phases[" + std::to_string(i) + "].steps", "must be at least 1");
+    const std::string key = "phases[" + std::to_string(i) + "]";
+    require(c.phases[i].steps >= 1, key + ".steps", "must be at least 1");
+    // A phase's name names its TensorBoard folder and its metrics lines.
+    const std::string& name = c.phases[i].name;
+    const bool plain = std::all_of(name.begin(), name.end(), [](char ch) {
+      return std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '_' || ch == '-';
+    });
+    require(plain && !name.empty() && name != "." && name != "..", key + ".name",
+            "'" + name + "' must be letters, digits, '.', '_' or '-' (it names a folder)");
+    require(phase_names.insert(name).second, key + ".name", "'" + name + "' names an earlier phase too");
   }
   validate_model(c, require);
+  validate_distill(c, require);  // before the layout: its sizes must be 1
   validate_layout(c, require, world_size);
   validate_context_parallel(c, require);
   validate_train(c, require);

@@ -127,13 +127,17 @@ void MetricsLogger::log_step(const StepMetrics& m) {
   if (load_ratio > 0) std::snprintf(experts, sizeof(experts), " | experts max/mean %.2f", load_ratio);
   char mfu[32] = "";
   if (m.mfu) std::snprintf(mfu, sizeof(mfu), " | MFU %.1f%%", 100.0 * *m.mfu);
-  char line[640];
+  char distill[64] = "";
+  if (m.distill_kl && m.distill_loss)
+    std::snprintf(distill, sizeof(distill), " | distill %.4f (kl %.4f)", *m.distill_loss, *m.distill_kl);
+  char line[704];
   std::snprintf(line, sizeof(line),
-                "step %lld/%lld | loss %.4f | aux %.3f | z %.3f | lr %.2e | grad norm %.3f | "
+                "step %lld/%lld | loss %.4f%s | aux %.3f | z %.3f | lr %.2e | grad norm %.3f | "
                 "%.0f tok/s%s | %.0f ms%s | elapsed %s | eta %s%s",
-                static_cast<long long>(m.step), static_cast<long long>(m.max_steps), m.loss, m.aux_loss, m.z_loss, m.lr,
-                m.grad_norm, m.tokens_per_s, mfu, m.step_ms, experts, format_duration(m.elapsed_s).c_str(),
-                format_duration(m.eta_s).c_str(), m.skipped ? " | skipped (fp16 overflow)" : "");
+                static_cast<long long>(m.step), static_cast<long long>(m.max_steps), m.loss, distill, m.aux_loss,
+                m.z_loss, m.lr, m.grad_norm, m.tokens_per_s, mfu, m.step_ms, experts,
+                format_duration(m.elapsed_s).c_str(), format_duration(m.eta_s).c_str(),
+                m.skipped ? " | skipped (fp16 overflow)" : "");
   std::cout << line << std::endl;
   nlohmann::json record = {{"step", m.step},
                            {"loss", m.loss},
@@ -154,6 +158,8 @@ void MetricsLogger::log_step(const StepMetrics& m) {
                            {"cuda_peak_bytes", m.cuda_peak_bytes},
                            {"comm", comm_json(m.comm)}};
   if (m.mfu) record["mfu"] = *m.mfu;
+  if (m.distill_kl) record["distill_kl"] = *m.distill_kl;
+  if (m.distill_loss) record["distill_loss"] = *m.distill_loss;
   if (!m.moe_layers.empty()) {
     record["expert_tokens"] = expert_tokens_json(m);
     record["expert_load_max_ratio"] = load_ratio;

@@ -37,6 +37,9 @@ struct StepMetrics {
   // FLOPs per second over every rank's peak (log.peak_tflops); unset when
   // the peak is unknown.
   std::optional<double> mfu;
+  // Word-level distillation (distill.teacher): the KL term per target token
+  // and the loss trained on (alpha T^2 KL + (1 - alpha) loss).
+  std::optional<double> distill_kl, distill_loss;
   double step_ms = 0;
   double data_wait_ms = 0;  // of step_ms, waiting for this step's batches (data/batch_prefetcher.h)
   double elapsed_s = 0;     // this process

@@ -30,6 +30,8 @@ const Family kFamilies[] = {
     {"moetrain_grad_norm", "gauge", "Gradient norm of the last step, before clipping."},
     {"moetrain_loss_scale", "gauge", "fp16 loss scale (1 in fp32 and bf16)."},
     {"moetrain_tokens_per_second", "gauge", "Source and target tokens per second of the last step."},
+    {"moetrain_distill_kl", "gauge", "Distillation KL per target token of the last step (distill.teacher)."},
+    {"moetrain_distill_loss", "gauge", "Distillation loss trained on per target token of the last step."},
     {"moetrain_model_flops_utilization_ratio", "gauge",
      "Model FLOPs per second of the last step over every rank's peak (log.peak_tflops)."},
     {"moetrain_tokens_total", "counter", "Source and target tokens trained on by this process."},
@@ -150,6 +152,8 @@ void PrometheusExporter::record_step(const StepMetrics& m) {
   set("moetrain_loss_scale", m.loss_scale);
   set("moetrain_tokens_per_second", m.tokens_per_s);
   if (m.mfu) set("moetrain_model_flops_utilization_ratio", *m.mfu);
+  if (m.distill_kl) set("moetrain_distill_kl", *m.distill_kl);
+  if (m.distill_loss) set("moetrain_distill_loss", *m.distill_loss);
   add("moetrain_tokens_total", static_cast<double>(m.tokens));
   add("moetrain_skipped_steps_total", m.skipped ? 1.0 : 0.0);
   add("moetrain_dropped_tokens_total", static_cast<double>(m.dropped_tokens));

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "config/validate.h"
+#include "data/batch_source.h"
 #include "eval/dataset_loss.h"
 #include "kernels/cross_entropy.h"
 #include "models/activation_checkpoint.h"
@@ -64,6 +65,11 @@ Trainer::Trainer(config::Config config, std::shared_ptr<parallel::Communicator> 
   std::vector<std::pair<std::string, torch::Tensor>> trainable;
   keep_stage_parameters(trainable);
   build_optimizer(trainable);
+  if (!config_.distill.teacher.empty()) {
+    distillation_ = std::make_unique<Distillation>(config_.distill, data::resolve_tokenizer_path(config_.data),
+                                                   config_.model.vocab_size, device,
+                                                   config::to_scalar_type(config_.precision.compute));
+  }
 }
 
 Trainer::~Trainer() {
@@ -228,10 +234,10 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& whole_micr
   for (const auto& mb : micro_batches) batches.push_back(mb.to(run_device_.device, /*non_blocking=*/true));
   const int64_t m = static_cast<int64_t>(batches.size());
   std::map<int64_t, torch::Tensor> stage_losses;  // each micro-batch's loss terms, forward to backward
-  // The loss terms summed on the device in fp64 (ce, aux, z): read once per
-  // step, not once per micro-batch.
+  // The loss terms summed on the device in fp64 (ce, aux, z, distillation
+  // KL): read once per step, not once per micro-batch.
   torch::Tensor loss_terms =
-      torch::zeros({3}, torch::TensorOptions().dtype(torch::kFloat64).device(run_device_.device));
+      torch::zeros({4}, torch::TensorOptions().dtype(torch::kFloat64).device(run_device_.device));
   // Kept assignments per [MoE layer, expert], this stage's rows filled.
   torch::Tensor expert_tokens =
       torch::zeros({static_cast<int64_t>(moe_layer_names_.size()), config_.model.moe.num_experts},
@@ -247,8 +253,15 @@ StepResult Trainer::train_step(const std::vector<data::Seq2SeqBatch>& whole_micr
     if (out.moe.num_moe_layers > 0) expert_tokens.index_add_(0, stage_moe_rows_, out.moe.tokens_per_expert);
     if (holds_lm_head()) {
       const auto ce = cross_entropy(out.logits, batches[i], config_.train.label_smoothing);
-      loss = loss + ce.loss_sum / token_divisor;
       loss_terms[0] += ce.loss_sum.detach().to(torch::kFloat64);
+      if (distillation_) {
+        // The teacher's forward on the same micro-batch; the KL in fp32.
+        const auto kl = distillation_->kl_sum(out.logits, batches[i]);
+        loss_terms[3] += kl.detach().to(torch::kFloat64);
+        loss = loss + (distillation_->kl_weight() * kl + distillation_->ce_weight() * ce.loss_sum) / token_divisor;
+      } else {
+        loss = loss + ce.loss_sum / token_divisor;
+      }
     }
     stage_losses[i] = loss;
     if (grid().pp_rank() == grid().pp_size() - 1) return std::vector<torch::Tensor>{};
@@ -328,8 +341,12 @@ void Trainer::sum_step_metrics(const torch::Tensor& loss_terms, const torch::Ten
   r.loss = sums[0].item<double>() / token_divisor;
   r.aux_loss = sums[1].item<double>() / global_micro;
   r.z_loss = sums[2].item<double>() / global_micro;
-  r.dropped_tokens = static_cast<int64_t>(sums[3].item<double>());
-  const auto counts = sums.slice(0, 4).to(torch::kInt64).contiguous();
+  if (distillation_) {
+    r.distill_kl = sums[3].item<double>() / token_divisor;
+    r.distill_loss = distillation_->kl_weight() * *r.distill_kl + distillation_->ce_weight() * r.loss;
+  }
+  r.dropped_tokens = static_cast<int64_t>(sums[4].item<double>());
+  const auto counts = sums.slice(0, 5).to(torch::kInt64).contiguous();
   r.expert_tokens.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + counts.numel());
 }
 

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -40,6 +41,7 @@
 #include "parallel/pipeline.h"
 #include "parallel/process_groups.h"
 #include "parallel/tensor_parallel.h"
+#include "train/distillation.h"
 #include "train/run_device.h"
 
 namespace moetrain::train {
@@ -82,6 +84,9 @@ struct StepResult {
   // Model FLOPs of the global batch at its padded shapes (models/flops.h):
   // the numerator of MFU.
   double model_flops = 0;
+  // With distill.teacher, per target token of the global batch: the KL term
+  // and the loss trained on, kl_weight x distill_kl + ce_weight x loss.
+  std::optional<double> distill_kl, distill_loss;
   bool skipped = false;
   // Token assignments each expert kept this step over the global batch,
   // row-major [MoE layer, expert] in the order of Trainer::moe_layer_names()
@@ -148,6 +153,8 @@ class Trainer {
   int64_t trainable_numel() const { return model_numel_; }  // the whole model's
   int64_t total_numel() const { return total_numel_; }      // LoRA adapters included
   int64_t lora_projections() const { return lora_projections_; }
+  // The teacher of a distill: run, or null.
+  const Distillation* distillation() const { return distillation_.get(); }
 
   // This rank's pipeline stage: units [stage_begin(), stage_end()) of the
   // model (Seq2SeqTransformer::pipeline_unit_name), and every stage's first
@@ -229,6 +236,7 @@ class Trainer {
   std::unique_ptr<optim::DynamicLossScaler> scaler_;
   std::unique_ptr<optim::LrSchedule> schedule_;
   std::unique_ptr<checkpoint::CheckpointWriters> writers_;
+  std::unique_ptr<Distillation> distillation_;  // with distill.teacher
 };
 
 }  // namespace moetrain::train

@@ -257,6 +257,11 @@ void TrainingLoop::print_banner() const {
     }
     std::cout << std::endl;
   }
+  if (const auto* distill = trainer_.distillation()) {
+    std::cout << "distill: " << distill->describe() << ", replicated on every rank; temperature "
+              << cfg_.distill.temperature << ", alpha " << cfg_.distill.alpha << ", top_k " << cfg_.distill.top_k
+              << std::endl;
+  }
   if (grid.pp_size() > 1) {
     const auto& starts = trainer_.stage_starts();
     std::cout << "pipeline: " << grid.pp_size() << " stages, schedule " << cfg_.parallel.schedule << ", "
@@ -290,6 +295,8 @@ void TrainingLoop::report_step(const StepResult& r, int64_t done, double step_s,
     m.mfu = r.model_flops / step_s / (cfg_.log.peak_tflops * 1e12 * static_cast<double>(trainer_.world().size()));
   m.step_ms = step_s * 1000.0;
   m.dropped_tokens = r.dropped_tokens;
+  m.distill_kl = r.distill_kl;
+  m.distill_loss = r.distill_loss;
   m.skipped = r.skipped;
   // ETA from this run's pace, not from steps done before a resume.
   m.elapsed_s = seconds_since(t0_);

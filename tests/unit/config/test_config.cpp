@@ -172,6 +172,52 @@ TEST(Config, ContextParallelLayoutsAndModes) {
             std::string::npos);
 }
 
+// distill: its keys, checks and round trip.
+TEST(Config, DistillSettings) {
+  ConfigSource src;
+  const std::string dir = std::string(MOETRAIN_SOURCE_DIR) + "/configs";
+  auto with = [&](std::vector<std::string> overrides) {
+    overrides.insert(overrides.begin(), {"data.train=" + dir, "data.valid=" + dir});
+    return load_config(kTiny, overrides, &src);
+  };
+  const auto c = with({"distill.teacher=runs/teacher", "distill.temperature=2", "distill.top_k=16"});
+  EXPECT_EQ(c.distill.teacher, "runs/teacher");
+  EXPECT_DOUBLE_EQ(c.distill.temperature, 2);
+  EXPECT_DOUBLE_EQ(c.distill.alpha, 0.5);
+  EXPECT_EQ(c.distill.top_k, 16);
+  EXPECT_EQ(error_of([&] { validate_config(c, 2, src); }), "(no error)");
+  EXPECT_EQ(load_config_text(config_to_yaml(c), "round trip").distill.top_k, 16);
+  EXPECT_EQ(error_of([&] {
+              validate_config(with({"distill.teacher=t", "distill.temperature=0"}), 1, src);
+            }),
+            "distill.temperature: must be positive (--set distill.temperature=0)");
+  EXPECT_EQ(error_of([&] {
+              validate_config(with({"distill.teacher=t", "parallel.pp=2"}), 2, src);
+            }),
+            "parallel.pp: must be 1 with distill.teacher (the teacher is replicated on every rank, and the KL needs "
+            "each token's whole-vocabulary logits; use data parallelism and ZeRO) (--set parallel.pp=2)");
+  // Without a teacher the other keys are not checked.
+  EXPECT_EQ(error_of([&] { validate_config(with({"distill.alpha=7"}), 1, src); }), "(no error)");
+}
+
+// A phase's name names its TensorBoard folder: a plain name, once.
+TEST(Config, PhaseNamesNameFolders) {
+  ConfigSource src;
+  const std::string dir = std::string(MOETRAIN_SOURCE_DIR) + "/configs";
+  auto with = [&](std::vector<std::string> overrides) {
+    overrides.insert(overrides.begin(), {"data.train=" + dir, "data.valid=" + dir});
+    return load_config(kTiny, overrides, &src);
+  };
+
+  EXPECT_EQ(error_of([&] { validate_config(with({"phases=[{name: a/b, steps: 2}]"}), 1, src); }),
+            "phases[0].name: 'a/b' must be letters, digits, '.', '_' or '-' (it names a folder) (--set phases=[{name: "
+            "a/b, steps: 2}])");
+  EXPECT_EQ(error_of([&] { validate_config(with({"phases=[{name: x, steps: 2}, {name: x, steps: 1}]"}), 1, src); }),
+            "phases[1].name: 'x' names an earlier phase too (--set phases=[{name: x, steps: 2}, {name: x, steps: 1}])");
+  EXPECT_EQ(error_of([&] { validate_config(with({"phases=[{steps: 2}, {name: w-2.b_c, steps: 1}]"}), 1, src); }),
+            "(no error)");
+}
+
 TEST(Config, ResolvedYamlRoundTrips) {
   const auto c = load_config(kTiny, {"optim.lr=0.005", "finetune.freeze=[encoder.layers.0]"});
   const auto text = config_to_yaml(c);
