@@ -1,4 +1,5 @@
-// `moetrain generate`: greedy, beam or sampled outputs of a checkpoint, one per input line.
+// `moetrain generate`: greedy, beam or sampled outputs of a checkpoint, one
+// per input line; with --as-dataset, a pairs dataset (app/generate_dataset.h).
 #include "app/commands.h"
 
 #include <boost/program_options.hpp>
@@ -11,9 +12,10 @@
 #include <vector>
 
 #include "app/command_line.h"
+#include "app/generate_dataset.h"
+#include "app/generate_sources.h"
 #include "app/placement.h"
 #include "checkpoint/checkpoint_model.h"
-#include "data/batch_source.h"
 #include "data/tokenizer.h"
 #include "eval/generate.h"
 #include "monitor/progress.h"
@@ -25,7 +27,7 @@ namespace moetrain::app {
 
 int generate_command(int argc, char** argv) {
   std::string checkpoint, input, output, method = "greedy", beam_stop = "heuristic", tokenizer, source_lang,
-                                         target_lang;
+                                         target_lang, as_dataset, source_field;
   Placement placement;
   eval::GenerateOptions g;
   int64_t batch_size = 32;
@@ -36,6 +38,10 @@ int generate_command(int argc, char** argv) {
       ("checkpoint", po::value(&checkpoint), "checkpoint directory, or a run directory (its newest checkpoint)")
       ("input", po::value(&input), "text file: one source per line")
       ("output", po::value(&output), "where to write one output per line (default: standard output)")
+      ("as-dataset", po::value(&as_dataset),
+       "instead of --output: write {source, target} pairs to DIR/part-R-of-N.jsonl for `moetrain tokenize` "
+       "(sequence-level distillation; each rank of an mpirun a share; a rerun resumes)")
+      ("source-field", po::value(&source_field), "with --as-dataset: --input is JSONL and this field holds the source")
       ("method", po::value(&method)->default_value(method), "greedy, beam or sample")
       ("beam-size", po::value(&g.beam_size)->default_value(g.beam_size), "beams (beam search)")
       ("length-penalty", po::value(&g.length_penalty)->default_value(g.length_penalty),
@@ -68,8 +74,13 @@ int generate_command(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string("generate: --beam-stop: ") + e.what());
   }
+  if (!as_dataset.empty() && !output.empty())
+    throw UsageError("generate: --output and --as-dataset exclude each other");
+  if (as_dataset.empty() && !source_field.empty()) throw UsageError("generate: --source-field needs --as-dataset");
+  if (!as_dataset.empty() && g.method == eval::DecodeMethod::Sample) {
+    throw UsageError("generate: --as-dataset takes greedy or beam decoding (a resumed sampled run would differ)");
+  }
   check_placement(placement, "generate");
-  const auto sources = read_lines(input, "generate: --input");
   // Dropless MoE: an output does not depend on the rest of its batch.
   checkpoint::CheckpointModel m = checkpoint::load_checkpoint_model(checkpoint, tokenizer, /*dropless_moe=*/true);
   m.model->place(placement.where(), placement.scalar_type());
@@ -85,36 +96,25 @@ int generate_command(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string("generate: ") + e.what());
   }
+  SourceGenerator generator{m, tok, g, source_prefix, std::max<int64_t>(m.config.data.src_len, 2)};
+  if (!as_dataset.empty()) {
+    generate_dataset(generator, input, source_field, as_dataset, batch_size);
+    return 0;
+  }
+  const auto sources = read_lines(input, "generate: --input");
   std::ofstream file;
   if (!output.empty()) {
     file.open(output);
     if (!file) throw UsageError("generate: --output: cannot write " + output);
   }
   std::ostream& out = output.empty() ? std::cout : file;
-  const int64_t max_source = std::max<int64_t>(m.config.data.src_len, 2);
   monitor::Progress progress("generate", "lines", static_cast<int64_t>(sources.size()));
   double generated_tokens = 0;
   for (size_t first = 0; first < sources.size(); first += static_cast<size_t>(batch_size)) {
     const size_t last = std::min(sources.size(), first + static_cast<size_t>(batch_size));
-    // Each source as in training: its language code if any, its tokens, cut
-    // to src_len - 1 in all, then EOS.
-    std::vector<data::Seq2SeqSample> samples;
-    for (size_t i = first; i < last; ++i) {
-      const auto ids = tok.encode(sources[i]);
-      const auto keep = static_cast<int64_t>(source_prefix.size());
-      data::Seq2SeqSample sample;
-      sample.source = source_prefix;
-      sample.source.insert(sample.source.end(), ids.begin(),
-                           ids.begin() + std::max<int64_t>(0, std::min<int64_t>(ids.size(), max_source - 1 - keep)));
-      sample.source.push_back(special.eos);
-      sample.target = {special.eos};
-      samples.push_back(std::move(sample));
-    }
-    const auto batch = data::BatchSource::collate(samples, special);
-    for (const auto& generated : eval::generate(*m.model, batch.src_tokens, batch.src_mask, g)) {
-      out << tok.decode(generated.tokens) << "\n";
-      generated_tokens += static_cast<double>(generated.tokens.size());
-    }
+    const std::vector<std::string> batch(sources.begin() + static_cast<std::ptrdiff_t>(first),
+                                         sources.begin() + static_cast<std::ptrdiff_t>(last));
+    for (const auto& text : generator.generate(batch, generated_tokens)) out << text << "\n";
     out.flush();
     progress.update(static_cast<int64_t>(last), {{"tokens", generated_tokens}});
   }
