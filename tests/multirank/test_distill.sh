@@ -8,6 +8,7 @@
 #    mpirun -np 2 with ZeRO 1 matches the single process over 8 steps (the
 #    cross-entropy and the KL per step within rtol 1e-5, final parameters
 #    within 1e-5), with alpha 0.5, temperature 2 and top_k 0, then top_k 8;
+#    so does ZeRO 3, and an MoE student (the tiny preset) under DP2 x EP2;
 #  - bad settings are one config error line each.
 source "$(dirname "$0")/../e2e/lib.sh"
 need_brown
@@ -61,6 +62,21 @@ for key in ("distill_kl", "distill_loss"):
     assert all(a[s] > 0 for s in a), key
 PY
 done
+
+echo "== ZeRO 3, and an MoE student under EP2"
+$MOETRAIN_MPIRUN -np 2 "$MOETRAIN_BIN" "${TINY_ARGS[@]}" --output-dir "$work/dp2-zero3" "${student[@]}" \
+  --set parallel.zero_stage=3 > "$work/dp2-zero3.log" 2>&1 || { cat "$work/dp2-zero3.log"; fail "DP2 ZeRO 3 failed"; }
+"$MOETRAIN_PYTHON" "$(dirname "$0")/compare_runs.py" "$work/single-k0" "$work/dp2-zero3" --steps 8 \
+  || fail "DP2 ZeRO 3 distillation does not match the single process"
+moe_student=(--max-steps 8 "${common[@]}" --set train.global_batch=16 --set train.micro_batch=4
+             --set distill.teacher="$work/teacher" --set distill.temperature=2 --set distill.top_k=8)
+train_tiny --output-dir "$work/moe-single" "${moe_student[@]}" > "$work/moe-single.log" \
+  || { cat "$work/moe-single.log"; fail "single-process MoE student failed"; }
+$MOETRAIN_MPIRUN -np 2 "$MOETRAIN_BIN" "${TINY_ARGS[@]}" --output-dir "$work/ep2" "${moe_student[@]}" \
+  --set parallel.ep=2 --set parallel.zero_stage=1 > "$work/ep2.log" 2>&1 || { cat "$work/ep2.log"; fail "EP2 failed"; }
+grep -q "expert parallel 2" "$work/ep2.log" || fail "not an EP2 run"
+"$MOETRAIN_PYTHON" "$(dirname "$0")/compare_runs.py" "$work/moe-single" "$work/ep2" --steps 8 \
+  || fail "DP2 x EP2 distillation of an MoE student does not match the single process"
 
 echo "== bad settings"
 expect_error "distill.alpha: must be in \[0, 1\]" "${TINY_ARGS[@]}" --output-dir "$work/bad" \
