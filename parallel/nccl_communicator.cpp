@@ -137,7 +137,6 @@ struct NcclCommunicator::State {
   int64_t rank = 0;
   int64_t size = 1;
   double timeout_s = 0;
-  std::string label;  // the group's name (Communicator::set_label), for watchdog scopes
 
   ~State() {
     // At process exit the CUDA runtime may already be gone; errors here are
@@ -219,9 +218,11 @@ struct NcclCommunicator::State {
   }
 
   // Steps 1-3 of the header around `enqueue(comm)`, with a watchdog scope
+  // (`scope`: the caller's Communicator::scope_name, which names the group)
   // that ends when the operation has run on the device.
   template <class Enqueue>
-  void run(CommStats& stats, const char* op, int64_t stat_bytes, int64_t payload_bytes, Enqueue enqueue) {
+  void run(CommStats& stats, const char* op, const std::string& scope, int64_t stat_bytes, int64_t payload_bytes,
+           Enqueue enqueue) {
     c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
     collect(stats, /*wait=*/false);
     cudaStream_t caller = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream();
@@ -237,10 +238,8 @@ struct NcclCommunicator::State {
     locked(name, enqueue);
     MOETRAIN_CUDA_CHECK(cudaEventRecord(q.stop, stream));
     MOETRAIN_CUDA_CHECK(cudaStreamWaitEvent(caller, q.stop, 0));
-    // The scope names the group, as the MPI backend's do ("all_reduce (nccl)
-    // on the dp group"), for the watchdogs' lines.
     q.scope = Watchdog::instance().watch_until(
-        label.empty() ? name : name + " on the " + label + " group", payload_bytes, timeout_s,
+        scope, payload_bytes, timeout_s,
         [stop = q.stop, h = handle, name] {
           if (cudaEventQuery(stop) != cudaErrorNotReady) return true;
           h->check_async_error(name);
@@ -341,7 +340,6 @@ int NcclCommunicator::device_index() const { return state_->device; }
 
 void NcclCommunicator::set_label(const std::string& label) {
   Communicator::set_label(label);
-  state_->label = label;
   state_->mpi->set_label(label);  // host tensors go through the twin
 }
 
@@ -366,7 +364,7 @@ void NcclCommunicator::all_reduce(torch::Tensor& tensor, ReduceOp op) {
   void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
   const ncclRedOp_t red = nccl_op(op, tensor.scalar_type());
-  s.run(stats_, "all_reduce", 2 * tensor.nbytes(), tensor.nbytes(),
+  s.run(stats_, "all_reduce", scope_name(op_name("all_reduce")), 2 * tensor.nbytes(), tensor.nbytes(),
         [&](ncclComm_t comm) { MOETRAIN_NCCL_CHECK(ncclAllReduce(data, data, count, type, red, comm, s.stream)); });
 }
 
@@ -386,7 +384,7 @@ void NcclCommunicator::reduce_scatter(const torch::Tensor& input, torch::Tensor&
   const void* in = input.data_ptr();
   void* out = output.data_ptr();
   const size_t count = output.numel();
-  s.run(stats_, "reduce_scatter", input.nbytes(), input.nbytes(),
+  s.run(stats_, "reduce_scatter", scope_name(op_name("reduce_scatter")), input.nbytes(), input.nbytes(),
         [&](ncclComm_t comm) { MOETRAIN_NCCL_CHECK(ncclReduceScatter(in, out, count, type, red, comm, s.stream)); });
 }
 
@@ -403,7 +401,7 @@ void NcclCommunicator::all_gather(const torch::Tensor& input, torch::Tensor& out
   const void* in = input.data_ptr();
   void* out = output.data_ptr();
   const size_t count = input.numel();
-  s.run(stats_, "all_gather", output.nbytes(), output.nbytes(),
+  s.run(stats_, "all_gather", scope_name(op_name("all_gather")), output.nbytes(), output.nbytes(),
         [&](ncclComm_t comm) { MOETRAIN_NCCL_CHECK(ncclAllGather(in, out, count, type, comm, s.stream)); });
 }
 
@@ -416,7 +414,7 @@ void NcclCommunicator::broadcast(torch::Tensor& tensor, int64_t root) {
   const ncclDataType_t type = nccl_type(name, tensor.scalar_type());
   void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
-  s.run(stats_, "broadcast", tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
+  s.run(stats_, "broadcast", scope_name(op_name("broadcast")), tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
     MOETRAIN_NCCL_CHECK(ncclBroadcast(data, data, count, type, static_cast<int>(root), comm, s.stream));
   });
 }
@@ -436,7 +434,7 @@ void NcclCommunicator::all_to_all(const torch::Tensor& input, torch::Tensor& out
   const int64_t element = input.element_size();
   const char* in = static_cast<const char*>(input.data_ptr());
   char* out = static_cast<char*>(output.data_ptr());
-  s.run(stats_, "all_to_all", input.nbytes(), input.nbytes(), [&](ncclComm_t comm) {
+  s.run(stats_, "all_to_all", scope_name(op_name("all_to_all")), input.nbytes(), input.nbytes(), [&](ncclComm_t comm) {
     // One group: NCCL posts every send and recv together, so no ordering of
     // peers can deadlock, and the rows a rank keeps go through NCCL's
     // self-send (a device copy).
@@ -467,7 +465,7 @@ void NcclCommunicator::send(const torch::Tensor& tensor, int64_t dst) {
   const ncclDataType_t type = nccl_type(name, tensor.scalar_type());
   const void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
-  s.run(stats_, "send", tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
+  s.run(stats_, "send", scope_name(op_name("send")), tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
     MOETRAIN_NCCL_CHECK(ncclSend(data, count, type, static_cast<int>(dst), comm, s.stream));
   });
 }
@@ -482,7 +480,7 @@ void NcclCommunicator::recv(torch::Tensor& tensor, int64_t src) {
   const ncclDataType_t type = nccl_type(name, tensor.scalar_type());
   void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
-  s.run(stats_, "recv", tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
+  s.run(stats_, "recv", scope_name(op_name("recv")), tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
     MOETRAIN_NCCL_CHECK(ncclRecv(data, count, type, static_cast<int>(src), comm, s.stream));
   });
 }
@@ -513,7 +511,7 @@ void NcclCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_
   check_send_recv_buffers(name, sends, recvs);
   if (sends.empty() && recvs.empty()) return;
 
-  s.run(stats_, "send_recv", bytes, bytes, [&](ncclComm_t comm) {
+  s.run(stats_, "send_recv", scope_name(op_name("send_recv")), bytes, bytes, [&](ncclComm_t comm) {
     // One group: NCCL starts every send and receive together, so two ranks
     // sending to each other cannot wait on one another.
     MOETRAIN_NCCL_CHECK(ncclGroupStart());
@@ -532,7 +530,7 @@ void NcclCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_
 void NcclCommunicator::barrier() {
   State& s = *state_;
   void* data = s.barrier_buffer.data_ptr();
-  s.run(stats_, "barrier", 0, 0, [&](ncclComm_t comm) {
+  s.run(stats_, "barrier", scope_name(op_name("barrier")), 0, 0, [&](ncclComm_t comm) {
     MOETRAIN_NCCL_CHECK(ncclAllReduce(data, data, 1, ncclFloat32, ncclMax, comm, s.stream));
   });
   // A barrier is the one call the host waits for.
