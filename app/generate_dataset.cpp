@@ -6,7 +6,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <iterator>
 #include <regex>
 #include <vector>
 
@@ -43,16 +42,23 @@ void check_rank_count(const std::string& dir, int ranks) {
 }
 
 // The pairs already in `path` (its complete lines), after cutting off a
-// partial last line.
+// partial last line. Reads the part in blocks: it may be larger than memory.
 int64_t keep_complete_lines(const std::string& path) {
   if (!fs::exists(path)) return 0;
   std::ifstream in(path, std::ios::binary);
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto end = bytes.rfind('\n');
-  const size_t keep = end == std::string::npos ? 0 : end + 1;
-  if (keep < bytes.size()) fs::resize_file(path, keep);
-  int64_t lines = 0;
-  for (size_t i = 0; i < keep; ++i) lines += bytes[i] == '\n';
+  std::vector<char> block(1 << 20);
+  int64_t lines = 0, offset = 0, keep = 0;  // keep: the byte after the last '\n'
+  while (in.read(block.data(), static_cast<std::streamsize>(block.size())) || in.gcount() > 0) {
+    const auto n = static_cast<int64_t>(in.gcount());
+    for (int64_t i = 0; i < n; ++i) {
+      if (block[static_cast<size_t>(i)] != '\n') continue;
+      ++lines;
+      keep = offset + i + 1;
+    }
+    offset += n;
+  }
+  in.close();
+  if (keep < offset) fs::resize_file(path, static_cast<uintmax_t>(keep));
   return lines;
 }
 
