@@ -105,8 +105,9 @@ def convert(args):
 
         def get_vocabulary(self, model, tokenizer):
             tokens = list(tokenizer.pieces)
-            # A model vocabulary larger than the tokenizer's (never produced by
-            # moetrain, which sizes it from the tokenizer) gets placeholder rows.
+            # model.vocab_size may be set above the tokenizer's size (moetrain
+            # allows it, e.g. to pad the embedding): those rows get placeholder
+            # pieces, which the tokenizer never produces.
             tokens += [f"<unused_{i}>" for i in range(model.config.vocab_size - len(tokens))]
             return tokens
 
