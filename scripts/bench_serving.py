@@ -4,11 +4,16 @@ lines (called by bench-serving.sh).
 
   bench_serving.py ct2 MODEL_DIR WORDS LABEL --max-length N --threads N --runs "1:200 64:1000"
   bench_serving.py transformers HF_DIR WORDS LABEL ...
+  bench_serving.py transformers HF_DIR WORDS LABEL --output FILE [--beam-size N --length-penalty X --batch-size N]
 
 Each run is BATCH:COUNT: the first COUNT lines translated BATCH at a time,
 greedy and with 4 beams. Prints one tab-separated row per run and method:
 engine, method, batch, lines, seconds, lines per second. The model is loaded
 and warmed up (a few lines) before timing; only translation is timed.
+
+With --output, nothing is timed: all the lines are translated once, with
+--beam-size (1: greedy) and --length-penalty, and written one per line, to
+compare an engine's outputs with `moetrain generate`'s.
 """
 import argparse
 import os
@@ -68,12 +73,21 @@ def main():
     parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", default="1:200 64:1000", help="BATCH:COUNT ...")
+    parser.add_argument("--output", help="translate every line once and write the outputs here")
+    parser.add_argument("--beam-size", type=int, default=1)
+    parser.add_argument("--length-penalty", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     lines = ctranslate2_serve.read_lines(args.words)
     if args.engine == "ct2":
         engine = ctranslate2_serve.Server(args.model, threads=args.threads)
     else:
         engine = Transformers(args.model, args.threads)
+    if args.output:
+        outputs = engine.translate(lines, args.max_length, args.beam_size, args.length_penalty, args.batch_size)
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.writelines(line + "\n" for line in outputs)
+        return
     for method, beam in METHODS:
         engine.translate(lines[:8], args.max_length, beam, 1.0, 8)  # warm-up
         for run in args.runs.split():
