@@ -106,8 +106,8 @@ def convert(args):
         def get_vocabulary(self, model, tokenizer):
             tokens = list(tokenizer.pieces)
             # model.vocab_size may be set above the tokenizer's size (moetrain
-            # allows it, e.g. to pad the embedding): those rows get placeholder
-            # pieces, which the tokenizer never produces.
+            # allows it, e.g. to pad the embedding): those rows are named
+            # <unused_i>, pieces the tokenizer never produces.
             tokens += [f"<unused_{i}>" for i in range(model.config.vocab_size - len(tokens))]
             return tokens
 
