@@ -364,7 +364,7 @@ void NcclCommunicator::all_reduce(torch::Tensor& tensor, ReduceOp op) {
   void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
   const ncclRedOp_t red = nccl_op(op, tensor.scalar_type());
-  s.run(stats_, "all_reduce", scope_name(op_name("all_reduce")), 2 * tensor.nbytes(), tensor.nbytes(),
+  s.run(stats_, "all_reduce", scope_name(name), 2 * tensor.nbytes(), tensor.nbytes(),
         [&](ncclComm_t comm) { MOETRAIN_NCCL_CHECK(ncclAllReduce(data, data, count, type, red, comm, s.stream)); });
 }
 
@@ -384,7 +384,7 @@ void NcclCommunicator::reduce_scatter(const torch::Tensor& input, torch::Tensor&
   const void* in = input.data_ptr();
   void* out = output.data_ptr();
   const size_t count = output.numel();
-  s.run(stats_, "reduce_scatter", scope_name(op_name("reduce_scatter")), input.nbytes(), input.nbytes(),
+  s.run(stats_, "reduce_scatter", scope_name(name), input.nbytes(), input.nbytes(),
         [&](ncclComm_t comm) { MOETRAIN_NCCL_CHECK(ncclReduceScatter(in, out, count, type, red, comm, s.stream)); });
 }
 
@@ -401,7 +401,7 @@ void NcclCommunicator::all_gather(const torch::Tensor& input, torch::Tensor& out
   const void* in = input.data_ptr();
   void* out = output.data_ptr();
   const size_t count = input.numel();
-  s.run(stats_, "all_gather", scope_name(op_name("all_gather")), output.nbytes(), output.nbytes(),
+  s.run(stats_, "all_gather", scope_name(name), output.nbytes(), output.nbytes(),
         [&](ncclComm_t comm) { MOETRAIN_NCCL_CHECK(ncclAllGather(in, out, count, type, comm, s.stream)); });
 }
 
@@ -414,7 +414,7 @@ void NcclCommunicator::broadcast(torch::Tensor& tensor, int64_t root) {
   const ncclDataType_t type = nccl_type(name, tensor.scalar_type());
   void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
-  s.run(stats_, "broadcast", scope_name(op_name("broadcast")), tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
+  s.run(stats_, "broadcast", scope_name(name), tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
     MOETRAIN_NCCL_CHECK(ncclBroadcast(data, data, count, type, static_cast<int>(root), comm, s.stream));
   });
 }
@@ -434,7 +434,7 @@ void NcclCommunicator::all_to_all(const torch::Tensor& input, torch::Tensor& out
   const int64_t element = input.element_size();
   const char* in = static_cast<const char*>(input.data_ptr());
   char* out = static_cast<char*>(output.data_ptr());
-  s.run(stats_, "all_to_all", scope_name(op_name("all_to_all")), input.nbytes(), input.nbytes(), [&](ncclComm_t comm) {
+  s.run(stats_, "all_to_all", scope_name(name), input.nbytes(), input.nbytes(), [&](ncclComm_t comm) {
     // One group: NCCL posts every send and recv together, so no ordering of
     // peers can deadlock, and the rows a rank keeps go through NCCL's
     // self-send (a device copy).
@@ -465,7 +465,7 @@ void NcclCommunicator::send(const torch::Tensor& tensor, int64_t dst) {
   const ncclDataType_t type = nccl_type(name, tensor.scalar_type());
   const void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
-  s.run(stats_, "send", scope_name(op_name("send")), tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
+  s.run(stats_, "send", scope_name(name), tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
     MOETRAIN_NCCL_CHECK(ncclSend(data, count, type, static_cast<int>(dst), comm, s.stream));
   });
 }
@@ -480,7 +480,7 @@ void NcclCommunicator::recv(torch::Tensor& tensor, int64_t src) {
   const ncclDataType_t type = nccl_type(name, tensor.scalar_type());
   void* data = tensor.data_ptr();
   const size_t count = tensor.numel();
-  s.run(stats_, "recv", scope_name(op_name("recv")), tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
+  s.run(stats_, "recv", scope_name(name), tensor.nbytes(), tensor.nbytes(), [&](ncclComm_t comm) {
     MOETRAIN_NCCL_CHECK(ncclRecv(data, count, type, static_cast<int>(src), comm, s.stream));
   });
 }
@@ -511,7 +511,7 @@ void NcclCommunicator::send_recv(const std::vector<torch::Tensor>& sends, int64_
   check_send_recv_buffers(name, sends, recvs);
   if (sends.empty() && recvs.empty()) return;
 
-  s.run(stats_, "send_recv", scope_name(op_name("send_recv")), bytes, bytes, [&](ncclComm_t comm) {
+  s.run(stats_, "send_recv", scope_name(name), bytes, bytes, [&](ncclComm_t comm) {
     // One group: NCCL starts every send and receive together, so two ranks
     // sending to each other cannot wait on one another.
     MOETRAIN_NCCL_CHECK(ncclGroupStart());
